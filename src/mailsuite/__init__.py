@@ -1,0 +1,3 @@
+"""mailsuite: a Twisted mail server suite for small offices."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""auth/: the one cred portal every protocol logs in through."""

@@ -1,0 +1,372 @@
+"""The configuration: one TOML file turned into frozen, validated objects.
+
+Nothing else in mailsuite reads the file.  Every default lives here, in the dataclass
+fields; ``etc/mailsuite.toml`` documents each key and a test checks it against these
+defaults.  Validation collects every problem (``smtp.max_message_size: expected an
+integer``) instead of stopping at the first, so ``mailsuite check-config`` can print them
+all.  Relative paths resolve against the folder of the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """The config file is missing or invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _default_hostname() -> str:
+    return socket.getfqdn() or "localhost"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    hostname: str = field(default_factory=_default_hostname)
+    data_dir: Path = Path("data")
+    domains: tuple[str, ...] = ()
+    relay_networks: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    allow_plaintext_auth: bool = False
+    postmaster: str = ""
+    # Threads for blocking work (fsync, password hashing, LDAP).
+    thread_pool_size: int = 16
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    certificate: Path | None = None
+    private_key: Path | None = None
+    generate_self_signed: bool = False
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    handshake_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    backend: Literal["file", "ldap"] = "file"
+    users_file: Path = Path("users")
+    aliases_file: Path = Path("aliases")
+    allow_plaintext_passwords: bool = False
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """The MX role: mail from the world to our domains."""
+
+    listen: tuple[str, ...] = ("tcp:25",)
+    listen_tls: tuple[str, ...] = ()
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections_per_ip: int = 20
+    command_timeout: int = 300
+    data_timeout: int = 600
+    max_line_length: int = 1000
+    max_errors: int = 20
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    """Mail from our own users, authenticated (RFC 6409 / RFC 8314)."""
+
+    listen: tuple[str, ...] = ("tcp:587",)
+    listen_tls: tuple[str, ...] = ("tcp:465",)
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections_per_ip: int = 20
+    command_timeout: int = 300
+    data_timeout: int = 600
+    max_line_length: int = 1000
+    max_errors: int = 20
+
+
+@dataclass(frozen=True)
+class IMAPConfig:
+    listen: tuple[str, ...] = ("tcp:143",)
+    listen_tls: tuple[str, ...] = ("tcp:993",)
+    max_connections_per_ip: int = 50
+
+
+@dataclass(frozen=True)
+class POP3Config:
+    listen: tuple[str, ...] = ("tcp:110",)
+    listen_tls: tuple[str, ...] = ("tcp:995",)
+    max_connections_per_ip: int = 20
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    server: ServerConfig
+    tls: TLSConfig
+    directory: DirectoryConfig
+    smtp: SMTPConfig
+    submission: SubmissionConfig
+    imap: IMAPConfig
+    pop3: POP3Config
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.server.data_dir / "mail"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.server.data_dir / "queue"
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower() in self.server.domains
+
+
+# Sections of the file, in order; each maps to one dataclass above.
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "tls": TLSConfig,
+    "directory": DirectoryConfig,
+    "smtp": SMTPConfig,
+    "submission": SubmissionConfig,
+    "imap": IMAPConfig,
+    "pop3": POP3Config,
+}
+
+# Sections built by later work: accepted but named by check-config as not yet active.
+INACTIVE_SECTIONS: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------------------
+# Conversion of one TOML value to the annotated field type.
+
+
+class _Invalid(Exception):
+    pass
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    float: "a number",
+    Path: "a path (string)",
+}
+
+
+def _describe(tp: Any) -> str:
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list of " + _describe(typing.get_args(tp)[0]).removeprefix("a ").removeprefix("an ")
+    if tp is IPNetwork:
+        return "a network in CIDR form"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, base: Path) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if set(args) == {ipaddress.IPv4Network, ipaddress.IPv6Network}:
+            if not isinstance(value, str):
+                raise _Invalid("expected a network in CIDR form")
+            try:
+                return ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise _Invalid(f"not a network in CIDR form: {value!r}") from None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(value, non_none[0], base)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _Invalid(f"expected {_describe(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected {_describe(tp)}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(_convert(item, item_tp, base))
+            except _Invalid as e:
+                raise _Invalid(f"item {i + 1}: {e}") from None
+        return tuple(out)
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise _Invalid("expected a table")
+        return types.MappingProxyType(
+            {str(k): _convert(v, val_tp, base) for k, v in value.items()}
+        )
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _Invalid("expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid("expected an integer")
+        if value < 0:
+            raise _Invalid("expected a non-negative integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid("expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _Invalid("expected a string")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise _Invalid("expected a path (string)")
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (base / p)
+    raise _Invalid(f"unsupported type {tp}")  # a programming error in this module
+
+
+def build_section(cls: type, table: Any, prefix: str, base: Path, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from a TOML table; add a line to ``problems`` per error.
+
+    Nested dataclass fields are nested tables; they are validated the same way.  Later
+    modules (ldap, relay) may call this for their own sub-tables.
+    """
+    if not isinstance(table, dict):
+        problems.append(f"{prefix}: expected a table")
+        table = {}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            problems.append(f"{prefix}.{key}: unknown key")
+    for f in dataclasses.fields(cls):
+        if f.name not in table:
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp) and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                kwargs[f.name] = build_section(tp, {}, f"{prefix}.{f.name}", base, problems)
+            elif isinstance(f.default, Path) and not f.default.is_absolute():
+                kwargs[f.name] = base / f.default
+            continue
+        tp = hints[f.name]
+        value = table[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = build_section(tp, value, f"{prefix}.{f.name}", base, problems)
+            continue
+        try:
+            kwargs[f.name] = _convert(value, tp, base)
+        except _Invalid as e:
+            problems.append(f"{prefix}.{f.name}: {e}")
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Cross-field checks.
+
+
+def _check(cfg: Config, problems: list[str]) -> None:
+    from twisted.internet.endpoints import _parseServer  # noqa: PLC2701 - syntax check only
+
+    if not cfg.server.domains:
+        problems.append("server.domains: at least one local domain is required")
+    for d in cfg.server.domains:
+        if not d or "@" in d or " " in d or d != d.lower():
+            problems.append(f"server.domains: {d!r} is not a lower-case domain name")
+    if cfg.server.postmaster and "@" not in cfg.server.postmaster:
+        problems.append("server.postmaster: expected an address like postmaster@example.org")
+    if cfg.server.thread_pool_size < 1:
+        problems.append("server.thread_pool_size: expected at least 1")
+    for name in ("smtp", "submission", "imap", "pop3"):
+        svc = getattr(cfg, name)
+        for key in ("listen", "listen_tls"):
+            for desc in getattr(svc, key):
+                try:
+                    kind = _parseServer(desc, None)[0]
+                except Exception as e:  # the parser raises several types
+                    problems.append(f"{name}.{key}: bad endpoint {desc!r}: {e}")
+                    continue
+                if kind.upper() == "SSL":
+                    problems.append(
+                        f"{name}.{key}: {desc!r}: use a tcp: endpoint; TLS comes from [tls] "
+                        "(listen_tls wraps it) so certificates can be reloaded"
+                    )
+    tls_needed = any(getattr(cfg, n).listen_tls for n in ("smtp", "submission", "imap", "pop3"))
+    t = cfg.tls
+    if (t.certificate is None) != (t.private_key is None):
+        problems.append("tls: set both tls.certificate and tls.private_key, or neither")
+    if t.certificate is None and tls_needed:
+        problems.append("tls.certificate: required because a listen_tls listener is configured")
+    for name in ("smtp", "submission"):
+        svc = getattr(cfg, name)
+        if svc.max_line_length < 80:
+            problems.append(f"{name}.max_line_length: expected at least 80")
+
+
+def check_files(cfg: Config) -> list[str]:
+    """Problems with files the running server needs (not needed to manage users)."""
+    problems: list[str] = []
+    t = cfg.tls
+    if t.certificate is not None and not t.generate_self_signed:
+        for key in ("certificate", "private_key"):
+            p = getattr(t, key)
+            if p is not None and not p.exists():
+                problems.append(f"tls.{key}: {p} does not exist (set tls.generate_self_signed = true to create one)")
+    d = cfg.directory
+    if d.backend == "file":
+        for key in ("users_file", "aliases_file"):
+            p = getattr(d, key)
+            if not p.parent.is_dir():
+                problems.append(f"directory.{key}: folder {p.parent} does not exist")
+    return problems
+
+
+def parse(text: str, path: Path) -> Config:
+    """Parse and validate config text; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+    base = path.parent.resolve()
+    sections: dict[str, Any] = {}
+    for key in raw:
+        if key not in SECTIONS and key not in INACTIVE_SECTIONS:
+            problems.append(f"{key}: unknown section")
+    for name, cls in SECTIONS.items():
+        sections[name] = build_section(cls, raw.get(name, {}), name, base, problems)
+    cfg = Config(path=path.resolve(), **sections)
+    if not problems:
+        _check(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: config file not found"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{p}: cannot read config file: {e}"]) from None
+    return parse(text, p)
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("MAILSUITE_CONFIG") or "etc/mailsuite.toml")

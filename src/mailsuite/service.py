@@ -1,0 +1,218 @@
+"""Wires the config into one MultiService; the twistd plugin's entry point.
+
+``twistd -n mailsuite --config PATH`` loads the config in :class:`Options` (so a bad
+config stops twistd with one line per problem before anything starts), then
+:func:`makeService` builds the shared parts (:class:`Suite`) and one listener service
+per configured endpoint.  Listeners are bound in ``privilegedStartService`` (as root,
+for ports below 1024); files and folders are created in ``startService``, after twistd
+has dropped privileges, so they belong to the service user.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.application import service, strports
+from twisted.internet import reactor
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import usage
+
+from mailsuite import config as config_mod, workers
+from mailsuite.auth.portal import make_portal
+from mailsuite.directory.files import FileDirectory
+from mailsuite.directory.interface import Account, IDirectory
+from mailsuite.queue.dispatch import Dispatcher
+from mailsuite.queue.incoming import clean_incoming
+from mailsuite.smtp.policy import Policy
+from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
+from mailsuite.store.maildir import MaildirStore
+from mailsuite.tls import ReloadableContextFactory, TLSConfigError, generate_self_signed
+
+log = Logger(namespace="mailsuite.service")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run the mailsuite mail server (SMTP, submission, relay queue, IMAP4, POP3) "
+        "from one TOML config file. Use -n to stay in the foreground."
+    )
+    optParameters = [
+        ["config", "c", None, "Path to the TOML config file (default: $MAILSUITE_CONFIG or etc/mailsuite.toml)."],
+    ]
+
+    def postOptions(self) -> None:
+        path = self["config"] or config_mod.default_path()
+        try:
+            cfg = config_mod.load(path)
+            problems = config_mod.check_files(cfg)
+            if problems:
+                raise config_mod.ConfigError(problems)
+            self["parsed"] = cfg
+        except config_mod.ConfigError as e:
+            raise usage.UsageError("invalid config:\n  " + "\n  ".join(e.problems)) from None
+
+
+def make_directory(cfg: config_mod.Config) -> IDirectory:
+    d = cfg.directory
+    if d.backend == "ldap":
+        from mailsuite.directory.ldap import make_ldap_directory  # built in its own issue
+
+        return make_ldap_directory(cfg)
+    return FileDirectory(
+        d.users_file,
+        d.aliases_file,
+        cfg.server.domains,
+        postmaster=cfg.server.postmaster,
+        allow_plaintext_passwords=d.allow_plaintext_passwords,
+    )
+
+
+@dataclass
+class Suite:
+    """The parts every protocol shares, built once per process."""
+
+    config: config_mod.Config
+    directory: IDirectory
+    portal: Any
+    realm: Any
+    store: MaildirStore
+    dispatcher: Dispatcher
+    tls: ReloadableContextFactory | None
+    on_start: list[Callable[[], Any]] = field(default_factory=list)
+    on_stop: list[Callable[[], Any]] = field(default_factory=list)
+
+    def listener(self, parent: service.MultiService, desc: str, factory: Any, implicit_tls: bool) -> None:
+        """Add a listener on endpoint string ``desc``; ``implicit_tls`` wraps it in TLS."""
+        if implicit_tls:
+            if self.tls is None:
+                raise TLSConfigError("implicit TLS listener without a certificate")
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+        svc = strports.service(desc, factory)
+        svc.setServiceParent(parent)
+
+
+def load_tls(cfg: config_mod.Config) -> ReloadableContextFactory | None:
+    t = cfg.tls
+    if t.certificate is None or t.private_key is None:
+        return None
+    if t.generate_self_signed and not (t.certificate.exists() and t.private_key.exists()):
+        generate_self_signed(t.certificate, t.private_key, cfg.server.hostname)
+        log.warn(
+            "tls: generated a SELF-SIGNED certificate at {path}; clients will warn. "
+            "Use a real certificate in production.",
+            path=str(t.certificate),
+        )
+    return ReloadableContextFactory(t.certificate, t.private_key, t.min_version)
+
+
+def build_suite(cfg: config_mod.Config) -> Suite:
+    workers.configure(cfg.server.thread_pool_size)
+    directory = make_directory(cfg)
+    portal, realm = make_portal(directory)
+    realm.register(ISMTPAvatar, lambda account: account)
+    store = MaildirStore(cfg.mail_dir)
+    dispatcher = Dispatcher(store)
+    return Suite(cfg, directory, portal, realm, store, dispatcher, load_tls(cfg))
+
+
+def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
+    cfg = suite.config
+    policy = Policy(suite.directory, cfg.server.domains, cfg.server.relay_networks)
+    for role, svc_cfg, submission in (("smtp", cfg.smtp, False), ("submission", cfg.submission, True)):
+        for desc, implicit in [(d, False) for d in svc_cfg.listen] + [(d, True) for d in svc_cfg.listen_tls]:
+            conf = SMTPFactoryConfig(
+                hostname=cfg.server.hostname,
+                service=svc_cfg,
+                policy=policy,
+                dispatcher=suite.dispatcher,
+                incoming_dir=cfg.queue_dir / "incoming",
+                portal=suite.portal,
+                tls_context=suite.tls,
+                implicit_tls=implicit,
+                submission=submission,
+                allow_plaintext_auth=cfg.server.allow_plaintext_auth,
+                # The MX role offers no AUTH: users submit on 587/465 (issue: submission).
+                offer_auth=submission,
+            )
+            suite.listener(parent, desc, SMTPServerFactory(conf), implicit)
+
+
+# Later capabilities add themselves here: name -> function(suite, parent).
+LISTENER_BUILDERS: dict[str, Callable[[Suite, service.MultiService], None]] = {
+    "smtp": _smtp_listeners,
+}
+
+
+def _optional_builders() -> None:
+    """Import the protocol packages that provide listener builders, if built."""
+    import importlib
+
+    for name in ("imap", "pop3", "queue"):
+        try:
+            mod = importlib.import_module(f"mailsuite.{name}.service")
+        except ModuleNotFoundError as e:
+            if e.name != f"mailsuite.{name}.service":
+                raise
+            continue
+        LISTENER_BUILDERS[name] = mod.add_services
+
+
+def inactive_services(cfg: config_mod.Config) -> list[str]:
+    """Configured listeners whose protocol this build does not serve yet."""
+    _optional_builders()
+    out = []
+    for name in ("imap", "pop3"):
+        svc = getattr(cfg, name)
+        if name not in LISTENER_BUILDERS and (svc.listen or svc.listen_tls):
+            out.append(f"{name}: configured but not active in this version (not built yet)")
+    return out
+
+
+class _Lifecycle(service.Service):
+    """Creates folders and cleans leftovers after privileges are dropped; runs the
+    suite's start and stop hooks; reloads TLS on SIGHUP."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
+
+    def startService(self) -> None:
+        super().startService()
+        cfg = self.suite.config
+        cfg.mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        n = clean_incoming(cfg.queue_dir / "incoming")
+        if n:
+            log.info("queue: removed {n} incomplete incoming file(s) left by a crash", n=n)
+        if self.suite.tls is not None:
+            try:
+                signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.suite.tls.reload))
+            except ValueError:  # not the main thread (tests)
+                pass
+        for hook in self.suite.on_start:
+            hook()
+        for line in inactive_services(cfg):
+            log.warn("{line}", line=line)
+        log.info("mailsuite started for domains {domains}", domains=", ".join(cfg.server.domains))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        for hook in self.suite.on_stop:
+            hook()
+
+
+def build_service(cfg: config_mod.Config) -> tuple[service.MultiService, Suite]:
+    suite = build_suite(cfg)
+    top = service.MultiService()
+    _Lifecycle(suite).setServiceParent(top)
+    _optional_builders()
+    for build in LISTENER_BUILDERS.values():
+        build(suite, top)
+    return top, suite
+
+
+def makeService(options: Options) -> service.IService:
+    top, _suite = build_service(options["parsed"])
+    return top

@@ -1,0 +1,1 @@
+"""smtp/: the SMTP server protocol, its delivery policy, and the outbound client."""

@@ -1,0 +1,86 @@
+"""DATA parsing in chunks: find the end marker and undo dot-stuffing in bulk.
+
+Parsing a 100 KB body line by line costs a Python server 6-10 ms; scanning the
+received chunk for ``CRLF . CRLF`` and undoing the stuffing with one ``replace`` is
+what keeps SMTP throughput near Postfix's (DESIGN.md, "Where the time goes").
+
+:class:`DataReader` is pure (no I/O) so it can be fuzzed: feed it received bytes, it
+hands back body bytes with LF line ends, dots unstuffed, and says when the end marker
+came and what followed it (pipelined commands).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Fed:
+    body: bytes  # LF line ends, unstuffed; empty while the message is being discarded
+    finished: bool
+    rest: bytes  # bytes after the end marker (the next commands), when finished
+
+
+class DataReader:
+    def __init__(self, max_size: int, max_line: int = 1000) -> None:
+        self.max_size = max_size
+        self.max_line = max_line  # octets including CRLF (RFC 5321 4.5.3.1.6)
+        self.size = 0  # CRLF octets received, stuffing included (what SIZE counts)
+        self.lines = 0  # LF characters in the body handed out
+        self.too_big = False
+        self.line_too_long = False
+        self._pending = b""  # received bytes not yet handed out
+        self._mid_line = False  # _pending does not start at a line start
+
+    @property
+    def rejected(self) -> bool:
+        return self.too_big or self.line_too_long
+
+    def feed(self, data: bytes) -> Fed:
+        buf = self._pending + data
+        self._pending = b""
+        if self._mid_line:
+            # Inside an over-long line that is being thrown away: skip to its end.
+            j = buf.find(b"\r\n")
+            if j < 0:
+                self.size += len(buf) - (1 if buf.endswith(b"\r") else 0)
+                self._pending = b"\r" if buf.endswith(b"\r") else b""
+                return Fed(b"", False, b"")
+            self.size += j + 2
+            buf = buf[j + 2 :]
+            self._mid_line = False
+        if buf.startswith(b".\r\n"):
+            return Fed(b"", True, buf[3:])
+        end = buf.find(b"\r\n.\r\n")
+        if end >= 0:
+            return Fed(self._take(buf[: end + 2]), True, buf[end + 5 :])
+        cut = buf.rfind(b"\r\n")
+        if cut < 0:
+            content, self._pending = b"", buf
+        else:
+            content, self._pending = buf[: cut + 2], buf[cut + 2 :]
+        if len(self._pending) >= self.max_line:
+            # A line longer than the limit and still growing: reject the message, and
+            # never buffer more of the line than this.
+            self.line_too_long = True
+            keep_cr = self._pending.endswith(b"\r")
+            self.size += len(self._pending) - (1 if keep_cr else 0)
+            self._pending = b"\r" if keep_cr else b""
+            self._mid_line = True
+        return Fed(self._take(content), False, b"")
+
+    def _take(self, content: bytes) -> bytes:
+        """Account for ``content`` (whole CRLF-terminated lines) and convert it."""
+        if not content:
+            return b""
+        self.size += len(content)
+        if self.size > self.max_size:
+            self.too_big = True
+        if len(content) > self.max_line - 2 and not self.line_too_long:
+            if max(map(len, content.split(b"\r\n"))) > self.max_line - 2:
+                self.line_too_long = True
+        if self.rejected:
+            return b""
+        body = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:].replace(b"\r\n", b"\n")
+        self.lines += body.count(b"\n")
+        return body

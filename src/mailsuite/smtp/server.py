@@ -1,0 +1,630 @@
+"""The ESMTP server protocol, for the MX role and for submission.
+
+Why not twisted.mail.smtp.ESMTP: its IMessage API hands the body over line by line to
+one object per recipient, its validators cannot be asynchronous without reordering
+pipelined replies (twisted#8126), an over-long DATA line makes it run the rest of the
+body as commands, it keeps plaintext pipelined behind STARTTLS (CVE-2011-0411 class) and
+has no SIZE, PIPELINING or enhanced status codes (research/twisted-mail.md §1).  This
+protocol keeps Twisted's pieces that are sound (the reactor transport, TimeoutMixin,
+cred portals, startTLS) and does the SMTP state machine itself:
+
+* one command at a time: while a command waits on a Deferred (directory lookup,
+  fsync), further pipelined input stays buffered, so replies keep their order;
+* DATA is parsed in chunks by :class:`DataReader` and streamed to a file;
+* 250 after DATA only once the dispatcher says the message is durable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import socket
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.cred import credentials, error as cred_error
+from twisted.cred.portal import Portal
+from twisted.internet import defer, interfaces
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from mailsuite.queue.dispatch import Dispatcher, TemporaryFailure
+from mailsuite.queue.envelope import Envelope, new_queue_id
+from mailsuite.queue.incoming import IncomingMessage
+from mailsuite.smtp.address import BadPath, parse_path
+from mailsuite.smtp.data import DataReader
+from mailsuite.smtp.policy import Policy, Session
+from mailsuite.smtp.reply import Reply
+from mailsuite.tls import tls_description
+
+log = Logger(namespace="mailsuite.smtp")
+
+MAX_COMMAND_LINE = 1000  # octets with CRLF: RFC 5321 4.5.3.1.4 (512) plus room for params
+MAX_BUFFERED = 64 * 1024  # pipelined input held while a command waits
+
+
+class ISMTPAvatar(Interface):
+    """What SMTP AUTH asks the realm for: the Account (its ``name`` is all we need)."""
+
+
+@dataclass
+class SMTPFactoryConfig:
+    """Everything one listener's protocols share (one per listener role)."""
+
+    hostname: str
+    service: Any  # SMTPConfig or SubmissionConfig
+    policy: Policy
+    dispatcher: Dispatcher
+    incoming_dir: Path
+    portal: Portal | None = None
+    tls_context: Any = None  # a context factory, or None when TLS is not configured
+    implicit_tls: bool = False
+    submission: bool = False
+    allow_plaintext_auth: bool = False
+    offer_auth: bool = True
+    on_auth_failure: Callable[[str, str], None] | None = None
+
+
+class SMTPServerFactory(Factory):
+    noisy = False
+    def __init__(self, conf: SMTPFactoryConfig) -> None:
+        self.conf = conf
+        self.per_ip: dict[str, int] = {}
+
+    def buildProtocol(self, addr: Any) -> "SMTPServer":
+        p = SMTPServer(self.conf, self)
+        p.factory = self
+        return p
+
+
+class SMTPServer(Protocol, TimeoutMixin):
+    def __init__(self, conf: SMTPFactoryConfig, factory: SMTPServerFactory) -> None:
+        self.conf = conf
+        self.svc = conf.service
+        self.session: Session | None = None
+        self._buffer = b""
+        self._busy = False
+        self._closing = False
+        self._skip_line = False
+        self._errors = 0
+        self._data: DataReader | None = None
+        self._incoming: IncomingMessage | None = None
+        self._queue_id = ""
+        self._auth_step: Callable[[bytes], None] | None = None
+        self._paused = False
+        self._counted_ip: str | None = None
+
+    # -- connection ------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        ip = getattr(peer, "host", "") or ""
+        self.session = Session(client_ip=ip, submission=self.conf.submission)
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError, socket.error):
+            pass
+        counts = self.factory.per_ip
+        if counts.get(ip, 0) >= self.svc.max_connections_per_ip:
+            log.warn("smtp: connection from [{ip}] refused: too many connections", ip=ip)
+            self._send(Reply(421, "4.7.0", f"{self.conf.hostname} Too many connections from your address"))
+            self.transport.loseConnection()
+            self._closing = True
+            return
+        counts[ip] = counts.get(ip, 0) + 1
+        self._counted_ip = ip
+        if self.conf.implicit_tls:
+            self.session.tls = "TLS"  # refined to version and cipher at first use
+        self.setTimeout(self.svc.command_timeout)
+        self._send(Reply(220, "", f"{self.conf.hostname} ESMTP mailsuite"))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        if self._counted_ip is not None:
+            counts = self.factory.per_ip
+            counts[self._counted_ip] -= 1
+            if counts[self._counted_ip] <= 0:
+                del counts[self._counted_ip]
+            self._counted_ip = None
+        if self._incoming is not None:
+            log.info(
+                "smtp: {qid}: client [{ip}] disconnected during DATA; message discarded",
+                qid=self._queue_id,
+                ip=self.session.client_ip if self.session else "",
+            )
+            self._incoming.discard()
+            self._incoming = None
+
+    def timeoutConnection(self) -> None:
+        log.info("smtp: timeout, closing connection from [{ip}]", ip=self.session.client_ip if self.session else "")
+        self._send(Reply(421, "4.4.2", f"{self.conf.hostname} Error: timeout exceeded"))
+        if self._incoming is not None:
+            self._incoming.discard()
+            self._incoming = None
+        self._closing = True
+        self.transport.loseConnection()
+
+    def _send(self, reply: Reply) -> None:
+        self.transport.write(reply.lines())
+
+    # -- input -----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        # An AUTH exchange in progress reads its next line even though AUTH is "busy".
+        while (not self._busy or self._auth_step is not None) and not self._closing and self._buffer:
+            if self._data is not None:
+                self._feed_data()
+                continue
+            i = self._buffer.find(b"\n")
+            if i < 0:
+                if len(self._buffer) > MAX_COMMAND_LINE:
+                    if not self._skip_line:
+                        self._command_error(Reply(500, "5.5.2", "Error: line too long"), "line too long")
+                    self._skip_line = True
+                    self._buffer = b""
+                break
+            line, self._buffer = self._buffer[:i], self._buffer[i + 1 :]
+            if self._skip_line:  # the tail of an over-long line
+                self._skip_line = False
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) + 2 > MAX_COMMAND_LINE:
+                self._command_error(Reply(500, "5.5.2", "Error: line too long"), "line too long")
+                continue
+            self._line(line)
+        self._flow_control()
+
+    def _flow_control(self) -> None:
+        want_pause = self._busy and len(self._buffer) > MAX_BUFFERED
+        if want_pause != self._paused and self.transport is not None:
+            self._paused = want_pause
+            (self.transport.pauseProducing if want_pause else self.transport.resumeProducing)()
+
+    def _line(self, raw: bytes) -> None:
+        if self._auth_step is not None:
+            step, self._auth_step = self._auth_step, None
+            step(raw)
+            return
+        if b"\x00" in raw:
+            self._command_error(Reply(500, "5.5.2", "Error: NUL character in command"), "NUL in command")
+            return
+        try:
+            line = raw.decode("ascii")
+        except UnicodeDecodeError:
+            self._command_error(Reply(500, "5.5.2", "Error: non-ASCII characters in command"), "non-ASCII command")
+            return
+        verb, _, arg = line.partition(" ")
+        handler = getattr(self, f"do_{verb.upper()}", None) if verb.isalpha() else None
+        if handler is None:
+            self._command_error(Reply(500, "5.5.2", "Error: command not recognized"), f"unknown command {verb[:20]!r}")
+            return
+        try:
+            result = handler(arg.strip())
+        except Reply as r:
+            self._reject(r, verb.upper())
+            return
+        if isinstance(result, defer.Deferred):
+            self._busy = True
+            result.addErrback(self._command_failed, verb.upper())
+            result.addBoth(self._resume)
+
+    def _command_failed(self, f: Failure, verb: str) -> None:
+        if f.check(Reply):
+            self._reject(f.value, verb)
+        else:
+            log.failure("smtp: {verb} failed", f, verb=verb)
+            self._send(Reply(451, "4.3.0", "Error: internal error, try again later"))
+
+    def _resume(self, _: object = None) -> None:
+        self._busy = False
+        if self.transport is not None and not self._closing:
+            self._process()
+
+    def _reject(self, r: Reply, verb: str) -> None:
+        if r.code >= 500:
+            self._command_error(r, f"{verb} rejected")
+        else:
+            self._send(r)
+            log.info("smtp: [{ip}] {verb}: {code} {status} {text}", ip=self.session.client_ip, verb=verb,
+                     code=r.code, status=r.status, text=r.text)
+
+    def _command_error(self, r: Reply, why: str) -> None:
+        self._errors += 1
+        log.info("smtp: [{ip}] rejected: {code} {status} {text} ({why})", ip=self.session.client_ip if self.session else "",
+                 code=r.code, status=r.status, text=r.text, why=why)
+        if self._errors > self.svc.max_errors:
+            self._send(Reply(421, "4.7.0", f"{self.conf.hostname} Error: too many errors"))
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self._send(r)
+
+    # -- commands --------------------------------------------------------------------
+
+    def _ehlo_lines(self) -> list[str]:
+        s = self.session
+        lines = [
+            f"{self.conf.hostname}",
+            "PIPELINING",
+            f"SIZE {self.svc.max_message_size}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self._can_starttls():
+            lines.append("STARTTLS")
+        if self._auth_offered():
+            lines.append("AUTH PLAIN LOGIN")
+        return lines
+
+    def _can_starttls(self) -> bool:
+        return self.conf.tls_context is not None and not self.session.tls
+
+    def _auth_offered(self) -> bool:
+        if not self.conf.offer_auth or self.conf.portal is None or self.session.auth_user:
+            return False
+        return bool(self.session.tls) or self.conf.allow_plaintext_auth
+
+    def do_EHLO(self, arg: str) -> None:
+        self._helo(arg, esmtp=True)
+
+    def do_HELO(self, arg: str) -> None:
+        self._helo(arg, esmtp=False)
+
+    def _helo(self, arg: str, esmtp: bool) -> None:
+        if not arg or " " in arg:
+            raise Reply(501, "5.5.4", "Syntax: EHLO hostname")
+        s = self.session
+        s.helo, s.esmtp = arg, esmtp
+        s.reset()
+        self._end_data_state()
+        if esmtp:
+            lines = self._ehlo_lines()
+            self._send(Reply(250, "", "\n".join(lines)))
+        else:
+            self._send(Reply(250, "", self.conf.hostname))
+
+    def do_MAIL(self, arg: str) -> Any:
+        s = self.session
+        if not arg.upper().startswith("FROM:"):
+            raise Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+        if s.helo is None:
+            raise Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+        if s.sender is not None:
+            raise Reply(503, "5.5.1", "Error: nested MAIL command")
+        try:
+            sender, params = parse_path(arg[5:], allow_null=True)
+        except BadPath as e:
+            raise Reply(501, "5.1.7", f"Bad sender address syntax: {e}") from None
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    raise Reply(501, "5.5.4", "Bad SIZE parameter")
+                if int(value) > self.svc.max_message_size:
+                    raise Reply(552, "5.3.4", "Message size exceeds fixed limit")
+            elif key == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    raise Reply(501, "5.5.4", "Bad BODY parameter")
+            elif key == "AUTH":
+                pass  # RFC 4954 5: accepted; we trust only our own AUTH
+            else:
+                raise Reply(555, "5.5.4", f"Unsupported parameter {key}")
+        d = self.conf.policy.check_sender(s, sender)
+
+        def ok(_: object) -> None:
+            s.sender = sender
+            self._send(Reply(250, "2.1.0", "Ok"))
+
+        return d.addCallback(ok)
+
+    def do_RCPT(self, arg: str) -> Any:
+        s = self.session
+        if not arg.upper().startswith("TO:"):
+            raise Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+        if s.sender is None:
+            raise Reply(503, "5.5.1", "Error: need MAIL command")
+        try:
+            rcpt, params = parse_path(arg[3:], allow_null=False)
+        except BadPath as e:
+            raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
+        if params:
+            raise Reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}")
+        if len(s.recipients) >= self.svc.max_recipients:
+            raise Reply(452, "4.5.3", "Error: too many recipients")
+        d = self.conf.policy.check_recipient(s, rcpt)
+
+        def ok(resolution: Any) -> None:
+            s.recipients.append(rcpt)
+            s.resolutions.append(resolution)
+            self._send(Reply(250, "2.1.5", "Ok"))
+
+        return d.addCallback(ok)
+
+    def do_DATA(self, arg: str) -> None:
+        s = self.session
+        if arg:
+            raise Reply(501, "5.5.4", "Syntax: DATA")
+        if s.sender is None:
+            raise Reply(503, "5.5.1", "Error: need MAIL command")
+        if not s.recipients:
+            raise Reply(554, "5.5.1", "Error: no valid recipients")
+        self._queue_id = new_queue_id()
+        try:
+            self._incoming = IncomingMessage(self.conf.incoming_dir, self._queue_id)
+            self._incoming.write(self._received_header())
+        except OSError as e:
+            log.error("smtp: cannot open incoming file: {e}", e=e)
+            self._incoming = None
+            raise Reply(451, "4.3.0", "Error: local error in processing") from None
+        self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length)
+        self.setTimeout(self.svc.data_timeout)
+        self._send(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+
+    def do_RSET(self, arg: str) -> None:
+        self.session.reset()
+        self._send(Reply(250, "2.0.0", "Ok"))
+
+    def do_NOOP(self, arg: str) -> None:
+        self._send(Reply(250, "2.0.0", "Ok"))
+
+    def do_VRFY(self, arg: str) -> None:
+        # Answering VRFY truthfully would let anyone harvest addresses (RFC 5321 7.3).
+        self._send(Reply(252, "2.0.0", "Send some mail, I'll try my best"))
+
+    def do_HELP(self, arg: str) -> None:
+        self._send(Reply(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH"))
+
+    def do_QUIT(self, arg: str) -> None:
+        self._send(Reply(221, "2.0.0", "Bye"))
+        self._closing = True
+        self.transport.loseConnection()
+
+    def do_STARTTLS(self, arg: str) -> None:
+        s = self.session
+        if arg:
+            raise Reply(501, "5.5.4", "Syntax: STARTTLS")
+        if self.conf.tls_context is None:
+            raise Reply(502, "5.5.1", "Error: command not implemented")
+        if s.tls:
+            raise Reply(503, "5.5.1", "Error: TLS already active")
+        if s.auth_user:
+            raise Reply(503, "5.5.1", "Error: already authenticated")
+        self._send(Reply(220, "2.0.0", "Ready to start TLS"))
+        if self._buffer:
+            # Plaintext sent behind STARTTLS must not run inside the TLS session
+            # (CVE-2011-0411 class): throw it away.
+            log.warn("smtp: [{ip}] discarded {n} bytes pipelined after STARTTLS", ip=s.client_ip, n=len(self._buffer))
+            self._buffer = b""
+        self.transport.startTLS(self.conf.tls_context)
+        # RFC 3207 4.2: forget everything learnt before TLS.
+        s.helo, s.esmtp, s.tls = None, False, "TLS"
+        s.reset()
+
+    # -- AUTH (RFC 4954) -------------------------------------------------------------
+
+    def do_AUTH(self, arg: str) -> Any:
+        s = self.session
+        if not arg:
+            raise Reply(501, "5.5.4", "Syntax: AUTH mechanism")
+        if self.conf.portal is None or not self.conf.offer_auth:
+            raise Reply(503, "5.5.1", "Error: authentication not enabled")
+        if s.auth_user:
+            raise Reply(503, "5.5.1", "Error: already authenticated")
+        if s.sender is not None:
+            raise Reply(503, "5.5.1", "Error: MAIL transaction in progress")
+        if not s.tls and not self.conf.allow_plaintext_auth:
+            raise Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+        mech, _, initial = arg.partition(" ")
+        mech = mech.upper()
+        if mech not in ("PLAIN", "LOGIN"):
+            raise Reply(504, "5.5.4", "Unrecognized authentication type")
+        waiter: defer.Deferred = defer.Deferred()
+        if mech == "PLAIN":
+            if initial:
+                self._auth_plain(initial.encode(), waiter)
+            else:
+                self._challenge(b"", lambda line: self._auth_plain(line, waiter), waiter)
+        else:
+            if initial and initial != "=":
+                self._auth_login_user(initial.encode(), waiter)
+            else:
+                self._challenge(b"Username:", lambda line: self._auth_login_user(line, waiter), waiter)
+        return waiter
+
+    def _challenge(self, prompt: bytes, step: Callable[[bytes], None], waiter: defer.Deferred) -> None:
+        self.transport.write(b"334 " + base64.b64encode(prompt) + b"\r\n")
+        self._auth_step = step
+
+    def _decode_b64(self, line: bytes, waiter: defer.Deferred) -> bytes | None:
+        line = line.strip()
+        if line == b"*":
+            self._auth_done(waiter, Reply(501, "5.7.0", "Authentication cancelled"))
+            return None
+        try:
+            return base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            self._auth_done(waiter, Reply(501, "5.5.2", "Cannot decode response"))
+            return None
+
+    def _auth_plain(self, line: bytes, waiter: defer.Deferred) -> None:
+        raw = self._decode_b64(line, waiter)
+        if raw is None:
+            return
+        parts = raw.split(b"\x00")
+        if len(parts) != 3:
+            self._auth_done(waiter, Reply(501, "5.5.2", "Malformed PLAIN response"))
+            return
+        self._login(parts[1], parts[2], waiter)
+
+    def _auth_login_user(self, line: bytes, waiter: defer.Deferred) -> None:
+        user = self._decode_b64(line, waiter)
+        if user is None:
+            return
+        self._challenge(b"Password:", lambda l2: self._auth_login_pass(user, l2, waiter), waiter)
+
+    def _auth_login_pass(self, user: bytes, line: bytes, waiter: defer.Deferred) -> None:
+        password = self._decode_b64(line, waiter)
+        if password is None:
+            return
+        self._login(user, password, waiter)
+
+    def _login(self, user: bytes, password: bytes, waiter: defer.Deferred) -> None:
+        creds = credentials.UsernamePassword(user, password)
+        d = self.conf.portal.login(creds, None, ISMTPAvatar)
+        login_text = user.decode("utf-8", "replace")
+
+        def ok(result: Any) -> None:
+            _iface, avatar, logout = result
+            self.session.auth_user = getattr(avatar, "name", None) or login_text
+            log.info("smtp: [{ip}] authenticated as {user}", ip=self.session.client_ip, user=self.session.auth_user)
+            self._auth_done(waiter, Reply(235, "2.7.0", "Authentication successful"))
+
+        def bad(f: Failure) -> None:
+            from mailsuite.directory.interface import DirectoryUnavailable
+
+            if f.check(DirectoryUnavailable):
+                self._auth_done(waiter, Reply(454, "4.7.0", "Temporary authentication failure"))
+                return
+            if not f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
+                log.failure("smtp: AUTH error", f)
+            log.info("smtp: [{ip}] authentication failed for {user}", ip=self.session.client_ip, user=login_text[:64])
+            if self.conf.on_auth_failure:
+                self.conf.on_auth_failure(self.session.client_ip, login_text)
+            self._auth_done(waiter, Reply(535, "5.7.8", "Authentication credentials invalid"))
+
+        d.addCallbacks(ok, bad)
+
+    def _auth_done(self, waiter: defer.Deferred, reply: Reply) -> None:
+        if reply.code >= 400:
+            self._errors += 1
+        self._send(reply)
+        if not waiter.called:
+            waiter.callback(None)
+
+    # -- DATA ------------------------------------------------------------------------
+
+    def _received_header(self) -> bytes:
+        s = self.session
+        if s.tls and s.tls == "TLS":
+            s.tls = tls_description(self.transport) or "TLS"
+        proto = "ESMTP" if s.esmtp else "SMTP"
+        if s.tls:
+            proto += "S"
+        if s.auth_user:
+            proto += "A"
+        tls_part = f"\n\t(using {s.tls})" if s.tls and s.tls != "TLS" else ""
+        auth_part = f"\n\t(Authenticated sender: {s.auth_user})" if s.auth_user else ""
+        rcpt_part = f"\n\tfor <{s.recipients[0]}>" if len(s.recipients) == 1 else ""
+        text = (
+            f"Received: from {s.helo} ([{s.client_ip}]){tls_part}{auth_part}\n"
+            f"\tby {self.conf.hostname} (mailsuite) with {proto} id {self._queue_id}{rcpt_part};\n"
+            f"\t{formatdate(localtime=True)}\n"
+        )
+        return text.encode("utf-8", "replace")
+
+    def _feed_data(self) -> None:
+        assert self._data is not None
+        fed = self._data.feed(self._buffer)
+        self._buffer = b""
+        if fed.body and self._incoming is not None:
+            try:
+                self._incoming.write(fed.body)
+            except OSError as e:
+                log.error("smtp: {qid}: write failed: {e}", qid=self._queue_id, e=e)
+                self._incoming.discard()
+                self._incoming = None
+        if fed.finished:
+            self._buffer = fed.rest
+            self._end_of_data()
+
+    def _end_data_state(self) -> None:
+        self._data = None
+        if self._incoming is not None:
+            self._incoming.discard()
+            self._incoming = None
+
+    def _end_of_data(self) -> None:
+        s = self.session
+        reader, incoming = self._data, self._incoming
+        self._data, self._incoming = None, None
+        self.setTimeout(self.svc.command_timeout)
+        qid = self._queue_id
+        assert reader is not None
+        if incoming is None:
+            reply = Reply(451, "4.3.0", "Error: local error in processing")
+        elif reader.too_big:
+            reply = Reply(552, "5.3.4", "Error: message file too big")
+        elif reader.line_too_long:
+            reply = Reply(500, "5.5.2", f"Error: message line longer than {self.svc.max_line_length} octets")
+        else:
+            reply = None
+        if reply is not None:
+            if incoming is not None:
+                incoming.discard()
+            self._log_message(qid, reader.size, f"rejected ({reply.code} {reply.status} {reply.text})")
+            self._send(reply)
+            s.reset()
+            return
+        body = incoming.finish()
+        mailboxes: dict[str, str] = {}
+        forwards: list[str] = []
+        for rcpt, res in zip(s.recipients, s.resolutions):
+            for box in res.mailboxes:
+                mailboxes.setdefault(box, rcpt)
+            for fwd in res.forwards:
+                if fwd not in forwards:
+                    forwards.append(fwd)
+        env = Envelope(
+            queue_id=qid,
+            sender=s.sender or "",
+            recipients=tuple(s.recipients),
+            mailboxes=mailboxes,
+            forwards=tuple(forwards),
+            client_ip=s.client_ip,
+            helo=s.helo or "",
+            auth_user=s.auth_user,
+            arrival=time.time(),
+        )
+        s.reset()
+        self._busy = True
+        d = self.conf.dispatcher.accept(env, body)
+
+        def accepted(result: str) -> None:
+            self._log_message(qid, reader.size, result, env)
+            self._send(Reply(250, "2.0.0", f"Ok: queued as {qid}"))
+
+        def failed(f: Failure) -> None:
+            if not f.check(TemporaryFailure):
+                log.failure("smtp: {qid}: dispatch failed", f, qid=qid)
+            self._log_message(qid, reader.size, f"deferred ({f.getErrorMessage()})", env)
+            self._send(Reply(451, "4.3.0", "Error: local error in processing, try again later"))
+
+        d.addCallbacks(accepted, failed)
+        d.addBoth(self._resume)
+
+    def _log_message(self, qid: str, size: int, result: str, env: Envelope | None = None) -> None:
+        s = self.session
+        sender = env.sender if env else (s.sender or "")
+        rcpts = env.recipients if env else tuple(s.recipients)
+        log.info(
+            "smtp: {qid}: client=[{ip}] from=<{sender}> to={rcpts} size={size} result={result}",
+            qid=qid,
+            ip=s.client_ip,
+            sender=sender,
+            rcpts=",".join(f"<{r}>" for r in rcpts),
+            size=size,
+            result=result,
+        )

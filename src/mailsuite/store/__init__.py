@@ -1,0 +1,1 @@
+"""store/: the only code that knows the Maildir++ layout, file names, flags and UIDs."""

@@ -1,0 +1,181 @@
+"""The Maildir++ store: where an account's folders live, and durable delivery.
+
+Layout: ``<mail_dir>/<domain>/<local>/{cur,new,tmp}`` is INBOX; subfolders are
+``.Sent``, ``.Drafts``, ``.Trash``, ``.Junk``, ``.Archive`` (nested with ``.``), each
+with a ``maildirfolder`` marker.  A delivery is written to ``tmp/``, fsynced, renamed
+into ``new/``, and ``new/`` is fsynced, all before the caller may say 250.
+
+The blocking functions here (``deliver_copies``, ``ensure_account``) run in the worker
+pool; :class:`MaildirStore` offers Deferred-returning wrappers for the reactor thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.internet import defer
+
+from mailsuite import workers
+from mailsuite.store import names, notify
+
+SPECIAL_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
+
+
+class UnsafeName(ValueError):
+    """A login, address part or folder name that would leave the user's Maildir."""
+
+
+class DeliveryError(Exception):
+    """A delivery failed for a reason worth a temporary reply (disk full, permissions)."""
+
+
+def _check_component(part: str, what: str) -> str:
+    if (
+        not part
+        or part in (".", "..")
+        or part.startswith(".")
+        or any(c in part for c in "/\\\x00")
+        or any(ord(c) < 0x20 for c in part)
+        or len(part) > 255
+    ):
+        raise UnsafeName(f"unsafe {what}: {part!r}")
+    return part
+
+
+def account_dir(mail_dir: Path, account: str) -> Path:
+    local, _, domain = account.rpartition("@")
+    return mail_dir / _check_component(domain, "domain") / _check_component(local, "local part")
+
+
+def _fsync_dir(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_maildir(path: Path, folder_marker: bool = False) -> None:
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(path / sub, mode=0o700, exist_ok=True)
+    if folder_marker:
+        marker = path / "maildirfolder"
+        if not marker.exists():
+            marker.touch(mode=0o600)
+
+
+def ensure_account(mail_dir: Path, account: str) -> Path:
+    """Create INBOX and the special folders of an account if missing (blocking)."""
+    root = account_dir(mail_dir, account)
+    if not (root / "new").is_dir():
+        make_maildir(root)
+    for folder in SPECIAL_FOLDERS:
+        path = root / f".{folder}"
+        if not (path / "new").is_dir():
+            make_maildir(path, folder_marker=True)
+    return root
+
+
+@dataclass(frozen=True)
+class BodyFile:
+    """A message body on disk (LF line ends) ready to be copied into mailboxes."""
+
+    path: str
+    size: int  # bytes on disk
+    lines: int  # number of LF characters, so the CRLF size is size + lines
+
+
+def _copy_into(fd: int, src: str, size: int) -> None:
+    with open(src, "rb") as f:
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(fd, f.fileno(), offset, size - offset)
+            if sent == 0:
+                raise DeliveryError(f"{src} is shorter than expected")
+            offset += sent
+
+
+def deliver_one(maildir: Path, prefix: bytes, body: BodyFile) -> str:
+    """Write prefix + body into ``maildir``/new durably; return the file name (blocking)."""
+    base = names.unique_name()
+    tmp = maildir / "tmp" / base
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, prefix)
+            _copy_into(fd, body.path, body.size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        size = len(prefix) + body.size
+        final = names.with_sizes(base, size, size + prefix.count(b"\n") + body.lines)
+        os.rename(tmp, maildir / "new" / final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(maildir / "new")
+    return final
+
+
+def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -> dict[str, str]:
+    """Deliver one copy per account, all or nothing (blocking).
+
+    ``prefixes`` maps account name to the header lines only that copy gets
+    (Return-Path, Delivered-To).  Returns account -> file name.  If one copy fails
+    (disk full, permissions) the copies already made are removed again and
+    DeliveryError is raised, so the sender's retry does not duplicate them.
+    """
+    done: dict[str, str] = {}
+    try:
+        for account, prefix in prefixes.items():
+            root = ensure_account(mail_dir, account)
+            done[account] = deliver_one(root, prefix, body)
+    except OSError as e:
+        for account, name in done.items():
+            try:
+                os.unlink(account_dir(mail_dir, account) / "new" / name)
+            except OSError:
+                pass
+        code = errno.errorcode.get(e.errno or 0, "error")
+        raise DeliveryError(f"delivery to {account} failed: {code} {e.strerror}") from e
+    return done
+
+
+class MaildirStore:
+    """The store as the reactor thread sees it: Deferred wrappers over the above."""
+
+    def __init__(self, mail_dir: Path) -> None:
+        self.mail_dir = mail_dir
+        self._ensured: set[str] = set()
+
+    def account_dir(self, account: str) -> Path:
+        return account_dir(self.mail_dir, account)
+
+    def ensure_account(self, account: str) -> defer.Deferred:
+        if account in self._ensured:
+            return defer.succeed(self.account_dir(account))
+        d = workers.run(ensure_account, self.mail_dir, account)
+
+        def done(path: Path) -> Path:
+            self._ensured.add(account)
+            return path
+
+        return d.addCallback(done)
+
+    def deliver(self, prefixes: dict[str, bytes], body: BodyFile) -> defer.Deferred:
+        """Deliver durably to each account; fires with account → file name."""
+        d = workers.run(deliver_copies, self.mail_dir, prefixes, body)
+
+        def delivered(result: dict[str, str]) -> dict[str, str]:
+            for account in result:
+                self._ensured.add(account)
+                notify.changed(account, "INBOX")
+            return result
+
+        return d.addCallback(delivered)

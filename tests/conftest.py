@@ -1,0 +1,34 @@
+"""Fixtures: a running mailsuite per test, stopped afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.harness import Server, make_server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = make_server(tmp_path / "srv")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    started: list[Server] = []
+
+    def build(name: str = "srv", **kw) -> Server:  # type: ignore[no-untyped-def]
+        srv = make_server(tmp_path / name, **kw)
+        started.append(srv)
+        return srv
+
+    yield build
+    for srv in started:
+        srv.stop()

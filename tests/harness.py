@@ -1,0 +1,202 @@
+"""Start the real mailsuite (``twistd -n mailsuite``) on free loopback ports for tests.
+
+A test gets a :class:`Server` from the ``server`` fixture (or builds one with its own
+config); the server runs in a child process exactly as an admin would start it, and
+is stopped (SIGTERM, then SIGKILL) when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailsuite.directory.passwords import hash_password
+from mailsuite.tls import generate_self_signed
+
+DOMAIN = "example.test"
+USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw", "carol@other.test": "carol-pw"}
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+_hash_cache: dict[str, str] = {}
+
+
+def hashed(pw: str) -> str:
+    if pw not in _hash_cache:
+        _hash_cache[pw] = hash_password(pw)
+    return _hash_cache[pw]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Server:
+    root: Path
+    sections: dict[str, dict[str, Any]]
+    ports: dict[str, int] = field(default_factory=dict)
+    wait_ports: dict[str, int] = field(default_factory=dict)  # listeners this build serves
+    proc: subprocess.Popen | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "mailsuite.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "twistd.log"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "data" / "mail"
+
+    def maildir(self, account: str, folder: str = "") -> Path:
+        local, _, domain = account.partition("@")
+        p = self.mail_dir / domain / local
+        return p / f".{folder}" if folder else p
+
+    def messages(self, account: str, folder: str = "") -> list[bytes]:
+        out = []
+        base = self.maildir(account, folder)
+        for sub in ("new", "cur"):
+            d = base / sub
+            if d.is_dir():
+                for name in sorted(os.listdir(d)):
+                    out.append((d / name).read_bytes())
+        return out
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def write_config(self) -> None:
+        lines = []
+        for section, values in self.sections.items():
+            lines.append(f"[{section}]")
+            for k, v in values.items():
+                lines.append(f"{k} = {toml_value(v)}")
+            lines.append("")
+        self.config_path.write_text("\n".join(lines))
+
+    def start(self, timeout: float = 20.0) -> "Server":
+        self.write_config()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", f"--logfile={self.log_path}", "mailsuite", "--config", str(self.config_path)],
+            cwd=self.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + timeout
+        pending = set(self.wait_ports.values())
+        while pending and time.time() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                raise RuntimeError(f"mailsuite exited with {self.proc.returncode}:\n{out}\n{self.log()}")
+            for port in list(pending):
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        pending.discard(port)
+                except OSError:
+                    pass
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            self.stop()
+            raise RuntimeError(f"mailsuite did not listen on {pending}:\n{self.log()}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = "", **overrides: dict[str, Any]) -> Server:
+    """A server config in ``root`` with every listener on a free loopback port.
+
+    ``overrides`` are per-section dicts merged over the defaults, e.g.
+    ``smtp={"max_message_size": 10000}``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    users = USERS if users is None else users
+    (root / "users").write_text("".join(f"{a}:{hashed(p)}\n" for a, p in users.items()))
+    (root / "aliases").write_text(aliases)
+    tls_dir = root / "tls"
+    if not (tls_dir / "cert.pem").exists():
+        generate_self_signed(tls_dir / "cert.pem", tls_dir / "key.pem", "mail.example.test")
+    ports = {name: free_port() for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")}
+
+    def ep(name: str) -> list[str]:
+        return [f"tcp:{ports[name]}:interface=127.0.0.1"]
+
+    sections: dict[str, dict[str, Any]] = {
+        "server": {"hostname": "mail.example.test", "data_dir": "data", "domains": [DOMAIN, "other.test"]},
+        "tls": {"certificate": "tls/cert.pem", "private_key": "tls/key.pem"},
+        "directory": {"users_file": "users", "aliases_file": "aliases"},
+        "smtp": {"listen": ep("smtp")},
+        "submission": {"listen": ep("submission"), "listen_tls": ep("submissions")},
+        "imap": {"listen": ep("imap"), "listen_tls": ep("imaps")},
+        "pop3": {"listen": ep("pop3"), "listen_tls": ep("pop3s")},
+    }
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    # Wait only for listeners that are configured and served by this build.
+    active = {"smtp": ports["smtp"], "submission": ports["submission"], "submissions": ports["submissions"]}
+    from mailsuite.service import LISTENER_BUILDERS, _optional_builders
+
+    _optional_builders()
+    if "imap" in LISTENER_BUILDERS:
+        active.update(imap=ports["imap"], imaps=ports["imaps"])
+    if "pop3" in LISTENER_BUILDERS:
+        active.update(pop3=ports["pop3"], pop3s=ports["pop3s"])
+    for name in list(active):
+        section = {"submissions": "submission", "imaps": "imap", "pop3s": "pop3"}.get(name, name)
+        key = "listen_tls" if name in ("submissions", "imaps", "pop3s") else "listen"
+        if not sections.get(section, {}).get(key):
+            active.pop(name)
+    return Server(root, sections, ports, active)
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
