@@ -205,7 +205,7 @@ def _load_extra(sub: argparse._SubParsersAction) -> None:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != module:
+            if e.name is None or not module.startswith(e.name):
                 raise
             continue
         mod.add_commands(sub)

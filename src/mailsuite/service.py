@@ -155,7 +155,7 @@ def _optional_builders() -> None:
         try:
             mod = importlib.import_module(f"mailsuite.{name}.service")
         except ModuleNotFoundError as e:
-            if e.name != f"mailsuite.{name}.service":
+            if e.name not in (f"mailsuite.{name}", f"mailsuite.{name}.service"):
                 raise
             continue
         LISTENER_BUILDERS[name] = mod.add_services
