@@ -173,7 +173,7 @@ def _describe(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return "a list of " + _describe(typing.get_args(tp)[0]).removeprefix("a ").removeprefix("an ")
+        return "a list, each item " + _describe(typing.get_args(tp)[0])
     if tp is IPNetwork:
         return "a network in CIDR form"
     return str(tp)
@@ -295,16 +295,18 @@ def _check(cfg: Config, problems: list[str]) -> None:
         svc = getattr(cfg, name)
         for key in ("listen", "listen_tls"):
             for desc in getattr(svc, key):
-                try:
-                    kind = _parseServer(desc, None)[0]
-                except Exception as e:  # the parser raises several types
-                    problems.append(f"{name}.{key}: bad endpoint {desc!r}: {e}")
-                    continue
-                if kind.upper() == "SSL":
+                # Judge the kind by the prefix: ssl: would try to load server.pem, and
+                # plugin endpoints (tcp6:) return a parser object, not a name.
+                if desc.partition(":")[0].strip().lower() == "ssl":
                     problems.append(
                         f"{name}.{key}: {desc!r}: use a tcp: endpoint; TLS comes from [tls] "
                         "(listen_tls wraps it) so certificates can be reloaded"
                     )
+                    continue
+                try:
+                    _parseServer(desc, None)
+                except Exception as e:  # the parser raises several types
+                    problems.append(f"{name}.{key}: bad endpoint {desc!r}: {e}")
     tls_needed = any(getattr(cfg, n).listen_tls for n in ("smtp", "submission", "imap", "pop3"))
     t = cfg.tls
     if (t.certificate is None) != (t.private_key is None):
@@ -350,8 +352,12 @@ def parse(text: str, path: Path) -> Config:
     for name, cls in SECTIONS.items():
         sections[name] = build_section(cls, raw.get(name, {}), name, base, problems)
     cfg = Config(path=path.resolve(), **sections)
-    if not problems:
-        _check(cfg, problems)
+    # Cross-field checks run even after type errors (so every problem is listed), but
+    # say nothing more about a key already reported: its value is only a stand-in default.
+    reported = {p.partition(":")[0] for p in problems}
+    extra: list[str] = []
+    _check(cfg, extra)
+    problems += [p for p in extra if p.partition(":")[0] not in reported]
     if problems:
         raise ConfigError(problems)
     return cfg
