@@ -60,11 +60,46 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class LDAPConfig:
+    """``[directory.ldap]``: accounts and addresses from an LDAP directory (issue 7).
+    Filter templates are filled by mailsuite.directory.ldap_filters, which escapes every
+    value; the reference config explains each key."""
+
+    servers: tuple[str, ...] = ()
+    server_strategy: Literal["first", "round_robin", "random"] = "first"
+    start_tls: bool = False
+    ca_file: Path | None = None
+    verify_certificates: bool = True
+    bind_dn: str = ""
+    bind_password_file: Path | None = None
+    base_dn: str = ""
+    user_filter: str = "(&(objectClass=inetOrgPerson)(|(uid={login})(mail={login})))"
+    address_filter: str = "(|(mail={address})(mailAlternateAddress={address}))"
+    address_attributes: tuple[str, ...] = ("mail", "mailAlternateAddress")
+    quota_attribute: str = ""
+    required_group: str = ""
+    group_filter: str = "(|(member={dn})(uniqueMember={dn}))"
+    expand_groups: bool = False
+    member_attributes: tuple[str, ...] = ("member", "uniqueMember")
+    max_group_members: int = 1000
+    connect_timeout: float = 3.0
+    timeout: float = 5.0
+    request_timeout: float = 10.0
+    retry_interval: int = 30
+    pool_size: int = 8
+    max_pending: int = 256
+    cache_ttl: float = 300.0
+    negative_cache_ttl: float = 60.0
+    auth_cache_ttl: float = 60.0
+
+
+@dataclass(frozen=True)
 class DirectoryConfig:
     backend: Literal["file", "ldap"] = "file"
     users_file: Path = Path("users")
     aliases_file: Path = Path("aliases")
     allow_plaintext_passwords: bool = False
+    ldap: LDAPConfig = field(default_factory=LDAPConfig)
 
 
 @dataclass(frozen=True)
@@ -317,6 +352,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
         svc = getattr(cfg, name)
         if svc.max_line_length < 80:
             problems.append(f"{name}.max_line_length: expected at least 80")
+    from mailsuite.directory.ldap_filters import check_ldap_config
+
+    problems.extend(check_ldap_config(cfg.directory.ldap, cfg.directory.backend == "ldap"))
 
 
 def check_files(cfg: Config) -> list[str]:
@@ -334,6 +372,11 @@ def check_files(cfg: Config) -> list[str]:
             p = getattr(d, key)
             if not p.parent.is_dir():
                 problems.append(f"directory.{key}: folder {p.parent} does not exist")
+    if d.backend == "ldap":
+        for key in ("bind_password_file", "ca_file"):
+            p = getattr(d.ldap, key)
+            if p is not None and not os.access(p, os.R_OK):
+                problems.append(f"directory.ldap.{key}: {p} does not exist or is not readable")
     return problems
 
 
