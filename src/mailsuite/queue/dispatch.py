@@ -13,7 +13,9 @@ import os
 from twisted.internet import defer
 from zope.interface import Interface
 
+from mailsuite import workers
 from mailsuite.queue.envelope import Envelope
+from mailsuite.queue.incoming import materialize
 from mailsuite.store.maildir import BodyFile, MaildirStore
 
 
@@ -43,7 +45,11 @@ class Dispatcher:
             if self.spool is None:
                 _unlink(body.path)
                 return defer.fail(TemporaryFailure("relay queue is not running"))
-            return self.spool.enqueue(envelope, body).addCallback(lambda _: "queued")
+            spool = self.spool
+            # A small body is still in memory: the spool takes files, so write it first.
+            d = workers.run(materialize, body) if body.data is not None else defer.succeed(body)
+            d.addCallback(lambda b: spool.enqueue(envelope, b))
+            return d.addCallback(lambda _: "queued")
         prefixes = {box: delivery_prefix(envelope.sender, box) for box in envelope.mailboxes}
         d = self.store.deliver(prefixes, body)
 

@@ -81,11 +81,20 @@ def ensure_account(mail_dir: Path, account: str) -> Path:
 
 @dataclass(frozen=True)
 class BodyFile:
-    """A message body on disk (LF line ends) ready to be copied into mailboxes."""
+    """A message body (LF line ends) ready to be copied into mailboxes: on disk at
+    ``path``, or, for a small message, in ``data`` (then ``path`` is where it would be
+    written; see mailsuite.queue.incoming)."""
 
     path: str
     size: int  # bytes on disk
     lines: int  # number of LF characters, so the CRLF size is size + lines
+    data: bytes | None = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _copy_into(fd: int, src: str, size: int) -> None:
@@ -105,8 +114,11 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile) -> str:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            os.write(fd, prefix)
-            _copy_into(fd, body.path, body.size)
+            if body.data is not None:
+                _write_all(fd, prefix + body.data)
+            else:
+                _write_all(fd, prefix)
+                _copy_into(fd, body.path, body.size)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -134,8 +146,14 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -
     done: dict[str, str] = {}
     try:
         for account, prefix in prefixes.items():
-            root = ensure_account(mail_dir, account)
-            done[account] = deliver_one(root, prefix, body)
+            root = account_dir(mail_dir, account)
+            try:
+                done[account] = deliver_one(root, prefix, body)
+            except FileNotFoundError:
+                # First delivery: create INBOX and the special folders.  Trying first
+                # saves six stat() calls per message for every existing account.
+                root = ensure_account(mail_dir, account)
+                done[account] = deliver_one(root, prefix, body)
     except OSError as e:
         for account, name in done.items():
             try:
