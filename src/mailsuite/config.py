@@ -51,12 +51,34 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class TLSOverride:
+    """``[tls.<service>]``: a certificate for one service instead of the shared one."""
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+
+
+# Mozilla "intermediate" (TLS 1.2 part): forward secrecy and AEAD only.  TLS 1.3
+# suites are not governed by this string.
+DEFAULT_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     certificate: Path | None = None
     private_key: Path | None = None
     generate_self_signed: bool = False
     min_version: Literal["1.2", "1.3"] = "1.2"
     handshake_timeout: int = 30
+    ciphers: str = DEFAULT_CIPHERS
+    smtp: TLSOverride = field(default_factory=TLSOverride)
+    submission: TLSOverride = field(default_factory=TLSOverride)
+    imap: TLSOverride = field(default_factory=TLSOverride)
+    pop3: TLSOverride = field(default_factory=TLSOverride)
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,8 @@ class SMTPConfig:
     data_timeout: int = 600
     max_line_length: int = 1000
     max_errors: int = 20
+    # AUTH on the MX port: off, users submit on 587/465.
+    offer_auth: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,36 @@ class SubmissionConfig:
     data_timeout: int = 600
     max_line_length: int = 1000
     max_errors: int = 20
+    # Envelope sender and From: must be the user's own addresses (553 5.7.1 otherwise).
+    enforce_sender: bool = True
+    # Accounts that may send as any address (shared mailboxes, ticket systems).
+    any_sender_users: tuple[str, ...] = ()
+    # Add Message-ID and Date when the client left them out (RFC 6409 8.2, 8.3).
+    add_missing_headers: bool = True
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """``[limits]``: abuse limits shared by SMTP AUTH, IMAP and POP3 (auth/throttle.py)."""
+
+    # Failures of one login before each answer is delayed, and before it is refused.
+    auth_delay_after: int = 3
+    auth_refuse_after: int = 10
+    # The same for one client IP (higher: an office shares one NAT address).
+    auth_ip_delay_after: int = 5
+    auth_ip_refuse_after: int = 30
+    # Seconds of delay per failure beyond the threshold, and its ceiling.
+    auth_delay: float = 1.0
+    auth_max_delay: float = 10.0
+    # Seconds a refused login or IP stays refused.
+    auth_cooldown: float = 900.0
+    # Failures are forgotten this many seconds after the last one.
+    auth_window: float = 900.0
+    # Client networks never delayed or refused (a trusted office network).
+    auth_exempt_networks: tuple[IPNetwork, ...] = ()
+    # Messages one authenticated user may submit per window (0: no limit; 450 4.7.1 beyond).
+    messages_per_user: int = 500
+    message_rate_window: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +210,7 @@ class Config:
     submission: SubmissionConfig
     imap: IMAPConfig
     pop3: POP3Config
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @property
     def mail_dir(self) -> Path:
@@ -178,6 +233,7 @@ SECTIONS: dict[str, type] = {
     "submission": SubmissionConfig,
     "imap": IMAPConfig,
     "pop3": POP3Config,
+    "limits": LimitsConfig,
 }
 
 # Sections built by later work: accepted but named by check-config as not yet active.

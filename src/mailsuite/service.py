@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from mailsuite import config as config_mod, workers
 from mailsuite.auth.portal import make_portal
+from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
 from mailsuite.directory.interface import Account, IDirectory
 from mailsuite.queue.dispatch import Dispatcher
@@ -84,6 +85,9 @@ class Suite:
     tls: ReloadableContextFactory | None
     on_start: list[Callable[[], Any]] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
+    # Auth failure counting shared by SMTP, IMAP and POP3 (auth/throttle.py).
+    throttle: AuthThrottle = field(default_factory=lambda: AuthThrottle(config_mod.LimitsConfig()))
+    message_rate: MessageRate = field(default_factory=lambda: MessageRate(config_mod.LimitsConfig()))
 
     def listener(self, parent: service.MultiService, desc: str, factory: Any, implicit_tls: bool) -> None:
         """Add a listener on endpoint string ``desc``; ``implicit_tls`` wraps it in TLS."""
@@ -116,7 +120,10 @@ def build_suite(cfg: config_mod.Config) -> Suite:
     realm.register(ISMTPAvatar, lambda account: account)
     store = MaildirStore(cfg.mail_dir)
     dispatcher = Dispatcher(store)
-    return Suite(cfg, directory, portal, realm, store, dispatcher, load_tls(cfg))
+    return Suite(
+        cfg, directory, portal, realm, store, dispatcher, load_tls(cfg),
+        throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
+    )
 
 
 def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:

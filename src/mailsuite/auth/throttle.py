@@ -1,0 +1,245 @@
+"""Abuse limits shared by every protocol: auth failures per client IP and per login,
+and the message rate of each authenticated user.
+
+One :class:`AuthThrottle` lives on the Suite (``suite.throttle``).  A protocol calls
+
+* ``before_auth(ip, login)`` once it has the credentials and before it checks them:
+  the Deferred fires after the delay owed by earlier failures of this IP or login, or
+  fails with :class:`AuthRefused` during a cool-down (answer SMTP 454 4.7.0 / 421 4.7.0,
+  IMAP ``NO [UNAVAILABLE]``, POP3 ``-ERR [AUTH]``, without checking the password);
+* ``auth_failed(ip, login, proto=...)`` after a wrong password: it counts the failure
+  and logs ``mailsuite auth failure: proto=<p> rip=<ip> user=<login>`` for fail2ban
+  (etc/fail2ban/); the password never reaches this module;
+* ``auth_succeeded(ip, login)`` after a good one: it forgets both counters, as
+  Dovecot's auth penalty does.
+
+Counting: failures of a key (the IP, or the login lower-cased) are forgotten
+``auth_window`` seconds after the last one.  From ``*_delay_after`` failures on, every
+answer waits ``auth_delay`` seconds per failure beyond that (at most
+``auth_max_delay``); at ``*_refuse_after`` failures the key is refused for
+``auth_cooldown`` seconds.  Logins and IPs have their own thresholds because many
+users may share one office NAT address.  Only the reactor thread uses this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+log = Logger(namespace="mailsuite.auth")
+
+# Entries kept at most; beyond, expired ones are pruned and then the oldest dropped,
+# so a spray of random logins cannot grow memory without bound.
+MAX_ENTRIES = 100_000
+_LOGIN_LOG_MAX = 128
+
+
+class AuthRefused(Exception):
+    """Authentication is refused during a cool-down; ``retry_after`` is in seconds."""
+
+    def __init__(self, retry_after: float, key: str = "") -> None:
+        super().__init__(f"too many authentication failures; retry in {retry_after:.0f}s")
+        self.retry_after = retry_after
+        self.key = key
+
+
+@dataclass
+class _Entry:
+    failures: int = 0
+    last: float = 0.0
+    refused_until: float = 0.0
+
+
+def _log_safe(text: str) -> str:
+    """The login as it may appear in a log line: no spaces or control characters (so
+    it cannot forge another ``rip=`` for fail2ban), bounded length."""
+    out = "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:_LOGIN_LOG_MAX])
+    return out or "-"
+
+
+def _norm_login(login: str | bytes) -> str:
+    if isinstance(login, bytes):
+        login = login.decode("utf-8", "replace")
+    return login.strip().lower()[:256]
+
+
+class AuthThrottle:
+    """Counts auth failures per client IP and per login; see the module docstring."""
+
+    def __init__(self, limits: Any, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        self.limits = limits
+        self.clock = clock
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._exempt = tuple(limits.auth_exempt_networks)
+
+    # -- the API the protocols call -----------------------------------------------------
+
+    def before_auth(self, ip: str, login: str | bytes) -> defer.Deferred:
+        """Fires (with None) once this attempt may be checked; fails with AuthRefused."""
+        if self._is_exempt(ip):
+            return defer.succeed(None)
+        now = self.clock.seconds()
+        refused = 0.0
+        delay = 0.0
+        for key, delay_after in self._keys(ip, login):
+            e = self._current(key, now)
+            if e is None:
+                continue
+            if e.refused_until > now:
+                refused = max(refused, e.refused_until - now)
+            delay = max(delay, self._delay_for(e.failures, delay_after))
+        if refused:
+            return defer.fail(AuthRefused(refused))
+        if delay <= 0:
+            return defer.succeed(None)
+        return task.deferLater(self.clock, delay, lambda: None)
+
+    def auth_failed(self, ip: str, login: str | bytes, proto: str = "") -> None:
+        """Count a failed authentication and log the fail2ban line."""
+        name = _norm_login(login)
+        log.info(
+            "mailsuite auth failure: proto={proto} rip={ip} user={user}",
+            proto=proto or "-",
+            ip=ip or "-",
+            user=_log_safe(name),
+        )
+        if self._is_exempt(ip):
+            return
+        now = self.clock.seconds()
+        for (key, _delay_after), refuse_after in zip(self._keys(ip, login), self._refuse_thresholds()):
+            e = self._current(key, now) or self._new(key)
+            e.failures += 1
+            e.last = now
+            if refuse_after and e.failures >= refuse_after and e.refused_until <= now:
+                e.refused_until = now + self.limits.auth_cooldown
+                log.warn(
+                    "mailsuite auth refused: {kind}={value} after {n} failures, for {secs:.0f}s "
+                    "(proto={proto} rip={ip})",
+                    kind=key[0],
+                    value=_log_safe(key[1]),
+                    n=e.failures,
+                    secs=self.limits.auth_cooldown,
+                    proto=proto or "-",
+                    ip=ip or "-",
+                )
+
+    def auth_succeeded(self, ip: str, login: str | bytes) -> None:
+        """Forget the failures of this IP and this login."""
+        for key, _ in self._keys(ip, login):
+            e = self._entries.get(key)
+            if e is not None and e.refused_until <= self.clock.seconds():
+                del self._entries[key]
+
+    def is_refused(self, ip: str, login: str | bytes) -> bool:
+        """True while this IP or login is in a cool-down (e.g. right after the failure
+        that started it: SMTP then answers 421 and closes instead of 535)."""
+        if self._is_exempt(ip):
+            return False
+        now = self.clock.seconds()
+        for key, _ in self._keys(ip, login):
+            e = self._current(key, now)
+            if e is not None and e.refused_until > now:
+                return True
+        return False
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _keys(self, ip: str, login: str | bytes) -> list[tuple[tuple[str, str], int]]:
+        lim = self.limits
+        return [(("ip", ip or "-"), lim.auth_ip_delay_after), (("login", _norm_login(login)), lim.auth_delay_after)]
+
+    def _refuse_thresholds(self) -> tuple[int, int]:
+        return (self.limits.auth_ip_refuse_after, self.limits.auth_refuse_after)
+
+    def _delay_for(self, failures: int, delay_after: int) -> float:
+        if not delay_after or failures < delay_after:
+            return 0.0
+        lim = self.limits
+        return min(lim.auth_max_delay, lim.auth_delay * (failures - delay_after + 1))
+
+    def _current(self, key: tuple[str, str], now: float) -> _Entry | None:
+        """The live entry for ``key``, dropping it when its failures have expired."""
+        e = self._entries.get(key)
+        if e is None:
+            return None
+        if e.refused_until <= now and now - e.last >= self.limits.auth_window:
+            del self._entries[key]
+            return None
+        return e
+
+    def _new(self, key: tuple[str, str]) -> _Entry:
+        if len(self._entries) >= MAX_ENTRIES:
+            self._prune()
+        e = self._entries[key] = _Entry()
+        return e
+
+    def _prune(self) -> None:
+        now = self.clock.seconds()
+        for key in list(self._entries):
+            self._current(key, now)
+        if len(self._entries) >= MAX_ENTRIES:
+            # Still full: drop the quarter seen least recently (never one refusing now).
+            victims = sorted(
+                (k for k, e in self._entries.items() if e.refused_until <= now),
+                key=lambda k: self._entries[k].last,
+            )[: MAX_ENTRIES // 4]
+            for k in victims:
+                del self._entries[k]
+
+    def _is_exempt(self, ip: str) -> bool:
+        if not self._exempt or not ip:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._exempt)
+
+
+class MessageRate:
+    """Messages per authenticated user in a sliding window (``[limits]
+    messages_per_user`` per ``message_rate_window`` seconds; 0 turns it off)."""
+
+    def __init__(self, limits: Any, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        self.limits = limits
+        self.clock = clock
+        self._sent: dict[str, list[float]] = {}
+
+    def _recent(self, user: str, now: float) -> list[float]:
+        times = self._sent.get(user)
+        if not times:
+            return []
+        cutoff = now - self.limits.message_rate_window
+        if times[0] <= cutoff:
+            times[:] = [t for t in times if t > cutoff]
+            if not times:
+                del self._sent[user]
+        return times
+
+    def allowed(self, user: str) -> bool:
+        """May ``user`` start another message now?"""
+        limit = self.limits.messages_per_user
+        if not limit or not user:
+            return True
+        return len(self._recent(user, self.clock.seconds())) < limit
+
+    def sent(self, user: str) -> None:
+        """Count one accepted message of ``user``."""
+        if not self.limits.messages_per_user or not user:
+            return
+        now = self.clock.seconds()
+        self._recent(user, now)
+        self._sent.setdefault(user, []).append(now)
+        if len(self._sent) > MAX_ENTRIES:
+            for u in list(self._sent):
+                self._recent(u, now)
