@@ -155,9 +155,9 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -
                 root = ensure_account(mail_dir, account)
                 done[account] = deliver_one(root, prefix, body)
     except OSError as e:
-        for account, name in done.items():
+        for made, name in done.items():  # not "account": the message below names the failed one
             try:
-                os.unlink(account_dir(mail_dir, account) / "new" / name)
+                os.unlink(account_dir(mail_dir, made) / "new" / name)
             except OSError:
                 pass
         code = errno.errorcode.get(e.errno or 0, "error")
