@@ -27,10 +27,15 @@ class DataReader:
         self.max_line = max_line  # octets including CRLF (RFC 5321 4.5.3.1.6)
         self.size = 0  # CRLF octets received, stuffing included (what SIZE counts)
         self.lines = 0  # LF characters in the body handed out
-        self.too_big = False
         self.line_too_long = False
         self._pending = b""  # received bytes not yet handed out
         self._mid_line = False  # _pending does not start at a line start
+
+    @property
+    def too_big(self) -> bool:
+        # Derived from size, so every path that counts bytes (also the skipping of an
+        # over-long line) flags it, whatever way the input was split.
+        return self.size > self.max_size
 
     @property
     def rejected(self) -> bool:
@@ -74,8 +79,6 @@ class DataReader:
         if not content:
             return b""
         self.size += len(content)
-        if self.size > self.max_size:
-            self.too_big = True
         if len(content) > self.max_line - 2 and not self.line_too_long:
             if max(map(len, content.split(b"\r\n"))) > self.max_line - 2:
                 self.line_too_long = True
