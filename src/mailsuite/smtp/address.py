@@ -45,7 +45,8 @@ def parse_path(arg: str, allow_null: bool) -> tuple[str, dict[str, str | None]]:
             raise BadPath("malformed address")
         mailbox, rest = m.group(1), arg[m.end() :]
     else:
-        word, _, rest = arg.partition(" ")
+        word, sep, rest = arg.partition(" ")
+        rest = sep + rest  # keep the space the parameter check below expects
         m = _PATH_RE.fullmatch(f"<{word}>")
         if not m:
             raise BadPath("malformed address")
