@@ -98,11 +98,15 @@ class BoundedPool:
     def _start(self) -> None:
         self._pool.start()
         self._started = True
-        reactor.addSystemEventTrigger("during", "shutdown", self.stop)  # type: ignore[attr-defined]
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self.stop)  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         if self._started:
             self._started = False
+            try:
+                reactor.removeSystemEventTrigger(self._trigger)  # type: ignore[attr-defined]
+            except (ValueError, KeyError):
+                pass  # already running it
             self._pool.stop()
 
     def run(self, f: Callable[..., Any], *args: Any) -> defer.Deferred:

@@ -191,6 +191,7 @@ class LDAPClient:
         self.delimiter = recipient_delimiter
         self.warn = warn
         self._bind_password = bind_password
+        self._probe = threading.Lock()
         tls = ldap3.Tls(
             validate=ssl.CERT_REQUIRED if cfg.verify_certificates else ssl.CERT_NONE,
             ca_certs_file=str(cfg.ca_file) if cfg.ca_file is not None else None,
@@ -228,7 +229,20 @@ class LDAPClient:
             check_names=False,
         )
         try:
-            conn.open(read_server_info=False)
+            try:
+                conn.open(read_server_info=False)
+            except lexc.LDAPServerPoolExhaustedError:
+                # Every server failed within retry_interval.  Rather than refuse until
+                # the interval ends, let one request at a time probe them again (others
+                # meanwhile fail at once), so service resumes as soon as a server is back.
+                if not self._probe.acquire(blocking=False):
+                    raise
+                try:
+                    for st in getattr(self._pool_state(), "server_states", ()):
+                        st.available = True
+                    conn.open(read_server_info=False)
+                finally:
+                    self._probe.release()
             if conn.socket is not None:
                 conn.socket.settimeout(cfg.timeout)
             if cfg.start_tls and not conn.server.ssl:
