@@ -30,7 +30,7 @@ from mailsuite.queue.incoming import clean_incoming
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
 from mailsuite.store.maildir import MaildirStore
-from mailsuite.tls import ReloadableContextFactory, TLSConfigError, generate_self_signed
+from mailsuite.tls import HandshakeGateFactory, ReloadableContextFactory, TLSConfigError, generate_self_signed
 
 log = Logger(namespace="mailsuite.service")
 
@@ -88,13 +88,39 @@ class Suite:
     # Auth failure counting shared by SMTP, IMAP and POP3 (auth/throttle.py).
     throttle: AuthThrottle = field(default_factory=lambda: AuthThrottle(config_mod.LimitsConfig()))
     message_rate: MessageRate = field(default_factory=lambda: MessageRate(config_mod.LimitsConfig()))
+    # Contexts of services with their own certificate ([tls.<service>]).
+    tls_overrides: dict[str, ReloadableContextFactory] = field(default_factory=dict)
 
-    def listener(self, parent: service.MultiService, desc: str, factory: Any, implicit_tls: bool) -> None:
-        """Add a listener on endpoint string ``desc``; ``implicit_tls`` wraps it in TLS."""
+    def tls_for(self, service_name: str) -> ReloadableContextFactory | None:
+        """The TLS context factory of ``service_name`` ("smtp", "submission", "imap",
+        "pop3"): its own certificate if it has one, else the shared one."""
+        return self.tls_overrides.get(service_name, self.tls)
+
+    def reload_tls(self) -> None:
+        """Re-read every certificate (SIGHUP); established connections keep theirs."""
+        for ctx in [self.tls, *self.tls_overrides.values()]:
+            if ctx is not None:
+                ctx.reload()
+
+    def listener(
+        self,
+        parent: service.MultiService,
+        desc: str,
+        factory: Any,
+        implicit_tls: bool,
+        context: Any = None,
+        max_handshakes_per_ip: int = 20,
+    ) -> None:
+        """Add a listener on endpoint string ``desc``; ``implicit_tls`` wraps it in TLS
+        (``context``, default the shared certificate) behind a handshake gate: the
+        protocol is connected only after the handshake, which must finish within
+        ``tls.handshake_timeout`` seconds."""
         if implicit_tls:
-            if self.tls is None:
+            ctx = context if context is not None else self.tls
+            if ctx is None:
                 raise TLSConfigError("implicit TLS listener without a certificate")
-            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+            gate = HandshakeGateFactory(factory, self.config.tls.handshake_timeout, max_handshakes_per_ip)
+            factory = TLSMemoryBIOFactory(ctx, False, gate)
         svc = strports.service(desc, factory)
         svc.setServiceParent(parent)
 
@@ -110,7 +136,18 @@ def load_tls(cfg: config_mod.Config) -> ReloadableContextFactory | None:
             "Use a real certificate in production.",
             path=str(t.certificate),
         )
-    return ReloadableContextFactory(t.certificate, t.private_key, t.min_version)
+    return ReloadableContextFactory(t.certificate, t.private_key, t.min_version, t.ciphers)
+
+
+def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFactory]:
+    """Contexts for services that name their own certificate in ``[tls.<service>]``."""
+    t = cfg.tls
+    out = {}
+    for name in ("smtp", "submission", "imap", "pop3"):
+        o = getattr(t, name)
+        if o.certificate is not None and o.private_key is not None:
+            out[name] = ReloadableContextFactory(o.certificate, o.private_key, t.min_version, t.ciphers)
+    return out
 
 
 def build_suite(cfg: config_mod.Config) -> Suite:
@@ -123,13 +160,24 @@ def build_suite(cfg: config_mod.Config) -> Suite:
     return Suite(
         cfg, directory, portal, realm, store, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
+        tls_overrides=load_tls_overrides(cfg),
     )
 
 
 def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
     cfg = suite.config
-    policy = Policy(suite.directory, cfg.server.domains, cfg.server.relay_networks)
     for role, svc_cfg, submission in (("smtp", cfg.smtp, False), ("submission", cfg.submission, True)):
+        policy = Policy(
+            suite.directory,
+            cfg.server.domains,
+            cfg.server.relay_networks,
+            enforce_sender=submission and cfg.submission.enforce_sender,
+            any_sender_users=frozenset(u.lower() for u in cfg.submission.any_sender_users),
+            message_rate=suite.message_rate if submission else None,
+        )
+        # One count of connections per client IP for all listeners of a role (587 and
+        # 465 together), taken once the TLS handshake of an implicit-TLS one is done.
+        per_ip: dict[str, int] = {}
         for desc, implicit in [(d, False) for d in svc_cfg.listen] + [(d, True) for d in svc_cfg.listen_tls]:
             conf = SMTPFactoryConfig(
                 hostname=cfg.server.hostname,
@@ -138,14 +186,20 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
                 dispatcher=suite.dispatcher,
                 incoming_dir=cfg.queue_dir / "incoming",
                 portal=suite.portal,
-                tls_context=suite.tls,
+                tls_context=suite.tls_for(role),
                 implicit_tls=implicit,
                 submission=submission,
                 allow_plaintext_auth=cfg.server.allow_plaintext_auth,
-                # The MX role offers no AUTH: users submit on 587/465 (issue: submission).
-                offer_auth=submission,
+                # The MX role offers no AUTH by default: users submit on 587/465.
+                offer_auth=submission or cfg.smtp.offer_auth,
+                throttle=suite.throttle,
+                handshake_timeout=cfg.tls.handshake_timeout,
+                add_missing_headers=submission and cfg.submission.add_missing_headers,
             )
-            suite.listener(parent, desc, SMTPServerFactory(conf), implicit)
+            suite.listener(
+                parent, desc, SMTPServerFactory(conf, per_ip), implicit,
+                context=suite.tls_for(role), max_handshakes_per_ip=svc_cfg.max_connections_per_ip,
+            )
 
 
 # Later capabilities add themselves here: name -> function(suite, parent).
@@ -193,9 +247,9 @@ class _Lifecycle(service.Service):
         n = clean_incoming(cfg.queue_dir / "incoming")
         if n:
             log.info("queue: removed {n} incomplete incoming file(s) left by a crash", n=n)
-        if self.suite.tls is not None:
+        if self.suite.tls is not None or self.suite.tls_overrides:
             try:
-                signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.suite.tls.reload))
+                signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.suite.reload_tls))
             except ValueError:  # not the main thread (tests)
                 pass
         for hook in self.suite.on_start:

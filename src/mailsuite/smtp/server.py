@@ -12,6 +12,13 @@ cred portals, startTLS) and does the SMTP state machine itself:
   fsync), further pipelined input stays buffered, so replies keep their order;
 * DATA is parsed in chunks by :class:`DataReader` and streamed to a file;
 * 250 after DATA only once the dispatcher says the message is durable.
+
+Submission (RFC 6409, RFC 8314) is the same protocol with ``submission=True``: AUTH
+PLAIN/LOGIN through the portal, only once TLS is up unless allow_plaintext_auth, and
+before MAIL; failures go through the shared auth throttle (auth/throttle.py); the
+header block is watched as it streams (smtp/headers.py) for the From: check and to
+add a missing Message-ID and Date.  STARTTLS throws away anything pipelined behind it
+and a handshake that does not finish in ``tls.handshake_timeout`` is aborted.
 """
 
 from __future__ import annotations
@@ -21,24 +28,27 @@ import binascii
 import socket
 import time
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, Callable
 
 from twisted.cred import credentials, error as cred_error
 from twisted.cred.portal import Portal
 from twisted.internet import defer, interfaces
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
+from mailsuite.auth.throttle import AuthRefused
 from mailsuite.queue.dispatch import Dispatcher, TemporaryFailure
 from mailsuite.queue.envelope import Envelope, new_queue_id
 from mailsuite.queue.incoming import IncomingMessage
 from mailsuite.smtp.address import BadPath, parse_path
 from mailsuite.smtp.data import DataReader
+from mailsuite.smtp.headers import HeaderScanner
 from mailsuite.smtp.policy import Policy, Session
 from mailsuite.smtp.reply import Reply
 from mailsuite.tls import tls_description
@@ -68,14 +78,18 @@ class SMTPFactoryConfig:
     submission: bool = False
     allow_plaintext_auth: bool = False
     offer_auth: bool = True
-    on_auth_failure: Callable[[str, str], None] | None = None
+    throttle: Any = None  # auth.throttle.AuthThrottle; None: no failure counting
+    handshake_timeout: float = 30.0
+    add_missing_headers: bool = False  # Message-ID and Date (submission)
 
 
 class SMTPServerFactory(Factory):
     noisy = False
-    def __init__(self, conf: SMTPFactoryConfig) -> None:
+
+    def __init__(self, conf: SMTPFactoryConfig, per_ip: dict[str, int] | None = None) -> None:
         self.conf = conf
-        self.per_ip: dict[str, int] = {}
+        # Connections per client IP; shared by the listeners of one role (587 + 465).
+        self.per_ip: dict[str, int] = {} if per_ip is None else per_ip
 
     def buildProtocol(self, addr: Any) -> "SMTPServer":
         p = SMTPServer(self.conf, self)
@@ -83,6 +97,7 @@ class SMTPServerFactory(Factory):
         return p
 
 
+@implementer(IHandshakeListener)
 class SMTPServer(Protocol, TimeoutMixin):
     def __init__(self, conf: SMTPFactoryConfig, factory: SMTPServerFactory) -> None:
         self.conf = conf
@@ -99,6 +114,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._auth_step: Callable[[bytes], None] | None = None
         self._paused = False
         self._counted_ip: str | None = None
+        self._tls_pending = False  # a TLS handshake is under way
+        self._auth_refusals = 0
+        self._headers: HeaderScanner | None = None
 
     # -- connection ------------------------------------------------------------------
 
@@ -119,13 +137,31 @@ class SMTPServer(Protocol, TimeoutMixin):
             return
         counts[ip] = counts.get(ip, 0) + 1
         self._counted_ip = ip
-        if self.conf.implicit_tls:
-            self.session.tls = "TLS"  # refined to version and cipher at first use
         self.setTimeout(self.svc.command_timeout)
+        if self.conf.implicit_tls:
+            # Behind the handshake gate (tls.py) the handshake is already done; without
+            # it, the greeting waits in the TLS layer and the handshake gets its timeout.
+            self.session.tls = tls_description(self.transport) or "TLS"
+            if self.session.tls == "TLS":
+                self._tls_pending = True
+                self.setTimeout(self.conf.handshake_timeout)
         self._send(Reply(220, "", f"{self.conf.hostname} ESMTP mailsuite"))
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: TLS is up (implicit TLS, or after STARTTLS)."""
+        self._tls_pending = False
+        if self.session is not None:
+            self.session.tls = tls_description(self.transport) or "TLS"
+            log.debug("smtp: [{ip}] TLS established: {tls}", ip=self.session.client_ip, tls=self.session.tls)
+        if not self._closing:
+            self.setTimeout(self.svc.command_timeout)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
+        self._closing = True
+        if self._tls_pending and self.session is not None:
+            log.info("smtp: [{ip}] TLS handshake failed: {why}", ip=self.session.client_ip,
+                     why=reason.getErrorMessage() if reason is not None else "connection lost")
         if self._counted_ip is not None:
             counts = self.factory.per_ip
             counts[self._counted_ip] -= 1
@@ -142,6 +178,13 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._incoming = None
 
     def timeoutConnection(self) -> None:
+        if self._tls_pending:
+            # Nothing can be said to a client that never finished the handshake.
+            log.info("smtp: [{ip}] TLS handshake not finished in {n}s; closed",
+                     ip=self.session.client_ip if self.session else "", n=self.conf.handshake_timeout)
+            self._closing = True
+            self.transport.abortConnection()
+            return
         log.info("smtp: timeout, closing connection from [{ip}]", ip=self.session.client_ip if self.session else "")
         self._send(Reply(421, "4.4.2", f"{self.conf.hostname} Error: timeout exceeded"))
         if self._incoming is not None:
@@ -370,6 +413,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._incoming = None
             raise Reply(451, "4.3.0", "Error: local error in processing") from None
         self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length)
+        self._headers = HeaderScanner(("from",), self._missing_headers) if self.conf.submission else None
         self.setTimeout(self.svc.data_timeout)
         self._send(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
 
@@ -409,6 +453,8 @@ class SMTPServer(Protocol, TimeoutMixin):
             log.warn("smtp: [{ip}] discarded {n} bytes pipelined after STARTTLS", ip=s.client_ip, n=len(self._buffer))
             self._buffer = b""
         self.transport.startTLS(self.conf.tls_context)
+        self._tls_pending = True
+        self.setTimeout(self.conf.handshake_timeout)
         # RFC 3207 4.2: forget everything learnt before TLS.
         s.helo, s.esmtp, s.tls = None, False, "TLS"
         s.reset()
@@ -467,7 +513,14 @@ class SMTPServer(Protocol, TimeoutMixin):
         if len(parts) != 3:
             self._auth_done(waiter, Reply(501, "5.5.2", "Malformed PLAIN response"))
             return
-        self._login(parts[1], parts[2], waiter)
+        authzid, authcid, password = parts
+        if authzid and authzid != authcid:
+            # RFC 4616 2: acting for another identity needs a right nobody here has.
+            log.info("smtp: [{ip}] AUTH PLAIN as {authz!r} for {authc!r} refused", ip=self.session.client_ip,
+                     authz=authzid[:64], authc=authcid[:64])
+            self._auth_done(waiter, Reply(535, "5.7.8", "Authentication credentials invalid"))
+            return
+        self._login(authcid, password, waiter)
 
     def _auth_login_user(self, line: bytes, waiter: defer.Deferred) -> None:
         user = self._decode_b64(line, waiter)
@@ -483,29 +536,60 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _login(self, user: bytes, password: bytes, waiter: defer.Deferred) -> None:
         creds = credentials.UsernamePassword(user, password)
-        d = self.conf.portal.login(creds, None, ISMTPAvatar)
         login_text = user.decode("utf-8", "replace")
+        ip = self.session.client_ip
+        throttle = self.conf.throttle
+        # The throttle delays the answer for a login or IP with recent failures, and
+        # refuses it outright (without checking the password) during a cool-down.
+        d = throttle.before_auth(ip, login_text) if throttle is not None else defer.succeed(None)
+        d.addCallback(lambda _: self.conf.portal.login(creds, None, ISMTPAvatar))
 
         def ok(result: Any) -> None:
             _iface, avatar, logout = result
             self.session.auth_user = getattr(avatar, "name", None) or login_text
-            log.info("smtp: [{ip}] authenticated as {user}", ip=self.session.client_ip, user=self.session.auth_user)
+            if throttle is not None:
+                throttle.auth_succeeded(ip, login_text)
+            log.info("smtp: [{ip}] authenticated as {user}", ip=ip, user=self.session.auth_user)
             self._auth_done(waiter, Reply(235, "2.7.0", "Authentication successful"))
 
         def bad(f: Failure) -> None:
             from mailsuite.directory.interface import DirectoryUnavailable
 
+            if self.transport is None or self._closing:
+                if not waiter.called:
+                    waiter.callback(None)
+                return
+            if f.check(AuthRefused):
+                self._auth_refusals += 1
+                log.info("smtp: [{ip}] AUTH refused during a cool-down ({why})", ip=ip, why=str(f.value))
+                if self._auth_refusals > 1:
+                    self._auth_close(waiter)
+                else:
+                    self._auth_done(waiter, Reply(454, "4.7.0", "Too many authentication failures, try again later"))
+                return
             if f.check(DirectoryUnavailable):
                 self._auth_done(waiter, Reply(454, "4.7.0", "Temporary authentication failure"))
                 return
             if not f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
                 log.failure("smtp: AUTH error", f)
-            log.info("smtp: [{ip}] authentication failed for {user}", ip=self.session.client_ip, user=login_text[:64])
-            if self.conf.on_auth_failure:
-                self.conf.on_auth_failure(self.session.client_ip, login_text)
+            if throttle is None:
+                log.info("smtp: [{ip}] authentication failed for {user}", ip=ip, user=login_text[:64])
+            else:
+                throttle.auth_failed(ip, login_text, proto="smtp")
+                if throttle.is_refused(ip, login_text):
+                    self._auth_close(waiter)
+                    return
             self._auth_done(waiter, Reply(535, "5.7.8", "Authentication credentials invalid"))
 
         d.addCallbacks(ok, bad)
+
+    def _auth_close(self, waiter: defer.Deferred) -> None:
+        """421 and close: this client keeps failing (or keeps trying while refused)."""
+        self._send(Reply(421, "4.7.0", f"{self.conf.hostname} Too many authentication failures, closing connection"))
+        self._closing = True
+        self.transport.loseConnection()
+        if not waiter.called:
+            waiter.callback(None)
 
     def _auth_done(self, waiter: defer.Deferred, reply: Reply) -> None:
         if reply.code >= 400:
@@ -535,13 +619,29 @@ class SMTPServer(Protocol, TimeoutMixin):
         )
         return text.encode("utf-8", "replace")
 
+    def _missing_headers(self, present: frozenset[str]) -> bytes:
+        """RFC 6409 8.2, 8.3: the MSA adds Message-ID and Date when they are missing."""
+        if not self.conf.add_missing_headers:
+            return b""
+        out = ""
+        if "message-id" not in present:
+            out += f"Message-ID: {make_msgid(idstring=self._queue_id, domain=self.conf.hostname)}\n"
+        if "date" not in present:
+            out += f"Date: {formatdate(localtime=True)}\n"
+        return out.encode("ascii")
+
     def _feed_data(self) -> None:
         assert self._data is not None
         fed = self._data.feed(self._buffer)
         self._buffer = b""
-        if fed.body and self._incoming is not None:
+        body = fed.body
+        if self._headers is not None and not self._data.rejected:
+            body = self._headers.feed(body)
+            if fed.finished:
+                body += self._headers.finish()
+        if body and self._incoming is not None:
             try:
-                self._incoming.write(fed.body)
+                self._incoming.write(body)
             except OSError as e:
                 log.error("smtp: {qid}: write failed: {e}", qid=self._queue_id, e=e)
                 self._incoming.discard()
@@ -569,8 +669,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             reply = Reply(552, "5.3.4", "Error: message file too big")
         elif reader.line_too_long:
             reply = Reply(500, "5.5.2", f"Error: message line longer than {self.svc.max_line_length} octets")
+        elif self._headers is not None:
+            reply = self.conf.policy.check_from_header(s, self._headers.field_values("from"))
         else:
             reply = None
+        self._headers = None
         if reply is not None:
             if incoming is not None:
                 incoming.discard()
@@ -603,6 +706,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         d = self.conf.dispatcher.accept(env, body)
 
         def accepted(result: str) -> None:
+            self.conf.policy.message_accepted(s)
             self._log_message(qid, reader.size, result, env)
             self._send(Reply(250, "2.0.0", f"Ok: queued as {qid}"))
 
