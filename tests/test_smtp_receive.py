@@ -1,0 +1,643 @@
+"""SMTP receiving (MX role) end to end: the real server, real sockets, smtplib,
+a raw socket for the bad inputs, and Debian's swaks."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.harness import Server, make_server
+
+MAX_SIZE = 200_000
+BOXES = [f"box{i:02d}@example.test" for i in range(40)]
+USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw", "carol@other.test": "carol-pw",
+         **{b: "box-pw" for b in BOXES}}
+ALIASES = "team@example.test: box30, box31\nmix@example.test: box32, box32@example.test, team\n"
+_box_iter = iter(BOXES[:30])
+
+
+def box() -> str:
+    """An account no other test of this module uses."""
+    return next(_box_iter)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = make_server(
+        tmp_path_factory.mktemp("smtp") / "srv",
+        users=USERS,
+        aliases=ALIASES,
+        server={"relay_networks": ["127.0.0.1/32"]},  # 127.0.0.2 is "outside"
+        smtp={"max_message_size": MAX_SIZE, "max_recipients": 5, "max_errors": 50},
+        submission={"listen_tls": []},
+        directory={"allow_plaintext_passwords": False},
+    )
+    s.sections["server"]["allow_plaintext_auth"] = True  # for the password-in-log test only
+    s.start()
+    yield s
+    s.stop()
+
+
+class Raw:
+    """A line-level SMTP client over a plain socket, for exact replies and bad input."""
+
+    def __init__(self, port: int, source: str | None = None, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout,
+                                             source_address=(source, 0) if source else None)
+        self.buf = b""
+        self.greeting = self.reply()
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed; unread {self.buf!r}")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self) -> tuple[int, str]:
+        texts = []
+        while True:
+            line = self._line()
+            texts.append(line[4:].decode())
+            if line[3:4] != b"-":
+                return int(line[:3]), "\n".join(texts)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str | bytes) -> tuple[int, str]:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def is_closed(self, wait: float = 3.0) -> bool:
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Raw":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_mail(c: Raw, sender: str = "s@remote.test", rcpts: tuple[str, ...] = ()) -> None:
+    assert c.cmd("EHLO client.test")[0] == 250
+    assert c.cmd(f"MAIL FROM:<{sender}>")[0] == 250
+    for r in rcpts:
+        assert c.cmd(f"RCPT TO:<{r}>")[0] == 250
+
+
+def message(subject: str, body: str = "hello\r\n") -> bytes:
+    return f"From: s@remote.test\r\nSubject: {subject}\r\nMessage-ID: <{subject}@remote.test>\r\n\r\n{body}".encode()
+
+
+def mailbox_files(s: Server, account: str) -> list[Path]:
+    root = s.maildir(account)
+    return [p for sub in ("new", "cur", "tmp") for p in sorted((root / sub).glob("*"))] if root.is_dir() else []
+
+
+def wait_log(s: Server, pattern: str, timeout: float = 3.0) -> str:
+    deadline = time.time() + timeout
+    while True:
+        m = re.search(pattern, s.log(), re.M)
+        if m:
+            return m.group(0)
+        if time.time() > deadline:
+            raise AssertionError(f"no log line matching {pattern!r}:\n{s.log()[-3000:]}")
+        time.sleep(0.05)
+
+
+def with_subject(s: Server, account: str, subject: str) -> list[bytes]:
+    return [m for m in s.messages(account) if f"Subject: {subject}\n".encode() in m]
+
+
+# -- delivery -----------------------------------------------------------------------
+
+
+def test_delivery_with_smtplib(srv: Server) -> None:
+    rcpt, subj = box(), uuid.uuid4().hex
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("sender@remote.test", [rcpt], message(subj))
+    (msg,) = srv.messages(rcpt)
+    assert msg.endswith(f"Subject: {subj}\nMessage-ID: <{subj}@remote.test>\n\nhello\n".encode())
+    assert b"\r\n" not in msg  # stored with LF line ends
+
+
+def test_250_names_the_queue_id_that_the_received_line_carries(srv: Server) -> None:
+    rcpt = box()
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c, rcpts=(rcpt,))
+        assert c.cmd("DATA")[0] == 354
+        code, text = c.cmd(message("qid") + b".")
+    assert code == 250
+    qid = re.search(r"queued as ([0-9A-F]{12})", text).group(1)
+    (msg,) = srv.messages(rcpt)
+    assert f" id {qid}".encode() in msg
+
+
+def test_headers_return_path_delivered_to_received(srv: Server) -> None:
+    rcpt = box()
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], local_hostname="client.example") as c:
+        c.sendmail("sender@remote.test", [rcpt], message("hdr"))
+    (msg,) = srv.messages(rcpt)
+    head = msg.split(b"\n\n", 1)[0].decode()
+    assert head.startswith(f"Return-Path: <sender@remote.test>\nDelivered-To: {rcpt}\nReceived: ")
+    received = re.search(r"^Received: .*?(?=^\S)", head, re.M | re.S).group(0)
+    # RFC 5321 4.4: from <helo> (<tcp-info>) by <host> with <protocol> id <id> for <rcpt>; <date>
+    assert re.match(
+        r"Received: from client\.example \(\[127\.0\.0\.1\]\)\n\tby mail\.example\.test \(mailsuite\) "
+        rf"with ESMTP id [0-9A-F]{{12}}\n\tfor <{re.escape(rcpt)}>;\n\t\w{{3}}, \d{{1,2}} \w{{3}} \d{{4}} "
+        r"\d\d:\d\d:\d\d [+-]\d{4}\n$",
+        received,
+    ), received
+
+
+def test_null_sender_gives_empty_return_path(srv: Server) -> None:
+    rcpt = box()
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("<>", [rcpt], message("bounce"))
+    (msg,) = srv.messages(rcpt)
+    assert msg.startswith(b"Return-Path: <>\n")
+
+
+def test_several_recipients_get_one_copy_each(srv: Server) -> None:
+    a, b, subj = box(), box(), uuid.uuid4().hex
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        refused = c.sendmail("s@remote.test", [a, b, "carol@other.test"], message(subj))
+    assert refused == {}
+    for rcpt in (a, b, "carol@other.test"):
+        (msg,) = with_subject(srv, rcpt, subj)
+        assert f"Delivered-To: {rcpt}\n".encode() in msg
+
+
+def test_alias_delivers_to_its_members(srv: Server) -> None:
+    subj = uuid.uuid4().hex
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", ["team@example.test"], message(subj))
+    for member in ("box30@example.test", "box31@example.test"):
+        (msg,) = with_subject(srv, member, subj)
+        assert f"Delivered-To: {member}\n".encode() in msg
+
+
+def test_mailbox_reached_twice_gets_one_copy(srv: Server) -> None:
+    subj = uuid.uuid4().hex
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", ["mix@example.test", "box32@example.test", "box30@example.test"], message(subj))
+    assert len(with_subject(srv, "box32@example.test", subj)) == 1
+    assert len(with_subject(srv, "box30@example.test", subj)) == 1
+    assert len(with_subject(srv, "box31@example.test", subj)) == 1
+
+
+@pytest.mark.parametrize("domain", ["example.test", "other.test"])
+def test_postmaster_of_every_domain(srv: Server, domain: str) -> None:
+    subj = uuid.uuid4().hex
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", [f"postmaster@{domain}"], message(subj))
+    found = [a for a in USERS if with_subject(srv, a, subj)]
+    assert len(found) == 1 and found[0].endswith("@" + domain)
+
+
+def test_plus_address_delivers_to_the_user(srv: Server) -> None:
+    rcpt = box()
+    local, domain = rcpt.split("@")
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", [f"{local}+news@{domain}"], message("plus"))
+    (msg,) = srv.messages(rcpt)
+    assert f"Delivered-To: {rcpt}\n".encode() in msg
+
+
+def test_eight_bit_body_is_kept_byte_for_byte(srv: Server) -> None:
+    rcpt = box()
+    body = "Grüße, naïve café — 日本語\r\n".encode("utf-8") + b"raw \xff\xfe bytes\r\n"
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.ehlo()
+        assert c.has_extn("8bitmime")
+        c.sendmail("s@remote.test", [rcpt], b"Subject: 8bit\r\n\r\n" + body, mail_options=["BODY=8BITMIME"])
+    (msg,) = srv.messages(rcpt)
+    assert msg.endswith(b"Subject: 8bit\n\n" + body.replace(b"\r\n", b"\n"))
+
+
+def test_dot_stuffed_lines_are_unstuffed(srv: Server) -> None:
+    rcpt = box()
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", [rcpt], b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nend\r\n")
+    (msg,) = srv.messages(rcpt)
+    assert msg.endswith(b"\n\n.\n..two\n.three\nend\n")
+
+
+def test_large_message_streams_through(srv: Server) -> None:
+    rcpt = box()
+    body = b"".join(b"%08d " % i + b"y" * 70 + b"\r\n" for i in range(1800))  # ~143 KB
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", [rcpt], b"Subject: big\r\n\r\n" + body)
+    (msg,) = srv.messages(rcpt)
+    assert msg.endswith(body.replace(b"\r\n", b"\n"))
+    assert list((srv.root / "data" / "queue" / "incoming").iterdir()) == []
+
+
+def test_ehlo_advertises_the_extensions(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        assert c.greeting[0] == 220 and "ESMTP" in c.greeting[1]
+        code, text = c.cmd("EHLO client.test")
+    assert code == 250
+    lines = text.split("\n")
+    assert lines[0] == "mail.example.test"
+    for ext in ("PIPELINING", f"SIZE {MAX_SIZE}", "8BITMIME", "ENHANCEDSTATUSCODES"):
+        assert ext in lines
+    assert not any(l.startswith("AUTH") for l in lines)  # the MX role offers no AUTH
+
+
+def test_helo_rset_noop_vrfy_quit(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        assert c.cmd("HELO client.test") == (250, "mail.example.test")
+        assert c.cmd("MAIL FROM:<a@b.test>")[0] == 250
+        assert c.cmd("RSET")[0] == 250
+        assert c.cmd("RCPT TO:<alice@example.test>")[0] == 503  # RSET ended the transaction
+        assert c.cmd("NOOP")[0] == 250
+        assert c.cmd("VRFY alice")[0] == 252
+        assert c.cmd("QUIT")[0] == 221
+        assert c.is_closed()
+
+
+def test_several_messages_in_one_session(srv: Server) -> None:
+    rcpt = box()
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        for i in range(3):
+            c.sendmail("s@remote.test", [rcpt], message(f"n{i}"))
+    assert len(srv.messages(rcpt)) == 3
+
+
+# -- refusals ---------------------------------------------------------------------
+
+
+def test_unknown_user_is_550_5_1_1(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c)
+        code, text = c.cmd("RCPT TO:<nobody@example.test>")
+    assert code == 550 and text.startswith("5.1.1 ")
+
+
+def test_relay_denied_from_outside_relay_networks(srv: Server) -> None:
+    with Raw(srv.ports["smtp"], source="127.0.0.2") as c:
+        start_mail(c)
+        code, text = c.cmd("RCPT TO:<someone@far-away.test>")
+        assert code == 554 and text.startswith("5.7.1 ")
+        # Local mail from the same outside client is still welcome.
+        assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+
+
+def test_relay_allowed_from_relay_networks(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c)
+        assert c.cmd("RCPT TO:<someone@far-away.test>")[0] == 250
+
+
+def test_size_parameter_over_the_limit_is_552_5_3_4(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        c.cmd("EHLO client.test")
+        code, text = c.cmd(f"MAIL FROM:<a@b.test> SIZE={MAX_SIZE + 1}")
+        assert code == 552 and text.startswith("5.3.4 ")
+        assert c.cmd(f"MAIL FROM:<a@b.test> SIZE={MAX_SIZE}")[0] == 250
+
+
+def test_actual_size_over_the_limit_is_552_5_3_4(srv: Server) -> None:
+    rcpt = box()
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c, rcpts=(rcpt,))
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: too big\r\n\r\n" + (b"z" * 98 + b"\r\n") * (MAX_SIZE // 100 + 10))
+        code, text = c.cmd(".")
+        assert code == 552 and text.startswith("5.3.4 ")
+        # The session goes on.
+        assert c.cmd("MAIL FROM:<a@b.test>")[0] == 250
+    assert mailbox_files(srv, rcpt) == []
+
+
+def test_overlong_command_line_is_500_5_5_2(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        c.cmd("EHLO client.test")
+        code, text = c.cmd("NOOP " + "x" * 2000)
+        assert code == 500 and text.startswith("5.5.2 ")
+        assert c.cmd("NOOP")[0] == 250
+
+
+def test_overlong_data_line_rejects_the_message_and_keeps_the_session(srv: Server) -> None:
+    rcpt = box()
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c, rcpts=(rcpt,))
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: long\r\n\r\n" + b"w" * 5000 + b"\r\nmore\r\n")
+        code, _ = c.cmd(".")
+        assert 500 <= code < 600
+        # The same session can send a good message afterwards.
+        assert c.cmd("MAIL FROM:<a@b.test>")[0] == 250
+        assert c.cmd(f"RCPT TO:<{rcpt}>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        assert c.cmd(message("after-long") + b".")[0] == 250
+    (msg,) = srv.messages(rcpt)
+    assert b"Subject: after-long" in msg
+
+
+def test_pipelined_session_in_one_write(srv: Server) -> None:
+    rcpt = box()
+    with Raw(srv.ports["smtp"]) as c:
+        c.send(
+            b"EHLO client.test\r\nMAIL FROM:<s@remote.test>\r\n"
+            + f"RCPT TO:<{rcpt}>\r\nRCPT TO:<ghost@example.test>\r\nDATA\r\n".encode()
+            + message("piped")
+            + b".\r\nNOOP\r\nQUIT\r\n"
+        )
+        codes = [c.reply()[0] for _ in range(7)]
+        assert codes == [250, 250, 250, 550, 354, 250, 250]
+        assert c.reply()[0] == 221
+    (msg,) = srv.messages(rcpt)
+    assert b"Subject: piped" in msg
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("MAIL FROM:<not an address>", (501, "5.1.7")),
+        ("MAIL FROM:<a@b.test", (501, "5.1.7")),
+        ("MAIL FROM:<@>", (501, "5.1.7")),
+        ("MAIL TO:<a@b.test>", (501, "5.5.4")),
+        ("MAIL FROM:<a@b.test> SIZE=big", (501, "5.5.4")),
+        ("MAIL FROM:<a@b.test> FOO=bar", (555, "5.5.4")),
+    ],
+)
+def test_malformed_mail(srv: Server, command: str, expected: tuple[int, str]) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        c.cmd("EHLO client.test")
+        code, text = c.cmd(command)
+    assert (code, text[:5]) == expected
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("RCPT TO:<alice@>", (501, "5.1.3")),
+        ("RCPT TO:<>", (501, "5.1.3")),
+        ("RCPT TO:alice@example.test>", (501, "5.1.3")),
+        ("RCPT FROM:<alice@example.test>", (501, "5.5.4")),
+    ],
+)
+def test_malformed_rcpt(srv: Server, command: str, expected: tuple[int, str]) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c)
+        code, text = c.cmd(command)
+    assert (code, text[:5]) == expected
+
+
+def test_commands_out_of_order_are_503_5_5_1(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        assert c.cmd("MAIL FROM:<a@b.test>")[:1] == (503,)  # before EHLO
+        c.cmd("EHLO client.test")
+        for command in ("RCPT TO:<alice@example.test>", "DATA"):
+            code, text = c.cmd(command)
+            assert (code, text[:5]) == (503, "5.5.1"), command
+        c.cmd("MAIL FROM:<a@b.test>")
+        code, text = c.cmd("MAIL FROM:<a@b.test>")
+        assert (code, text[:5]) == (503, "5.5.1")
+        code, text = c.cmd("DATA")  # no recipient yet
+        assert code in (503, 554) and text[2:5] == "5.1"
+
+
+def test_unknown_command_is_500_5_5_2(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        for command in ("FROB", "EXPN-X all", "123", ""):
+            code, text = c.cmd(command)
+            assert (code, text[:5]) == (500, "5.5.2"), command
+
+
+@pytest.mark.parametrize("raw", [b"NOOP\x00", b"MAIL FROM:<a\x00@b.test>", b"EHLO caf\xc3\xa9", b"NOOP \xff\xfe", b"\x80\x81"])
+def test_nul_and_non_ascii_bytes_get_an_error_reply(srv: Server, raw: bytes) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        code, text = c.cmd(raw)
+        assert code == 500 and text.startswith("5.5.2 ")
+        assert c.cmd("NOOP")[0] == 250
+
+
+def test_max_recipients_is_452_4_5_3(srv: Server) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c, rcpts=tuple(BOXES[35:40]))
+        code, text = c.cmd("RCPT TO:<alice@example.test>")
+    assert (code, text[:5]) == (452, "4.5.3")
+
+
+def test_disconnect_mid_data_leaves_nothing(srv: Server) -> None:
+    small, big = box(), box()
+    for rcpt, size in ((small, 2000), (big, 180_000)):  # in memory, and spilled to a file
+        c = Raw(srv.ports["smtp"])
+        start_mail(c, rcpts=(rcpt,))
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: cut\r\n\r\n" + (b"q" * 98 + b"\r\n") * (size // 100))
+        time.sleep(0.2)
+        c.close()
+    wait_log(srv, r"disconnected during DATA")
+    time.sleep(0.2)
+    for rcpt in (small, big):
+        assert mailbox_files(srv, rcpt) == []
+    assert list((srv.root / "data" / "queue" / "incoming").iterdir()) == []
+
+
+def test_delivery_failure_is_451_4_3_0_and_nothing_half_delivered(srv: Server) -> None:
+    good, bad = box(), box()
+    # Create both accounts, then break bad's new/: root ignores permissions, so a file
+    # where the folder should be is what really fails.
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", [good, bad], message("setup"))
+    new = srv.maildir(bad) / "new"
+    shutil.rmtree(new)
+    new.write_text("in the way")
+    try:
+        with Raw(srv.ports["smtp"]) as c:
+            start_mail(c, rcpts=(good, bad))
+            assert c.cmd("DATA")[0] == 354
+            code, text = c.cmd(message("broken") + b".")
+            assert (code, text[:5]) == (451, "4.3.0")
+            assert c.cmd("NOOP")[0] == 250
+        assert with_subject(srv, good, "broken") == []
+        assert not list((srv.maildir(good) / "tmp").iterdir())
+        assert not list((srv.maildir(bad) / "tmp").iterdir())
+        wait_log(srv, r"result=deferred")
+    finally:
+        new.unlink()
+        new.mkdir()
+    # The client's retry delivers exactly once.
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", [good, bad], message("broken"))
+    assert len(with_subject(srv, good, "broken")) == 1
+    assert len(with_subject(srv, bad, "broken")) == 1
+
+
+# -- logging ----------------------------------------------------------------------
+
+
+def test_one_log_line_per_accepted_message(srv: Server) -> None:
+    rcpt = box()
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c, sender="logme@remote.test", rcpts=(rcpt,))
+        c.cmd("DATA")
+        qid = re.search(r"queued as (\w+)", c.cmd(message("log") + b".")[1]).group(1)
+    line = wait_log(srv, rf"smtp: {qid}: .*$")
+    assert re.search(
+        rf"smtp: {qid}: client=\[127\.0\.0\.1\] from=<logme@remote\.test> to=<{re.escape(rcpt)}> "
+        r"size=\d+ result=delivered",
+        line,
+    ), line
+    assert len(re.findall(rf"smtp: {qid}: ", srv.log())) == 1
+
+
+def test_rejected_command_is_logged_with_the_reason(srv: Server) -> None:
+    with Raw(srv.ports["smtp"], source="127.0.0.2") as c:
+        start_mail(c)
+        c.cmd("RCPT TO:<x@relay-log.test>")
+        c.cmd("XYZZY-LOGTEST")
+    wait_log(srv, r"\[127\.0\.0\.2\].*554 5\.7\.1 <x@relay-log\.test>: Relay access denied")
+    wait_log(srv, r"\[127\.0\.0\.2\].*500 5\.5\.2 .*unknown command 'XYZZY-LOGTEST'")
+
+
+def test_passwords_never_reach_the_log(srv: Server) -> None:
+    import base64
+
+    secret_wrong, secret_right = "Wr0ng-S3cret-xyzzy", "box-pw"
+    for user, pw in (("box33@example.test", secret_wrong), ("box33@example.test", secret_right)):
+        with smtplib.SMTP("127.0.0.1", srv.ports["submission"]) as c:
+            try:
+                c.login(user, pw)
+            except smtplib.SMTPAuthenticationError:
+                pass
+    time.sleep(0.3)
+    log = srv.log()
+    for pw in (secret_wrong, secret_right):
+        assert pw not in log
+        assert base64.b64encode(f"\0box33@example.test\0{pw}".encode()).decode() not in log
+        assert base64.b64encode(pw.encode()).decode() not in log
+
+
+# -- swaks ------------------------------------------------------------------------
+
+needs_swaks = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+
+
+def swaks(srv: Server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(srv.ports["smtp"]),
+                           "--helo", "swaks.test", *args], capture_output=True, text=True, timeout=30)
+
+
+@needs_swaks
+def test_swaks_delivers(srv: Server) -> None:
+    rcpt, subj = box(), uuid.uuid4().hex
+    p = swaks(srv, "--to", rcpt, "--from", "swaks@remote.test", "--header", f"Subject: {subj}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    (msg,) = with_subject(srv, rcpt, subj)
+    assert b"Return-Path: <swaks@remote.test>" in msg
+
+
+@needs_swaks
+def test_swaks_pipelining_several_recipients(srv: Server) -> None:
+    a, b, subj = box(), box(), uuid.uuid4().hex
+    p = swaks(srv, "--pipeline", "--to", f"{a},{b}", "--from", "swaks@remote.test", "--header", f"Subject: {subj}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "PIPELINING" in p.stdout
+    assert with_subject(srv, a, subj) and with_subject(srv, b, subj)
+
+
+@needs_swaks
+def test_swaks_sees_unknown_user_refused(srv: Server) -> None:
+    p = swaks(srv, "--to", "ghost@example.test", "--from", "swaks@remote.test")
+    assert p.returncode != 0
+    assert "550 5.1.1" in p.stdout
+
+
+@needs_swaks
+def test_swaks_eight_bit_body(srv: Server) -> None:
+    rcpt = box()
+    p = swaks(srv, "--to", rcpt, "--from", "swaks@remote.test", "--body", "Grüße aus Köln")
+    assert p.returncode == 0, p.stdout + p.stderr
+    (msg,) = srv.messages(rcpt)
+    assert "Grüße aus Köln".encode() in msg
+
+
+# -- limits that need their own server ------------------------------------------
+
+
+def test_connections_per_ip_are_limited(tmp_path: Path) -> None:
+    s = make_server(tmp_path / "srv", smtp={"max_connections_per_ip": 2})
+    s.start()
+    try:
+        first, second = Raw(s.ports["smtp"]), Raw(s.ports["smtp"])
+        third = Raw(s.ports["smtp"])
+        assert third.greeting[0] == 421 and third.greeting[1].startswith("4.7.0")
+        assert third.is_closed()
+        # Another address is counted on its own.
+        other = Raw(s.ports["smtp"], source="127.0.0.2")
+        assert other.greeting[0] == 220
+        first.cmd("QUIT")
+        first.close()
+        time.sleep(0.2)
+        again = Raw(s.ports["smtp"])
+        assert again.greeting[0] == 220
+        for c in (second, third, other, again):
+            c.close()
+    finally:
+        s.stop()
+
+
+def test_idle_client_times_out(tmp_path: Path) -> None:
+    s = make_server(tmp_path / "srv", smtp={"command_timeout": 1, "data_timeout": 1})
+    s.start()
+    try:
+        c = Raw(s.ports["smtp"])
+        c.cmd("EHLO client.test")
+        t0 = time.time()
+        code, text = c.reply()
+        assert (code, text[:5]) == (421, "4.4.2")
+        assert 0.5 < time.time() - t0 < 5
+        assert c.is_closed()
+        # Also in the middle of DATA, and nothing is kept.
+        c = Raw(s.ports["smtp"])
+        start_mail(c, rcpts=("alice@example.test",))
+        c.cmd("DATA")
+        c.send(b"Subject: slow\r\n\r\npart")
+        assert c.reply()[0] == 421
+        assert c.is_closed()
+        assert s.messages("alice@example.test") == []
+    finally:
+        s.stop()
+
+
+def test_too_many_errors_close_the_session(tmp_path: Path) -> None:
+    s = make_server(tmp_path / "srv", smtp={"max_errors": 3})
+    s.start()
+    try:
+        with Raw(s.ports["smtp"]) as c:
+            for _ in range(3):
+                assert c.cmd("BOGUS")[0] == 500
+            assert c.cmd("BOGUS")[0] == 421
+            assert c.is_closed()
+    finally:
+        s.stop()
