@@ -75,6 +75,8 @@ class TLSConfig:
     min_version: Literal["1.2", "1.3"] = "1.2"
     handshake_timeout: int = 30
     ciphers: str = DEFAULT_CIPHERS
+    # TLS handshakes in progress from one client IP on one implicit-TLS listener.
+    max_handshakes_per_ip: int = 20
     smtp: TLSOverride = field(default_factory=TLSOverride)
     submission: TLSOverride = field(default_factory=TLSOverride)
     imap: TLSOverride = field(default_factory=TLSOverride)
@@ -404,6 +406,12 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append("tls: set both tls.certificate and tls.private_key, or neither")
     if t.certificate is None and tls_needed:
         problems.append("tls.certificate: required because a listen_tls listener is configured")
+    for name in ("smtp", "submission", "imap", "pop3"):
+        o = getattr(t, name)
+        if (o.certificate is None) != (o.private_key is None):
+            problems.append(f"tls.{name}: set both certificate and private_key, or neither")
+    if t.max_handshakes_per_ip < 1:
+        problems.append("tls.max_handshakes_per_ip: expected at least 1")
     for name in ("smtp", "submission"):
         svc = getattr(cfg, name)
         if svc.max_line_length < 80:
@@ -422,6 +430,11 @@ def check_files(cfg: Config) -> list[str]:
             p = getattr(t, key)
             if p is not None and not p.exists():
                 problems.append(f"tls.{key}: {p} does not exist (set tls.generate_self_signed = true to create one)")
+    for name in ("smtp", "submission", "imap", "pop3"):
+        for key in ("certificate", "private_key"):
+            p = getattr(getattr(t, name), key)
+            if p is not None and not p.exists():
+                problems.append(f"tls.{name}.{key}: {p} does not exist")
     d = cfg.directory
     if d.backend == "file":
         for key in ("users_file", "aliases_file"):

@@ -198,7 +198,7 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
             )
             suite.listener(
                 parent, desc, SMTPServerFactory(conf, per_ip), implicit,
-                context=suite.tls_for(role), max_handshakes_per_ip=svc_cfg.max_connections_per_ip,
+                context=suite.tls_for(role), max_handshakes_per_ip=cfg.tls.max_handshakes_per_ip,
             )
 
 
