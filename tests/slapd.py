@@ -212,6 +212,11 @@ def base_ldif(extra_people: tuple[Person, ...] = ()) -> str:
         ("member", PEOPLE[0].dn), ("member", PEOPLE[2].dn), ("member", PEOPLE[3].dn),
         ("member", f"cn=inner,ou=groups,{SUFFIX}"),
     ]))
+    # A list of local people only (delivered at once, without the relay queue).
+    out.append(_ldif_entry(f"cn=staff,ou=groups,{SUFFIX}", [
+        ("objectClass", "groupOfNames"), ("objectClass", "mailsuiteRecipient"), ("cn", "staff"),
+        ("mail", "staff@example.test"), ("member", PEOPLE[0].dn), ("member", PEOPLE[1].dn),
+    ]))
     out.append(_ldif_entry(f"cn=inner,ou=groups,{SUFFIX}", [
         ("objectClass", "groupOfNames"), ("cn", "inner"), ("member", PEOPLE[1].dn), ("member", PEOPLE[0].dn),
     ]))

@@ -423,10 +423,18 @@ class LDAPClient:
             self.warn(f"required_group check failed: {e}")
             return False
 
+    def user_entries(self, login: str, size_limit: int = 2) -> list[Entry]:
+        """The entries user_filter finds for ``login`` (at most ``size_limit``)."""
+        return self._entries(fill(self.cfg.user_filter, **split_login(login)), size_limit=size_limit)
+
+    def address_entries(self, address: str) -> list[Entry]:
+        """The entries address_filter finds for ``address``."""
+        return self._address_entries(normalize_address(address))
+
     def find_user(self, login: str) -> Entry | None:
         """The one entry user_filter finds for ``login`` (with a primary address, and
         in required_group), or None."""
-        found = self._entries(fill(self.cfg.user_filter, **split_login(login)), size_limit=2)
+        found = self.user_entries(login)
         if len(found) != 1:
             if len(found) > 1:
                 self.warn(f"login {login!r} matches several entries ({found[0].dn}, {found[1].dn}); refused")
