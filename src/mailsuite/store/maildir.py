@@ -15,6 +15,7 @@ import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer
 
@@ -165,12 +166,139 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -
     return done
 
 
-class MaildirStore:
-    """The store as the reactor thread sees it: Deferred wrappers over the above."""
+class _FolderRegistry:
+    """Folder methods of :class:`MaildirStore` (kept apart from delivery).
+
+    Folder names are Unicode with ``.`` as delimiter (see :mod:`mailsuite.store.folders`);
+    every method that takes a name raises (or fails with) UnsafeName for a bad one.
+    """
+
+    mail_dir: Path
+    _open: dict[tuple[str, str], Any]
+    _opening: dict[tuple[str, str], list[defer.Deferred]]
+
+    def folder_names(self, account: str) -> list[Any]:
+        """Every folder of ``account`` as FolderInfo, INBOX first (sync: one listdir)."""
+        from mailsuite.store import folders
+
+        return folders.list_folders(account_dir(self.mail_dir, account))
+
+    def _folder_op(self, account: str, f: Any, *args: Any) -> defer.Deferred:
+        root = account_dir(self.mail_dir, account)
+        return workers.run(f, root, *args)
+
+    def create_folder(self, account: str, name: str) -> defer.Deferred:
+        """Create a folder; fires with its normalised name; FolderExists / UnsafeName."""
+        from mailsuite.store import folders
+
+        return self._folder_op(account, folders.create_folder, name)
+
+    def delete_folder(self, account: str, name: str) -> defer.Deferred:
+        """Delete a folder and its messages (RFC 3501 6.3.4); children stay.  Open
+        Folder objects of it see everything expunged and become ``gone``."""
+        from mailsuite.store import folders
+
+        d = self._folder_op(account, folders.delete_folder, name)
+        return d.addCallback(self._resync_open, account)
+
+    def rename_folder(self, account: str, old: str, new: str) -> defer.Deferred:
+        """Rename a folder and its children (INBOX: move its messages, RFC 3501 6.3.5);
+        fires with [(old, new)] pairs.  FolderExists / NoSuchFolder / UnsafeName."""
+        from mailsuite.store import folders
+
+        d = self._folder_op(account, folders.rename_folder, old, new)
+
+        def renamed(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+            for src, _ in pairs:
+                self._resync_open(src, account)
+            return pairs
+
+        return d.addCallback(renamed)
+
+    def subscribe(self, account: str, name: str) -> defer.Deferred:
+        from mailsuite.store import folders
+
+        return self._folder_op(account, folders.set_subscribed, name, True)
+
+    def unsubscribe(self, account: str, name: str) -> defer.Deferred:
+        from mailsuite.store import folders
+
+        return self._folder_op(account, folders.set_subscribed, name, False)
+
+    def _resync_open(self, name: str, account: str) -> str:
+        folder = self._open.get((account, name))
+        if folder is not None:
+            folder._disk.dirty = True
+            folder.sync().addErrback(lambda f: None)
+        return name
+
+    def open_folder(self, account: str, name: str) -> defer.Deferred:
+        """Fire with the shared Folder for (account, name), opened and synced; each
+        caller must ``close()`` it once.  NoSuchFolder / UnsafeName."""
+        from mailsuite.store import folders
+
+        try:
+            name = folders.normalize(name)
+            path = folders.folder_path(account_dir(self.mail_dir, account), name)
+        except UnsafeName as e:
+            return defer.fail(e)
+        key = (account, name)
+        folder = self._open.get(key)
+        if folder is not None and not folder.gone:
+            folder.refs += 1
+            return folder.sync().addCallback(lambda _: folder)
+        waiting = self._opening.get(key)
+        d: defer.Deferred = defer.Deferred()
+        if waiting is not None:
+            waiting.append(d)
+            return d
+        self._opening[key] = [d]
+        self._load_folder(key, path)
+        return d
+
+    def _load_folder(self, key: tuple[str, str], path: Path) -> None:
+        from mailsuite.store.folder import Folder, FolderDisk
+
+        disk = FolderDisk(path)
+
+        def opened(_: Any) -> None:
+            folder = Folder(self, key[0], key[1], disk)
+            self._open[key] = folder
+            notify.subscribe(key[0], key[1], folder.notified)
+            for d in self._opening.pop(key):
+                folder.refs += 1
+                d.callback(folder)
+
+        def failed(f: Any) -> None:
+            for d in self._opening.pop(key):
+                d.errback(f)
+
+        workers.run(disk.open).addCallbacks(opened, failed)
+
+    def _release(self, folder: Any) -> defer.Deferred:
+        folder.refs -= 1
+        if folder.refs > 0:
+            return defer.succeed(None)
+        key = (folder.account, folder.name)
+        if self._open.get(key) is folder:
+            del self._open[key]
+        notify.unsubscribe(key[0], key[1], folder.notified)
+        return folder.save_index()
+
+    def close_all(self) -> defer.Deferred:
+        """Save every open folder's index (at shutdown)."""
+        return defer.DeferredList([f.save_index() for f in list(self._open.values())])
+
+
+class MaildirStore(_FolderRegistry):
+    """The store as the reactor thread sees it: Deferred wrappers over the above,
+    and the folders (:class:`_FolderRegistry`, :mod:`mailsuite.store.folder`)."""
 
     def __init__(self, mail_dir: Path) -> None:
         self.mail_dir = mail_dir
         self._ensured: set[str] = set()
+        self._open: dict[tuple[str, str], Any] = {}
+        self._opening: dict[tuple[str, str], list[defer.Deferred]] = {}
 
     def account_dir(self, account: str) -> Path:
         return account_dir(self.mail_dir, account)

@@ -1,0 +1,874 @@
+"""One open folder: its messages, UIDs, flags, and every change to them.
+
+A :class:`Folder` is shared by all sessions (IMAP and POP3) of the process that have
+the folder open (:meth:`MaildirStore.open_folder` hands out the same object, counted;
+each user calls :meth:`Folder.close` once).  It owns a :class:`FolderDisk`, the
+blocking half, whose methods run one at a time in the worker pool (a DeferredLock
+serialises them); the reactor thread only reads the record list that each finished
+operation publishes, so reads (``messages()``, ``get()``) never block and never see a
+half-done change.
+
+Contract for callers (the IMAP and POP3 servers):
+
+* ``messages()`` is the folder now, sorted by UID; a sequence of
+  :class:`~mailsuite.store.index.MessageRecord`.  It is replaced, never mutated, so a
+  session may keep the object it got (and diff it against a later one).
+* ``sync()`` picks up changes made by other processes and tools (new files in new/ get
+  UIDs and move to cur/ keeping them; renamed files are flag changes; vanished files are
+  expunges).  When new/ and cur/ are unchanged it costs two stat calls in the reactor
+  thread, so call it before every command.
+* Every change (by any session, by SMTP delivery through ``store.notify.changed``, or
+  found by ``sync``) is followed by a call of each listener ``cb(folder)`` in the
+  reactor thread; a session then compares ``messages()`` with its own view (new UIDs →
+  EXISTS, missing UIDs → EXPUNGE, ``modseq`` above the session's → FETCH FLAGS).
+* ``claim_recent()`` hands the \\Recent messages (those this process moved from new/)
+  to the first session that asks, once (RFC 3501 2.3.2).
+* Flags are IMAP names ('\\Seen', '\\Answered', '\\Flagged', '\\Deleted', '\\Draft',
+  '$Forwarded', keywords); \\Recent is not stored.  Up to 26 keywords per folder
+  (``TooManyKeywords`` beyond: NO [LIMIT]).
+* ``append`` and ``copy``/``move`` fire only after the new files and the uidlist are
+  fsynced.  ``expunge`` fsyncs the directory before it fires.
+* A folder deleted or renamed away by another session shows all messages expunged and
+  ``gone`` True; further changes fail with ``FolderGone``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from twisted.internet import defer, reactor
+from twisted.logger import Logger
+
+from mailsuite import workers
+from mailsuite.store import index as index_mod, names
+from mailsuite.store.errors import FolderGone, MessageGone
+from mailsuite.store.index import Cache, IndexState, MessageRecord
+from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
+from mailsuite.store.uidlist import FolderLock, UidList
+
+log = Logger(namespace="mailsuite.store")
+
+# A directory mtime this close to the time we listed it may hide a later change in the
+# same clock tick; such a listing is not trusted (rescan at the next sync).
+_DIRTY_WINDOW_NS = 2_000_000_000
+_INDEX_SAVE_DELAY = 30.0
+_CHUNK = 1 << 16
+
+Listener = Callable[["Folder"], None]
+
+
+class Changes(NamedTuple):
+    """What one operation or sync changed (UIDs)."""
+
+    added: list[int]
+    expunged: list[int]
+    flags: list[int]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.expunged or self.flags)
+
+
+NO_CHANGES = Changes([], [], [])
+
+
+def crlf_size(path: Path) -> int:
+    """Octets of the file with every bare LF sent as CRLF (what clients receive)."""
+    size = extra = 0
+    prev_cr = False
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            size += len(chunk)
+            extra += chunk.count(b"\n") - chunk.count(b"\r\n")
+            if prev_cr and chunk[:1] == b"\n":
+                extra -= 1
+            prev_cr = chunk[-1:] == b"\r"
+    return size + extra
+
+
+def _sort_key(filename: str) -> tuple[int, str]:
+    sec = filename.partition(".")[0]
+    return (int(sec) if sec.isdigit() else 0, filename)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FolderDisk:
+    """The blocking half of a folder.  Not thread-safe: one method at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cur = path / "cur"
+        self.new = path / "new"
+        self.tmp = path / "tmp"
+        self.uidlist = UidList(path)
+        self.keywords = Keywords(path)
+        self.records: dict[int, MessageRecord] = {}
+        self.by_filename: dict[str, int] = {}
+        self._by_base: dict[str, int] | None = None
+        self.highest_modseq = 1
+        self.new_mtime = -1
+        self.cur_mtime = -1
+        self.dirty = True
+        self.gone = False
+        self.version = 0  # bumped at every change of ``records``
+        self.unsorted = False
+        self.recent: list[int] = []  # moved from new/ since the reactor last looked
+        self.cache: Cache | None = None
+        self._flag_cache: dict[str, frozenset[str]] = {}
+        self.index_dirty = False
+
+    # -- helpers -----------------------------------------------------------------
+
+    @property
+    def by_base(self) -> dict[str, int]:
+        if self._by_base is None:
+            self._by_base = {r.base: uid for uid, r in self.records.items()}
+        return self._by_base
+
+    def flags_of(self, letters: str) -> frozenset[str]:
+        flags = self._flag_cache.get(letters)
+        if flags is None:
+            out = []
+            for c in letters:
+                if c in SYSTEM_FLAGS:
+                    out.append(SYSTEM_FLAGS[c])
+                elif c in self.keywords.names:
+                    out.append(self.keywords.names[c])
+            flags = self._flag_cache[letters] = frozenset(out)
+        return flags
+
+    def _put(self, rec: MessageRecord) -> None:
+        old = self.records.get(rec.uid)
+        if old is not None:
+            self.by_filename.pop(old.filename, None)
+        elif self.records and rec.uid < next(reversed(self.records)):
+            self.unsorted = True
+        self.records[rec.uid] = rec
+        self.by_filename[rec.filename] = rec.uid
+        if self._by_base is not None:
+            self._by_base[rec.base] = rec.uid
+        self.version += 1
+        self.index_dirty = True
+
+    def _drop(self, uid: int) -> MessageRecord | None:
+        rec = self.records.pop(uid, None)
+        if rec is not None:
+            self.by_filename.pop(rec.filename, None)
+            if self._by_base is not None:
+                self._by_base.pop(rec.base, None)
+            self.version += 1
+            self.index_dirty = True
+        return rec
+
+    def _next_modseq(self) -> int:
+        self.highest_modseq += 1
+        return self.highest_modseq
+
+    # -- open ----------------------------------------------------------------------
+
+    def open(self) -> Changes:
+        """Load uidlist, keywords and index; rescan if anything changed since."""
+        if not self.cur.is_dir():
+            from mailsuite.store.errors import NoSuchFolder
+
+            raise NoSuchFolder(f"no folder at {self.path.name}")
+        for sub in ("new", "tmp"):
+            os.makedirs(self.path / sub, mode=0o700, exist_ok=True)
+        state = index_mod.load(self.path)
+        try:
+            st = os.stat(self.uidlist.path)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            st, key = None, None
+        self.keywords.load()
+        if state is not None and st is not None and tuple(state.uidlist_key) == key:
+            # Fast path: the index was written from this very uidlist.
+            ul = self.uidlist
+            ul.uidvalidity, ul.uidnext = state.uidvalidity, state.uidnext
+            ul.offset, ul.ident = st.st_size, (st.st_dev, st.st_ino)
+            self._load_records(state)
+            ul.uids = dict(self.by_base)
+            self.new_mtime, self.cur_mtime = state.new_mtime, state.cur_mtime
+            self.dirty = False
+        else:
+            with FolderLock(self.path):
+                try:
+                    self.uidlist.load()
+                except (ValueError, IndexError):
+                    log.warn("store: {path}: unreadable uidlist, starting a new UIDVALIDITY", path=str(self.path))
+                    self.uidlist.reset()
+            if state is not None and state.uidvalidity == self.uidlist.uidvalidity:
+                self._load_records(state)
+                known = self.uidlist.uids
+                for uid, rec in list(self.records.items()):
+                    if known.get(rec.base) != uid:
+                        self._drop(uid)
+            self.dirty = True
+        self.cache = Cache(self.path, self.uidlist.uidvalidity)
+        self.index_dirty = False
+        if self.needs_scan():
+            return self.scan()
+        return NO_CHANGES
+
+    def _load_records(self, state: IndexState) -> None:
+        self.highest_modseq = max(state.highest_modseq, 1)
+        flags_of = self.flags_of
+        records: dict[int, MessageRecord] = {}
+        for uid, filename, size, date, modseq in state.records:
+            records[uid] = MessageRecord(uid, filename, flags_of(filename.partition(":2,")[2]), size, date, modseq)
+        self.records = records
+        self.by_filename = {r.filename: uid for uid, r in records.items()}
+        self._by_base = None
+        self.unsorted = any(a >= b for a, b in zip(records, list(records)[1:]))
+        self.version += 1
+
+    # -- sync ------------------------------------------------------------------------
+
+    def needs_scan(self) -> bool:
+        """Cheap: have new/ or cur/ changed since the last listing we trust?"""
+        if self.dirty or self.gone:
+            return not self.gone
+        try:
+            return os.stat(self.new).st_mtime_ns != self.new_mtime or os.stat(self.cur).st_mtime_ns != self.cur_mtime
+        except FileNotFoundError:
+            return True
+
+    def scan(self) -> Changes:
+        """List new/ and cur/ and bring the records in line with them."""
+        try:
+            st_new = os.stat(self.new)
+            st_cur = os.stat(self.cur)
+            now = time.time_ns()
+            new_names = os.listdir(self.new)  # new/ before cur/: a file moving between
+            cur_names = os.listdir(self.cur)  # them is then seen at least once
+        except FileNotFoundError:
+            return self._vanish()
+        if self.keywords.load():
+            self._flag_cache.clear()
+        added: list[int] = []
+        flagged: list[int] = []
+        seen: set[int] = set()
+        unknown: list[tuple[str, str, bool]] = []  # base, filename, in new/
+        by_filename = self.by_filename
+        for fn in cur_names:
+            uid = by_filename.get(fn)
+            if uid is not None:
+                seen.add(uid)
+                continue
+            if fn.startswith(".") or "\n" in fn:
+                continue
+            base = names.base_name(fn)
+            uid = self.by_base.get(base)
+            if uid is not None and uid not in seen:
+                # Renamed by another agent: a flag change.
+                old = self.records[uid]
+                self._put(old._replace(filename=fn, flags=self.flags_of(fn.partition(":2,")[2]), modseq=self._next_modseq()))
+                seen.add(uid)
+                flagged.append(uid)
+            elif uid is None:
+                unknown.append((base, fn, False))
+        cur_bases = {u[0] for u in unknown}
+        for fn in new_names:
+            if fn.startswith(".") or "\n" in fn:
+                continue
+            base = names.base_name(fn)
+            uid = self.by_base.get(base)
+            if (uid is not None and uid in seen) or base in cur_bases:
+                continue  # also in cur/: it moved while we listed
+            unknown.append((base, fn, True))
+        renamed_away = False
+        if unknown:
+            added, renamed_away = self._adopt_unknown(unknown, seen)
+        expunged = [uid for uid in self.records if uid not in seen]
+        for uid in expunged:
+            self._drop(uid)
+        if expunged and self.cache is not None:
+            self.cache.forget(set(expunged))
+        self.new_mtime, self.cur_mtime = st_new.st_mtime_ns, st_cur.st_mtime_ns
+        newest = max(self.new_mtime, self.cur_mtime)
+        self.dirty = renamed_away or now - newest < _DIRTY_WINDOW_NS
+        self.index_dirty = True
+        return Changes(added, expunged, flagged)
+
+    def _adopt_unknown(self, unknown: list[tuple[str, str, bool]], seen: set[int]) -> tuple[list[int], bool]:
+        added: list[int] = []
+        renamed_away = False
+        unknown.sort(key=lambda u: _sort_key(u[1]))
+        with FolderLock(self.path):
+            ul = self.uidlist
+            ul.read_tail()
+            if any(not in_new and base not in ul.uids for base, _, in_new in unknown):
+                # A file in cur/ we have no UID for: maybe our index skipped part of the
+                # uidlist; read all of it before giving a second UID to a message.
+                ul.load()
+            assigned = ul.assign(base for base, _, _ in unknown)
+            for base, fn, in_new in unknown:
+                uid = assigned.get(base)
+                if uid is None:
+                    continue
+                recent = False
+                target = fn
+                if in_new:
+                    target = fn if ":2," in fn else fn + ":2,"
+                    try:
+                        os.rename(self.new / fn, self.cur / target)
+                    except FileNotFoundError:
+                        renamed_away = True  # another agent moved it; the next scan finds it
+                        continue
+                    recent = True
+                path = self.cur / target
+                try:
+                    st = os.stat(path)
+                    size = names.crlf_size_of(target)
+                    if size is None:
+                        size = crlf_size(path)
+                except FileNotFoundError:
+                    renamed_away = True
+                    continue
+                rec = MessageRecord(uid, target, self.flags_of(target.partition(":2,")[2]), size,
+                                    st.st_mtime, self._next_modseq(), recent)
+                self._put(rec)
+                seen.add(uid)
+                added.append(uid)
+                if recent:
+                    self.recent.append(uid)
+        return added, renamed_away
+
+    def _vanish(self) -> Changes:
+        self.gone = True
+        expunged = list(self.records)
+        for uid in expunged:
+            self._drop(uid)
+        return Changes([], expunged, [])
+
+    def _check(self) -> None:
+        if self.gone:
+            raise FolderGone("the folder was deleted or renamed")
+
+    # -- flags ---------------------------------------------------------------------------
+
+    def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str) -> list[MessageRecord]:
+        self._check()
+        if mode not in ("+", "-", "="):
+            raise ValueError(f"bad mode {mode!r}")
+        sys_letters, kws = split_flags(list(flags))
+        if kws and mode != "-":
+            with FolderLock(self.path):
+                if self.keywords.load():
+                    self._flag_cache.clear()
+                kw_letters = self.keywords.letters_for(kws)
+        else:
+            kw_letters = self.keywords.known_letters(kws)
+        letters = set(sys_letters + kw_letters)
+        uids = list(uids)
+        changed, missing = self._rename_flags(uids, letters, mode)
+        if missing:
+            self.scan()
+            more, _ = self._rename_flags(missing, letters, mode)
+            changed += more
+        modseq = self._next_modseq() if changed else 0
+        out = []
+        for uid in changed:
+            rec = self.records[uid]._replace(modseq=modseq)
+            self._put(rec)
+            out.append(rec)
+        return out
+
+    def _rename_flags(self, uids: list[int], letters: set[str], mode: str) -> tuple[list[int], list[int]]:
+        changed, missing = [], []
+        for uid in uids:
+            rec = self.records.get(uid)
+            if rec is None:
+                continue
+            have = set(rec.letters)
+            if mode == "+":
+                want = have | letters
+            elif mode == "-":
+                want = have - letters
+            else:
+                want = set(letters)
+            if want == have:
+                continue
+            target = names.with_flags(rec.filename, "".join(want))
+            try:
+                os.rename(self.cur / rec.filename, self.cur / target)
+            except FileNotFoundError:
+                missing.append(uid)
+                continue
+            self._put(rec._replace(filename=target, flags=self.flags_of(target.partition(":2,")[2])))
+            changed.append(uid)
+        return changed, missing
+
+    # -- expunge ---------------------------------------------------------------------------
+
+    def expunge(self, uids: Iterable[int]) -> list[int]:
+        self._check()
+        gone: list[int] = []
+        missing: list[int] = []
+        for uid in uids:
+            rec = self.records.get(uid)
+            if rec is None:
+                continue
+            try:
+                os.unlink(self.cur / rec.filename)
+            except FileNotFoundError:
+                missing.append(uid)
+                continue
+            self._drop(uid)
+            gone.append(uid)
+        if missing:
+            self.scan()  # renamed by another agent (flags) or already expunged
+            for uid in missing:
+                rec = self.records.get(uid)
+                if rec is not None:
+                    try:
+                        os.unlink(self.cur / rec.filename)
+                    except FileNotFoundError:
+                        continue
+                    self._drop(uid)
+                    gone.append(uid)
+        if gone:
+            _fsync_dir(self.cur)
+            if self.cache is not None:
+                self.cache.forget(set(gone))
+            self._maybe_compact()
+        return sorted(gone)
+
+    def _maybe_compact(self) -> None:
+        if len(self.uidlist.uids) <= 2 * len(self.records) + 1000:
+            return
+        with FolderLock(self.path):
+            # Under the lock every UID given out belongs to a file already in new/ or
+            # cur/ (or one deleted), so a fresh listing tells live from dead.
+            live = {names.base_name(n) for n in os.listdir(self.new)}
+            live.update(names.base_name(n) for n in os.listdir(self.cur))
+            self.uidlist.compact(live)
+
+    # -- append / copy -----------------------------------------------------------------------
+
+    def _letters(self, flags: Iterable[str]) -> str:
+        sys_letters, kws = split_flags(list(flags))
+        if not kws:
+            return sys_letters
+        with FolderLock(self.path):
+            if self.keywords.load():
+                self._flag_cache.clear()
+            return sys_letters + self.keywords.letters_for(kws)
+
+    def append(self, source: bytes | Path, flags: Iterable[str], internaldate: float | None) -> int:
+        """Store a message durably in cur/ and give it a UID.  ``source`` has CRLF (or
+        LF) line ends; it is stored with LF (as delivery does)."""
+        self._check()
+        letters = self._letters(flags)
+        base = names.unique_name()
+        tmp = self.tmp / base
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                size, wire = _write_lf(f, source)
+                f.flush()
+                os.fsync(f.fileno())
+            if internaldate is not None:
+                os.utime(tmp, (internaldate, internaldate))
+            name = names.with_flags(names.with_sizes(base, size, wire), letters)
+            os.rename(tmp, self.cur / name)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(self.cur)
+        (uid,) = self._give_uids([(base, name, True)])
+        return uid
+
+    def _give_uids(self, files: list[tuple[str, str, bool]]) -> list[int | None]:
+        """UIDs for files this process just put into cur/ (recent: third item)."""
+        out: list[int | None] = []
+        with FolderLock(self.path):
+            tail = self.uidlist.read_tail()
+            foreign = [b for b in tail if b not in self.by_base]
+            assigned = self.uidlist.assign(b for b, _, _ in files)
+        for base, name, recent in files:
+            uid = assigned.get(base)
+            out.append(uid)
+            if uid is None:
+                continue
+            path = self.cur / name
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            size = names.crlf_size_of(name)
+            if size is None:
+                size = crlf_size(path)
+            self._put(MessageRecord(uid, name, self.flags_of(names.split_info(name)[1]), size,
+                                    st.st_mtime, self._next_modseq(), recent))
+            if recent:
+                self.recent.append(uid)
+        if any(b not in self.by_base for b in foreign):
+            self.scan()  # others added messages meanwhile: show them in UID order
+        return out
+
+    def adopt(self, items: list[tuple[Path, str, frozenset[str], float]]) -> list[int | None]:
+        """Copy messages from another folder in: ``(path, filename, flags, date)`` each.
+        Hard links when possible.  Returns the new UIDs (None for a vanished source)."""
+        self._check()
+        letters_cache: dict[frozenset[str], str] = {}
+        files: list[tuple[str, str, bool]] = []
+        for src, filename, flags, date in items:
+            if flags not in letters_cache:
+                letters_cache[flags] = self._letters(flags)
+            base = names.base_name(filename)
+            rest = filename.partition(":")[0][len(base):]  # ",S=..,W=.."
+            if base in self.by_base:
+                base = names.unique_name()
+            name = names.with_flags(base + rest, letters_cache[flags])
+            if not _link_or_copy(src, self.cur / name, self.tmp, date):
+                base = names.unique_name()
+                name = names.with_flags(base + rest, letters_cache[flags])
+                if not _link_or_copy(src, self.cur / name, self.tmp, date):
+                    files.append(("", "", False))
+                    continue
+            files.append((base, name, True))
+        _fsync_dir(self.cur)
+        real = [f for f in files if f[0]]
+        uids = iter(self._give_uids(real))
+        return [next(uids) if f[0] else None for f in files]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def locate(self, uid: int) -> Path:
+        """The current path of a message, looking in cur/ if it was renamed."""
+        rec = self.records.get(uid)
+        if rec is None:
+            raise MessageGone(f"message {uid} was expunged")
+        path = self.cur / rec.filename
+        if path.exists():
+            return path
+        base = rec.base
+        for fn in os.listdir(self.cur):
+            if fn.startswith(base) and names.base_name(fn) == base:
+                return self.cur / fn
+        raise MessageGone(f"message {uid} was expunged")
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save_index(self) -> None:
+        if self.gone:
+            return
+        if self.cache is not None:
+            self.cache.flush()
+        if not self.index_dirty:
+            return
+        try:
+            key = self.uidlist.stat_key()
+        except FileNotFoundError:
+            return
+        if key[1] != self.uidlist.offset:
+            key = (0, 0, 0)  # not all of it read: do not let the next open trust it
+        state = IndexState(
+            self.uidlist.uidvalidity,
+            self.uidlist.uidnext,
+            self.highest_modseq,
+            key,
+            -1 if self.dirty else self.new_mtime,
+            -1 if self.dirty else self.cur_mtime,
+            [[r.uid, r.filename, r.size, r.internaldate, r.modseq] for r in self.records.values()],  # type: ignore[misc]
+        )
+        index_mod.save(self.path, state)
+        self.index_dirty = False
+
+
+def _write_lf(f: Any, source: bytes | Path) -> tuple[int, int]:
+    """Write ``source`` with CRLF turned into LF; (size on disk, size on the wire)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source).replace(b"\r\n", b"\n")
+        f.write(data)
+        return len(data), len(data) + data.count(b"\n") - data.count(b"\r\n")
+    size = wire = 0
+    carry = b""
+    prev_cr = False
+    with open(source, "rb") as src:
+        while True:
+            chunk = src.read(_CHUNK)
+            data = carry + chunk
+            if chunk and data.endswith(b"\r"):
+                data, carry = data[:-1], b"\r"  # keep a CR whose LF may follow
+            else:
+                carry = b""
+            data = data.replace(b"\r\n", b"\n")
+            f.write(data)
+            size += len(data)
+            extra = data.count(b"\n") - data.count(b"\r\n")
+            if prev_cr and data[:1] == b"\n":
+                extra -= 1
+            wire += len(data) + extra
+            if data:
+                prev_cr = data[-1:] == b"\r"
+            if not chunk:
+                break
+    return size, wire
+
+
+def _link_or_copy(src: Path, dst: Path, tmp_dir: Path, date: float) -> bool:
+    """Hard-link ``src`` to ``dst`` (copy through tmp/ across file systems); False if
+    ``dst`` exists.  Raises MessageGone if ``src`` vanished."""
+    try:
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        raise MessageGone(f"{src.name} vanished") from None
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+    tmp = tmp_dir / names.unique_name()
+    try:
+        with open(src, "rb") as s, open(tmp, "wb") as d:
+            shutil.copyfileobj(s, d, _CHUNK)
+            d.flush()
+            os.fsync(d.fileno())
+        os.utime(tmp, (date, date))
+        os.link(tmp, dst)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        raise MessageGone(f"{src.name} vanished") from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+class Folder:
+    """The shared, reactor-side view of one open folder (see the module docstring)."""
+
+    def __init__(self, store: Any, account: str, name: str, disk: FolderDisk) -> None:
+        self.store = store
+        self.account = account
+        self.name = name
+        self._disk = disk
+        self._lock = defer.DeferredLock()
+        self._listeners: list[Listener] = []
+        self._records: list[MessageRecord] = []
+        self._by_uid: dict[int, MessageRecord] = {}
+        self._version = -1
+        self._unclaimed: set[int] = set()
+        self._save_call: Any = None
+        self.refs = 0
+        self._publish()
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._disk.path
+
+    @property
+    def uidvalidity(self) -> int:
+        return self._disk.uidlist.uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        return self._disk.uidlist.uidnext
+
+    @property
+    def highest_modseq(self) -> int:
+        return self._disk.highest_modseq
+
+    @property
+    def gone(self) -> bool:
+        return self._disk.gone
+
+    def messages(self) -> Sequence[MessageRecord]:
+        """The messages, sorted by UID (replaced on change, never mutated)."""
+        return self._records
+
+    def get(self, uid: int) -> MessageRecord | None:
+        return self._by_uid.get(uid)
+
+    def keywords(self) -> list[str]:
+        """Keywords defined in this folder (for FLAGS / PERMANENTFLAGS)."""
+        return sorted(self._disk.keywords.names.values())
+
+    def can_add_keywords(self) -> bool:
+        """Whether PERMANENTFLAGS may include \\* (a keyword letter is free)."""
+        return self._disk.keywords.can_add()
+
+    def claim_recent(self) -> set[int]:
+        """The UIDs that are \\Recent and not yet given to a session; the caller gets
+        them and no later caller does."""
+        out = {u for u in self._unclaimed if u in self._by_uid}
+        self._unclaimed.clear()
+        return out
+
+    def _publish(self) -> Changes | None:
+        disk = self._disk
+        if disk.recent:
+            self._unclaimed.update(disk.recent)
+            disk.recent = []
+        if disk.version == self._version:
+            return None
+        if disk.unsorted:
+            disk.records = dict(sorted(disk.records.items()))
+            disk.unsorted = False
+        self._by_uid = dict(disk.records)
+        self._records = list(self._by_uid.values())
+        self._version = disk.version
+        return None
+
+    # -- operations ------------------------------------------------------------------
+
+    def _op(self, f: Callable[..., Any], *args: Any) -> defer.Deferred:
+        def run() -> defer.Deferred:
+            d = workers.run(f, *args)
+
+            def done(result: Any) -> Any:
+                before = self._version
+                self._publish()
+                if self._version != before:
+                    self._changed()
+                return result
+
+            def failed(failure: Any) -> Any:
+                self._publish()
+                return failure
+
+            return d.addCallbacks(done, failed)
+
+        return self._lock.run(run)
+
+    def _changed(self) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(self)
+            except Exception:
+                log.failure("store: folder listener failed")
+        if self._save_call is None or not self._save_call.active():
+            self._save_call = reactor.callLater(_INDEX_SAVE_DELAY, self.save_index)  # type: ignore[attr-defined]
+
+    def sync(self) -> defer.Deferred:
+        """Pick up outside changes; fires with :class:`Changes` (empty when none).
+        Two stat calls in the reactor thread when nothing changed."""
+        if not self._disk.needs_scan():
+            return defer.succeed(NO_CHANGES)
+        return self._op(self._disk.scan)
+
+    def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str) -> defer.Deferred:
+        """Add ('+'), remove ('-') or set ('=') flags; fires with the changed records
+        (new ``modseq``).  UIDs not in the folder are skipped.  May fail with
+        TooManyKeywords or FolderGone."""
+        return self._op(self._disk.store_flags, list(uids), list(flags), mode)
+
+    def expunge(self, uids: Iterable[int]) -> defer.Deferred:
+        """Delete messages (durably); fires with the sorted UIDs removed."""
+        return self._op(self._disk.expunge, list(uids))
+
+    def append(self, source: bytes | Path, flags: Iterable[str] = (), internaldate: float | None = None) -> defer.Deferred:
+        """Store a message (bytes, or a path to a file to copy); fires with its UID after
+        file, directory and uidlist are fsynced.  The message is \\Recent."""
+        return self._op(self._disk.append, source, list(flags), internaldate)
+
+    def copy(self, uids: Iterable[int], dest: "Folder") -> defer.Deferred:
+        """Copy messages with their flags and dates; fires with [(src_uid, dst_uid)]
+        for the messages that still existed (UIDPLUS COPYUID order)."""
+        recs = [r for r in (self.get(u) for u in uids) if r is not None]
+        items = [(self.path / "cur" / r.filename, r.filename, r.flags, r.internaldate) for r in recs]
+
+        d = dest._op(self._adopt_many, dest, recs, items)
+        return d.addCallback(lambda new: [(r.uid, n) for r, n in zip(recs, new) if n is not None])
+
+    def _adopt_many(self, dest: "Folder", recs: list[MessageRecord], items: list) -> list[int | None]:
+        try:
+            return dest._disk.adopt(items)
+        except MessageGone:
+            out: list[int | None] = []
+            for rec, item in zip(recs, items):
+                try:
+                    out += dest._disk.adopt([(self._disk.locate(rec.uid),) + item[1:]])
+                except MessageGone:
+                    out.append(None)
+            return out
+
+    def move(self, uids: Iterable[int], dest: "Folder") -> defer.Deferred:
+        """Copy, then expunge the originals (RFC 6851); fires with [(src_uid, dst_uid)]."""
+        uids = list(uids)
+
+        def copied(pairs: list[tuple[int, int]]) -> defer.Deferred:
+            return self.expunge([s for s, _ in pairs]).addCallback(lambda _: pairs)
+
+        return self.copy(uids, dest).addCallback(copied)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def message_path(self, uid: int) -> Path:
+        """Path of a message file (LF line ends).  Raises MessageGone."""
+        rec = self._by_uid.get(uid)
+        if rec is None:
+            raise MessageGone(f"message {uid} was expunged")
+        return self._disk.cur / rec.filename
+
+    def open_message(self, uid: int) -> Any:
+        """The message file opened for binary reading (LF line ends on disk; send each
+        bare LF as CRLF).  If another agent renamed it (flags) it is looked up again (a
+        listing of cur/, rare).  Raises MessageGone."""
+        path = self.message_path(uid)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            return open(self._disk.locate(uid), "rb")
+
+    def cache_get(self, uid: int, key: str) -> Any:
+        """A value a protocol cached for a message (None when absent).  The first call
+        reads the cache file (once per open folder)."""
+        cache = self._disk.cache
+        return cache.get(uid, key) if cache is not None else None
+
+    def cache_put(self, uid: int, key: str, value: Any) -> None:
+        """Remember a JSON-serialisable value for a message; written with the index."""
+        cache = self._disk.cache
+        if cache is not None and uid in self._by_uid:
+            cache.put(uid, key, value)
+
+    # -- listeners and lifetime -----------------------------------------------------------
+
+    def add_listener(self, cb: Listener) -> None:
+        self._listeners.append(cb)
+
+    def remove_listener(self, cb: Listener) -> None:
+        try:
+            self._listeners.remove(cb)
+        except ValueError:
+            pass
+
+    def notified(self, account: str = "", folder: str = "") -> None:
+        """store.notify callback: something (a delivery) changed the folder on disk."""
+        self.sync().addErrback(lambda f: log.failure("store: sync after notice failed", f))
+
+    def save_index(self) -> defer.Deferred:
+        """Write the index and cache (in the pool)."""
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
+        self._save_call = None
+        return self._lock.run(lambda: workers.run(self._disk.save_index)).addErrback(
+            lambda f: log.failure("store: saving the index of {path} failed", f, path=str(self.path))
+        )
+
+    def close(self) -> defer.Deferred:
+        """Give back this user's reference; the last one saves the index."""
+        return self.store._release(self)
