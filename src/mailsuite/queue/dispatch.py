@@ -13,9 +13,7 @@ import os
 from twisted.internet import defer
 from zope.interface import Interface
 
-from mailsuite import workers
 from mailsuite.queue.envelope import Envelope
-from mailsuite.queue.incoming import materialize
 from mailsuite.store.maildir import BodyFile, MaildirStore
 
 
@@ -25,8 +23,9 @@ class TemporaryFailure(Exception):
 
 class ISpool(Interface):
     def enqueue(envelope: Envelope, body: BodyFile) -> defer.Deferred:
-        """Take ownership of ``body`` (move it into the spool) and record ``envelope``,
-        durably (file and directory fsynced), before the Deferred fires."""
+        """Take ownership of ``body`` (move its file into the spool, or write its
+        in-memory ``data`` there) and record ``envelope``, durably (file and directory
+        fsynced), before the Deferred fires."""
 
 
 def delivery_prefix(sender: str, mailbox: str) -> bytes:
@@ -45,11 +44,8 @@ class Dispatcher:
             if self.spool is None:
                 _unlink(body.path)
                 return defer.fail(TemporaryFailure("relay queue is not running"))
-            spool = self.spool
-            # A small body is still in memory: the spool takes files, so write it first.
-            d = workers.run(materialize, body) if body.data is not None else defer.succeed(body)
-            d.addCallback(lambda b: spool.enqueue(envelope, b))
-            return d.addCallback(lambda _: "queued")
+            # The spool takes a body in memory as well as on disk (it writes it once).
+            return self.spool.enqueue(envelope, body).addCallback(lambda _: "queued")
         prefixes = {box: delivery_prefix(envelope.sender, box) for box in envelope.mailboxes}
         d = self.store.deliver(prefixes, body)
 

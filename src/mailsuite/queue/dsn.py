@@ -1,0 +1,123 @@
+"""Delivery status notifications (RFC 3464): bounces and delay warnings.
+
+A DSN is a multipart/report with three parts: a human-readable explanation, the
+message/delivery-status fields (one block per recipient), and the original message's
+headers (text/rfc822-headers).  It is sent from the null sender <> so that a DSN about
+a DSN is never sent (RFC 5321 §4.5.5); the scheduler enforces that.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from email.utils import formatdate, make_msgid
+from typing import Iterable
+
+from mailsuite.queue.spool import Record, Recipient
+
+
+def _date(t: float) -> str:
+    return formatdate(t, localtime=False, usegmt=True)
+
+
+def _recipient_address(r: Recipient) -> str:
+    return r.orcpt if r.kind == "local" and r.orcpt else r.address
+
+
+def build(
+    record: Record,
+    recipients: Iterable[Recipient],
+    headers: bytes,
+    hostname: str,
+    action: str = "failed",
+    retry_until: float | None = None,
+    now: float | None = None,
+) -> bytes:
+    """The DSN message (LF line ends) for ``recipients`` of ``record``.
+    ``action`` is "failed" (a bounce) or "delayed" (a warning)."""
+    now = time.time() if now is None else now
+    rcpts = list(recipients)
+    boundary = f"{record.id}.{int(now)}.{os.urandom(4).hex()}/{hostname}"
+    failed = action == "failed"
+    subject = "Undelivered Mail Returned to Sender" if failed else "Delayed Mail (still being retried)"
+    lines = [
+        f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)",
+        f"To: <{record.sender}>",
+        f"Subject: {subject}",
+        f"Date: {_date(now)}",
+        f"Message-ID: {make_msgid(domain=hostname)}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status;\n\tboundary="{boundary}"',
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        f"--{boundary}",
+        "Content-Description: Notification",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        f"This is the mail system at host {hostname}.",
+        "",
+    ]
+    if failed:
+        lines += [
+            "I'm sorry to have to inform you that your message could not",
+            "be delivered to one or more recipients. It's attached below.",
+        ]
+    else:
+        lines += [
+            "####################################################################",
+            "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #",
+            "####################################################################",
+            "",
+            "Your message could not be delivered for some time.",
+        ]
+        if retry_until is not None:
+            lines.append(f"It will be retried until {_date(retry_until)}.")
+    lines.append("")
+    for r in rcpts:
+        lines.append(f"<{_recipient_address(r)}>: {r.error or r.dsn}")
+    lines += [
+        "",
+        f"--{boundary}",
+        "Content-Description: Delivery report",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns; {hostname}",
+        f"X-Mailsuite-Queue-ID: {record.id}",
+        f"X-Mailsuite-Sender: rfc822; {record.sender}",
+        f"Arrival-Date: {_date(record.arrival)}",
+    ]
+    for r in rcpts:
+        lines += [
+            "",
+            f"Final-Recipient: rfc822; {_recipient_address(r)}",
+        ]
+        if r.orcpt and r.orcpt != _recipient_address(r):
+            lines.append(f"Original-Recipient: rfc822; {r.orcpt}")
+        lines += [f"Action: {action}", f"Status: {r.dsn or ('5.0.0' if failed else '4.0.0')}"]
+        relay = r.relay
+        if relay and relay not in ("none", "local"):
+            lines.append(f"Remote-MTA: dns; {relay.partition('[')[0]}")
+        if r.error:
+            lines.append(f"Diagnostic-Code: smtp; {_one_line(r.error)}")
+        if r.last_attempt:
+            lines.append(f"Last-Attempt-Date: {_date(r.last_attempt)}")
+        if not failed and retry_until is not None:
+            lines.append(f"Will-Retry-Until: {_date(retry_until)}")
+    lines += [
+        "",
+        f"--{boundary}",
+        "Content-Description: Undelivered Message Headers" if failed else "Content-Description: Delayed Message Headers",
+        "Content-Type: text/rfc822-headers",
+        "",
+    ]
+    out = "\n".join(lines).encode("utf-8") + b"\n" + headers
+    if not out.endswith(b"\n"):
+        out += b"\n"
+    return out + f"\n--{boundary}--\n".encode()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:900]

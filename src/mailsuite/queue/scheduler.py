@@ -1,0 +1,475 @@
+"""The queue manager: takes messages into the spool and delivers them until done.
+
+It is the :class:`~mailsuite.queue.dispatch.ISpool` the dispatcher hands every message
+with a remote recipient to, and a twistd service.  Per message and attempt:
+
+1. due local recipients go to the Maildirs in one all-or-nothing store call, and the
+   result is written to the envelope (fsynced) before anything else happens, so a
+   kill -9 never causes a second local copy;
+2. due remote recipients are grouped by destination (:mod:`~mailsuite.queue.route`),
+   each group delivered over one connection, at most ``destination_concurrency``
+   deliveries per destination at a time;
+3. outcomes: sent, deferred (next try after ``backoff_min`` doubling up to
+   ``backoff_max``), bounced (5xx, or still deferred after ``max_lifetime``);
+4. a DSN goes to the sender for new bounces, and once for a message delayed longer
+   than ``delay_warning`` (never for a message from <>); a local sender gets it in
+   the Maildir, a remote one through this queue;
+5. the envelope is rewritten, or the message removed once every recipient is final.
+
+One log line per recipient per attempt, in Postfix's shape, e.g.::
+
+    relay: 19A2B3C4D5E6F: to=<bob@partner.test>, relay=mx.partner.test[127.0.0.1]:2525,
+    tls=TLSv1.3 TLS_AES_256_GCM_SHA384, delay=0.12, attempts=1, dsn=2.0.0,
+    status=sent (250 2.0.0 Ok: queued as 19A2B3C4D5E70)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from email.utils import formatdate
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailsuite import workers
+from mailsuite.queue import control, dsn, spool
+from mailsuite.queue.dispatch import ISpool, delivery_prefix
+from mailsuite.queue.envelope import Envelope, new_queue_id
+from mailsuite.queue.relay import Outcome, Relay
+from mailsuite.queue.route import Router
+from mailsuite.queue.spool import Record, Recipient, SpoolPaths
+from mailsuite.smtp.outbound import Transaction
+from mailsuite.store.maildir import BodyFile
+
+log = Logger(namespace="mailsuite.queue")
+
+
+@dataclass
+class Entry:
+    record: Record
+    timer: Any = None
+    busy: bool = False
+    deleted: bool = False
+    again: bool = False  # a flush or retry came while an attempt ran
+    data: bytes | None = None  # the body while it is still in memory (first attempt)
+
+
+def record_from_envelope(env: Envelope, size: int, lines: int) -> Record:
+    rcpts = [Recipient(box, "local", orcpt=rcpt) for box, rcpt in env.mailboxes.items()]
+    rcpts += [Recipient(addr, "remote", orcpt=addr if addr in env.recipients else "") for addr in env.forwards]
+    return Record(
+        id=env.queue_id, sender=env.sender, arrival=env.arrival, recipients=tuple(rcpts), size=size,
+        lines=lines, client_ip=env.client_ip, helo=env.helo, auth_user=env.auth_user,
+    )
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+@implementer(ISpool)
+class QueueManager(service.Service):
+    name = "queue"
+
+    def __init__(
+        self,
+        config: Any,
+        store: Any,
+        directory: Any,
+        dispatcher: Any,
+        relay: Relay,
+        router: Router,
+        reactor: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.config = config
+        self.cfg = config.relay
+        self.hostname = config.server.hostname
+        self.store = store
+        self.directory = directory
+        self.dispatcher = dispatcher
+        self.relay = relay
+        self.router = router
+        self.reactor = reactor
+        self.clock = clock
+        self.paths = SpoolPaths(config.queue_dir)
+        self.entries: dict[str, Entry] = {}
+        self._limits: dict[str, defer.DeferredSemaphore] = {}
+        self._lock_fd: int | None = None
+        self._ready: defer.Deferred | None = None
+        self._poller: task.LoopingCall | None = None
+        self._running_attempts: set[defer.Deferred] = set()
+
+    # -- service -------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.paths.make()
+        try:
+            self._lock_fd = control.try_lock(self.paths.lock)
+        except control.QueueLocked:
+            log.error("queue: {path} is locked by another process (a second mailsuite, or "
+                      "'mailsuite queue' editing the spool); the relay queue does not run", path=str(self.paths.lock))
+            raise
+        self._ready = workers.run(spool.scan, self.paths, True)
+        self._ready.addCallback(self._loaded)
+        self._ready.addErrback(lambda f: log.failure("queue: reading the spool failed", f))
+        self._poller = task.LoopingCall(self._poll_control)
+        self._poller.clock = self.reactor
+        self._poller.start(self.cfg.control_poll_interval, now=False).addErrback(
+            lambda f: log.failure("queue: control poller stopped", f)
+        )
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        for entry in self.entries.values():
+            if entry.timer is not None and entry.timer.active():
+                entry.timer.cancel()
+        self.relay.close_all()
+        if self._lock_fd is not None:
+            control.unlock(self._lock_fd)
+            self._lock_fd = None
+
+    def _loaded(self, result: spool.ScanResult) -> None:
+        for name, why in result.corrupt:
+            log.error("queue: corrupt envelope {name} moved to {dir}: {why}", name=name,
+                      dir=str(self.paths.corrupt), why=why)
+        if result.orphans:
+            log.info("queue: removed {n} body file(s) without envelope left by a crash", n=result.orphans)
+        n = 0
+        for rec in result.records:
+            if rec.id not in self.entries:
+                self.entries[rec.id] = Entry(rec)
+                self._schedule(self.entries[rec.id])
+                n += 1
+        if n:
+            log.info("queue: {n} message(s) in the spool scheduled", n=n)
+
+    # -- ISpool --------------------------------------------------------------------------
+
+    def enqueue(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
+        rec = record_from_envelope(envelope, body.size, body.lines)
+        ready = self._ready if self._ready is not None and not self._ready.called else defer.succeed(None)
+        d = ready.addCallback(lambda _: workers.run(spool.write_new, self.paths, rec, body))
+
+        def written(_: object) -> None:
+            entry = Entry(rec, data=body.data)
+            self.entries[rec.id] = entry
+            # After the caller's 250 has gone out: callLater, not a direct call.
+            entry.timer = self.reactor.callLater(0, self._start, rec.id)
+
+        return d.addCallback(written)
+
+    # -- admin operations ----------------------------------------------------------------
+
+    def flush(self) -> int:
+        n = 0
+        for qid in list(self.entries):
+            if self.retry(qid):
+                n += 1
+        return n
+
+    def retry(self, qid: str) -> bool:
+        entry = self.entries.get(qid)
+        if entry is None or entry.deleted:
+            return False
+        rcpts = tuple(replace(r, next_attempt=0.0) if not r.final else r for r in entry.record.recipients)
+        entry.record = replace(entry.record, recipients=rcpts)
+        if entry.busy:
+            entry.again = True
+        else:
+            self._schedule(entry)
+        return True
+
+    def delete(self, qid: str) -> defer.Deferred:
+        entry = self.entries.get(qid)
+        if entry is None or entry.deleted:
+            return defer.succeed(False)
+        entry.deleted = True
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        log.info("relay: {qid}: removed by the administrator", qid=qid)
+        if entry.busy:
+            return defer.succeed(True)  # removed when the running attempt ends
+        del self.entries[qid]
+        return workers.run(spool.remove, self.paths, qid).addCallback(lambda _: True)
+
+    def _poll_control(self) -> defer.Deferred:
+        d = workers.run(control.read_requests, self.paths.control)
+
+        def handle(requests: list) -> defer.Deferred:
+            ds = []
+            for stem, req in requests:
+                ds.append(defer.ensureDeferred(self._handle_request(stem, req)))
+            return defer.DeferredList(ds)
+
+        return d.addCallback(handle).addErrback(lambda f: log.failure("queue: control request failed", f))
+
+    async def _handle_request(self, stem: str, req: dict | None) -> None:
+        if req is None:
+            ok, msg = False, "unreadable request"
+        elif req["op"] == "flush":
+            n = self.flush()
+            ok, msg = True, f"{n} message(s) scheduled for delivery now"
+        elif req["op"] == "retry":
+            qid = str(req.get("id", ""))
+            ok = self.retry(qid)
+            msg = f"{qid}: scheduled for delivery now" if ok else f"{qid}: no such message in the queue"
+        else:
+            qid = str(req.get("id", ""))
+            ok = await self.delete(qid)
+            msg = f"{qid}: deleted" if ok else f"{qid}: no such message in the queue"
+        await workers.run(control.answer, self.paths.control, stem, ok, msg)
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _due(self, rec: Record, now: float) -> float | None:
+        times = [r.next_attempt for r in rec.recipients if not r.final]
+        if rec.sender and any(r.state == "bounced" and not r.notified for r in rec.recipients):
+            times.append(now + self.cfg.backoff_min)
+        return min(times) if times else None
+
+    def _schedule(self, entry: Entry) -> None:
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        now = self.clock()
+        due = self._due(entry.record, now)
+        if due is None:
+            return
+        entry.timer = self.reactor.callLater(max(0.0, due - now), self._start, entry.record.id)
+
+    def _start(self, qid: str) -> None:
+        entry = self.entries.get(qid)
+        if entry is None or entry.busy or entry.deleted or not self.running:
+            return
+        entry.busy = True
+        d = defer.ensureDeferred(self._attempt(entry))
+        self._running_attempts.add(d)
+
+        def finished(result: object) -> None:
+            self._running_attempts.discard(d)
+            entry.busy = False
+            entry.data = None
+            if entry.deleted:
+                self.entries.pop(qid, None)
+                workers.run(spool.remove, self.paths, qid)
+                return
+            if entry.record.id not in self.entries:
+                return  # done and removed
+            if entry.again:
+                entry.again = False
+            self._schedule(entry)
+
+        def failed(f: Any) -> None:
+            log.failure("relay: {qid}: delivery attempt failed", f, qid=qid)
+            # Retry later rather than spin: push every due recipient back.
+            now = self.clock()
+            rcpts = tuple(
+                replace(r, next_attempt=now + self.cfg.backoff_min) if not r.final and r.next_attempt <= now else r
+                for r in entry.record.recipients
+            )
+            entry.record = replace(entry.record, recipients=rcpts)
+
+        d.addErrback(failed)
+        d.addBoth(finished)
+
+    async def _attempt(self, entry: Entry) -> None:
+        rec = entry.record
+        now = self.clock()
+        due = [i for i, r in enumerate(rec.recipients) if not r.final and r.next_attempt <= now]
+        body = BodyFile(str(self.paths.body(rec.id)), rec.size, rec.lines)
+        local = [i for i in due if rec.recipients[i].kind == "local"]
+        remote = [i for i in due if rec.recipients[i].kind == "remote"]
+        if local:
+            outcomes = await self._deliver_local(rec, local, body)
+            rec = self._apply(rec, outcomes, now)
+            entry.record = rec
+            if not (rec.done and not self._unnotified(rec)):
+                # Durable before the next step: a crash now must not deliver these again.
+                await workers.run(spool.write_record, self.paths, rec)
+        if remote:
+            groups: dict[Any, list[int]] = {}
+            for i in remote:
+                dest = self.router.route(_domain(rec.recipients[i].address))
+                groups.setdefault(dest, []).append(i)
+            results = await defer.gatherResults(
+                [defer.ensureDeferred(self._deliver_group(dest, rec, idxs, entry)) for dest, idxs in groups.items()]
+            )
+            outcomes = {}
+            for part in results:
+                outcomes.update(part)
+            rec = self._apply(rec, outcomes, now)
+            entry.record = rec
+        if due:
+            rec = self._expire(rec)
+        rec = await self._notify(rec)
+        entry.record = rec
+        if entry.deleted:
+            return
+        if rec.done and not self._unnotified(rec):
+            del self.entries[rec.id]
+            # A removal that undoes no local copy need not be durable: a remote-only
+            # message that reappears after a crash is sent again, which SMTP
+            # tolerates, and skipping the directory fsync is most of the relay's
+            # throughput.  After local copies it must be durable (no second copy).
+            await workers.run(spool.remove, self.paths, rec.id, bool(local))
+        else:
+            await workers.run(spool.write_record, self.paths, rec)
+
+    def _unnotified(self, rec: Record) -> bool:
+        return bool(rec.sender) and any(r.state == "bounced" and not r.notified for r in rec.recipients)
+
+    async def _deliver_local(self, rec: Record, idxs: list[int], body: BodyFile) -> dict[int, Outcome]:
+        prefixes = {rec.recipients[i].address: delivery_prefix(rec.sender, rec.recipients[i].address) for i in idxs}
+        try:
+            await self.store.deliver(prefixes, body)
+        except Exception as e:  # noqa: BLE001 - DeliveryError, UnsafeName, OSError: all retried
+            return {i: Outcome("deferred", "4.3.0", f"local delivery failed: {e}", "local") for i in idxs}
+        return {i: Outcome("sent", "2.0.0", "delivered to maildir", "local") for i in idxs}
+
+    async def _deliver_group(self, dest: Any, rec: Record, idxs: list[int], entry: Entry) -> dict[int, Outcome]:
+        sem = self._limits.get(dest.key)
+        if sem is None:
+            sem = self._limits[dest.key] = defer.DeferredSemaphore(self.cfg.destination_concurrency)
+        await sem.acquire()
+        try:
+            addrs = [rec.recipients[i].address for i in idxs]
+            tx = Transaction(rec.sender, addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data)
+            try:
+                by_addr = await self.relay.deliver(dest, tx)
+            except Exception as e:  # noqa: BLE001 - never lose the message to a bug: retry
+                log.failure("relay: {qid}: unexpected error", qid=rec.id)
+                by_addr = {a: Outcome("deferred", "4.3.0", f"internal error: {e}") for a in addrs}
+        finally:
+            sem.release()
+            if not sem.waiting and sem.tokens == sem.limit:
+                self._limits.pop(dest.key, None)
+        return {i: by_addr[rec.recipients[i].address] for i in idxs}
+
+    def _backoff(self, attempts: int) -> float:
+        return float(min(self.cfg.backoff_max, self.cfg.backoff_min * (2 ** max(0, min(attempts - 1, 30)))))
+
+    def _apply(self, rec: Record, outcomes: dict[int, Outcome], started: float) -> Record:
+        now = self.clock()
+        for i, o in outcomes.items():
+            r = rec.recipients[i]
+            attempts = r.attempts + 1
+            changes: dict[str, Any] = dict(attempts=attempts, last_attempt=now, dsn=o.dsn, error=o.text, relay=o.relay)
+            nxt = ""
+            if o.status == "sent":
+                changes["state"] = "sent"
+            elif o.status == "bounced":
+                changes["state"] = "bounced"
+            else:
+                changes["next_attempt"] = now + self._backoff(attempts)
+                nxt = f", next={_when(changes['next_attempt'])}"
+            rec = rec.with_recipient(i, **changes)
+            orig = f", orig_to=<{r.orcpt}>" if r.orcpt and r.orcpt != r.address else ""
+            log.info(
+                "relay: {qid}: to=<{to}>{orig}, relay={relay}, tls={tls}, delay={delay:.2f}, attempts={attempts}, "
+                "dsn={dsn}, status={status} ({text}){next}",
+                qid=rec.id, to=r.address, orig=orig, relay=o.relay, tls=o.tls or "none", delay=now - rec.arrival,
+                attempts=attempts, dsn=o.dsn, status=o.status, text=o.text, next=nxt,
+            )
+        return rec
+
+    def _expire(self, rec: Record) -> Record:
+        now = self.clock()
+        if now - rec.arrival < self.cfg.max_lifetime:
+            return rec
+        for i, r in enumerate(rec.recipients):
+            if r.final:
+                continue
+            text = f"message expired after {int(now - rec.arrival)}s in the queue; last error: {r.error or 'none'}"
+            rec = rec.with_recipient(i, state="bounced", dsn="4.4.7", error=text)
+            log.info(
+                "relay: {qid}: to=<{to}>, relay={relay}, delay={delay:.2f}, attempts={attempts}, dsn=4.4.7, "
+                "status=bounced (message expired; last error: {error})",
+                qid=rec.id, to=r.address, relay=r.relay or "none", delay=now - rec.arrival, attempts=r.attempts,
+                error=r.error or "none",
+            )
+        return rec
+
+    # -- DSNs ------------------------------------------------------------------------------
+
+    async def _notify(self, rec: Record) -> Record:
+        now = self.clock()
+        bounced = [i for i, r in enumerate(rec.recipients) if r.state == "bounced" and not r.notified]
+        if bounced and not rec.sender:
+            # RFC 5321 §6.1: never a DSN for a message from <> (no bounce loops).
+            for i in bounced:
+                rec = rec.with_recipient(i, notified=True)
+            log.info("relay: {qid}: from=<>: no bounce for a bounce", qid=rec.id)
+            return rec
+        if bounced:
+            if await self._send_dsn(rec, [rec.recipients[i] for i in bounced], "failed"):
+                for i in bounced:
+                    rec = rec.with_recipient(i, notified=True)
+        pending = [r for r in rec.recipients if not r.final]
+        if (
+            self.cfg.delay_warning
+            and rec.sender
+            and pending
+            and not rec.delay_warned
+            and now - rec.arrival >= self.cfg.delay_warning
+        ):
+            if await self._send_dsn(rec, pending, "delayed"):
+                rec = replace(rec, delay_warned=True)
+        return rec
+
+    async def _send_dsn(self, rec: Record, rcpts: list[Recipient], action: str) -> bool:
+        """Queue or deliver a DSN to ``rec.sender``; True when it is durable (or cannot
+        ever be delivered and was dropped with a log line)."""
+        try:
+            headers = b"".join(await workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
+        except OSError:
+            headers = b""
+        body = dsn.build(rec, rcpts, headers, self.hostname, action,
+                         retry_until=rec.arrival + self.cfg.max_lifetime)
+        qid = new_queue_id()
+        sender = rec.sender
+        mailboxes: dict[str, str] = {}
+        forwards: tuple[str, ...] = ()
+        if _domain(sender) in self.config.server.domains:
+            try:
+                res = await self.directory.resolve(sender)
+            except Exception as e:  # noqa: BLE001 - DirectoryUnavailable: try at the next attempt
+                log.warn("relay: {qid}: sender <{sender}> not resolvable now ({e}); DSN postponed",
+                         qid=rec.id, sender=sender, e=str(e))
+                return False
+            if not res:
+                log.warn("relay: {qid}: sender <{sender}> is not a local address; {action} DSN dropped",
+                         qid=rec.id, sender=sender, action=action)
+                return True
+            mailboxes = {box: sender for box in res.mailboxes}
+            forwards = tuple(res.forwards)
+        else:
+            forwards = (sender,)
+        env = Envelope(queue_id=qid, sender="", recipients=(sender,), mailboxes=mailboxes, forwards=forwards,
+                       helo=self.hostname)
+        received = (f"Received: by {self.hostname} (mailsuite) id {qid};\n\t{formatdate(usegmt=True)}\n")
+        data = received.encode() + body
+        bf = BodyFile(str(self.config.queue_dir / "incoming" / qid), len(data), data.count(b"\n"), data)
+        try:
+            result = await self.dispatcher.accept(env, bf)
+        except Exception as e:  # noqa: BLE001 - TemporaryFailure: try at the next attempt
+            log.warn("relay: {qid}: could not queue the DSN: {e}", qid=rec.id, e=str(e))
+            return False
+        log.info("relay: {qid}: sender {action} notification: {dsn_id} ({result})",
+                 qid=rec.id, action="non-delivery" if action == "failed" else "delay", dsn_id=qid, result=result)
+        return True
+

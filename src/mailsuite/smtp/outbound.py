@@ -1,0 +1,503 @@
+"""The outbound SMTP client: one connection to one peer, carrying one or more messages.
+
+Why not twisted.mail.smtp.ESMTPSender (research/twisted-mail.md §2): its dot-stuffing
+misses a "." at the start of each 16 KiB chunk (a message can smuggle a second one
+through us), a failed STARTTLS handshake never falls back to plaintext (twisted#10334),
+it keeps response bytes buffered behind the 220 to STARTTLS, sends no SIZE and does no
+PIPELINING, retries instantly on its own, and carries one message per connection.  This
+client keeps Twisted's transport, endpoints and TLS (startTLS with service-identity
+verification) and does the SMTP dialogue itself with Deferreds:
+
+* every reply wait has its own timeout (greeting and commands: ``command_timeout``,
+  the reply after the final dot and a stalled body write: ``data_timeout``);
+* MAIL, every RCPT and DATA go in one write when the peer offers PIPELINING;
+* the body (LF line ends on disk) is sent in chunks with CRLF and dot-stuffing carried
+  across chunk boundaries;
+* results are per recipient; the caller decides retry or bounce from the codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, interfaces
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailsuite.tls import tls_description
+
+MAX_REPLY_LINE = 2048
+MAX_REPLY_LINES = 100
+CHUNK = 64 * 1024
+_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class PeerReply:
+    code: int
+    text: str  # the lines joined with a space, without the code
+    lines: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """The enhanced status code the peer gave, else one derived from the code."""
+        m = _STATUS.match(self.text)
+        if m:
+            return m.group(0)
+        return {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(self.code // 100, "4.0.0")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class SessionError(Exception):
+    """The session cannot go on.  ``reply`` is the peer's reply if it gave one;
+    ``tls_failed`` marks a failed STARTTLS handshake (the caller may retry in plain)."""
+
+    def __init__(self, message: str, reply: PeerReply | None = None, tls_failed: bool = False,
+                 status: str = "4.4.2") -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.tls_failed = tls_failed
+        self._status = status
+
+    @property
+    def permanent(self) -> bool:
+        return self.reply is not None and self.reply.code >= 500
+
+    @property
+    def status(self) -> str:
+        return self.reply.status if self.reply is not None else self._status
+
+
+class _Timeout(Exception):
+    pass
+
+
+@implementer(interfaces.IHandshakeListener, interfaces.IPushProducer)
+class ClientProtocol(Protocol):
+    """Reads replies and hands each to the oldest waiter; nothing else."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._lines: list[tuple[int, str]] = []
+        self._replies: collections.deque[PeerReply] = collections.deque()
+        self._waiters: collections.deque[tuple[defer.Deferred, Any]] = collections.deque()
+        self.lost: Failure | None = None
+        self.error: str = ""
+        self.handshake_done = False
+        self.tls_started = False
+        self._paused = False
+        self._resume: defer.Deferred | None = None
+
+    # -- transport events ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
+        self.transport.registerProducer(self, True)
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.lost is not None or self.error:
+            return
+        self._buf += data
+        while True:
+            i = self._buf.find(b"\n")
+            if i < 0:
+                if len(self._buf) > MAX_REPLY_LINE:
+                    self._protocol_error("reply line too long")
+                return
+            line, self._buf = self._buf[:i].rstrip(b"\r"), self._buf[i + 1 :]
+            if len(line) > MAX_REPLY_LINE:
+                self._protocol_error("reply line too long")
+                return
+            if not self._line(line):
+                return
+
+    def _line(self, raw: bytes) -> bool:
+        text = raw.decode("utf-8", "replace")
+        if len(text) < 3 or not text[:3].isdigit() or text[0] not in "12345" or (len(text) > 3 and text[3] not in " -"):
+            self._protocol_error(f"garbled reply {text[:80]!r}")
+            return False
+        code = int(text[:3])
+        if self._lines and self._lines[0][0] != code:
+            self._protocol_error("reply lines with different codes")
+            return False
+        self._lines.append((code, text[4:].strip()))
+        if len(self._lines) > MAX_REPLY_LINES:
+            self._protocol_error("reply with too many lines")
+            return False
+        if len(text) > 3 and text[3] == "-":
+            return True
+        lines = tuple(t for _c, t in self._lines)
+        reply = PeerReply(code, " ".join(t for t in lines if t), lines)
+        self._lines = []
+        if self._waiters:
+            d, timer = self._waiters.popleft()
+            if timer.active():
+                timer.cancel()
+            d.callback(reply)
+        else:
+            self._replies.append(reply)
+        return True
+
+    def _protocol_error(self, why: str) -> None:
+        self.error = why
+        self._fail_waiters(SessionError(f"protocol error: {why}"))
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost = reason
+        if self.tls_started and not self.handshake_done:
+            err = SessionError(f"TLS handshake failed: {_reason_text(reason)}", tls_failed=True, status="4.7.5")
+        else:
+            err = SessionError(f"lost connection: {_reason_text(reason)}")
+        self._fail_waiters(err)
+        if self._resume is not None:
+            d, self._resume = self._resume, None
+            d.errback(err)
+
+    def _fail_waiters(self, err: Exception) -> None:
+        while self._waiters:
+            d, timer = self._waiters.popleft()
+            if timer.active():
+                timer.cancel()
+            d.errback(err)
+
+    # -- producer (back-pressure while sending a body) ------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._resume is not None:
+            d, self._resume = self._resume, None
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def writable(self) -> defer.Deferred:
+        if not self._paused:
+            return defer.succeed(None)
+        if self.lost is not None:
+            return defer.fail(SessionError("lost connection"))
+        self._resume = defer.Deferred()
+        return self._resume
+
+    # -- the API the session uses ---------------------------------------------------
+
+    def send(self, line: str | bytes) -> None:
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.transport.write(line + b"\r\n")
+
+    def expect(self, timeout: float, what: str) -> defer.Deferred:
+        """The next reply; fails with SessionError on timeout or loss."""
+        if self._replies:
+            return defer.succeed(self._replies.popleft())
+        if self.lost is not None or self.error:
+            return defer.fail(SessionError(f"lost connection: {self.error or _reason_text(self.lost)}"))
+        from twisted.internet import reactor
+
+        d: defer.Deferred = defer.Deferred()
+
+        def expired() -> None:
+            entry = next((w for w in self._waiters if w[0] is d), None)
+            if entry is not None:
+                self._waiters.remove(entry)
+            self.error = f"timeout waiting for {what}"
+            d.errback(SessionError(f"conversation timed out waiting for {what}", status="4.4.2"))
+            self._fail_waiters(SessionError(f"conversation timed out waiting for {what}"))
+            self.transport.abortConnection()
+
+        self._waiters.append((d, reactor.callLater(timeout, expired)))
+        return d
+
+    def buffered(self) -> bool:
+        return bool(self._buf or self._lines or self._replies)
+
+
+def _reason_text(reason: Failure | None) -> str:
+    if reason is None:
+        return "connection closed"
+    v = reason.value
+    text = str(v) or type(v).__name__
+    return text.replace("\n", " ")[:200]
+
+
+def stuff(chunk: bytes, at_line_start: bool) -> tuple[bytes, bool]:
+    """One chunk of an LF body as wire bytes: CRLF line ends and every line that starts
+    with "." doubled, including a line that starts exactly at the chunk boundary
+    (``at_line_start``: the previous chunk ended with LF).  Returns the bytes and the
+    state for the next chunk."""
+    if not chunk:
+        return b"", at_line_start
+    out = chunk.replace(b"\n.", b"\n..")
+    if at_line_start and out[:1] == b".":
+        out = b"." + out
+    return out.replace(b"\n", b"\r\n"), chunk[-1:] == b"\n"
+
+
+class ClientFactory(Factory):
+    protocol = ClientProtocol
+    noisy = False
+
+
+@dataclass
+class Timeouts:
+    connect: float = 30
+    command: float = 300
+    data: float = 600
+
+
+@dataclass
+class Transaction:
+    """What one message needs from a session."""
+
+    sender: str
+    recipients: list[str]
+    body_path: str
+    size: int  # LF octets on disk
+    lines: int
+    data: bytes | None = None  # the body, when it is still in memory
+
+
+@dataclass
+class TransactionResult:
+    replies: dict[str, PeerReply] = field(default_factory=dict)  # per recipient
+    session_ok: bool = True  # the connection can carry another message
+
+
+class Session:
+    """An established, greeted (and possibly TLS-protected, authenticated) connection."""
+
+    def __init__(self, proto: ClientProtocol, host: str, ip: str, port: int, timeouts: Timeouts) -> None:
+        self.proto = proto
+        self.host, self.ip, self.port = host, ip, port
+        self.timeouts = timeouts
+        self.extensions: dict[str, str] = {}
+        self.tls = ""
+        self.messages = 0
+        self.dirty = False  # a transaction was left half done; RSET before the next
+        self.in_data = False  # the current message's body has started to go out
+        self.greeting: PeerReply | None = None
+
+    @property
+    def relay(self) -> str:
+        return f"{self.host}[{self.ip}]:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proto.lost is None and not self.proto.error
+
+    async def _cmd(self, line: str, what: str, timeout: float | None = None) -> PeerReply:
+        self.proto.send(line)
+        return await self.proto.expect(timeout or self.timeouts.command, what)
+
+    # -- opening ------------------------------------------------------------------------
+
+    async def greet(self, hostname: str) -> None:
+        self.greeting = await self.proto.expect(self.timeouts.command, "greeting")
+        if self.greeting.code != 220:
+            self.close()
+            raise SessionError(f"host {self.relay} refused to talk to me: {self.greeting}", self.greeting)
+        await self.ehlo(hostname)
+
+    async def ehlo(self, hostname: str) -> None:
+        reply = await self._cmd(f"EHLO {hostname}", "EHLO reply")
+        if reply.code == 250:
+            self.extensions = _parse_extensions(reply)
+            return
+        if reply.code >= 500:
+            reply = await self._cmd(f"HELO {hostname}", "HELO reply")
+            if reply.code == 250:
+                self.extensions = {}
+                return
+        self.close()
+        raise SessionError(f"host {self.relay} said {reply} (in reply to EHLO/HELO)", reply)
+
+    async def starttls(self, hostname: str, options: Any) -> bool:
+        """Upgrade to TLS.  False if the peer declined STARTTLS (the session stays
+        usable in plain); raises SessionError(tls_failed=True) if the handshake failed
+        (the connection is gone)."""
+        reply = await self._cmd("STARTTLS", "STARTTLS reply")
+        if reply.code != 220:
+            return False
+        if self.proto.buffered():
+            # Bytes after the 220 came in plaintext and would be read as if protected
+            # (response injection, research/twisted-mail.md §2.3).
+            self.close()
+            raise SessionError("protocol error: data after 220 to STARTTLS")
+        self.proto.tls_started = True
+        self.proto.transport.startTLS(options)
+        reply = await self._cmd(f"EHLO {hostname}", "EHLO reply after STARTTLS")
+        if reply.code != 250:
+            self.close()
+            raise SessionError(f"host {self.relay} said {reply} (in reply to EHLO after STARTTLS)", reply)
+        self.extensions = _parse_extensions(reply)
+        self.tls = tls_description(self.proto.transport) or "TLS"
+        return True
+
+    async def auth(self, username: str, password: str) -> None:
+        mechs = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in mechs:
+            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+            reply = await self._cmd(f"AUTH PLAIN {token}", "AUTH reply")
+        elif "LOGIN" in mechs:
+            reply = await self._cmd("AUTH LOGIN", "AUTH reply")
+            if reply.code == 334:
+                reply = await self._cmd(base64.b64encode(username.encode()).decode(), "AUTH reply")
+            if reply.code == 334:
+                reply = await self._cmd(base64.b64encode(password.encode()).decode(), "AUTH reply")
+        else:
+            raise SessionError(f"host {self.relay} offers no AUTH PLAIN or LOGIN", status="4.7.0")
+        if reply.code != 235:
+            self.close()
+            # Deferred, not bounced, even for 5xx: a wrong password is ours to fix.
+            raise SessionError(f"SASL authentication failed; server {self.relay} said: {reply}", status="4.7.0")
+
+    # -- a message ----------------------------------------------------------------------
+
+    async def send(self, tx: Transaction) -> TransactionResult:
+        """One mail transaction; per-recipient replies.  Raises SessionError when the
+        connection fails before any recipient has a final answer."""
+        result = TransactionResult()
+        self.in_data = False
+        wire_size = tx.size + tx.lines
+        limit = self.extensions.get("SIZE", "")
+        if limit.isdigit() and int(limit) > 0 and wire_size > int(limit):
+            reply = PeerReply(552, f"5.3.4 Message size exceeds fixed limit of {limit} octets of {self.relay}")
+            result.replies = {r: reply for r in tx.recipients}
+            return result
+        if self.dirty:
+            reply = await self._cmd("RSET", "RSET reply")
+            if reply.code != 250:
+                raise SessionError(f"host {self.relay} said {reply} (in reply to RSET)", reply)
+            self.dirty = False
+        self.messages += 1
+        mail = f"MAIL FROM:<{tx.sender}>"
+        if "SIZE" in self.extensions:
+            mail += f" SIZE={wire_size}"
+        if "8BITMIME" in self.extensions:
+            mail += " BODY=8BITMIME"
+        pipelining = "PIPELINING" in self.extensions
+        proto = self.proto
+        if pipelining:
+            proto.transport.write(
+                "".join([mail + "\r\n"] + [f"RCPT TO:<{r}>\r\n" for r in tx.recipients] + ["DATA\r\n"]).encode()
+            )
+            mail_reply = await proto.expect(self.timeouts.command, "MAIL reply")
+            rcpt_replies = [await proto.expect(self.timeouts.command, "RCPT reply") for _ in tx.recipients]
+            data_reply = await proto.expect(self.timeouts.command, "DATA reply")
+        else:
+            proto.send(mail)
+            mail_reply = await proto.expect(self.timeouts.command, "MAIL reply")
+            rcpt_replies = []
+            data_reply = None
+            if mail_reply.code == 250:
+                for r in tx.recipients:
+                    rcpt_replies.append(await self._cmd(f"RCPT TO:<{r}>", "RCPT reply"))
+                if any(x.code // 100 == 2 for x in rcpt_replies):
+                    data_reply = await self._cmd("DATA", "DATA reply")
+        if mail_reply.code != 250:
+            self.dirty = True
+            if data_reply is not None and data_reply.code == 354:
+                await self._abort_data()
+            result.replies = {r: mail_reply for r in tx.recipients}
+            return result
+        accepted = [r for r, x in zip(tx.recipients, rcpt_replies) if x.code // 100 == 2]
+        for r, x in zip(tx.recipients, rcpt_replies):
+            if x.code // 100 != 2:
+                result.replies[r] = x
+        if not accepted:
+            self.dirty = True
+            if data_reply is not None and data_reply.code == 354:
+                await self._abort_data()
+            return result
+        assert data_reply is not None
+        if data_reply.code != 354:
+            self.dirty = True
+            for r in accepted:
+                result.replies[r] = data_reply
+            return result
+        self.in_data = True
+        await self._send_body(tx)
+        final = await proto.expect(self.timeouts.data, "end of data reply")
+        for r in accepted:
+            result.replies[r] = final
+        return result
+
+    async def _abort_data(self) -> None:
+        # A peer that said 354 although no recipient was accepted: an empty message
+        # ends the transaction; its reply is ignored.
+        self.proto.send(b".")
+        await self.proto.expect(self.timeouts.data, "end of data reply")
+
+    async def _send_body(self, tx: Transaction) -> None:
+        from twisted.internet import reactor
+
+        proto = self.proto
+        timer = reactor.callLater(self.timeouts.data, self._stalled)
+        try:
+            at_start = True
+            if tx.data is not None:
+                out, at_start = stuff(tx.data, True)
+                proto.transport.write(out)
+                last = tx.data[-1:]
+            else:
+                last = b""
+                with open(tx.body_path, "rb") as f:
+                    while True:
+                        # Page-cache reads of 64 KiB are short; the wait is on the peer.
+                        chunk = f.read(CHUNK)
+                        if not chunk:
+                            break
+                        out, at_start = stuff(chunk, at_start)
+                        proto.transport.write(out)
+                        last = chunk[-1:]
+                        timer.reset(self.timeouts.data)
+                        await proto.writable()
+            proto.transport.write(b".\r\n" if last in (b"\n", b"") else b"\r\n.\r\n")
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def _stalled(self) -> None:
+        self.proto.error = "timeout sending message body"
+        self.proto.transport.abortConnection()
+
+    def close(self) -> None:
+        if self.proto.lost is None:
+            self.proto.transport.loseConnection()
+
+    async def quit(self) -> None:
+        if not self.alive:
+            return
+        try:
+            self.proto.send("QUIT")
+            await self.proto.expect(min(self.timeouts.command, 10), "QUIT reply")
+        except SessionError:
+            pass
+        self.close()
+
+
+def _parse_extensions(reply: PeerReply) -> dict[str, str]:
+    # The first line is the peer's name; each further line is "KEYWORD params".
+    exts: dict[str, str] = {}
+    for line in reply.lines[1:]:
+        parts = line.split(None, 1)
+        if parts:
+            exts[parts[0].upper()] = parts[1] if len(parts) > 1 else ""
+    return exts

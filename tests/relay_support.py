@@ -1,0 +1,315 @@
+"""Peers for relay tests, all on loopback: Postfix's smtp-sink, a scripted SMTP peer
+(4xx then 2xx, 5xx, drops, stalls, broken STARTTLS), and the twisted.names DNS server
+of tests/dns_server.py in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.harness import Server, free_port
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+HERE = Path(__file__).parent
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition", server: Server | None = None) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    extra = f"\n--- server log ---\n{server.log()[-6000:]}" if server is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{extra}")
+
+
+def relay_lines(server: Server) -> list[str]:
+    return [l for l in server.log().splitlines() if "relay: " in l and " to=<" in l]
+
+
+def status_of(server: Server, rcpt: str) -> list[str]:
+    return re.findall(rf"to=<{re.escape(rcpt)}>.*?status=(\w+)", server.log())
+
+
+# ---------------------------------------------------------------------------
+# smtp-sink
+
+
+class Sink:
+    """Postfix's smtp-sink, dumping each transaction into a file."""
+
+    def __init__(self, root: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.dir = root
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o777)
+        self.port = port or free_port()
+        args = [SMTP_SINK, "-u", "nobody", "-d", str(self.dir / "m."), *(extra or []), f"127.0.0.1:{self.port}", "256"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("smtp-sink did not start")
+
+    def messages(self) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(self.dir.glob("m.*"))]
+
+    def count(self) -> int:
+        return sum(1 for _ in self.dir.glob("m.*"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# DNS
+
+
+class DNS:
+    def __init__(self, root: Path, zone: dict[str, Any]) -> None:
+        self.zone_path = root / "zone.json"
+        root.mkdir(parents=True, exist_ok=True)
+        self.set(zone)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "dns_server.py"), str(self.port), str(self.zone_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else b""
+        if b"ready" not in line:
+            raise RuntimeError(f"DNS server did not start: {line!r}")
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def set(self, zone: dict[str, Any]) -> None:
+        tmp = self.zone_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(zone))
+        os.replace(tmp, self.zone_path)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+# ---------------------------------------------------------------------------
+# A scripted SMTP peer
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpts: list[str]
+    data: bytes  # raw DATA bytes as on the wire (still dot-stuffed), without the final "."
+
+
+@dataclass
+class Script:
+    """How the peer behaves.  Callables get the peer so they can count."""
+
+    greeting: str = "220 peer.test ESMTP scripted"
+    ehlo_lines: tuple[str, ...] = ("PIPELINING", "8BITMIME")
+    rcpt: Callable[[str], str] = lambda addr: "250 2.1.5 Ok"
+    data_end: Callable[["Peer"], str] = lambda peer: "250 2.0.0 Ok: queued"
+    stall_at: str = ""  # "greeting" | "data_end": never answer there
+    drop_after_data_bytes: int = -1  # close the connection after this many body bytes
+    starttls_garbage: bool = False  # offer STARTTLS, then answer the handshake with junk
+
+
+class Peer:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.received: list[Received] = []
+        self.connections = 0
+        self.data_ends = 0
+        self.commands: list[str] = []
+        self._stop = threading.Event()
+        peer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:  # noqa: C901 - a script is a long if-chain
+                peer.connections += 1
+                sc = peer.script
+                w = self.wfile
+
+                def say(line: str) -> None:
+                    w.write(line.encode() + b"\r\n")
+                    w.flush()
+
+                if sc.stall_at == "greeting":
+                    peer._stop.wait(30)
+                    return
+                say(sc.greeting)
+                mail_from, rcpts = "", []
+                while not peer._stop.is_set():
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    cmd = line.decode(errors="replace").rstrip("\r\n")
+                    peer.commands.append(cmd)
+                    verb = cmd.split(" ", 1)[0].upper()
+                    if verb == "EHLO":
+                        exts = list(sc.ehlo_lines) + (["STARTTLS"] if sc.starttls_garbage else [])
+                        for e in exts:
+                            say(f"250-{e}")
+                        say("250 HELP")
+                    elif verb == "HELO":
+                        say("250 peer.test")
+                    elif verb == "STARTTLS" and sc.starttls_garbage:
+                        say("220 2.0.0 Ready to start TLS")
+                        self.rfile.read(5)  # the ClientHello's record header
+                        w.write(b"this is not TLS\r\n")
+                        w.flush()
+                        return
+                    elif verb == "MAIL":
+                        mail_from, rcpts = cmd[10:].split(">")[0].lstrip("<"), []
+                        say("250 2.1.0 Ok")
+                    elif verb == "RCPT":
+                        addr = cmd[8:].split(">")[0].lstrip("<")
+                        reply = sc.rcpt(addr)
+                        if reply.startswith("2"):
+                            rcpts.append(addr)
+                        say(reply)
+                    elif verb == "DATA":
+                        if not rcpts:
+                            say("554 5.5.1 Error: no valid recipients")
+                            continue
+                        say("354 End data with <CR><LF>.<CR><LF>")
+                        buf = b""
+                        while not buf.endswith(b"\r\n.\r\n") and buf != b".\r\n":
+                            chunk = self.rfile.readline()
+                            if not chunk:
+                                return
+                            buf += chunk
+                            if 0 <= sc.drop_after_data_bytes <= len(buf):
+                                return
+                        if sc.stall_at == "data_end":
+                            peer._stop.wait(30)
+                            return
+                        peer.data_ends += 1
+                        reply = sc.data_end(peer)
+                        if reply.startswith("2"):
+                            peer.received.append(Received(mail_from, rcpts, buf[:-3]))
+                        say(reply)
+                    elif verb == "RSET":
+                        mail_from, rcpts = "", []
+                        say("250 2.0.0 Ok")
+                    elif verb == "QUIT":
+                        say("221 2.0.0 Bye")
+                        return
+                    elif verb == "NOOP":
+                        say("250 2.0.0 Ok")
+                    else:
+                        say("502 5.5.2 Error: command not recognized")
+
+        class TCPServer(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = TCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def hop(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def sink(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Sink(tmp_path / "sink")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def peers():  # type: ignore[no-untyped-def]
+    started: list[Peer] = []
+
+    def make(script: Script | None = None) -> Peer:
+        p = Peer(script or Script())
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def dns_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
+    started: list[DNS] = []
+
+    def make(zone: dict[str, Any]) -> DNS:
+        d = DNS(tmp_path / f"dns{len(started)}", zone)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+FAST_RELAY = {
+    "backoff_min": 1,
+    "backoff_max": 2,
+    "connect_timeout": 2,
+    "command_timeout": 3,
+    "data_timeout": 3,
+    "dns_timeout": 2,
+    "control_poll_interval": 0.1,
+    "connection_cache_time": 1,
+}
+
+
+def relay_server(server_factory: Callable[..., Server], name: str = "relay", **relay: Any) -> Server:
+    """A mailsuite whose [relay] has short timers plus ``relay`` overrides."""
+    cfg = dict(FAST_RELAY)
+    cfg.update(relay)
+    return server_factory(name, relay=cfg)
+
+
+def spool_files(server: Server) -> list[str]:
+    d = server.root / "data" / "queue" / "spool"
+    return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def rmtree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)
