@@ -193,6 +193,19 @@ class IMAPConfig:
     listen: tuple[str, ...] = ("tcp:143",)
     listen_tls: tuple[str, ...] = ("tcp:993",)
     max_connections_per_ip: int = 50
+    # Largest APPEND message in bytes (advertised as APPENDLIMIT; refused before reading).
+    append_limit: int = 50 * 1024 * 1024
+    # Longest command line (without literals), like Dovecot's imap_max_line_length.
+    max_line_length: int = 65536
+    # Seconds of silence before the connection is closed: logged in (RFC 3501 5.4
+    # says at least 30 minutes) and before login.
+    idle_timeout: int = 1800
+    login_timeout: int = 60
+    # Seconds between checks for changes by other processes while a client IDLEs
+    # (changes made in this process are pushed at once).
+    idle_check_interval: float = 10.0
+    # Protocol errors (BAD) after which the connection is closed.
+    max_errors: int = 20
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,36 @@ class POP3Config:
     listen: tuple[str, ...] = ("tcp:110",)
     listen_tls: tuple[str, ...] = ("tcp:995",)
     max_connections_per_ip: int = 20
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Outbound delivery: routing (smarthost, transport map, MX), TLS, retries."""
+
+    # "host:port" (or "[ipv6]:port") every remote message goes to; empty: MX lookup.
+    smarthost: str = ""
+    # A file whose first line is "username:password" for AUTH at the smarthost.
+    smarthost_auth_file: Path | None = None
+    smarthost_tls: Literal["none", "may", "verify"] = "verify"
+    # TLS policy for MX and transport-map destinations, and per-domain exceptions.
+    tls_policy: Literal["none", "may", "verify"] = "may"
+    tls_policies: dict[str, Literal["none", "may", "verify"]] = field(default_factory=dict)
+    # PEM bundle of CAs trusted for "verify"; none: the system's trust store.
+    ca_file: Path | None = None
+    # Per-domain next hop, "host:port", bypassing MX lookup (".domain" covers subdomains).
+    transport: dict[str, str] = field(default_factory=dict)
+    backoff_min: int = 300
+    backoff_max: int = 3600
+    max_lifetime: int = 5 * 86400
+    delay_warning: int = 0  # seconds; 0: no delay warnings
+    destination_concurrency: int = 20
+    connect_timeout: int = 30
+    command_timeout: int = 300
+    data_timeout: int = 600
+    connection_cache_time: int = 2
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: int = 10
+    control_poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +255,7 @@ class Config:
     submission: SubmissionConfig
     imap: IMAPConfig
     pop3: POP3Config
+    relay: RelayConfig = field(default_factory=RelayConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @property
@@ -235,6 +279,7 @@ SECTIONS: dict[str, type] = {
     "submission": SubmissionConfig,
     "imap": IMAPConfig,
     "pop3": POP3Config,
+    "relay": RelayConfig,
     "limits": LimitsConfig,
 }
 
@@ -419,6 +464,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
     from mailsuite.directory.ldap_filters import check_ldap_config
 
     problems.extend(check_ldap_config(cfg.directory.ldap, cfg.directory.backend == "ldap"))
+    from mailsuite.queue.route import check_relay_config
+
+    problems.extend(check_relay_config(cfg.relay))
 
 
 def check_files(cfg: Config) -> list[str]:
