@@ -11,6 +11,7 @@ has dropped privileges, so they belong to the service user.
 from __future__ import annotations
 
 import signal
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,11 +51,18 @@ class Options(usage.Options):
         try:
             cfg = config_mod.load(path)
             problems = config_mod.check_files(cfg)
+            if not problems:
+                try:
+                    load_tls(cfg)  # a certificate that does not load is a config problem too
+                except TLSConfigError as e:
+                    problems.append(f"tls.certificate: {e}")
             if problems:
                 raise config_mod.ConfigError(problems)
             self["parsed"] = cfg
         except config_mod.ConfigError as e:
-            raise usage.UsageError("invalid config:\n  " + "\n  ".join(e.problems)) from None
+            # Not a UsageError: twistd would print its whole usage text above the problems.
+            sys.stderr.write(f"mailsuite: invalid config {path}:\n" + "".join(f"  {p}\n" for p in e.problems))
+            raise SystemExit(1) from None
 
 
 def make_directory(cfg: config_mod.Config) -> IDirectory:
