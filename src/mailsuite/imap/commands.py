@@ -1,0 +1,705 @@
+"""The IMAP commands of the authenticated and selected states (a mixin of IMAPServer).
+
+Mailbox commands go to the account (:mod:`mailsuite.imap.account`, over the store);
+message commands go through the session's :class:`SelectedMailbox` view, so sequence
+numbers are always this session's.  Store errors map to precise NO answers with
+RFC 5530 response codes ([NONEXISTENT], [ALREADYEXISTS], [TRYCREATE], [LIMIT], ...).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailsuite.imap import mime, search, utf7, wire
+from mailsuite.imap.fetch import FetchPlan
+from mailsuite.imap.parser import Command
+from mailsuite.imap.selected import SelectedMailbox, cached, flags_bytes, read_header, read_message
+from mailsuite.store import errors as store_errors
+
+log = Logger(namespace="mailsuite.imap")
+
+DELIM = "."
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM_BY_UPPER = {f.upper(): f for f in SYSTEM_FLAGS}
+_KEYWORD_RE = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~\x80-\U0010ffff]+$")
+
+
+def _store_error(e: Exception) -> Exception:
+    from mailsuite.imap.server import No
+
+    if isinstance(e, store_errors.NoSuchFolder):
+        return No(str(e) or "No such mailbox", "NONEXISTENT")
+    if isinstance(e, store_errors.FolderExists):
+        return No(str(e) or "Mailbox exists", "ALREADYEXISTS")
+    if isinstance(e, store_errors.UnsafeName):
+        return No("Invalid mailbox name", "CANNOT")
+    if isinstance(e, store_errors.TooManyKeywords):
+        return No(str(e) or "Too many keywords", "LIMIT")
+    if isinstance(e, store_errors.FolderHasChildren):
+        return No(str(e) or "Mailbox has children", "CANNOT")
+    if isinstance(e, store_errors.StoreError):
+        return No(str(e) or "Operation failed", "CANNOT")
+    return e
+
+
+def _trap_store(f: Failure) -> Failure:
+    f.trap(store_errors.StoreError, store_errors.UnsafeName)
+    raise _store_error(f.value)
+
+
+def uid_set_text(uids: Iterable[int]) -> bytes:
+    """``[1, 2, 3, 5]`` → ``b"1:3,5"`` (order kept, runs compressed)."""
+    out: list[str] = []
+    start = prev = None
+    for u in uids:
+        if start is None:
+            start = prev = u
+        elif u == prev + 1:
+            prev = u
+        else:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+            start = prev = u
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out).encode("ascii")
+
+
+def normalize_flags(flags: list[str]) -> list[str]:
+    """Client flags in canonical spelling; \\Recent is dropped (it cannot be set)."""
+    from mailsuite.imap.server import Bad
+
+    out = []
+    for f in flags:
+        if f.startswith("\\"):
+            canon = _SYSTEM_BY_UPPER.get(f.upper())
+            if canon is None:
+                if f.upper() == "\\RECENT":
+                    continue
+                raise Bad(f"Invalid system flag {f[:30]}")
+            out.append(canon)
+        else:
+            if not _KEYWORD_RE.match(f):
+                raise Bad("Invalid keyword")
+            out.append(f)
+    return list(dict.fromkeys(out))
+
+
+class MailboxCommands:
+    """Mixed into IMAPServer; uses self.write, self.account, self.selected, self.state."""
+
+    selected: SelectedMailbox | None
+    account: Any
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _name(self, raw: bytes) -> str:
+        from mailsuite.imap.server import No
+
+        try:
+            name = utf7.decode(raw)
+        except ValueError:
+            raise No("Invalid mailbox name (not modified UTF-7)", "CANNOT") from None
+        if name.upper() == "INBOX" or name.upper().startswith("INBOX" + DELIM):
+            name = "INBOX" + name[5:]
+        return name
+
+    def _close_selected(self) -> None:
+        if self.selected is not None:
+            sel, self.selected = self.selected, None
+            sel.close()
+            if self.state == "selected":
+                self.state = "auth"
+
+    def _require_writable(self) -> None:
+        from mailsuite.imap.server import No
+
+        if self.selected is None or self.selected.readonly:
+            raise No("Mailbox is read-only", "READ-ONLY")
+
+    # -- SELECT / EXAMINE ------------------------------------------------------------
+
+    def do_SELECT(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._select(cmd, readonly=False))
+
+    def do_EXAMINE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._select(cmd, readonly=True))
+
+    async def _select(self, cmd: Command, readonly: bool) -> str:
+        from mailsuite.imap.server import No
+
+        self._close_selected()
+        name = self._name(cmd.args["mailbox"])
+        try:
+            folder = await self.account.open(name)
+        except (store_errors.StoreError, store_errors.UnsafeName) as e:
+            raise _store_error(e) from None
+        if folder is None:
+            raise No("Mailbox does not exist or cannot be selected", "NONEXISTENT")
+        view = SelectedMailbox(folder, readonly)
+        try:
+            await folder.sync()
+            view.open()
+        except BaseException:
+            view.close()
+            raise
+        if self.transport is None or self._closing:
+            view.close()
+            return "gone"
+        self.selected = view
+        self.state = "selected"
+        view.listen(self._folder_changed)
+        records = folder.messages()
+        keywords = sorted(self.account.keywords(folder, records))
+        flags = " ".join(SYSTEM_FLAGS + tuple(keywords))
+        out = [b"* FLAGS (%s)\r\n" % flags.encode("utf-8", "replace")]
+        if readonly:
+            out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
+        else:
+            out.append(b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % flags.encode("utf-8", "replace"))
+        out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
+        for i, r in enumerate(records):
+            if "\\Seen" not in r.flags:
+                out.append(b"* OK [UNSEEN %d] First unseen\r\n" % (i + 1))
+                break
+        out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
+        out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
+        self.write(b"".join(out))
+        return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {'EXAMINE' if readonly else 'SELECT'} completed"
+
+    def _folder_changed(self, *args: Any) -> None:
+        """The shared folder changed (any session, a delivery): push now when idling."""
+        if self._idle is None or self.selected is None:
+            return
+        sel = self.selected
+
+        def push(_: Any) -> None:
+            if self.selected is sel and self._idle is not None:
+                sel.report(self.write, expunges=True)
+
+        sel.refresh().addCallback(push).addErrback(lambda f: log.failure("imap: idle update failed", f))
+
+    # -- IDLE (RFC 2177) ---------------------------------------------------------------
+
+    _idle: defer.Deferred | None = None
+    _idle_poll: task.LoopingCall | None = None
+
+    def do_IDLE(self, cmd: Command) -> defer.Deferred:
+        from mailsuite.imap.server import Bad
+
+        waiter: defer.Deferred = defer.Deferred()
+
+        def step(line: bytes) -> None:
+            if line.upper() == b"DONE":
+                waiter.callback("IDLE terminated")
+            else:
+                waiter.errback(Failure(Bad("Expected DONE")))
+
+        self._continuation = step
+        self._idle = waiter
+        self.write(b"+ idling\r\n")
+        if self.selected is not None:
+            self.selected.report(self.write, expunges=True)
+            poll = task.LoopingCall(self._folder_changed)
+            poll.start(self.svc.idle_check_interval, now=False)
+            self._idle_poll = poll
+
+        def finished(result: Any) -> Any:
+            self._idle = None
+            if self._idle_poll is not None:
+                if self._idle_poll.running:
+                    self._idle_poll.stop()
+                self._idle_poll = None
+            return result
+
+        return waiter.addBoth(finished)
+
+    # -- folders ------------------------------------------------------------------------
+
+    def do_CREATE(self, cmd: Command) -> defer.Deferred:
+        from mailsuite.imap.server import No
+
+        name = self._name(cmd.args["mailbox"])
+        if name.endswith(DELIM):
+            name = name.rstrip(DELIM)
+        if name.upper() == "INBOX":
+            raise No("INBOX exists already", "ALREADYEXISTS")
+        if cmd.args["use"]:
+            raise No("Special-use folders are fixed on this server", "USEATTR")
+        return self.account.create(name).addCallbacks(lambda _: "CREATE completed", _trap_store)
+
+    def do_DELETE(self, cmd: Command) -> defer.Deferred:
+        from mailsuite.imap.server import No
+
+        name = self._name(cmd.args["mailbox"])
+        if name == "INBOX":
+            raise No("INBOX cannot be deleted", "CANNOT")
+        return self.account.delete(name).addCallbacks(lambda _: "DELETE completed", _trap_store)
+
+    def do_RENAME(self, cmd: Command) -> defer.Deferred:
+        old = self._name(cmd.args["old"])
+        new = self._name(cmd.args["new"])
+        return self.account.rename(old, new).addCallbacks(lambda _: "RENAME completed", _trap_store)
+
+    def do_SUBSCRIBE(self, cmd: Command) -> defer.Deferred:
+        name = self._name(cmd.args["mailbox"])
+        return self.account.subscribe(name, True).addCallbacks(lambda _: "SUBSCRIBE completed", _trap_store)
+
+    def do_UNSUBSCRIBE(self, cmd: Command) -> defer.Deferred:
+        name = self._name(cmd.args["mailbox"])
+        return self.account.subscribe(name, False).addCallbacks(lambda _: "UNSUBSCRIBE completed", _trap_store)
+
+    def do_NAMESPACE(self, cmd: Command) -> None:
+        self.write(b'* NAMESPACE (("" ".")) NIL NIL\r\n')
+
+    def do_ENABLE(self, cmd: Command) -> None:
+        # Nothing we offer needs enabling (no CONDSTORE/QRESYNC/UTF8=ACCEPT yet).
+        self.write(b"* ENABLED\r\n")
+
+    def do_LIST(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._list(cmd, lsub=False))
+
+    def do_LSUB(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._list(cmd, lsub=True))
+
+    async def _list(self, cmd: Command, lsub: bool) -> str:
+        word = "LSUB" if lsub else "LIST"
+        ref_raw, pat_raw = cmd.args["reference"], cmd.args["pattern"]
+        select, returns = set(cmd.args["select"]), set(cmd.args["return"])
+        if not pat_raw:
+            # RFC 3501 6.3.8: the delimiter and the root of the reference.
+            root = ref_raw.split(DELIM.encode())[0] if ref_raw else b""
+            self.write(b'* %s (\\Noselect) "." %s\r\n' % (word.encode(), wire.string(root)))
+            return f"{word} completed"
+        pattern = ref_raw + pat_raw if not pat_raw.upper().startswith(b"INBOX") else pat_raw
+        if pattern[:5].upper() == b"INBOX" and (len(pattern) == 5 or pattern[5:6] in (b".", b"*", b"%")):
+            pattern = b"INBOX" + pattern[5:]
+        rx = _pattern_regex(pattern)
+        infos = await self.account.list_folders()
+        subscribed_only = lsub or "SUBSCRIBED" in select
+        special_only = "SPECIAL-USE" in select
+        show_subscribed = "SUBSCRIBED" in select or "SUBSCRIBED" in returns
+        out = []
+        known = {i.name: i for i in infos}
+        emitted: set[str] = set()
+        for info in infos:
+            enc = utf7.encode(info.name)
+            if subscribed_only and not info.subscribed:
+                continue
+            if special_only and not info.special_use:
+                continue
+            if not rx.match(enc):
+                continue
+            emitted.add(info.name)
+            out.append(b"* %s %s \".\" %s\r\n" % (word.encode(), _attrs(info, lsub, show_subscribed), wire.mailbox(info.name)))
+        if lsub:
+            # '%' matching a parent of a subscribed folder lists the parent as \Noselect.
+            subs = await self.account.subscriptions()
+            for s in subs:
+                parts = s.split(DELIM)
+                for i in range(1, len(parts)):
+                    parent = DELIM.join(parts[:i])
+                    if parent in emitted:
+                        continue
+                    if rx.match(utf7.encode(parent)) and not (parent in known and known[parent].subscribed):
+                        emitted.add(parent)
+                        out.append(b'* LSUB (\\Noselect) "." %s\r\n' % wire.mailbox(parent))
+            for s in subs:
+                if s not in known and s not in emitted and rx.match(utf7.encode(s)):
+                    emitted.add(s)
+                    out.append(b'* LSUB () "." %s\r\n' % wire.mailbox(s))
+        self.write(b"".join(out))
+        return f"{word} completed"
+
+    # -- STATUS ------------------------------------------------------------------------
+
+    def do_STATUS(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._status(cmd))
+
+    async def _status(self, cmd: Command) -> str:
+        from mailsuite.imap.server import No
+
+        name = self._name(cmd.args["mailbox"])
+        try:
+            folder = await self.account.open(name)
+        except (store_errors.StoreError, store_errors.UnsafeName) as e:
+            raise _store_error(e) from None
+        if folder is None:
+            raise No("Mailbox does not exist", "NONEXISTENT")
+        try:
+            await folder.sync()
+            records = folder.messages()
+            vals = []
+            for item in cmd.args["items"]:
+                if item == "MESSAGES":
+                    v = len(records)
+                elif item == "RECENT":
+                    v = sum(1 for r in records if r.recent)
+                elif item == "UIDNEXT":
+                    v = folder.uidnext
+                elif item == "UIDVALIDITY":
+                    v = folder.uidvalidity
+                elif item == "UNSEEN":
+                    v = sum(1 for r in records if "\\Seen" not in r.flags)
+                elif item == "SIZE":
+                    v = sum(r.size for r in records)
+                elif item == "HIGHESTMODSEQ":
+                    v = folder.highest_modseq
+                else:  # APPENDLIMIT
+                    v = self.svc.append_limit
+                vals.append(f"{item} {v}")
+        finally:
+            folder.close()
+        self.write(b"* STATUS %s (%s)\r\n" % (wire.mailbox(name), " ".join(vals).encode()))
+        return "STATUS completed"
+
+    # -- APPEND --------------------------------------------------------------------------
+
+    def do_APPEND(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._append(cmd))
+
+    async def _append(self, cmd: Command) -> str:
+        from mailsuite.imap.server import Bad, No
+
+        name = self._name(cmd.args["mailbox"])
+        flags = normalize_flags(cmd.args["flags"])
+        date = None
+        if cmd.args["date"] is not None:
+            try:
+                date = mime.parse_internaldate(cmd.args["date"])
+            except ValueError:
+                raise Bad("Invalid date-time in APPEND") from None
+        message: bytes = cmd.args["message"]
+        if not message:
+            raise No("Empty message", "CANNOT")
+        try:
+            folder = await self.account.open(name)
+        except (store_errors.StoreError, store_errors.UnsafeName) as e:
+            err = _store_error(e)
+            if isinstance(e, store_errors.NoSuchFolder):
+                err = No("Mailbox does not exist", "TRYCREATE")
+            raise err from None
+        if folder is None:
+            raise No("Mailbox does not exist", "TRYCREATE")
+        try:
+            uid = await folder.append(message, flags, date)
+            uidvalidity = folder.uidvalidity
+        except store_errors.StoreError as e:
+            raise _store_error(e) from None
+        finally:
+            folder.close()
+        return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
+
+    # -- selected state ------------------------------------------------------------------
+
+    def do_CHECK(self, cmd: Command) -> defer.Deferred:
+        return self.selected.refresh().addCallback(lambda _: "CHECK completed")
+
+    def do_CLOSE(self, cmd: Command) -> defer.Deferred | str:
+        sel = self.selected
+        if sel.readonly:
+            self._close_selected()
+            return "CLOSE completed"
+        deleted = [r.uid for _, r in sel.records_for(list(range(1, sel.exists + 1))) if "\\Deleted" in r.flags]
+
+        def closed(_: Any) -> str:
+            self._close_selected()
+            return "CLOSE completed"
+
+        if not deleted:
+            return closed(None)
+        return sel.folder.expunge(deleted).addCallbacks(closed, _trap_store)
+
+    def do_UNSELECT(self, cmd: Command) -> str:
+        self._close_selected()
+        return "UNSELECT completed"
+
+    def do_EXPUNGE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._expunge(None))
+
+    def do_UID_EXPUNGE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._expunge(cmd.args["set"]))
+
+    async def _expunge(self, uidset: Any) -> str:
+        self._require_writable()
+        sel = self.selected
+        await sel.refresh()
+        seqs = list(range(1, sel.exists + 1)) if uidset is None else sel.seqs_for(uidset, uid=True)
+        uids = [r.uid for _, r in sel.records_for(seqs) if "\\Deleted" in r.flags]
+        if uids:
+            try:
+                done = await sel.folder.expunge(uids)
+            except store_errors.StoreError as e:
+                raise _store_error(e) from None
+            sel.forget_expunged(done if done is not None else uids, self.write)
+        return "EXPUNGE completed"
+
+    # SEARCH
+    def do_SEARCH(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._search(cmd, uid=False))
+
+    def do_UID_SEARCH(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._search(cmd, uid=True))
+
+    async def _search(self, cmd: Command, uid: bool) -> str:
+        from mailsuite.imap.server import Bad, No
+
+        tokens = cmd.args["tokens"]
+        if tokens and isinstance(tokens[0], str) and tokens[0].upper() == "RETURN":
+            raise Bad("ESEARCH is not supported")
+        try:
+            key = search.parse(tokens)
+        except search.BadCharset:
+            raise No("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)") from None
+        except search.SearchSyntaxError as e:
+            raise Bad(f"SEARCH: {e}") from None
+        sel = self.selected
+        uids = sel.uids
+        matcher = search.Matcher(key, max_seq=len(uids), max_uid=uids[-1] if len(uids) else 0)
+        pairs = sel.records_for(list(range(1, len(uids) + 1)))
+        found: list[int] = []
+        recent = sel.recent
+        folder = sel.folder
+        needs = matcher.needs
+        if needs == "none":
+            for seq, r in pairs:
+                if matcher.match(_SearchRecord(r, r.uid in recent), seq, None):
+                    found.append(r.uid if uid else seq)
+        else:
+            # Reading message files blocks: do it in the worker pool, in batches.
+            from mailsuite import workers
+
+            def scan(batch: list[tuple[int, Any]]) -> list[int]:
+                hits = []
+                for seq, r in batch:
+                    src = _Source(folder, r)
+                    try:
+                        if matcher.match(_SearchRecord(r, r.uid in recent), seq, src):
+                            hits.append(r.uid if uid else seq)
+                    except store_errors.MessageGone:
+                        continue
+                return hits
+
+            step = 2000
+            for i in range(0, len(pairs), step):
+                found.extend(await workers.run(scan, pairs[i : i + step]))
+        self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
+        return f"{'UID ' if uid else ''}SEARCH completed"
+
+    # FETCH
+    def do_FETCH(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._fetch(cmd, uid=False))
+
+    def do_UID_FETCH(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._fetch(cmd, uid=True))
+
+    async def _fetch(self, cmd: Command, uid: bool) -> str:
+        from mailsuite.imap.server import Bad
+
+        sel = self.selected
+        try:
+            plan = FetchPlan(cmd.args["atts"], uid)
+        except ValueError as e:
+            raise Bad(f"Invalid section: {e}") from None
+        try:
+            seqs = sel.seqs_for(cmd.args["set"], uid)
+        except ValueError as e:
+            raise Bad(str(e)) from None
+        pairs = sel.records_for(seqs)
+        missing = len(pairs) != len(seqs)
+        seen_set: set[int] = set()
+        if plan.sets_seen and not sel.readonly:
+            unseen = [r.uid for _, r in pairs if "\\Seen" not in r.flags]
+            if unseen:
+                await self._set_flags(unseen, ["\\Seen"], "+")
+                seen_set = set(unseen)
+                pairs = sel.records_for([s for s, _ in pairs])
+        folder = sel.folder
+        recent = sel.recent
+        def read(r: Any) -> bytes:
+            return read_message(folder, r)
+
+        def cache(r: Any, key: str, compute: Any) -> bytes:
+            return cached(folder, r, key, compute)
+
+        out: list[bytes] = []
+        size = 0
+        for seq, r in pairs:
+            try:
+                line = plan.render(seq, r, r.uid in recent, read, cache, r.uid in seen_set)
+            except store_errors.MessageGone:
+                missing = True
+                continue
+            out.append(line)
+            size += len(line)
+            if size > 256 * 1024:
+                self.write(b"".join(out))
+                out, size = [], 0
+        if out:
+            self.write(b"".join(out))
+        if missing:
+            return "Some messages were expunged meanwhile; FETCH completed"
+        return f"{'UID ' if uid else ''}FETCH completed"
+
+    async def _set_flags(self, uids: list[int], flags: list[str], mode: str) -> list[Any]:
+        sel = self.selected
+        before = sel.folder.highest_modseq
+        try:
+            changed = await sel.folder.store_flags(uids, flags, mode)
+        except store_errors.StoreError as e:
+            raise _store_error(e) from None
+        if sel.reported_modseq >= before:
+            # Our own change: reported by the command itself, not again as "news".
+            sel.reported_modseq = sel.folder.highest_modseq
+        return changed
+
+    # STORE
+    def do_STORE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._store(cmd, uid=False))
+
+    def do_UID_STORE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._store(cmd, uid=True))
+
+    async def _store(self, cmd: Command, uid: bool) -> str:
+        from mailsuite.imap.server import Bad
+
+        self._require_writable()
+        sel = self.selected
+        a = cmd.args
+        flags = normalize_flags(a["flags"])
+        try:
+            seqs = sel.seqs_for(a["set"], uid)
+        except ValueError as e:
+            raise Bad(str(e)) from None
+        pairs = sel.records_for(seqs)
+        if pairs:
+            await self._set_flags([r.uid for _, r in pairs], flags, a["mode"])
+        if not a["silent"] or uid:
+            pairs = sel.records_for([s for s, _ in pairs])
+            recent = sel.recent
+            out = []
+            if a["silent"]:
+                pass
+            elif uid:
+                for seq, r in pairs:
+                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)))
+            else:
+                for seq, r in pairs:
+                    out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, flags_bytes(r.flags, r.uid in recent)))
+            if out:
+                self.write(b"".join(out))
+        if len(pairs) != len(seqs):
+            return "Some messages were expunged meanwhile; STORE completed"
+        return f"{'UID ' if uid else ''}STORE completed"
+
+    # COPY / MOVE
+    def do_COPY(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._copy(cmd, uid=False, move=False))
+
+    def do_UID_COPY(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._copy(cmd, uid=True, move=False))
+
+    def do_MOVE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._copy(cmd, uid=False, move=True))
+
+    def do_UID_MOVE(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._copy(cmd, uid=True, move=True))
+
+    async def _copy(self, cmd: Command, uid: bool, move: bool) -> str:
+        from mailsuite.imap.server import Bad, No
+
+        if move:
+            self._require_writable()
+        sel = self.selected
+        word = ("UID " if uid else "") + ("MOVE" if move else "COPY")
+        try:
+            seqs = sel.seqs_for(cmd.args["set"], uid)
+        except ValueError as e:
+            raise Bad(str(e)) from None
+        name = self._name(cmd.args["mailbox"])
+        try:
+            dest = await self.account.open(name)
+        except (store_errors.StoreError, store_errors.UnsafeName) as e:
+            if isinstance(e, store_errors.NoSuchFolder):
+                raise No("Mailbox does not exist", "TRYCREATE") from None
+            raise _store_error(e) from None
+        if dest is None:
+            raise No("Mailbox does not exist", "TRYCREATE")
+        try:
+            pairs = sel.records_for(seqs)
+            uids = [r.uid for _, r in pairs]
+            if not uids:
+                return f"{word} completed (no messages)"
+            try:
+                if move:
+                    mapping = await sel.folder.move(uids, dest)
+                else:
+                    mapping = await sel.folder.copy(uids, dest)
+            except store_errors.StoreError as e:
+                raise _store_error(e) from None
+            code = b"COPYUID %d %s %s" % (dest.uidvalidity, uid_set_text(s for s, _ in mapping),
+                                         uid_set_text(d for _, d in mapping))
+        finally:
+            dest.close()
+        if move:
+            self.write(b"* OK [" + code + b"] Moved\r\n")
+            sel.forget_expunged([s for s, _ in mapping], self.write)
+            return f"{word} completed"
+        return f"[{code.decode()}] {word} completed"
+
+
+def _attrs(info: Any, lsub: bool, show_subscribed: bool) -> bytes:
+    attrs = []
+    if info.noselect:
+        attrs.append("\\Noselect")
+    if not lsub:
+        attrs.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
+        if info.special_use:
+            attrs.append(info.special_use)
+        if show_subscribed and info.subscribed:
+            attrs.append("\\Subscribed")
+    return ("(" + " ".join(attrs) + ")").encode("ascii")
+
+
+def _pattern_regex(pattern: bytes) -> re.Pattern[bytes]:
+    out = []
+    for c in pattern:
+        if c == 0x2A:
+            out.append(b".*")
+        elif c == 0x25:
+            out.append(b"[^.]*")
+        else:
+            out.append(re.escape(bytes([c])))
+    return re.compile(b"".join(out) + b"\\Z", re.S)
+
+
+class _SearchRecord:
+    """What search.Matcher wants of a message: the record plus this session's \\Recent."""
+
+    __slots__ = ("uid", "flags", "keywords", "size", "internaldate", "recent")
+
+    def __init__(self, r: Any, recent: bool) -> None:
+        self.uid = r.uid
+        self.flags = r.flags
+        self.keywords = r.flags
+        self.size = r.size
+        self.internaldate = r.internaldate
+        self.recent = recent
+
+
+class _Source:
+    __slots__ = ("folder", "rec")
+
+    def __init__(self, folder: Any, rec: Any) -> None:
+        self.folder = folder
+        self.rec = rec
+
+    def header(self) -> bytes:
+        return read_header(self.folder, self.rec)
+
+    def message(self) -> bytes:
+        return read_message(self.folder, self.rec)

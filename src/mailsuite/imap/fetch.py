@@ -1,0 +1,108 @@
+"""FETCH responses: one message's data items, formatted by mime.py, from the store.
+
+A :class:`FetchPlan` is built once per FETCH command from its attributes: it knows
+whether message bytes are needed at all (FLAGS/UID/SIZE/INTERNALDATE come from the
+index record alone), which cached values (ENVELOPE, BODYSTRUCTURE, BODY) to ask the
+folder's cache for, and whether \\Seen must be set (a non-PEEK body section, RFC822,
+RFC822.TEXT).  :meth:`FetchPlan.render` returns the bytes of one ``* n FETCH (...)``
+response.  BODY[] is the file's bytes with LF made CRLF, byte-exact otherwise, so its
+length equals RFC822.SIZE; partial ``<a.b>`` is sliced and echoed as ``<a>``
+(RFC 3501 §6.4.5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mailsuite.imap import mime
+from mailsuite.imap.parser import FetchAtt
+from mailsuite.imap.selected import flags_bytes
+
+CACHED = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+
+
+class FetchPlan:
+    def __init__(self, atts: list[FetchAtt], uid_command: bool) -> None:
+        names = [a.name for a in atts]
+        if uid_command and "UID" not in names:
+            atts = [FetchAtt("UID")] + list(atts)
+        self.atts = atts
+        self.sections: dict[int, mime.Section] = {}
+        self.needs_message = False
+        self.sets_seen = False
+        for i, a in enumerate(atts):
+            if a.name == "BODY[]":
+                self.sections[i] = mime.parse_section(a.section or b"")  # ValueError -> BAD
+                self.needs_message = True
+                if not a.peek:
+                    self.sets_seen = True
+            elif a.name in ("RFC822", "RFC822.TEXT"):
+                self.needs_message = True
+                self.sets_seen = True
+            elif a.name == "RFC822.HEADER":
+                self.needs_message = True
+        self.wants_flags = "FLAGS" in names
+        self.cached = [CACHED[n] for n in names if n in CACHED]
+
+    def render(self, seq: int, rec: Any, recent: bool, read: Callable[[Any], bytes],
+               cache: Callable[[Any, str, Callable[[], bytes]], bytes], add_flags: bool = False) -> bytes:
+        """``read(rec)`` → the stored bytes of the message; ``cache(rec, key, compute)``
+        → a cached value computed by ``compute`` on a miss."""
+        parts: list[bytes] = []
+        msg: mime.Message | None = None
+        stored: bytes | None = None
+
+        def message() -> mime.Message:
+            nonlocal msg, stored
+            if msg is None:
+                if stored is None:
+                    stored = read(rec)
+                msg = mime.parse(stored)
+            return msg
+
+        for i, a in enumerate(self.atts):
+            n = a.name
+            if n == "UID":
+                parts.append(b"UID %d" % rec.uid)
+            elif n == "FLAGS":
+                parts.append(b"FLAGS " + flags_bytes(rec.flags, recent))
+            elif n == "RFC822.SIZE":
+                parts.append(b"RFC822.SIZE %d" % rec.size)
+            elif n == "INTERNALDATE":
+                parts.append(b"INTERNALDATE " + mime.format_internaldate(rec.internaldate))
+            elif n == "ENVELOPE":
+                parts.append(b"ENVELOPE " + cache(rec, "envelope", lambda: mime.envelope(message())))
+            elif n == "BODYSTRUCTURE":
+                parts.append(b"BODYSTRUCTURE " + cache(rec, "bodystructure", lambda: mime.bodystructure(message(), True)))
+            elif n == "BODY":
+                parts.append(b"BODY " + cache(rec, "body", lambda: mime.bodystructure(message(), False)))
+            elif n == "MODSEQ":
+                parts.append(b"MODSEQ (%d)" % rec.modseq)
+            elif n == "RFC822":
+                parts.append(b"RFC822 " + _literal(message().data))
+            elif n == "RFC822.HEADER":
+                parts.append(b"RFC822.HEADER " + _literal(mime.section(message(), mime.Section(text="HEADER")) or b""))
+            elif n == "RFC822.TEXT":
+                parts.append(b"RFC822.TEXT " + _literal(mime.section(message(), mime.Section(text="TEXT")) or b""))
+            elif n == "BODY[]":
+                sec = self.sections[i]
+                if not sec.parts and not sec.text:
+                    if stored is None:
+                        stored = read(rec)
+                    data = mime.to_wire(stored) if msg is None else msg.data
+                else:
+                    data = mime.section(message(), sec)
+                label = b"BODY[" + mime.section_label(sec) + b"]"
+                if a.partial is not None:
+                    origin, length = a.partial
+                    label += b"<%d>" % origin
+                    if data is not None:
+                        data = mime.partial(data, origin, length)
+                parts.append(label + b" " + (b'""' if data == b"" else b"NIL" if data is None else _literal(data)))
+        if add_flags and not self.wants_flags:
+            parts.append(b"FLAGS " + flags_bytes(rec.flags, recent))
+        return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+
+
+def _literal(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data

@@ -1,0 +1,241 @@
+"""One session's view of its selected folder: the sequence-number map and what to report.
+
+The store's :class:`Folder` is shared by every session (IMAP and POP3) of the process;
+this view is the only per-session state, kept small: the UIDs in sequence order as the
+client knows them (an ``array('I')``, 4 bytes a message), the UIDs that are \\Recent
+for this session, and the highest modseq already reported.  Changes made by anyone
+(another session, an SMTP delivery, another program) become visible to the client only
+through :meth:`SelectedMailbox.report`, which the protocol calls before each tagged
+response (and during IDLE): ``* n EXPUNGE`` (highest sequence number first, so each
+number is valid when it is read), ``* n EXISTS`` / ``* n RECENT`` and untagged
+``FETCH (UID FLAGS)``.  During FETCH, STORE and SEARCH the protocol holds expunges back
+(RFC 3501 §7.4.1), so sequence numbers never shift under a client mid-command.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer
+
+from mailsuite.imap.parser import SeqSet
+
+def flags_bytes(flags: Iterable[str], recent: bool = False) -> bytes:
+    items = sorted(flags)
+    if recent:
+        items.append("\\Recent")
+    return ("(" + " ".join(items) + ")").encode("utf-8", "replace")
+
+
+class SelectedMailbox:
+    __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "_uidnext_seen",
+                 "_listener", "__weakref__")
+
+    def __init__(self, folder: Any, readonly: bool) -> None:
+        self.folder = folder
+        self.readonly = readonly
+        self.uids = array("I")
+        self.recent: set[int] = set()
+        self.reported_modseq = 0
+        self._uidnext_seen = 0
+        self._listener: Callable[..., None] | None = None
+
+    # -- opening -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the folder's current messages as the initial view (SELECT/EXAMINE)."""
+        records = self.folder.messages()
+        self.uids = array("I", [r.uid for r in records])
+        self.recent = self.folder.claim_recent()
+        self.reported_modseq = self.folder.highest_modseq
+        self._uidnext_seen = self.folder.uidnext
+
+    def listen(self, callback: Callable[..., None]) -> None:
+        self._listener = callback
+        self.folder.add_listener(callback)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            try:
+                self.folder.remove_listener(self._listener)
+            except (KeyError, ValueError):
+                pass
+            self._listener = None
+        self.folder.close()
+
+    # -- numbers -------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def in_sync(self) -> bool:
+        """Whether the view holds exactly the folder's messages (no expunge or arrival
+        unreported): then sequence number n is the folder's n-th record."""
+        return self._uidnext_seen == self.folder.uidnext and len(self.uids) == len(self.folder.messages())
+
+    def seqs_for(self, s: SeqSet, uid: bool) -> list[int]:
+        """Sequence numbers (ascending, unique) a sequence set or UID set names.
+
+        Message sequence numbers beyond EXISTS are the client's mistake (BAD, raised as
+        ValueError); a UID set may name UIDs that do not exist (they are skipped).
+        """
+        uids = self.uids
+        n = len(uids)
+        if uid:
+            if not n:
+                return []
+            largest = uids[-1]
+            out: set[int] = set()
+            for lo, hi in s.resolve(largest):
+                i = bisect.bisect_left(uids, lo)
+                j = bisect.bisect_right(uids, hi)
+                out.update(range(i + 1, j + 1))
+            return sorted(out)
+        if not n:
+            raise ValueError("No messages in the mailbox")
+        ranges = s.resolve(n)
+        if len(ranges) == 1:
+            lo, hi = ranges[0]
+            if hi > n:
+                raise ValueError("Invalid message sequence number")
+            return list(range(lo, hi + 1))
+        out = set()
+        for lo, hi in ranges:
+            if hi > n:
+                raise ValueError("Invalid message sequence number")
+            out.update(range(lo, hi + 1))
+        return sorted(out)
+
+    def records_for(self, seqs: list[int]) -> list[tuple[int, Any]]:
+        """``(seq, record)`` for each sequence number whose message still exists in the
+        folder (a message expunged by someone else but not yet reported has none)."""
+        records = self.folder.messages()
+        if self.in_sync():
+            return [(s, records[s - 1]) for s in seqs]
+        out = []
+        uids = self.uids
+        lo = 0
+        nrec = len(records)
+        for s in seqs:
+            u = uids[s - 1]
+            i = bisect.bisect_left(records, u, lo, nrec, key=_uid)
+            if i < nrec and records[i].uid == u:
+                out.append((s, records[i]))
+                lo = i
+        return out
+
+    def seq_of_uid(self, u: int) -> int | None:
+        i = bisect.bisect_left(self.uids, u)
+        return i + 1 if i < len(self.uids) and self.uids[i] == u else None
+
+    # -- reporting changes ---------------------------------------------------------------
+
+    def refresh(self) -> defer.Deferred:
+        """Let the store pick up changes made outside this process."""
+        return self.folder.sync()
+
+    def report(self, write: Callable[[bytes], None], expunges: bool = True) -> None:
+        """Write what changed since the last report (see the module docstring)."""
+        folder = self.folder
+        records = folder.messages()
+        out: list[bytes] = []
+        changed_set = folder.uidnext != self._uidnext_seen or len(records) != len(self.uids)
+        if changed_set:
+            current = array("I", [r.uid for r in records])
+            if expunges:
+                gone = _missing(self.uids, current)
+                if gone:
+                    uids = self.uids
+                    for u in reversed(gone):
+                        i = bisect.bisect_left(uids, u)
+                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                        del uids[i]
+                        self.recent.discard(u)
+            top = self.uids[-1] if self.uids else 0
+            start = bisect.bisect_right(current, top)
+            new = current[start:]
+            if len(new):
+                self.uids.extend(new)
+                self.recent |= folder.claim_recent()
+                out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(self.uids), len(self.recent)))
+            if expunges or not _missing(self.uids, current):
+                self._uidnext_seen = folder.uidnext
+        if folder.highest_modseq > self.reported_modseq:
+            since = self.reported_modseq
+            pairs = self.records_for(list(range(1, len(self.uids) + 1)))
+            for seq, r in pairs:
+                if r.modseq > since:
+                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in self.recent)))
+            self.reported_modseq = folder.highest_modseq
+        if out:
+            write(b"".join(out))
+
+    def forget_expunged(self, uids: Iterable[int], write: Callable[[bytes], None]) -> None:
+        """Report our own EXPUNGE/MOVE at once: ``* n EXPUNGE`` for each UID (highest
+        first) and drop them from the view."""
+        out = []
+        view = self.uids
+        for u in sorted(set(uids), reverse=True):
+            i = bisect.bisect_left(view, u)
+            if i < len(view) and view[i] == u:
+                out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                del view[i]
+                self.recent.discard(u)
+        if out:
+            write(b"".join(out))
+
+
+def _uid(r: Any) -> int:
+    return r.uid
+
+
+def _missing(view: array, current: array) -> list[int]:
+    """UIDs in ``view`` but not in ``current`` (both ascending)."""
+    if len(current) >= len(view) and (not view or (view[0] == current[0] and view[-1] == current[len(view) - 1])):
+        # Nothing of the view missing when the view is a prefix of the current list.
+        if view.tobytes() == current[: len(view)].tobytes():
+            return []
+    have = set(current)
+    return [u for u in view if u not in have]
+
+
+# -- reading messages through the store -------------------------------------------------
+
+
+def read_message(folder: Any, rec: Any) -> bytes:
+    """The stored bytes (LF line ends) of a message; raises MessageGone."""
+    with folder.open_message(rec.uid) as f:
+        return f.read()
+
+
+def read_header(folder: Any, rec: Any) -> bytes:
+    """The header block of a message (up to and including the blank line), reading only
+    as much of the file as it takes."""
+    with folder.open_message(rec.uid) as f:
+        data = f.read(8192)
+        while True:
+            end = data.find(b"\n\n")
+            if end < 0:
+                end2 = data.find(b"\r\n\r\n")
+                if end2 >= 0:
+                    return data[: end2 + 4]
+            else:
+                return data[: end + 2]
+            more = f.read(65536)
+            if not more:
+                return data
+            data += more
+
+
+def cached(folder: Any, rec: Any, key: str, compute: Callable[[], bytes]) -> bytes:
+    """A per-message value kept in the folder's cache (ENVELOPE, BODYSTRUCTURE): the
+    cache holds JSON, so the bytes are kept as a latin-1 string."""
+    value = folder.cache_get(rec.uid, key)
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    data = compute()
+    folder.cache_put(rec.uid, key, data.decode("latin-1"))
+    return data

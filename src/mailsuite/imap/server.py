@@ -1,0 +1,555 @@
+"""The IMAP4rev1 server protocol: framing, literals, states, and the command handlers.
+
+Why our own protocol on ``twisted.internet.protocol.Protocol`` and not a subclass of
+``twisted.mail.imap4.IMAP4Server`` (research/twisted-mail.md §4, DESIGN.md): the
+stock server has no expunge notification for other sessions (their sequence numbers
+drift), sends no UIDNEXT/PERMANENTFLAGS/UNSEEN at SELECT, never sets \\Seen on
+BODY[] fetches, echoes and ignores partial ``<a.b>``, parses no LITERAL+ (the literal
+bytes are then run as commands), takes no literals in SEARCH, has no size limit on
+APPEND literals, no UIDPLUS/MOVE/UNSELECT/ID/ENABLE/SPECIAL-USE, several str/bytes
+bugs that turn NO into BAD or drop the connection, and a dispatch table that must be
+re-bound per state for every override.  Fixing that would replace nearly every method
+while keeping its fragile structure, so we keep Twisted's sound parts (the reactor
+transport, ``startTLS``, ``TimeoutMixin``, cred portals, endpoints) and write the IMAP
+state machine here, with a per-session view over the shared store folder
+(:mod:`mailsuite.imap.selected`) that owns its sequence-number map.
+
+Framing: commands are read line by line; a line ending in ``{n}`` / ``{n+}`` announces
+a literal, whose size is checked against the limit of that command *before* any of it
+is read (APPENDLIMIT for APPEND, a small limit for everything else) and which is
+collected as bytes; the command is parsed (parser.py) once complete.  One command runs
+at a time: while it waits on a Deferred, pipelined input stays buffered (and the
+transport is paused past a bound), so responses keep their order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.cred import credentials, error as cred_error
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from mailsuite.imap import parser as P
+from mailsuite.imap.commands import MailboxCommands
+from mailsuite.imap import wire
+
+log = Logger(namespace="mailsuite.imap")
+
+MAX_BUFFERED = 256 * 1024  # pipelined input held while a command runs
+SMALL_LITERAL = 64 * 1024  # literals of commands other than APPEND, once logged in
+PREAUTH_LITERAL = 8 * 1024  # literals before login (LOGIN arguments)
+
+
+class IIMAPAccount(Interface):
+    """What IMAP asks the realm for: an :class:`mailsuite.imap.account.IMAPAccount`."""
+
+
+class No(Exception):
+    """A tagged NO; ``code`` is the response code without brackets (e.g. TRYCREATE)."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+
+    def line(self) -> bytes:
+        prefix = f"[{self.code}] " if self.code else ""
+        return wire.text(prefix + str(self))
+
+
+class Bad(No):
+    """A tagged BAD."""
+
+
+@dataclass
+class IMAPFactoryConfig:
+    hostname: str
+    service: Any  # IMAPConfig
+    portal: Any
+    store: Any
+    tls_context: Any = None
+    implicit_tls: bool = False
+    allow_plaintext_auth: bool = False
+    throttle: Any = None
+
+
+class IMAPServerFactory(Factory):
+    noisy = False
+
+    def __init__(self, conf: IMAPFactoryConfig) -> None:
+        self.conf = conf
+        self.per_ip: dict[str, int] = {}
+
+    def buildProtocol(self, addr: Any) -> "IMAPServer":
+        p = IMAPServer(self.conf)
+        p.factory = self
+        return p
+
+
+# Commands per state: the name of the handler method.
+ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
+NOTAUTH = ANY | {"STARTTLS", "AUTHENTICATE", "LOGIN"}
+AUTH = ANY | {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+              "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
+SELECTED = AUTH | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
+                   "MOVE", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
+                   "UID EXPUNGE"}
+STATES = {"notauth": NOTAUTH, "auth": AUTH, "selected": SELECTED}
+# RFC 3501 §7.4.1: no EXPUNGE responses while these run (sequence numbers would shift
+# under the client); UID variants may, but we hold them back as well, like Dovecot's
+# default, except UID EXPUNGE/MOVE which report their own.
+ANSWERED = object()  # a handler's result when it wrote the tagged response itself
+
+NO_EXPUNGE_REPORT = {"FETCH", "STORE", "SEARCH", "UID FETCH", "UID STORE", "UID SEARCH"}
+
+
+def _auth_failed() -> None:
+    raise No("Authentication failed", "AUTHENTICATIONFAILED")
+
+
+class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
+    def __init__(self, conf: IMAPFactoryConfig) -> None:
+        self.conf = conf
+        self.svc = conf.service
+        self.state = "notauth"
+        self.tls = conf.implicit_tls
+        self.account: Any = None
+        self.selected: Any = None
+        self._logout: Callable[[], None] | None = None
+        self.ip = ""
+        self._counted = False
+        self._buf = bytearray()
+        self._segs: list[bytes] = []
+        self._lits: list[bytes] = []
+        self._seg_total = 0
+        self._lit_left = 0
+        self._lit_chunks: list[bytes] = []
+        self._lit_discard = False
+        self._reject: bytes | None = None  # response for a command being skipped
+        self._skip_line = False
+        self._busy = False
+        self._paused = False
+        self._closing = False
+        self._errors = 0
+        self._continuation: Callable[[bytes], None] | None = None  # AUTHENTICATE / IDLE
+        self.enabled: set[str] = set()
+
+    # -- connection ----------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.ip = getattr(peer, "host", "") or ""
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError, socket.error):
+            pass
+        counts = self.factory.per_ip
+        if counts.get(self.ip, 0) >= self.svc.max_connections_per_ip:
+            log.warn("imap: connection from [{ip}] refused: too many connections", ip=self.ip)
+            self.transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        counts[self.ip] = counts.get(self.ip, 0) + 1
+        self._counted = True
+        self.setTimeout(self.svc.login_timeout)
+        self.transport.write(b"* OK [CAPABILITY " + self.capabilities() + b"] " +
+                             wire.text(self.conf.hostname) + b" IMAP4rev1 mailsuite ready\r\n")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.setTimeout(None)
+        self._closing = True
+        if self._counted:
+            counts = self.factory.per_ip
+            counts[self.ip] -= 1
+            if counts[self.ip] <= 0:
+                del counts[self.ip]
+            self._counted = False
+        if self._lit_left or self._segs:
+            if self._segs and self._segs[0][:40].upper().find(b"APPEND") >= 0:
+                log.info("imap: [{ip}] disconnected during APPEND; nothing stored", ip=self.ip)
+        self._lit_chunks = []
+        self._lits = []
+        self._close_selected()
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            try:
+                logout()
+            except Exception:
+                log.failure("imap: avatar logout failed")
+
+    def timeoutConnection(self) -> None:
+        log.info("imap: [{ip}] idle timeout, closing", ip=self.ip)
+        self.transport.write(b"* BYE Autologout; idle for too long\r\n")
+        self._closing = True
+        self.transport.loseConnection()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(data)
+
+    def capabilities(self) -> bytes:
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        if self.state == "notauth":
+            if self.conf.tls_context is not None and not self.tls:
+                caps.append("STARTTLS")
+            if self.tls or self.conf.allow_plaintext_auth:
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            else:
+                caps.append("LOGINDISABLED")
+        else:
+            caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
+                     "CREATE-SPECIAL-USE", f"APPENDLIMIT={self.svc.append_limit}"]
+        return " ".join(caps).encode("ascii")
+
+    # -- input framing ---------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        self._buf += data
+        self._process()
+
+    def _process(self) -> None:
+        buf = self._buf
+        while not self._closing and buf and (not self._busy or self._continuation is not None):
+            if self._lit_left:
+                take = min(self._lit_left, len(buf))
+                if not self._lit_discard:
+                    self._lit_chunks.append(bytes(buf[:take]))
+                del buf[:take]
+                self._lit_left -= take
+                if self._lit_left == 0:
+                    self._lits.append(b"".join(self._lit_chunks))
+                    self._lit_chunks = []
+                continue
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > self.svc.max_line_length:
+                    self._line_too_long()
+                    buf.clear()
+                    self._skip_line = True
+                break
+            line = bytes(buf[:i])
+            del buf[: i + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if self._skip_line:
+                self._skip_line = False
+                continue
+            if len(line) > self.svc.max_line_length:
+                self._line_too_long()
+                continue
+            if self._continuation is not None:
+                step, self._continuation = self._continuation, None
+                step(line)
+                continue
+            self._line(line)
+        self._flow_control()
+
+    def _flow_control(self) -> None:
+        want = self._busy and self._continuation is None and len(self._buf) > MAX_BUFFERED
+        if want != self._paused and self.transport is not None:
+            self._paused = want
+            (self.transport.pauseProducing if want else self.transport.resumeProducing)()
+
+    def _line_too_long(self) -> None:
+        tag = P.peek_tag_and_name(bytes(self._segs[0] if self._segs else self._buf[:200]))[0]
+        self._reset_command()
+        self._bad(tag, b"Command line too long")
+
+    def _reset_command(self) -> None:
+        self._segs, self._lits, self._seg_total = [], [], 0
+        self._reject = None
+        self._lit_discard = False
+
+    def _line(self, line: bytes) -> None:
+        self._segs.append(line)
+        self._seg_total += len(line)
+        if self._seg_total > self.svc.max_line_length:
+            self._line_too_long()
+            return
+        ann = P.literal_announcement(line)
+        if ann is None:
+            segs, lits, reject = self._segs, self._lits, self._reject
+            self._reset_command()
+            if reject is not None:
+                self.write(reject)
+                return
+            self._dispatch(segs, lits)
+            return
+        size, nonsync = ann
+        tag, name = P.peek_tag_and_name(self._segs[0])
+        if len(self._lits) >= 256:
+            self._reset_command()
+            self._bad(tag, b"Too many literals")
+            return
+        problem = self._literal_problem(tag, name, size)
+        if problem is not None and self._reject is None:
+            if not nonsync:
+                # The client waits for "+": answer now, it sends nothing more.
+                self._reset_command()
+                self.write(problem)
+                return
+            if self.state == "notauth":
+                self.write(problem + b"* BYE Literal too large\r\n")
+                self._closing = True
+                self.transport.loseConnection()
+                return
+            self._reject = problem  # read and discard the literal, answer at the end
+        if self._reject is not None:
+            self._lit_discard = True
+            self._lits.append(b"")
+        elif not nonsync:
+            self.write(b"+ OK\r\n")
+        self._lit_left = size
+        if size == 0:
+            self._lits.append(b"")
+
+    def _literal_problem(self, tag: bytes, name: str, size: int) -> bytes | None:
+        if not tag:
+            return b"* BAD Missing tag\r\n"
+        t = tag + b" "
+        if name == "APPEND":
+            if self.state == "notauth":
+                return t + b"BAD Not logged in\r\n"
+            if size > self.svc.append_limit:
+                log.info("imap: [{ip}] APPEND of {n} bytes refused (limit {lim})", ip=self.ip, n=size,
+                         lim=self.svc.append_limit)
+                return t + b"NO [TOOBIG] Message larger than APPENDLIMIT\r\n"
+            return None
+        limit = PREAUTH_LITERAL if self.state == "notauth" else SMALL_LITERAL
+        if size > limit:
+            return t + b"BAD Literal too large\r\n"
+        return None
+
+    def _bad(self, tag: bytes, text: bytes) -> None:
+        self._errors += 1
+        log.info("imap: [{ip}] BAD {text}", ip=self.ip, text=text.decode("ascii", "replace"))
+        self.write((tag or b"*") + b" BAD " + text + b"\r\n")
+        if self._errors >= self.svc.max_errors:
+            self.write(b"* BYE Too many errors\r\n")
+            self._closing = True
+            self.transport.loseConnection()
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def _dispatch(self, segs: list[bytes], lits: list[bytes]) -> None:
+        try:
+            cmd = P.parse_command(segs, lits)
+        except P.ParseError as e:
+            tag, name = P.peek_tag_and_name(segs[0])
+            if e.tag is None and not tag:
+                self._bad(b"", wire.text(str(e)))
+            else:
+                self._bad(e.tag or tag, wire.text(f"{name or 'Command'}: {e}"))
+            return
+        if cmd.name not in STATES[self.state]:
+            known = cmd.name in SELECTED or cmd.name in NOTAUTH
+            self._bad(cmd.tag, wire.text(f"{cmd.name} not allowed now" if known else f"Unknown command {cmd.name}"))
+            return
+        handler = getattr(self, "do_" + cmd.name.replace(" ", "_"))
+        self._busy = True
+        d = defer.maybeDeferred(handler, cmd)
+        d.addCallback(self._done, cmd)
+        d.addErrback(self._failed, cmd)
+        d.addBoth(self._resume)
+
+    def _done(self, result: Any, cmd: P.Command) -> defer.Deferred | None:
+        if self._closing or result is ANSWERED:
+            return None
+        text = result if isinstance(result, str) else f"{cmd.name} completed"
+        if self.selected is not None:
+            self.selected.report(self.write, expunges=cmd.name not in NO_EXPUNGE_REPORT)
+        self.write(cmd.tag + b" OK " + wire.text(text) + b"\r\n")
+        return None
+
+    def _failed(self, f: Failure, cmd: P.Command) -> None:
+        if f.check(Bad):
+            self._bad(cmd.tag, f.value.line())
+            return
+        if f.check(No):
+            log.debug("imap: [{ip}] {cmd} NO {text}", ip=self.ip, cmd=cmd.name, text=str(f.value))
+            self.write(cmd.tag + b" NO " + f.value.line() + b"\r\n")
+            return
+        from mailsuite.directory.interface import DirectoryUnavailable
+
+        if f.check(DirectoryUnavailable):
+            self.write(cmd.tag + b" NO [UNAVAILABLE] Temporary failure, try again later\r\n")
+            return
+        if f.check(OSError):
+            log.error("imap: [{ip}] {cmd} failed: {err}", ip=self.ip, cmd=cmd.name, err=str(f.value))
+            self.write(cmd.tag + b" NO [SERVERBUG] Temporary server failure, try again later\r\n")
+            return
+        log.failure("imap: [{ip}] {cmd} failed", f, ip=self.ip, cmd=cmd.name)
+        self.write(cmd.tag + b" NO [SERVERBUG] Internal error; the administrator can find it in the log\r\n")
+
+    def _resume(self, _: Any = None) -> None:
+        self._busy = False
+        self._continuation = None
+        if not self._closing and self.transport is not None:
+            self._process()
+
+    # -- any state ---------------------------------------------------------------------
+
+    def do_CAPABILITY(self, cmd: P.Command) -> None:
+        self.write(b"* CAPABILITY " + self.capabilities() + b"\r\n")
+
+    def do_NOOP(self, cmd: P.Command) -> defer.Deferred | None:
+        if self.selected is not None:
+            return self.selected.refresh()
+        return None
+
+    def do_LOGOUT(self, cmd: P.Command) -> object:
+        self.write(b"* BYE Logging out\r\n" + cmd.tag + b" OK LOGOUT completed\r\n")
+        self._closing = True
+        self.transport.loseConnection()
+        return ANSWERED
+
+    def do_ID(self, cmd: P.Command) -> None:
+        params = cmd.args["params"]
+        if params:
+            shown = " ".join(f"{k}={(v or b'').decode('utf-8', 'replace')[:60]!r}" for k, v in params.items())
+            log.info("imap: [{ip}] client ID {params}", ip=self.ip, params=shown)
+        self.write(b'* ID ("name" "mailsuite")\r\n')
+
+    # -- not authenticated ---------------------------------------------------------------
+
+    def _plaintext_refused(self) -> bool:
+        return not (self.tls or self.conf.allow_plaintext_auth)
+
+    def do_STARTTLS(self, cmd: P.Command) -> object:
+        if self.conf.tls_context is None:
+            raise Bad("STARTTLS not available")
+        if self.tls:
+            raise Bad("TLS already active")
+        self.write(cmd.tag + b" OK Begin TLS negotiation now\r\n")
+        if self._buf:
+            # Plaintext pipelined behind STARTTLS must not run inside TLS (CVE-2011-0411 class).
+            log.warn("imap: [{ip}] discarded {n} bytes pipelined after STARTTLS", ip=self.ip, n=len(self._buf))
+            self._buf.clear()
+        self.transport.startTLS(self.conf.tls_context)
+        self.tls = True
+        return ANSWERED
+
+    def do_LOGIN(self, cmd: P.Command) -> defer.Deferred:
+        if self._plaintext_refused():
+            raise No("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
+        return self._authenticate(cmd.args["user"], cmd.args["password"])
+
+    def do_AUTHENTICATE(self, cmd: P.Command) -> defer.Deferred:
+        mech = cmd.args["mechanism"]
+        if mech not in ("PLAIN", "LOGIN"):
+            raise No(f"Unsupported authentication mechanism {mech[:20]}", "CANNOT")
+        if self._plaintext_refused():
+            raise No("Authentication is disabled before STARTTLS", "PRIVACYREQUIRED")
+        waiter: defer.Deferred = defer.Deferred()
+
+        def decode(line: bytes) -> bytes | None:
+            if line == b"*":
+                waiter.errback(Failure(Bad("AUTHENTICATE cancelled")))
+                return None
+            try:
+                return base64.b64decode(line, validate=True)
+            except (binascii.Error, ValueError):
+                waiter.errback(Failure(Bad("Invalid base64 in AUTHENTICATE")))
+                return None
+
+        def plain(data: bytes) -> None:
+            parts = data.split(b"\x00")
+            if len(parts) != 3:
+                waiter.errback(Failure(Bad("Malformed PLAIN response")))
+                return
+            _authzid, user, password = parts
+            self._authenticate(user, password).chainDeferred(waiter)
+
+        def ask(prompt: bytes, then: Callable[[bytes], None]) -> None:
+            def step(line: bytes) -> None:
+                data = decode(line)
+                if data is not None:
+                    then(data)
+
+            self._continuation = step
+            self.write(b"+ " + base64.b64encode(prompt) + b"\r\n")
+
+        def login_user(user: bytes) -> None:
+            ask(b"Password:", lambda password: self._authenticate(user, password).chainDeferred(waiter))
+
+        initial = cmd.args["initial"]
+        if mech == "PLAIN":
+            if initial is None:
+                ask(b"", plain)
+            else:
+                try:
+                    plain(base64.b64decode(initial, validate=True))
+                except (binascii.Error, ValueError):
+                    raise Bad("Invalid base64 in AUTHENTICATE") from None
+        else:
+            if initial:
+                try:
+                    login_user(base64.b64decode(initial, validate=True))
+                except (binascii.Error, ValueError):
+                    raise Bad("Invalid base64 in AUTHENTICATE") from None
+            else:
+                ask(b"Username:", login_user)
+        return waiter
+
+    def _authenticate(self, user: bytes, password: bytes) -> defer.Deferred:
+        login = user.decode("utf-8", "replace")
+        throttle = self.conf.throttle
+        creds = credentials.UsernamePassword(user, password)
+
+        def check(_: Any) -> defer.Deferred:
+            return self.conf.portal.login(creds, None, IIMAPAccount)
+
+        def refused(f: Failure) -> None:
+            from mailsuite.auth.throttle import AuthRefused
+
+            f.trap(AuthRefused)
+            log.info("imap: [{ip}] login {login!r} refused: cool-down", ip=self.ip, login=login[:64])
+            raise No("Too many failed logins; try again later", "UNAVAILABLE")
+
+        if throttle is not None:
+            d = throttle.before_auth(self.ip, login)
+            d.addCallbacks(check, refused)
+        else:
+            d = check(None)
+
+        def ok(result: tuple) -> str:
+            _iface, avatar, logout = result
+            if throttle is not None:
+                throttle.auth_succeeded(self.ip, login)
+            self.account = avatar
+            self._logout = logout
+            self.state = "auth"
+            self.setTimeout(self.svc.idle_timeout)
+            log.info("imap: [{ip}] login {user}", ip=self.ip, user=avatar.name)
+            self.write(b"* CAPABILITY " + self.capabilities() + b"\r\n")
+            return "Logged in"
+
+        def failed(f: Failure) -> None:
+            if f.check(No):
+                return f
+            if f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
+                if throttle is not None:
+                    throttle.auth_failed(self.ip, login, proto="imap")
+                    raise No("Authentication failed", "AUTHENTICATIONFAILED")
+                # Without the shared throttle, slow every failure down on this connection.
+                from twisted.internet import reactor, task
+
+                self._errors += 1
+                return task.deferLater(reactor, min(self._errors, 5), _auth_failed)
+            return f
+
+        d.addCallbacks(ok, failed)
+        return d
+

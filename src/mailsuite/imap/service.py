@@ -1,0 +1,38 @@
+"""IMAP listeners: STARTTLS on ``[imap] listen``, implicit TLS on ``[imap] listen_tls``.
+
+``add_services(suite, parent)`` is found by mailsuite.service; it registers the IMAP
+avatar with the shared realm and adds one listener per configured endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+
+from mailsuite.imap.account import IMAPAccount
+from mailsuite.imap.server import IIMAPAccount, IMAPFactoryConfig, IMAPServerFactory
+
+
+def add_services(suite: Any, parent: service.MultiService) -> None:
+    cfg = suite.config
+    store = suite.store
+    suite.realm.register(IIMAPAccount, lambda account: IMAPAccount(account.name, store).prepare())
+    svc = cfg.imap
+    tls_for = getattr(suite, "tls_for", None)
+    ctx = tls_for("imap") if tls_for is not None else suite.tls
+    for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
+        conf = IMAPFactoryConfig(
+            hostname=cfg.server.hostname,
+            service=svc,
+            portal=suite.portal,
+            store=store,
+            tls_context=ctx,
+            implicit_tls=implicit,
+            allow_plaintext_auth=cfg.server.allow_plaintext_auth,
+            throttle=getattr(suite, "throttle", None),
+        )
+        extra = {}
+        if implicit and tls_for is not None:
+            extra = {"context": ctx, "max_handshakes_per_ip": cfg.tls.max_handshakes_per_ip}
+        suite.listener(parent, desc, IMAPServerFactory(conf), implicit, **extra)
