@@ -32,3 +32,14 @@ def server_factory(tmp_path: Path) -> Iterator:
     yield build
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A MaildirStore in tmp_path whose blocking work runs inline (Deferreds fire at once)."""
+    from mailsuite import workers
+    from mailsuite.store.maildir import MaildirStore
+    from tests.store_helpers import inline_run
+
+    monkeypatch.setattr(workers, "run", inline_run)
+    return MaildirStore(tmp_path / "mail")

@@ -261,6 +261,12 @@ class _FolderRegistry:
 
         disk = FolderDisk(path)
 
+        def load() -> Any:
+            # A logged-in user's INBOX exists even before the first delivery.
+            ensure_account(self.mail_dir, key[0])
+            self._ensured.add(key[0])
+            return disk.open()
+
         def opened(_: Any) -> None:
             folder = Folder(self, key[0], key[1], disk)
             self._open[key] = folder
@@ -273,7 +279,7 @@ class _FolderRegistry:
             for d in self._opening.pop(key):
                 d.errback(f)
 
-        workers.run(disk.open).addCallbacks(opened, failed)
+        workers.run(load).addCallbacks(opened, failed)
 
     def _release(self, folder: Any) -> defer.Deferred:
         folder.refs -= 1

@@ -1,0 +1,418 @@
+"""The store's Folder: UIDs, flags in file names, keywords, expunge, append, copy/move,
+index, and agreement between two Folder objects (two processes) on one Maildir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailsuite.store import names
+from mailsuite.store.errors import MessageGone, TooManyKeywords
+from mailsuite.store.folder import FolderDisk
+from mailsuite.store.maildir import MaildirStore, account_dir
+from tests.store_helpers import ACCOUNT, deliver, resolve
+
+MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
+
+
+def open_inbox(store: MaildirStore):  # type: ignore[no-untyped-def]
+    return resolve(store.open_folder(ACCOUNT, "INBOX"))
+
+
+def inbox_dir(store: MaildirStore) -> Path:
+    return account_dir(store.mail_dir, ACCOUNT)
+
+
+def test_delivered_messages_get_ascending_uids_and_move_to_cur(store: MaildirStore) -> None:
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    assert [r.uid for r in folder.messages()] == [1, 2, 3]
+    assert folder.uidnext == 4
+    assert os.listdir(inbox_dir(store) / "new") == []
+    assert all(":2," in n for n in os.listdir(inbox_dir(store) / "cur"))
+
+
+def test_size_is_crlf_octets_from_the_file_name(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    (rec,) = open_inbox(store).messages()
+    assert rec.size == len(MSG.replace(b"\n", b"\r\n"))
+
+
+def test_size_is_computed_for_a_file_without_w_in_its_name(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    new = inbox_dir(store) / "new"
+    (name,) = os.listdir(new)
+    os.rename(new / name, new / names.base_name(name))
+    (rec,) = open_inbox(store).messages()
+    assert rec.size == len(MSG.replace(b"\n", b"\r\n"))
+
+
+def test_uids_survive_a_restart(store: MaildirStore, tmp_path: Path) -> None:
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    before = [(r.uid, r.base) for r in folder.messages()]
+    validity = folder.uidvalidity
+    resolve(folder.close())
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert [(r.uid, r.base) for r in again.messages()] == before
+    assert again.uidvalidity == validity
+
+
+def test_uids_survive_a_restart_without_an_index(store: MaildirStore) -> None:
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.expunge([1]))
+    resolve(folder.close())
+    (inbox_dir(store) / "mailsuite-index").unlink()
+    deliver(store.mail_dir, MSG)
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert [r.uid for r in again.messages()] == [2, 3, 4]
+
+
+def test_expunged_uid_is_never_reused(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    assert resolve(folder.expunge([2])) == [2]
+    resolve(folder.close())
+    deliver(store.mail_dir, MSG)
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert [r.uid for r in again.messages()] == [1, 3]
+
+
+def test_flags_live_in_the_file_name(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    (rec,) = resolve(folder.store_flags([1], ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "$Forwarded"], "+"))
+    assert rec.filename.endswith(":2,DFPRST")
+    assert os.listdir(inbox_dir(store) / "cur") == [rec.filename]
+    (rec,) = resolve(folder.store_flags([1], ["\\Seen"], "="))
+    assert rec.filename.endswith(":2,S") and rec.flags == {"\\Seen"}
+    (rec,) = resolve(folder.store_flags([1], ["\\Seen"], "-"))
+    assert rec.filename.endswith(":2,") and rec.flags == frozenset()
+
+
+def test_flag_change_keeps_the_uid_and_bumps_modseq(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    before = folder.get(1)
+    (rec,) = resolve(folder.store_flags([1], ["\\Seen"], "+"))
+    assert rec.uid == 1 and rec.modseq > before.modseq
+    assert folder.highest_modseq == rec.modseq
+
+
+def test_storing_flags_a_message_already_has_changes_nothing(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.store_flags([1], ["\\Seen"], "+"))
+    assert resolve(folder.store_flags([1], ["\\Seen"], "+")) == []
+
+
+def test_keywords_map_to_letters_through_the_keywords_file(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    (rec,) = resolve(folder.store_flags([1], ["Work", "$Junk"], "+"))
+    assert rec.flags == {"Work", "$Junk"}
+    text = (inbox_dir(store) / "dovecot-keywords").read_text()
+    assert text == "0 $Junk\n1 Work\n"
+    assert rec.filename.endswith(":2,ab")
+    assert sorted(folder.keywords()) == ["$Junk", "Work"]
+
+
+def test_keywords_compare_case_insensitively(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.store_flags([1], ["Work"], "+"))
+    (rec,) = resolve(folder.store_flags([1], ["WORK"], "-"))
+    assert rec.flags == frozenset()
+
+
+def test_a_27th_keyword_is_refused(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.store_flags([1], [f"k{i}" for i in range(26)], "+"))
+    assert not folder.can_add_keywords()
+    with pytest.raises(TooManyKeywords):
+        resolve(folder.store_flags([1], ["one-too-many"], "+"))
+
+
+def test_flag_change_by_another_tool_is_seen_at_sync(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    cur = inbox_dir(store) / "cur"
+    (name,) = os.listdir(cur)
+    os.rename(cur / name, cur / names.with_flags(name, "FS"))
+    changes = resolve(folder.sync())
+    assert changes.flags == [1]
+    assert folder.get(1).flags == {"\\Seen", "\\Flagged"}
+
+
+def test_store_flags_survives_a_rename_by_another_tool(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    cur = inbox_dir(store) / "cur"
+    (name,) = os.listdir(cur)
+    os.rename(cur / name, cur / names.with_flags(name, "F"))
+    (rec,) = resolve(folder.store_flags([1], ["\\Seen"], "+"))
+    assert rec.flags == {"\\Seen", "\\Flagged"}
+    assert os.listdir(cur) == [rec.filename]
+
+
+def test_file_removed_by_another_tool_is_an_expunge_at_sync(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    (inbox_dir(store) / "cur" / folder.get(1).filename).unlink()
+    assert resolve(folder.sync()).expunged == [1]
+    assert [r.uid for r in folder.messages()] == [2]
+
+
+def test_sync_is_cheap_when_nothing_changed(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.sync())  # sees its own move from new/ to cur/
+    folder._disk.dirty = False  # as if 2 s had passed (the same-tick window)
+    calls = []
+    monkeypatch.setattr(os, "listdir", lambda *a: calls.append(a) or [])
+    assert not resolve(folder.sync())
+    assert calls == []
+
+
+def test_sync_within_the_same_clock_tick_rescans(store: MaildirStore) -> None:
+    folder = open_inbox(store)
+    deliver(store.mail_dir, MSG)
+    # The listing at open was taken less than 2 s after the mtime: not trusted.
+    assert folder._disk.needs_scan()
+    assert resolve(folder.sync()).added == [1]
+
+
+def test_delivery_notice_syncs_and_calls_listeners(store: MaildirStore) -> None:
+    from mailsuite.store import notify
+
+    folder = open_inbox(store)
+    seen = []
+    folder.add_listener(lambda f: seen.append([r.uid for r in f.messages()]))
+    deliver(store.mail_dir, MSG)
+    notify.changed(ACCOUNT, "INBOX")
+    assert seen == [[1]]
+    resolve(folder.close())
+
+
+def test_new_messages_are_recent_for_one_claimer(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    assert folder.claim_recent() == {1}
+    assert folder.claim_recent() == set()
+
+
+def test_append_is_stored_with_lf_flags_and_date(store: MaildirStore) -> None:
+    folder = open_inbox(store)
+    uid = resolve(folder.append(b"Subject: x\r\n\r\nbody\r\n", ["\\Seen"], 1_000_000_000.0))
+    rec = folder.get(uid)
+    assert uid == 1 and rec.flags == {"\\Seen"} and rec.internaldate == 1_000_000_000.0
+    assert rec.size == len(b"Subject: x\r\n\r\nbody\r\n")
+    with folder.open_message(uid) as f:
+        assert f.read() == b"Subject: x\n\nbody\n"
+    assert os.listdir(inbox_dir(store) / "tmp") == []
+
+
+def test_append_from_a_file_streams_and_counts_crlf(store: MaildirStore, tmp_path: Path) -> None:
+    data = (b"line\r\n" * 30000) + b"bare\nend\r"
+    src = tmp_path / "literal"
+    src.write_bytes(data)
+    folder = open_inbox(store)
+    uid = resolve(folder.append(src, [], None))
+    with folder.open_message(uid) as f:
+        stored = f.read()
+    assert stored == data.replace(b"\r\n", b"\n")
+    assert folder.get(uid).size == len(data) + 1  # the bare LF goes out as CRLF
+
+
+def test_append_is_fsynced_before_the_uid_is_given(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = open_inbox(store)
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    resolve(folder.append(b"x\r\n", [], None))
+    assert len(synced) >= 3  # message file, cur/ directory, uidlist
+
+
+def test_copy_keeps_flags_and_gives_new_uids(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    deliver(store.mail_dir, MSG)
+    inbox = open_inbox(store)
+    resolve(inbox.store_flags([2], ["\\Flagged", "Work"], "+"))
+    trash = resolve(store.open_folder(ACCOUNT, "Trash"))
+    assert resolve(inbox.copy([2, 1, 99], trash)) == [(2, 1), (1, 2)]
+    assert trash.get(1).flags == {"\\Flagged", "Work"}
+    assert [r.uid for r in inbox.messages()] == [1, 2]
+    src = inbox.message_path(2)
+    assert os.stat(src).st_ino == os.stat(trash.message_path(1)).st_ino  # hard link
+
+
+def test_move_expunges_the_source(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    inbox = open_inbox(store)
+    archive = resolve(store.open_folder(ACCOUNT, "Archive"))
+    assert resolve(inbox.move([1], archive)) == [(1, 1)]
+    assert inbox.messages() == [] and [r.uid for r in archive.messages()] == [1]
+
+
+def test_expunge_removes_file_and_is_durable(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    assert resolve(folder.expunge([1, 5])) == [1]
+    assert os.listdir(inbox_dir(store) / "cur") == [] and synced
+
+
+def test_open_message_of_an_expunged_uid_raises_message_gone(store: MaildirStore) -> None:
+    folder = open_inbox(store)
+    with pytest.raises(MessageGone):
+        folder.open_message(1)
+
+
+def test_open_message_finds_a_file_renamed_by_another_tool(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    cur = inbox_dir(store) / "cur"
+    (name,) = os.listdir(cur)
+    os.rename(cur / name, cur / names.with_flags(name, "S"))
+    with folder.open_message(1) as f:
+        assert f.read() == MSG
+
+
+def test_two_stores_agree_on_uids_flags_and_expunges(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    a = open_inbox(store)
+    b = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert [r.uid for r in b.messages()] == [1]
+    uid = resolve(a.append(b"x\r\n", [], None))
+    deliver(store.mail_dir, MSG)
+    b._disk.dirty = True
+    resolve(b.sync())
+    a._disk.dirty = True
+    resolve(a.sync())
+    assert [(r.uid, r.base) for r in a.messages()] == [(r.uid, r.base) for r in b.messages()] == [
+        (r.uid, r.base) for r in a.messages()
+    ]
+    assert uid == 2 and [r.uid for r in a.messages()] == [1, 2, 3]
+    resolve(b.store_flags([1], ["\\Seen"], "+"))
+    resolve(b.expunge([2]))
+    a._disk.dirty = True
+    changes = resolve(a.sync())
+    assert changes.expunged == [2] and changes.flags == [1]
+
+
+def test_cache_values_persist_with_the_index(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    folder.cache_put(1, "envelope", ["a", None, [1, 2]])
+    resolve(folder.close())
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert again.cache_get(1, "envelope") == ["a", None, [1, 2]]
+    assert again.cache_get(1, "bodystructure") is None
+
+
+def test_dovecot_uidlist_is_imported(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    new = inbox_dir(store) / "new"
+    (name,) = os.listdir(new)
+    base = names.base_name(name)
+    (inbox_dir(store) / "dovecot-uidlist").write_text(f"3 V1234 N50 Gabc\n42 :{base}\n")
+    folder = open_inbox(store)
+    assert folder.uidvalidity == 1234 and folder.uidnext == 50
+    assert [r.uid for r in folder.messages()] == [42]
+
+
+def test_a_corrupt_uidlist_gets_a_new_uidvalidity(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    (inbox_dir(store) / "mailsuite-uidlist").write_text("mailsuite-uidlist 1 V1000 N7\n")
+    folder = open_inbox(store)
+    assert folder.uidvalidity == 1000
+    old = folder.uidvalidity
+    resolve(folder.close())
+    (inbox_dir(store) / "mailsuite-uidlist").write_text("garbage")
+    (inbox_dir(store) / "mailsuite-index").unlink()
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert again.uidvalidity > old and [r.uid for r in again.messages()] == [1]
+
+
+_WORKER = r"""
+import sys
+from pathlib import Path
+from mailsuite.store.folder import FolderDisk
+d = FolderDisk(Path(sys.argv[1]))
+d.open()
+for i in range(int(sys.argv[2])):
+    d.append(b"Subject: %d\r\n\r\nx\r\n" % i, ["\\Seen"] if i % 2 else [], None)
+    if i % 5 == 0:
+        d.scan()
+"""
+
+
+def test_concurrent_processes_never_share_or_change_a_uid(store: MaildirStore, tmp_path: Path) -> None:
+    for _ in range(5):
+        deliver(store.mail_dir, MSG)
+    path = inbox_dir(store)
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "40"]) for _ in range(3)]
+    for _ in range(20):
+        deliver(store.mail_dir, MSG)
+    assert all(p.wait(60) == 0 for p in procs)
+    disk = FolderDisk(path)
+    disk.open()
+    disk.scan()
+    uids = sorted(disk.records)
+    assert len(uids) == 5 + 20 + 120 == len(set(uids))
+    bases = [r.base for r in disk.records.values()]
+    assert len(set(bases)) == len(bases)
+    mapping = {}
+    for line in (path / "mailsuite-uidlist").read_text().splitlines()[1:]:
+        uid, base = line.split(" ", 1)
+        assert mapping.setdefault(base, uid) == uid
+    assert len(mapping) == len(bases)
+
+
+def _old_dirs(path: Path) -> None:
+    past = time.time() - 60
+    for sub in ("new", "cur"):
+        os.utime(path / sub, (past, past))
+
+
+def test_indexed_folder_opens_without_listing_or_reading_messages(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = inbox_dir(store)
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(path / sub, exist_ok=True)
+    for i in range(20000):
+        (path / "cur" / f"{1700000000 + i}.M{i}P1Q{i}.host,S=10,W=11:2,S").write_bytes(b"x" * 10)
+    _old_dirs(path)
+    folder = open_inbox(store)
+    resolve(folder.close())
+    monkeypatch.setattr(os, "listdir", lambda *a: pytest.fail("listed a directory"))
+    started = time.perf_counter()
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    elapsed = time.perf_counter() - started
+    assert len(again.messages()) == 20000 and again.get(20000).flags == {"\\Seen"}
+    assert elapsed < 1.0  # ~0.04 s here; 100,000 messages take ~0.15-0.2 s
+
+
+def test_stale_index_is_corrected_by_a_rescan(store: MaildirStore) -> None:
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.close())
+    path = inbox_dir(store)
+    (path / "cur" / folder.get(2).filename).unlink()  # behind the index's back
+    deliver(store.mail_dir, MSG)
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    assert [r.uid for r in again.messages()] == [1, 3, 4]
