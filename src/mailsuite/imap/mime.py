@@ -146,12 +146,7 @@ _BLANK_LINE = re.compile(_EOL + _EOL)
 _FIELD = re.compile(
     rb"(?:\A|(?<=[\r\n]))([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)"
 )
-_CONTENT_FIELD = re.compile(
-    rb"(?:\A|(?<=[\r\n]))(content-(?:type|transfer-encoding))[ \t]*:([^\r\n]*(?:"
-    + _EOL
-    + rb"[ \t][^\r\n]*)*)",
-    re.IGNORECASE,
-)
+_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _FOLD = re.compile(rb"(?:\r\n|\r|\n)[ \t]*")
 
 
@@ -199,25 +194,65 @@ def split_header(data: bytes) -> tuple[bytes, int]:
     return data[:b], b
 
 
-def _fields(header: bytes) -> dict[bytes, bytes]:
-    """First occurrence of each field, lower-case name → unfolded raw value."""
+def _content_scan(d: bytes, start: int, end: int) -> dict[bytes, bytes]:
+    """The Content-* fields of the header ``d[start:end]`` (first occurrence of each,
+    lower-case name → unfolded value), plus ``b"mime-version"`` if present. Finds
+    line starts with a plain search instead of a regular expression over every line:
+    this runs for every part of every message parsed."""
     out: dict[bytes, bytes] = {}
-    for m in _FIELD.finditer(header):
-        name = m.group(1).lower()
-        if name not in out:
-            out[name] = _unfold(m.group(2))
+    if end <= start:
+        return out
+    hl = d[start:end].lower()
+    pos = 0 if hl.startswith((b"content-", b"mime-version")) else -1
+    if pos < 0:
+        pos = _next_content_line(hl, 0)
+    while pos >= 0:
+        m = _FIELD_NAME.match(hl, pos)
+        if m:
+            v = _FIELD_VALUE.match(d, start + m.end(), end)
+            if v:
+                name = m.group()
+                if name not in out:
+                    out[name] = _unfold(v.group(1))
+        pos = _next_content_line(hl, pos + 1)
     return out
 
 
-def header_values(header: bytes, name: bytes | str) -> list[bytes]:
+def _next_content_line(hl: bytes, pos: int) -> int:
+    a = hl.find(b"\ncontent-", pos)
+    b = hl.find(b"\nmime-version", pos)
+    if a < 0:
+        return b + 1 if b >= 0 else -1
+    if b < 0 or a < b:
+        return a + 1
+    return b + 1
+
+
+_FIELD_VALUE = re.compile(rb"[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)")
+
+
+def header_values(header: bytes, name: bytes | str, lowered: bytes | None = None) -> list[bytes]:
     """Unfolded raw values of every field called ``name`` (case-insensitive) in a header
-    block, in order. Leading/trailing white space stripped; 8-bit bytes kept."""
+    block, in order. Leading/trailing white space stripped; 8-bit bytes kept.
+    ``lowered`` may pass ``header.lower()`` when the caller looks up several fields."""
     if isinstance(name, str):
         name = name.encode("ascii", "replace")
-    want = name.lower()
-    if want.lower() not in header.lower():
-        return []
-    return [_unfold(m.group(2)) for m in _FIELD.finditer(header) if m.group(1).lower() == want]
+    name = name.lower()
+    hl = header.lower() if lowered is None else lowered
+    # A plain find for "\n<name>" beats a regular expression over the whole header
+    # by ~10x; SEARCH on a header field over a big folder does this per message.
+    out: list[bytes] = []
+    pos = 0 if hl.startswith(name) else hl.find(b"\n" + name)
+    if pos > 0:
+        pos += 1
+    while pos >= 0:
+        m = _FIELD_VALUE.match(header, pos + len(name))
+        if m:
+            out.append(_unfold(m.group(1)))
+        pos = hl.find(b"\n" + name, pos + len(name))
+        if pos >= 0:
+            pos += 1
+    return out
 
 
 # --- tokens of structured header fields (RFC 5322 / RFC 2045) -----------------------
@@ -453,15 +488,10 @@ def parse(data: bytes, *, wire: bool = False) -> Message:
 
 def _entity(d: bytes, start: int, end: int, in_digest: bool, depth: int, crlf: bool) -> Part:
     body_start = _body_start(d, start, end, crlf)
-    ctype = cte = None
-    if body_start > start:
-        for m in _CONTENT_FIELD.finditer(d, start, body_start):
-            if len(m.group(1)) == 12:
-                if ctype is None:
-                    ctype = m.group(2)
-            elif cte is None:
-                cte = m.group(2)
-    parsed = _content_type(_unfold(ctype)) if ctype is not None else None
+    fields = _content_scan(d, start, body_start)
+    ctype = fields.get(b"content-type")
+    cte = fields.get(b"content-transfer-encoding")
+    parsed = _content_type(ctype) if ctype is not None else None
     if parsed is None:
         maintype, subtype, params = ("message", "rfc822", ()) if in_digest else ("text", "plain", ())
     else:
@@ -474,7 +504,7 @@ def _entity(d: bytes, start: int, end: int, in_digest: bool, depth: int, crlf: b
             if boundary:
                 children = _multipart(d, body_start, end, boundary, subtype == "digest", depth + 1, crlf)
         elif maintype == "message" and subtype == "rfc822":
-            if cte is None or _unfold(cte).lower() not in _OPAQUE_CTE:
+            if cte is None or cte.lower() not in _OPAQUE_CTE:
                 message = _entity(d, body_start, end, False, depth + 1, crlf)
     return Part(start, body_start, end, maintype, subtype, params, children, message)
 
@@ -697,12 +727,14 @@ def _envelope_fields(header: bytes) -> tuple[dict[bytes, bytes], dict[bytes, lis
     # address field adds its addresses.
     text: dict[bytes, bytes] = {}
     addrs: dict[bytes, list[bytes]] = {}
-    for m in _FIELD.finditer(header):
-        name = m.group(1).lower()
-        if name in _ADDRESS_FIELDS:
-            addrs.setdefault(name, []).append(_unfold(m.group(2)))
-        elif name in _ENVELOPE_FIELDS:
-            text[name] = _unfold(m.group(2))
+    hl = header.lower()
+    for name in _ENVELOPE_FIELDS:
+        values = header_values(header, name, hl)
+        if values:
+            if name in _ADDRESS_FIELDS:
+                addrs[name] = values
+            else:
+                text[name] = values[-1]
     return text, addrs
 
 
@@ -734,15 +766,9 @@ def envelope(msg: Message) -> bytes:
 
 _EMPTY_BODY = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
 _EMPTY_BODY_EXT = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL)'
-_BODY_FIELDS = re.compile(
-    rb"(?:\A|(?<=[\r\n]))(content-(?:id|description|transfer-encoding|md5|disposition|language|location))"
-    rb"[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)",
-    re.IGNORECASE,
-)
 
 
 _EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
-_IS_MIME = re.compile(rb"(?:\A|(?<=[\r\n]))(?:content-type|mime-version)[ \t]*:", re.IGNORECASE)
 
 
 def bodystructure(msg: Message, extended: bool = True) -> bytes:
@@ -759,14 +785,9 @@ def _param_list(params: tuple[tuple[str, bytes], ...]) -> bytes:
 
 
 def _content_fields(d: bytes, part: Part, message_root: bool) -> dict[bytes, bytes]:
-    f: dict[bytes, bytes] = {}
-    if message_root and not _IS_MIME.search(d, part.start, part.body_start):
-        return f  # a message without Content-Type or MIME-Version is no MIME (Dovecot)
-    if part.body_start > part.start:
-        for m in _BODY_FIELDS.finditer(d, part.start, part.body_start):
-            name = m.group(1).lower()
-            if name not in f:
-                f[name] = _unfold(m.group(2))
+    f = _content_scan(d, part.start, part.body_start)
+    if message_root and b"content-type" not in f and b"mime-version" not in f:
+        return {}  # a message without Content-Type or MIME-Version is no MIME (Dovecot)
     return f
 
 

@@ -27,8 +27,12 @@ text (RFC 2047 words, transfer encodings, charsets), like Dovecot.
 from __future__ import annotations
 
 import datetime as _dt
+import re
+import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union
+from typing import Callable, Iterator, Protocol, Sequence, Union
+
+from mailsuite.imap import mime
 
 __all__ = [
     "Token",
@@ -50,8 +54,10 @@ __all__ = [
     "Text",
     "parse",
     "parse_sequence_set",
+    "resolve_ranges",
     "MessageSource",
     "Matcher",
+    "iter_keys",
 ]
 
 Token = Union[str, bytes, list]
@@ -165,16 +171,212 @@ class Text:
 Key = Union[All, And, Or, Not, SequenceSet, UidSet, Flag, Keyword, DateKey, Size, Header, Body, Text]
 
 
+
+# --- parser -------------------------------------------------------------------------
+
+_SYSTEM = {
+    "ANSWERED": "\\Answered",
+    "DELETED": "\\Deleted",
+    "DRAFT": "\\Draft",
+    "FLAGGED": "\\Flagged",
+    "SEEN": "\\Seen",
+    "RECENT": "\\Recent",
+}
+_HEADER_KEYS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc", "SUBJECT": "subject"}
+_DATE_KEYS = {
+    "BEFORE": ("before", False),
+    "ON": ("on", False),
+    "SINCE": ("since", False),
+    "SENTBEFORE": ("before", True),
+    "SENTON": ("on", True),
+    "SENTSINCE": ("since", True),
+}
+_SEQ_SET = re.compile(r"^(?:\d+|\*)(?::(?:\d+|\*))?(?:,(?:\d+|\*)(?::(?:\d+|\*))?)*$")
+_ATOM = re.compile(r'^[^\x00-\x20(){%*"\\\]\x7f]+$')
+_DATE = re.compile(r"^(\d{1,2})-([A-Za-z]{3})-(\d{4})$")
+_MONTHS = {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}
+_MAX_NUMBER = 2**32 - 1
+
+
 def parse(tokens: Sequence[Token]) -> Key:
     """The key tree of a SEARCH program (see the module docstring for ``tokens``).
     Several top-level keys are an And. Raises SearchSyntaxError / BadCharset."""
-    raise NotImplementedError
+    toks = list(tokens)
+    charset = None
+    if toks and isinstance(toks[0], str) and toks[0].upper() == "CHARSET":
+        if len(toks) < 2 or isinstance(toks[1], list):
+            raise SearchSyntaxError("CHARSET needs a charset name")
+        name = toks[1] if isinstance(toks[1], str) else toks[1].decode("ascii", "replace")
+        charset = name.upper()
+        if charset not in SUPPORTED_CHARSETS:
+            raise BadCharset(f"Unsupported charset {name}")
+        toks = toks[2:]
+    if not toks:
+        raise SearchSyntaxError("Missing search keys")
+    p = _Parser(toks, charset)
+    keys = []
+    while not p.done():
+        keys.append(p.key())
+    return keys[0] if len(keys) == 1 else And(tuple(keys))
+
+
+class _Parser:
+    def __init__(self, toks: list[Token], charset: str | None) -> None:
+        self.toks = toks
+        self.i = 0
+        self.charset = charset
+
+    def done(self) -> bool:
+        return self.i >= len(self.toks)
+
+    def next(self, what: str) -> Token:
+        if self.i >= len(self.toks):
+            raise SearchSyntaxError(f"Missing {what}")
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def string(self, key: str) -> str:
+        tok = self.next(f"string after {key}")
+        if isinstance(tok, list):
+            raise SearchSyntaxError(f"{key} needs a string, not a list")
+        if isinstance(tok, str):
+            return tok
+        try:
+            return tok.decode("utf-8" if self.charset in (None, "UTF-8") else "ascii")
+        except UnicodeDecodeError:
+            if self.charset is None:
+                return tok.decode("latin-1")  # no CHARSET: be lenient with 8-bit
+            raise SearchSyntaxError(f"{key} string is not valid {self.charset}") from None
+
+    def atom(self, what: str) -> str:
+        tok = self.next(what)
+        if not isinstance(tok, str):
+            raise SearchSyntaxError(f"Expected {what}")
+        return tok
+
+    def number(self, key: str) -> int:
+        tok = self.atom(f"number after {key}")
+        if not tok.isdigit() or not tok.isascii() or int(tok) > 2**63 - 1:
+            raise SearchSyntaxError(f"{key} needs a number")
+        return int(tok)
+
+    def date(self, key: str) -> _dt.date:
+        tok = self.next(f"date after {key}")
+        if isinstance(tok, list):
+            raise SearchSyntaxError(f"{key} needs a date")
+        text = tok if isinstance(tok, str) else tok.decode("ascii", "replace")
+        m = _DATE.match(text)
+        month = _MONTHS.get(m.group(2).lower()) if m else None
+        if not m or month is None:
+            raise SearchSyntaxError(f"{key} needs a date like 1-Feb-1994")
+        try:
+            return _dt.date(int(m.group(3)), month, int(m.group(1)))
+        except ValueError:
+            raise SearchSyntaxError(f"{key}: no such date {text}") from None
+
+    def key(self) -> Key:
+        tok = self.next("search key")
+        if isinstance(tok, list):
+            if not tok:
+                raise SearchSyntaxError("Empty parenthesized search key list")
+            sub = _Parser(tok, self.charset)
+            keys = []
+            while not sub.done():
+                keys.append(sub.key())
+            return keys[0] if len(keys) == 1 else And(tuple(keys))
+        if isinstance(tok, bytes):
+            raise SearchSyntaxError("Search key expected, got a string")
+        word = tok.upper()
+        if word in _SYSTEM:
+            return Flag(_SYSTEM[word])
+        if word.startswith("UN") and word[2:] in _SYSTEM and word != "UNRECENT":
+            return Not(Flag(_SYSTEM[word[2:]]))
+        if word in _HEADER_KEYS:
+            return Header(_HEADER_KEYS[word], self.string(word))
+        if word in _DATE_KEYS:
+            op, sent = _DATE_KEYS[word]
+            return DateKey(op, self.date(word), sent)
+        if word == "ALL":
+            return All()
+        if word == "NEW":
+            return And((Flag("\\Recent"), Not(Flag("\\Seen"))))
+        if word == "OLD":
+            return Not(Flag("\\Recent"))
+        if word in ("KEYWORD", "UNKEYWORD"):
+            name = self.atom(f"flag keyword after {word}")
+            if not _ATOM.match(name):
+                raise SearchSyntaxError(f"{word} needs a flag keyword")
+            k: Key = Flag(_canonical_flag(name)) if name.startswith("\\") else Keyword(name)
+            return k if word == "KEYWORD" else Not(k)
+        if word == "HEADER":
+            field = self.string("HEADER field name")
+            if not field or not all(0x21 <= ord(c) <= 0x7E and c != ":" for c in field):
+                raise SearchSyntaxError("HEADER needs a field name")
+            return Header(field.lower(), self.string("HEADER"))
+        if word == "BODY":
+            return Body(self.string(word))
+        if word == "TEXT":
+            return Text(self.string(word))
+        if word == "LARGER":
+            return Size(">", self.number(word))
+        if word == "SMALLER":
+            return Size("<", self.number(word))
+        if word == "NOT":
+            return Not(self.key())
+        if word == "OR":
+            return Or(self.key(), self.key())
+        if word == "UID":
+            return UidSet(parse_sequence_set(self.atom("UID set")))
+        if _SEQ_SET.match(tok):
+            return SequenceSet(parse_sequence_set(tok))
+        raise SearchSyntaxError(f"Unknown search key {tok[:40]}")
+
+
+def _canonical_flag(name: str) -> str:
+    for canon in _SYSTEM.values():
+        if canon.lower() == name.lower():
+            return canon
+    return name
 
 
 def parse_sequence_set(atom: str) -> tuple[tuple[int | None, int | None], ...]:
     """``"1:5,7,9:*"`` → ``((1, 5), (7, 7), (9, None))``. Numbers must be 1..2**32-1;
     ``*`` is None. Raises SearchSyntaxError."""
-    raise NotImplementedError
+    if not isinstance(atom, str) or not atom.isascii() or not _SEQ_SET.match(atom):
+        raise SearchSyntaxError(f"Invalid sequence set {str(atom)[:40]!r}")
+    out = []
+    for item in atom.split(","):
+        lo, _, hi = item.partition(":")
+        a = _seq_number(lo)
+        b = _seq_number(hi) if hi else a
+        out.append((a, b))
+    return tuple(out)
+
+
+def _seq_number(text: str) -> int | None:
+    if text == "*":
+        return None
+    n = int(text)
+    if not 1 <= n <= _MAX_NUMBER:
+        raise SearchSyntaxError(f"Invalid number {text} in sequence set")
+    return n
+
+
+def resolve_ranges(
+    ranges: tuple[tuple[int | None, int | None], ...], largest: int
+) -> list[tuple[int, int]]:
+    """Ranges with ``*`` replaced by ``largest`` and each ordered low-high (so ``5:*``
+    with 3 messages is 3:5, as RFC 3501 says)."""
+    out = []
+    for a, b in ranges:
+        lo = largest if a is None else a
+        hi = largest if b is None else b
+        out.append((lo, hi) if lo <= hi else (hi, lo))
+    return out
+
+
+# --- matcher ------------------------------------------------------------------------
 
 
 class MessageSource(Protocol):
@@ -187,6 +389,68 @@ class MessageSource(Protocol):
         """The whole raw message (any line ends)."""
 
 
+class _Ctx:
+    """What one match call has found out about one message so far."""
+
+    __slots__ = ("rec", "seq", "source", "_header", "_lower", "_text", "_body", "_sent")
+
+    def __init__(self, rec: object, seq: int, source: MessageSource | None) -> None:
+        self.rec = rec
+        self.seq = seq
+        self.source = source
+        self._header: bytes | None = None
+        self._lower: bytes | None = None
+        self._body: str | None = None
+        self._text: str | None = None
+        self._sent: tuple[int, int, int] | None | bool = False
+
+    def header(self) -> bytes:
+        if self._header is None:
+            if self.source is None:
+                raise ValueError("this search needs the message header but got no source")
+            raw = self.source.header()
+            self._header = mime.split_header(raw)[0]
+        return self._header
+
+    def field_values(self, name: bytes) -> list[bytes]:
+        header = self.header()
+        if self._lower is None:
+            self._lower = header.lower()
+        return mime.header_values(header, name, self._lower)
+
+    def header_text(self) -> str:
+        if self._text is None:
+            self._text = mime.decode_header_text(self.header()).casefold()
+        return self._text
+
+    def body_text(self) -> str:
+        if self._body is None:
+            if self.source is None:
+                raise ValueError("this search needs the message body but got no source")
+            self._body = mime.body_text(mime.parse(self.source.message())).casefold()
+        return self._body
+
+    def sent_date(self) -> tuple[int, int, int] | None:
+        if self._sent is False:
+            values = self.field_values(b"date")
+            self._sent = mime.parse_date_header(values[0]) if values else None
+        return self._sent  # type: ignore[return-value]
+
+
+_Fn = Callable[[_Ctx], bool]
+_COST = {"none": 0, "header": 1, "message": 2}
+
+
+def _local_date(ts: float) -> tuple[int, int, int]:
+    t = time.localtime(ts)
+    return (t.tm_year, t.tm_mon, t.tm_mday)
+
+
+def _norm(text: str) -> str:
+    # Case-insensitive, and folded white space counts as one space.
+    return " ".join(text.split()).casefold() if ("\n" in text or "\r" in text or "\t" in text) else text.casefold()
+
+
 class Matcher:
     """A compiled search for one command: ``needs`` is ``"none"``, ``"header"`` or
     ``"message"`` (what ``match`` may ask of its source)."""
@@ -194,8 +458,104 @@ class Matcher:
     needs: str
 
     def __init__(self, key: Key, *, max_seq: int, max_uid: int) -> None:
-        raise NotImplementedError
+        self.max_seq = max_seq
+        self.max_uid = max_uid
+        self._fn, cost = self._compile(key)
+        self.needs = {v: k for k, v in _COST.items()}[cost]
 
     def match(self, record: object, seq: int, source: MessageSource | None = None) -> bool:
         """Whether message ``seq`` (with ``record``, see module docstring) matches."""
-        raise NotImplementedError
+        return self._fn(_Ctx(record, seq, source))
+
+    def _compile(self, key: Key) -> tuple[_Fn, int]:
+        # Each key becomes a closure; And/Or try cheap keys first, so a search that
+        # combines flags with text opens only the files the flags let through.
+        if isinstance(key, All):
+            return (lambda c: True), 0
+        if isinstance(key, And):
+            parts = sorted((self._compile(k) for k in key.keys), key=lambda fc: fc[1])
+            fns = tuple(f for f, _ in parts)
+            return (lambda c: all(f(c) for f in fns)), max(cost for _, cost in parts)
+        if isinstance(key, Or):
+            (f1, c1), (f2, c2) = sorted((self._compile(key.left), self._compile(key.right)), key=lambda fc: fc[1])
+            return (lambda c: f1(c) or f2(c)), max(c1, c2)
+        if isinstance(key, Not):
+            f, cost = self._compile(key.key)
+            return (lambda c: not f(c)), cost
+        if isinstance(key, SequenceSet):
+            ranges = resolve_ranges(key.ranges, self.max_seq)
+            return (lambda c: any(lo <= c.seq <= hi for lo, hi in ranges)), 0
+        if isinstance(key, UidSet):
+            ranges = resolve_ranges(key.ranges, self.max_uid)
+            return (lambda c: any(lo <= c.rec.uid <= hi for lo, hi in ranges)), 0  # type: ignore[attr-defined]
+        if isinstance(key, Flag):
+            name = key.name.lower()
+            if name == "\\recent":
+                return (lambda c: bool(c.rec.recent)), 0  # type: ignore[attr-defined]
+            return (lambda c: any(f.lower() == name for f in c.rec.flags)), 0  # type: ignore[attr-defined]
+        if isinstance(key, Keyword):
+            kw = key.name.lower()
+            # Keywords may sit in ``keywords`` or, depending on the store, in ``flags``.
+            return (
+                lambda c: any(f.lower() == kw for f in c.rec.keywords)  # type: ignore[attr-defined]
+                or any(f.lower() == kw for f in c.rec.flags)  # type: ignore[attr-defined]
+            ), 0
+        if isinstance(key, Size):
+            n = key.octets
+            if key.op == ">":
+                return (lambda c: c.rec.size > n), 0  # type: ignore[attr-defined]
+            return (lambda c: c.rec.size < n), 0  # type: ignore[attr-defined]
+        if isinstance(key, DateKey):
+            return self._date(key)
+        if isinstance(key, Header):
+            name = key.name.lower().encode("ascii", "replace")
+            want = _norm(key.value)
+
+            def header_match(c: _Ctx) -> bool:
+                for raw in c.field_values(name):
+                    if not want or want in _norm(mime.decode_header_text(raw)):
+                        return True
+                return False
+
+            return header_match, 1
+        if isinstance(key, Body):
+            want = _norm(key.value)
+            return (lambda c: want in c.body_text()), 2
+        if isinstance(key, Text):
+            want = _norm(key.value)
+            return (lambda c: want in _norm(c.header_text()) or want in c.body_text()), 2
+        raise TypeError(f"not a search key: {key!r}")
+
+    def _date(self, key: DateKey) -> tuple[_Fn, int]:
+        day = (key.day.year, key.day.month, key.day.day)
+        op = key.op
+
+        def cmp(d: tuple[int, int, int]) -> bool:
+            if op == "before":
+                return d < day
+            if op == "on":
+                return d == day
+            return d >= day
+
+        if not key.sent:
+            return (lambda c: cmp(_local_date(c.rec.internaldate))), 0  # type: ignore[attr-defined]
+
+        def sent(c: _Ctx) -> bool:
+            d = c.sent_date()
+            # No usable Date: header: fall back to the internal date, as Dovecot does.
+            return cmp(d if d is not None else _local_date(c.rec.internaldate))  # type: ignore[attr-defined]
+
+        return sent, 1
+
+
+def iter_keys(key: Key) -> Iterator[Key]:
+    """Every key in the tree, depth first (for the server's logging/limits)."""
+    yield key
+    if isinstance(key, And):
+        for k in key.keys:
+            yield from iter_keys(k)
+    elif isinstance(key, Or):
+        yield from iter_keys(key.left)
+        yield from iter_keys(key.right)
+    elif isinstance(key, Not):
+        yield from iter_keys(key.key)
