@@ -300,6 +300,8 @@ class MailboxCommands:
             # '%' matching a parent of a subscribed folder lists the parent as \Noselect.
             subs = await self.account.subscriptions()
             for s in subs:
+                if rx.match(utf7.encode(s)):
+                    continue  # listed itself; its parents only show under '%'
                 parts = s.split(DELIM)
                 for i in range(1, len(parts)):
                     parent = DELIM.join(parts[:i])

@@ -1,0 +1,168 @@
+"""Helpers for the IMAP end-to-end tests: a shared server with many accounts, raw
+sessions that read exact responses, and message delivery over SMTP."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import smtplib
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.harness import Server, make_server
+
+PASSWORD = "imap-test-pw"
+N_USERS = 60
+
+
+def imap_users(n: int = N_USERS) -> dict[str, str]:
+    users = {f"u{i}@example.test": PASSWORD for i in range(n)}
+    users["alice@example.test"] = "alice-pw"
+    return users
+
+
+def start_imap_server(root: Path, **overrides: Any) -> Server:
+    server = {"hostname": "mail.example.test", "data_dir": "data", "domains": ["example.test", "other.test"],
+              "allow_plaintext_auth": True}
+    server.update(overrides.pop("server", {}))
+    imap = {"idle_check_interval": 0.5}
+    imap.update(overrides.pop("imap", {}))
+    srv = make_server(root, users=overrides.pop("users", imap_users()), server=server, imap=imap, **overrides)
+    srv.start()
+    return srv
+
+
+class Accounts:
+    """Hands each test its own fresh account on a shared server."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.next = 0
+
+    def take(self) -> str:
+        if self.next >= N_USERS:
+            pytest.skip("out of test accounts")
+        name = f"u{self.next}@example.test"
+        self.next += 1
+        return name
+
+
+def deliver(server: Server, to: str, message: bytes, sender: str = "sender@remote.test") -> None:
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
+        s.sendmail(sender, [to], message)
+
+
+def login(server: Server, user: str) -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    m.login(user, PASSWORD if user.startswith("u") else "alice-pw")
+    return m
+
+
+def tls_context(server: Server) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(server.root / "tls" / "cert.pem"))
+
+
+class Raw:
+    """A raw IMAP connection: send exact bytes, read exact responses."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="mail.example.test")
+        self.sock = sock
+        self.buf = b""
+        self.n = 0
+        self.greeting = self.line()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed; pending {self.buf!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def response(self, tag: bytes) -> tuple[list[bytes], bytes]:
+        """Untagged lines (literals inlined) and the tagged line."""
+        lines = []
+        while True:
+            line = self.line()
+            m = re.search(rb"\{(\d+)\}$", line)
+            while m:
+                line += b"\r\n" + self.read_exact(int(m.group(1)))
+                rest = self.line()
+                line += rest
+                m = re.search(rb"\{(\d+)\}$", rest)
+            if line.startswith(tag + b" "):
+                return lines, line
+            lines.append(line)
+
+    def cmd(self, text: bytes) -> tuple[list[bytes], bytes]:
+        self.n += 1
+        tag = b"t%d" % self.n
+        self.send(tag + b" " + text + b"\r\n")
+        return self.response(tag)
+
+    def login(self, user: str, password: str = PASSWORD) -> None:
+        _, tagged = self.cmd(b"LOGIN " + user.encode() + b" " + password.encode())
+        assert b" OK " in tagged, tagged
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (ConnectionError, OSError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def wait_for(pred: Any, timeout: float = 5.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+@pytest.fixture(scope="module")
+def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_imap_server(tmp_path_factory.mktemp("imap") / "srv")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def accounts(imap_server: Server) -> Accounts:
+    return Accounts(imap_server)
