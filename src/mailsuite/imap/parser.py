@@ -371,13 +371,13 @@ def parse_command(segments: Sequence[bytes], literals: Sequence[bytes] = ()) -> 
             r.sp()
             sub = r.atom().decode("ascii").upper()
             if sub not in _UID_COMMANDS:
-                raise ParseError(f"unknown UID command {sub}")
+                raise ParseError(f"Unknown command UID {sub[:20]}")
             name = "UID " + sub
             parser = _uid_expunge if sub == "EXPUNGE" else _PARSERS[sub]
         else:
             parser = _PARSERS.get(name)
             if parser is None:
-                raise ParseError(f"unknown command {name[:20]}")
+                raise ParseError(f"Unknown command {name[:20]}")
         args = parser(r)
         r.end()
     except ParseError as e:

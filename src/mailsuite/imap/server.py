@@ -235,7 +235,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             i = buf.find(b"\n")
             if i < 0:
                 if len(buf) > self.svc.max_line_length:
-                    self._line_too_long()
+                    self._line_too_long(bytes(buf[:200]))
                     buf.clear()
                     self._skip_line = True
                 break
@@ -247,7 +247,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 self._skip_line = False
                 continue
             if len(line) > self.svc.max_line_length:
-                self._line_too_long()
+                self._line_too_long(line[:200])
                 continue
             if self._continuation is not None:
                 step, self._continuation = self._continuation, None
@@ -262,8 +262,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             self._paused = want
             (self.transport.pauseProducing if want else self.transport.resumeProducing)()
 
-    def _line_too_long(self) -> None:
-        tag = P.peek_tag_and_name(bytes(self._segs[0] if self._segs else self._buf[:200]))[0]
+    def _line_too_long(self, head: bytes) -> None:
+        tag = P.peek_tag_and_name(self._segs[0] if self._segs else head)[0]
         self._reset_command()
         self._bad(tag, b"Command line too long")
 
@@ -276,7 +276,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self._segs.append(line)
         self._seg_total += len(line)
         if self._seg_total > self.svc.max_line_length:
-            self._line_too_long()
+            self._line_too_long(line[:200])
             return
         ann = P.literal_announcement(line)
         if ann is None:
@@ -350,6 +350,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             tag, name = P.peek_tag_and_name(segs[0])
             if e.tag is None and not tag:
                 self._bad(b"", wire.text(str(e)))
+            elif str(e).startswith("Unknown"):
+                self._bad(e.tag or tag, wire.text(str(e)))
             else:
                 self._bad(e.tag or tag, wire.text(f"{name or 'Command'}: {e}"))
             return
