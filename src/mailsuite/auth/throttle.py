@@ -17,7 +17,8 @@ Counting: failures of a key (the IP, or the login lower-cased) are forgotten
 ``auth_window`` seconds after the last one.  From ``*_delay_after`` failures on, every
 answer waits ``auth_delay`` seconds per failure beyond that (at most
 ``auth_max_delay``); at ``*_refuse_after`` failures the key is refused for
-``auth_cooldown`` seconds.  Logins and IPs have their own thresholds because many
+``auth_cooldown`` seconds (a threshold of 0 never applies).  After a cool-down the
+failures are still remembered, so the next failure refuses again at once.  Logins and IPs have their own thresholds because many
 users may share one office NAT address.  Only the reactor thread uses this module.
 """
 
