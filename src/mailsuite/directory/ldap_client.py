@@ -293,7 +293,9 @@ class LDAPClient:
 
     # -- operations ----------------------------------------------------------------
 
-    def search(self, base: str, filt: str, scope: str = ldap3.SUBTREE, size_limit: int = 0) -> list[tuple[str, dict[str, list[bytes]]]]:
+    def search(
+        self, base: str, filt: str, scope: str = ldap3.SUBTREE, size_limit: int = 0, attributes: list[str] | None = None
+    ) -> list[tuple[str, dict[str, list[bytes]]]]:
         """Entries as (dn, {lower-case attribute: [raw values]}); [] when ``base`` does
         not exist.  Retries once on a fresh connection (the pool picks the server)."""
         last = ""
@@ -306,7 +308,7 @@ class LDAPClient:
             try:
                 conn.search(
                     base, filt, scope,
-                    attributes=self._attributes,
+                    attributes=self._attributes if attributes is None else attributes,
                     size_limit=size_limit,
                     time_limit=max(1, int(self.cfg.timeout)),
                     dereference_aliases=ldap3.DEREF_NEVER,
@@ -418,7 +420,8 @@ class LDAPClient:
         values = split_login(login or entry.primary)
         filt = fill(self.cfg.group_filter, dn=entry.dn, **values)
         try:
-            return bool(self.search(self.cfg.required_group, filt, ldap3.BASE))
+            # "1.1": no attributes (RFC 4511 4.5.1.8); the group's member list can be long.
+            return bool(self.search(self.cfg.required_group, filt, ldap3.BASE, attributes=["1.1"]))
         except BadRequest as e:
             self.warn(f"required_group check failed: {e}")
             return False
