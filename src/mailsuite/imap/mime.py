@@ -10,7 +10,7 @@ Pure functions over bytes; no I/O, no Twisted. The IMAP server and the store use
   put after ``ENVELOPE `` / ``BODYSTRUCTURE `` / ``BODY `` and cheap to cache in the
   per-folder index.
 - ``parse_section(b"1.2.HEADER.FIELDS (From To)")`` → :class:`Section`;
-  ``section(msg, sec)`` → the section's bytes (``None`` when the part does not exist);
+  ``section(msg, sec)`` → the section's bytes (``b""`` when the part does not exist);
   ``section_label(sec)`` → what to echo between the brackets in the response;
   ``partial(data, origin, length)`` slices ``<origin.length>`` (the response echoes
   only ``<origin>``, RFC 3501 §6.4.5).
@@ -1015,13 +1015,14 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
     return part
 
 
-def section(msg: Message, sec: Section) -> bytes | None:
-    """The bytes of ``sec`` in ``msg`` (wire form); ``None`` if the part does not exist
-    or the section text does not apply to it (e.g. ``1.HEADER`` on a text part)."""
+def section(msg: Message, sec: Section) -> bytes:
+    """The bytes of ``sec`` in ``msg`` (wire form). A part that does not exist, or a
+    section text that does not apply to it (``1.HEADER`` of a text part), gives
+    ``b""``: Dovecot answers those with an empty string too, and clients cope."""
     d = msg.data
     part = find_part(msg.root, sec.parts)
     if part is None:
-        return None
+        return b""
     text = sec.text
     if sec.parts:
         if text == "":
@@ -1029,7 +1030,7 @@ def section(msg: Message, sec: Section) -> bytes | None:
         if text == "MIME":
             return d[part.start : part.body_start]
         if part.message is None:
-            return None
+            return b""
         part = part.message
     elif text == "":
         return d
