@@ -115,10 +115,11 @@ class HeaderScanner:
 
     def _end_of_headers(self, blank_needed: bool) -> bytes:
         """The bytes inserted where the header block ends; ``blank_needed`` when no
-        blank line separates it from the body (one is added if anything precedes)."""
+        blank line separates it from the body: then one follows the added fields (a
+        message nothing is added to is left exactly as it came)."""
         self.in_headers = False
         self._current = None
         added = self.extra(frozenset(self.present)) if self.extra else b""
-        if blank_needed and (added or self.present):
+        if blank_needed and added:
             return added + b"\n"
         return added
