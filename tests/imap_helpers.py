@@ -161,8 +161,20 @@ def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+    assert imap_tracebacks(srv.log()) == []
 
 
 @pytest.fixture(scope="module")
 def accounts(imap_server: Server) -> Accounts:
     return Accounts(imap_server)
+
+
+def imap_tracebacks(log: str) -> list[str]:
+    """Log entries of the IMAP code (or of connections it runs) that carry a traceback."""
+    entries: list[str] = []
+    for line in log.splitlines():
+        if line.startswith("\t") and entries:
+            entries[-1] += "\n" + line
+        else:
+            entries.append(line)
+    return [e for e in entries if "Traceback" in e and ("mailsuite.imap" in e or "imap/" in e)]
