@@ -305,7 +305,7 @@ class _Parser:
             return Not(Flag("\\Recent"))
         if word in ("KEYWORD", "UNKEYWORD"):
             name = self.atom(f"flag keyword after {word}")
-            if not _ATOM.match(name):
+            if not _ATOM.match(name[1:] if name.startswith("\\") else name):
                 raise SearchSyntaxError(f"{word} needs a flag keyword")
             k: Key = Flag(_canonical_flag(name)) if name.startswith("\\") else Keyword(name)
             return k if word == "KEYWORD" else Not(k)
