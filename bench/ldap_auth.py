@@ -231,6 +231,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%u
+first_valid_uid = 1000
 auth_cache_size = {cache_size}
 auth_cache_ttl = 1 hour
 default_login_user = {login_user}
@@ -273,6 +274,9 @@ pass_filter = (&(objectClass=inetOrgPerson)(uid=%u)(memberOf=*))
 """
 
 
+MAIL_UID = 5000  # as in the anchor Dovecot; Dovecot refuses to run mail as root
+
+
 def start_dovecot(root: Path, slapd: Slapd, cache: bool) -> tuple[subprocess.Popen, int]:
     import pwd
 
@@ -286,7 +290,8 @@ def start_dovecot(root: Path, slapd: Slapd, cache: bool) -> tuple[subprocess.Pop
                                     .replace("(memberOf=*)", ""))
     (root / "dovecot.conf").write_text(DOVECOT_CONF.format(
         root=root, port=port, cache_size="10M" if cache else "0", login_user=pw.pw_name,
-        uid=os.getuid(), gid=os.getgid()))
+        uid=MAIL_UID, gid=MAIL_UID))
+    os.chown(root / "mail", MAIL_UID, MAIL_UID)
     proc = subprocess.Popen(["dovecot", "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.DEVNULL,
                             stderr=open(root / "stderr.log", "ab"))
     deadline = time.time() + 10
