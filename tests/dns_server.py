@@ -31,7 +31,7 @@ class ZoneAuthority(common.ResolverBase):
         if entry is None:
             return defer.fail(error.DomainError(key))
         if entry.get("SERVFAIL"):
-            return defer.fail(error.DNSServerError(key))
+            return defer.fail(RuntimeError(f"SERVFAIL {key}"))  # not a DomainError: answered SERVFAIL
         if entry.get("TIMEOUT"):
             return defer.Deferred()  # never answers
         answers = []

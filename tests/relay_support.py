@@ -12,6 +12,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,9 +53,9 @@ def status_of(server: Server, rcpt: str) -> list[str]:
 class Sink:
     """Postfix's smtp-sink, dumping each transaction into a file."""
 
-    def __init__(self, root: Path, port: int | None = None, extra: list[str] | None = None) -> None:
-        self.dir = root
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
+        # smtp-sink drops to user nobody, who cannot enter pytest's 0700 tmp_path.
+        self.dir = Path(tempfile.mkdtemp(prefix="mailsuite-sink-"))
         os.chmod(self.dir, 0o777)
         self.port = port or free_port()
         args = [SMTP_SINK, "-u", "nobody", "-d", str(self.dir / "m."), *(extra or []), f"127.0.0.1:{self.port}", "256"]
@@ -82,6 +83,7 @@ class Sink:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class Script:
 
 
 class Peer:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0) -> None:
         self.script = script
         self.received: list[Received] = []
         self.connections = 0
@@ -232,15 +234,17 @@ class Peer:
         class TCPServer(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
             daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-        self.server = TCPServer(("127.0.0.1", 0), Handler)
+        self.server = TCPServer((host, port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def hop(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        host = self.server.server_address[0]
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -254,7 +258,7 @@ class Peer:
 
 @pytest.fixture
 def sink(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = Sink(tmp_path / "sink")
+    s = Sink()
     yield s
     s.stop()
 
@@ -263,8 +267,8 @@ def sink(tmp_path: Path):  # type: ignore[no-untyped-def]
 def peers():  # type: ignore[no-untyped-def]
     started: list[Peer] = []
 
-    def make(script: Script | None = None) -> Peer:
-        p = Peer(script or Script())
+    def make(script: Script | None = None, host: str = "127.0.0.1", port: int = 0) -> Peer:
+        p = Peer(script or Script(), host, port)
         started.append(p)
         return p
 

@@ -9,11 +9,14 @@ a DSN is never sent (RFC 5321 §4.5.5); the scheduler enforces that.
 from __future__ import annotations
 
 import os
+import re
 import time
 from email.utils import formatdate, make_msgid
 from typing import Iterable
 
 from mailsuite.queue.spool import Record, Recipient
+
+_SAID = re.compile(r"^host \S+ said: ")
 
 
 def _date(t: float) -> str:
@@ -101,7 +104,8 @@ def build(
         if relay and relay not in ("none", "local"):
             lines.append(f"Remote-MTA: dns; {relay.partition('[')[0]}")
         if r.error:
-            lines.append(f"Diagnostic-Code: smtp; {_one_line(r.error)}")
+            # The peer's own reply, without our "host X said:" (RFC 3464 §2.3.6).
+            lines.append(f"Diagnostic-Code: smtp; {_one_line(_SAID.sub('', r.error))}")
         if r.last_attempt:
             lines.append(f"Last-Attempt-Date: {_date(r.last_attempt)}")
         if not failed and retry_until is not None:

@@ -83,7 +83,7 @@ class MXResolver:
         if any(str(mx.name) in ("", ".") for mx in mxs):
             raise RouteError(556, "5.1.10", f"Domain {domain} does not accept mail (null MX)", True)
         if not mxs:
-            return await self._host_candidates([domain], 25)
+            return await self._host_candidates([domain], dest.port)
         by_pref: dict[int, list[str]] = {}
         for mx in mxs:
             by_pref.setdefault(mx.preference, []).append(str(mx.name).lower().rstrip("."))
@@ -92,7 +92,7 @@ class MXResolver:
             tied = by_pref[pref]
             random.shuffle(tied)
             names += [n for n in tied if n not in names]
-        return await self._host_candidates(names, 25)
+        return await self._host_candidates(names, dest.port)
 
     def _lookup_error(self, f: Any, name: str, rtype: str) -> RouteError:
         if _is_temporary(f):

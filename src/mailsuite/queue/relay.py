@@ -166,8 +166,8 @@ class Relay:
         try:
             proto = await ep.connect(ClientFactory())
         except net_error.ConnectError as e:
-            text = "connection timed out" if isinstance(e, net_error.TimeoutError) else (e.osError if hasattr(e, "osError") and e.osError else str(e))
-            raise SessionError(f"connect to {cand.host}[{cand.ip}]:{cand.port}: {_clean(str(text))}", status="4.4.1") from None
+            text = "connection timed out" if isinstance(e, net_error.TimeoutError) else str(e)
+            raise SessionError(f"connect to {cand.host}[{cand.ip}]:{cand.port}: {_clean(text)}", status="4.4.1") from None
         session = Session(proto, cand.host, cand.ip, cand.port, self.timeouts)
         return session
 

@@ -116,7 +116,7 @@ class Router:
         if self._smarthost is not None:
             host, port = self._smarthost
             return Destination(f"smarthost:{host}:{port}", "host", host, port, self.relay.smarthost_tls, self.auth)
-        return Destination(f"mx:{domain}", "mx", domain, 25, self.tls_for(domain))
+        return Destination(f"mx:{domain}", "mx", domain, self.relay.smtp_port, self.tls_for(domain))
 
 
 def check_relay_config(relay: Any) -> list[str]:
@@ -144,6 +144,8 @@ def check_relay_config(relay: Any) -> list[str]:
         problems.append("relay.backoff_min: expected at least 1 second")
     if relay.backoff_max < relay.backoff_min:
         problems.append("relay.backoff_max: expected at least relay.backoff_min")
+    if not 0 < relay.smtp_port < 65536:
+        problems.append("relay.smtp_port: expected a port number")
     if relay.destination_concurrency < 1:
         problems.append("relay.destination_concurrency: expected at least 1")
     for key in ("connect_timeout", "command_timeout", "data_timeout", "dns_timeout", "max_lifetime"):
