@@ -237,6 +237,8 @@ class RelayConfig:
     delay_warning: int = 0  # seconds; 0: no delay warnings
     destination_concurrency: int = 20
     connect_timeout: int = 30
+    # Port for MX hosts (Postfix's smtp_tcp_port); tests point it at loopback peers.
+    smtp_port: int = 25
     command_timeout: int = 300
     data_timeout: int = 600
     connection_cache_time: int = 2
