@@ -213,6 +213,12 @@ class POP3Config:
     listen: tuple[str, ...] = ("tcp:110",)
     listen_tls: tuple[str, ...] = ("tcp:995",)
     max_connections_per_ip: int = 20
+    # Seconds of silence before the server closes a session (RFC 1939: at least 600).
+    idle_timeout: int = 600
+    # Longest command line in octets, CRLF included (an AUTH PLAIN response fits).
+    max_line_length: int = 2048
+    # Bad commands after which the connection is closed.
+    max_errors: int = 20
 
 
 @dataclass(frozen=True)
