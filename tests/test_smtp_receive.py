@@ -641,3 +641,35 @@ def test_too_many_errors_close_the_session(tmp_path: Path) -> None:
             assert c.is_closed()
     finally:
         s.stop()
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_big_message_streams_without_being_held_in_memory(tmp_path: Path) -> None:
+    size = 30 * 1024 * 1024
+    s = make_server(tmp_path / "srv", smtp={"max_message_size": 50 * 1024 * 1024})
+    s.start()
+    try:
+        assert s.proc is not None
+        before = _peak_rss_kb(s.proc.pid)
+        line = b"x" * 998 + b"\r\n"
+        with Raw(s.ports["smtp"], timeout=60) as c:
+            start_mail(c, rcpts=("alice@example.test", "bob@example.test"))
+            assert c.cmd("DATA")[0] == 354
+            c.send(b"Subject: huge\r\n\r\n")
+            chunk = line * 1024
+            for _ in range(size // len(chunk)):
+                c.send(chunk)
+            assert c.cmd(".")[0] == 250
+        grown_mb = (_peak_rss_kb(s.proc.pid) - before) / 1024
+        assert grown_mb < 15, f"server peak memory grew by {grown_mb:.0f} MB for a 30 MB message"
+        for rcpt in ("alice@example.test", "bob@example.test"):
+            (name,) = os.listdir(s.maildir(rcpt) / "new")
+            assert (s.maildir(rcpt) / "new" / name).stat().st_size > size - 2 * len(chunk)
+    finally:
+        s.stop()
