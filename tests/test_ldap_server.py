@@ -114,6 +114,15 @@ def test_submission_auth_with_ldap_password_after_starttls(server: Server) -> No
     assert b"Authenticated sender: alice@example.test" in msg
 
 
+def test_alternate_addresses_from_ldap_may_be_used_as_sender(server: Server) -> None:
+    with submission(server) as s:
+        s.login("alice", "alice-pw")
+        s.sendmail("a.smith@example.test", ["bob@example.test"], b"From: a.smith@example.test\r\n" + MSG)
+        code, text = s.mail("bob@example.test")
+        assert (code, text[:5]) == (553, b"5.7.1")  # bob's address is not alice's
+    assert len(server.messages("bob@example.test")) == 1
+
+
 def test_submission_auth_by_mail_address(server: Server) -> None:
     with submission(server) as s:
         assert s.login("Bob@Example.test", "bob-pw")[0] == 235
