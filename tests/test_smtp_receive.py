@@ -19,11 +19,11 @@ import pytest
 from tests.harness import Server, make_server
 
 MAX_SIZE = 200_000
-BOXES = [f"box{i:02d}@example.test" for i in range(40)]
+BOXES = [f"box{i:02d}@example.test" for i in range(60)]
 USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw", "carol@other.test": "carol-pw",
          **{b: "box-pw" for b in BOXES}}
-ALIASES = "team@example.test: box30, box31\nmix@example.test: box32, box32@example.test, team\n"
-_box_iter = iter(BOXES[:30])
+ALIASES = "team@example.test: box50, box51\nmix@example.test: box52, box52@example.test, team\n"
+_box_iter = iter(BOXES[:50])
 
 
 def box() -> str:
@@ -197,7 +197,7 @@ def test_alias_delivers_to_its_members(srv: Server) -> None:
     subj = uuid.uuid4().hex
     with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
         c.sendmail("s@remote.test", ["team@example.test"], message(subj))
-    for member in ("box30@example.test", "box31@example.test"):
+    for member in ("box50@example.test", "box51@example.test"):
         (msg,) = with_subject(srv, member, subj)
         assert f"Delivered-To: {member}\n".encode() in msg
 
@@ -205,10 +205,10 @@ def test_alias_delivers_to_its_members(srv: Server) -> None:
 def test_mailbox_reached_twice_gets_one_copy(srv: Server) -> None:
     subj = uuid.uuid4().hex
     with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
-        c.sendmail("s@remote.test", ["mix@example.test", "box32@example.test", "box30@example.test"], message(subj))
-    assert len(with_subject(srv, "box32@example.test", subj)) == 1
-    assert len(with_subject(srv, "box30@example.test", subj)) == 1
-    assert len(with_subject(srv, "box31@example.test", subj)) == 1
+        c.sendmail("s@remote.test", ["mix@example.test", "box52@example.test", "box50@example.test"], message(subj))
+    assert len(with_subject(srv, "box52@example.test", subj)) == 1
+    assert len(with_subject(srv, "box50@example.test", subj)) == 1
+    assert len(with_subject(srv, "box51@example.test", subj)) == 1
 
 
 @pytest.mark.parametrize("domain", ["example.test", "other.test"])
@@ -246,6 +246,23 @@ def test_dot_stuffed_lines_are_unstuffed(srv: Server) -> None:
         c.sendmail("s@remote.test", [rcpt], b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nend\r\n")
     (msg,) = srv.messages(rcpt)
     assert msg.endswith(b"\n\n.\n..two\n.three\nend\n")
+
+
+@pytest.mark.parametrize("fake_end", [b"\r\n.\n", b"\n.\r\n", b"\n.\n", b"\r\n.\r", b"\r.\r\n"])
+def test_only_crlf_dot_crlf_ends_the_data(srv: Server, fake_end: bytes) -> None:
+    """SMTP smuggling: a bare LF or CR around the dot must not end the message, or a
+    second, forged message could ride inside the first."""
+    rcpt, victim = box(), box()
+    smuggled = f"MAIL FROM:<forged@example.test>\r\nRCPT TO:<{victim}>\r\nDATA\r\nSubject: forged\r\n\r\nx\r\n".encode()
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c, rcpts=(rcpt,))
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: carrier\r\n\r\nbefore" + fake_end + smuggled)
+        assert c.cmd(b".")[0] == 250
+        assert c.cmd("NOOP")[0] == 250  # exactly one reply for the one message
+    (msg,) = srv.messages(rcpt)
+    assert b"forged@example.test" in msg  # carried as text inside the one message
+    assert srv.messages(victim) == []
 
 
 def test_large_message_streams_through(srv: Server) -> None:
@@ -442,7 +459,7 @@ def test_nul_and_non_ascii_bytes_get_an_error_reply(srv: Server, raw: bytes) -> 
 
 def test_max_recipients_is_452_4_5_3(srv: Server) -> None:
     with Raw(srv.ports["smtp"]) as c:
-        start_mail(c, rcpts=tuple(BOXES[35:40]))
+        start_mail(c, rcpts=tuple(BOXES[55:60]))
         code, text = c.cmd("RCPT TO:<alice@example.test>")
     assert (code, text[:5]) == (452, "4.5.3")
 
@@ -524,7 +541,7 @@ def test_passwords_never_reach_the_log(srv: Server) -> None:
     import base64
 
     secret_wrong, secret_right = "Wr0ng-S3cret-xyzzy", "box-pw"
-    for user, pw in (("box33@example.test", secret_wrong), ("box33@example.test", secret_right)):
+    for user, pw in (("box53@example.test", secret_wrong), ("box53@example.test", secret_right)):
         with smtplib.SMTP("127.0.0.1", srv.ports["submission"]) as c:
             try:
                 c.login(user, pw)
@@ -534,7 +551,7 @@ def test_passwords_never_reach_the_log(srv: Server) -> None:
     log = srv.log()
     for pw in (secret_wrong, secret_right):
         assert pw not in log
-        assert base64.b64encode(f"\0box33@example.test\0{pw}".encode()).decode() not in log
+        assert base64.b64encode(f"\0box53@example.test\0{pw}".encode()).decode() not in log
         assert base64.b64encode(pw.encode()).decode() not in log
 
 
