@@ -94,3 +94,16 @@ def test_daemon_mode_writes_a_pidfile_and_stops_on_sigterm(tmp_path: Path) -> No
         raise AssertionError("daemon did not stop on SIGTERM")
     assert not pidfile.exists()  # twistd removes it on a clean stop
     assert "mailsuite started" in logfile.read_text()
+
+
+def test_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    s = make_server(tmp_path / "srv")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", s.ports["smtp"]))
+        blocker.listen()
+        s.write_config()
+        p = twistd("-n", "--pidfile=", "--logfile=-", "mailsuite", "--config", str(s.config_path), cwd=s.root)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert f"mailsuite: cannot listen on 127.0.0.1:{s.ports['smtp']}: [Errno 98] Address already in use" in out
+    assert "Traceback" not in out

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from twisted.application import service, strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.error import CannotListenError
 from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -130,7 +132,20 @@ class Suite:
             gate = HandshakeGateFactory(factory, self.config.tls.handshake_timeout, max_handshakes_per_ip)
             factory = TLSMemoryBIOFactory(ctx, False, gate)
         svc = strports.service(desc, factory)
+        svc.__class__ = _ListenerService
         svc.setServiceParent(parent)
+
+
+class _ListenerService(StreamServerEndpointService):
+    """A listener that reports a port it cannot bind in one line, not a traceback."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            # twistd has already pointed stderr at its log by now, so this lands there.
+            sys.stderr.write(f"mailsuite: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}\n")
+            raise SystemExit(1) from None
 
 
 def load_tls(cfg: config_mod.Config) -> ReloadableContextFactory | None:
