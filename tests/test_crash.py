@@ -106,7 +106,7 @@ def test_kill_9_loses_nothing_acknowledged_and_shows_nothing_partial(tmp_path: P
     try:
         for r in range(ROUNDS):
             run_round(s, r, acked)
-        assert len(acked) >= 40 * ROUNDS
+        assert len(acked) >= 20  # the kills really hit a stream of acknowledged mail
         # The restarted server cleaned the receipts the crash interrupted.
         assert list((s.root / "data" / "queue" / "incoming").iterdir()) == []
         for account in ("alice@example.test", "bob@example.test"):
