@@ -50,7 +50,8 @@ class Dispatcher:
         d = self.store.deliver(prefixes, body)
 
         def done(result: object) -> object:
-            _unlink(body.path)
+            if body.data is None:  # a body in memory never had a file (saves a syscall)
+                _unlink(body.path)
             return result
 
         def failed(f):  # type: ignore[no-untyped-def]
