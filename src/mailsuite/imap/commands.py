@@ -18,7 +18,9 @@ from twisted.python.failure import Failure
 from mailsuite.imap import mime, search, utf7, wire
 from mailsuite.imap.fetch import FetchPlan
 from mailsuite.imap.parser import Command
-from mailsuite.imap.selected import SelectedMailbox, cached, flags_bytes, read_header, read_message
+from mailsuite import workers
+from mailsuite.imap.selected import (SEARCH_FIELDS, SelectedMailbox, cached, flags_bytes, read_header,
+                                     read_message, search_fields)
 from mailsuite.store import errors as store_errors
 
 log = Logger(namespace="mailsuite.imap")
@@ -471,10 +473,10 @@ class MailboxCommands:
             for seq, r in pairs:
                 if matcher.match(_SearchRecord(r, r.uid in recent), seq, None):
                     found.append(r.uid if uid else seq)
+        elif needs == "header" and _cached_fields_suffice(key):
+            found = await self._search_cached_headers(matcher, pairs, uid)
         else:
             # Reading message files blocks: do it in the worker pool, in batches.
-            from mailsuite import workers
-
             def scan(batch: list[tuple[int, Any]]) -> list[int]:
                 hits = []
                 for seq, r in batch:
@@ -482,7 +484,7 @@ class MailboxCommands:
                     try:
                         if matcher.match(_SearchRecord(r, r.uid in recent), seq, src):
                             hits.append(r.uid if uid else seq)
-                    except store_errors.MessageGone:
+                    except (store_errors.MessageGone, FileNotFoundError):
                         continue
                 return hits
 
@@ -491,6 +493,42 @@ class MailboxCommands:
                 found.extend(await workers.run(scan, pairs[i : i + step]))
         self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
         return f"{'UID ' if uid else ''}SEARCH completed"
+
+    async def _search_cached_headers(self, matcher: Any, pairs: list[tuple[int, Any]], uid: bool) -> list[int]:
+        """A search on From/To/Cc/Bcc/Subject: the fields come from the folder cache
+        (read from the files in the worker pool on a miss, then cached)."""
+        sel = self.selected
+        folder = sel.folder
+        recent = sel.recent
+        headers: dict[int, bytes] = {}
+        missing = []
+        for _, r in pairs:
+            v = folder.cache_get(r.uid, "hdr")
+            if isinstance(v, str):
+                headers[r.uid] = v.encode("latin-1")
+            else:
+                missing.append(r)
+
+        def load(batch: list[Any]) -> list[tuple[int, bytes | None]]:
+            out: list[tuple[int, bytes | None]] = []
+            for r in batch:
+                try:
+                    out.append((r.uid, search_fields(read_header(folder, r))))
+                except (store_errors.MessageGone, FileNotFoundError):
+                    out.append((r.uid, None))
+            return out
+
+        for i in range(0, len(missing), 2000):
+            for u, data in await workers.run(load, missing[i : i + 2000]):
+                if data is not None:
+                    headers[u] = data
+                    folder.cache_put(u, "hdr", data.decode("latin-1"))
+        found = []
+        for seq, r in pairs:
+            h = headers.get(r.uid)
+            if h is not None and matcher.match(_SearchRecord(r, r.uid in recent), seq, _Header(h)):
+                found.append(r.uid if uid else seq)
+        return found
 
     # FETCH
     def do_FETCH(self, cmd: Command) -> defer.Deferred:
@@ -528,11 +566,18 @@ class MailboxCommands:
         def cache(r: Any, key: str, compute: Any) -> bytes:
             return cached(folder, r, key, compute)
 
+        def was_read(r: Any, stored: bytes) -> None:
+            # The file is in hand: keep its search fields too (SEARCH FROM/SUBJECT...).
+            if folder.cache_get(r.uid, "hdr") is None:
+                header, _ = mime.split_header(stored)
+                folder.cache_put(r.uid, "hdr", search_fields(header).decode("latin-1"))
+
         out: list[bytes] = []
         size = 0
         for seq, r in pairs:
             try:
-                line = plan.render(seq, r, r.uid in recent, read, cache, r.uid in seen_set)
+                line = plan.render(seq, r, r.uid in recent, read, cache, r.uid in seen_set,
+                                   was_read if plan.cached else None)
             except store_errors.MessageGone:
                 missing = True
                 continue
@@ -705,3 +750,36 @@ class _Source:
 
     def message(self) -> bytes:
         return read_message(self.folder, self.rec)
+
+
+class _Header:
+    """A MessageSource that has only the cached search header fields."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def header(self) -> bytes:
+        return self.data
+
+    def message(self) -> bytes:
+        raise AssertionError("a header-only search asked for the body")
+
+
+def _cached_fields_suffice(key: Any) -> bool:
+    """Whether every header key of a search names a field in SEARCH_FIELDS (and no key
+    needs the body or the whole header)."""
+    if isinstance(key, search.Header):
+        return key.name.encode("ascii", "replace").lower() in SEARCH_FIELDS and key.value != ""
+    if isinstance(key, (search.Body, search.Text)):
+        return False
+    if isinstance(key, search.DateKey):
+        return not key.sent
+    if isinstance(key, search.And):
+        return all(_cached_fields_suffice(k) for k in key.keys)
+    if isinstance(key, search.Or):
+        return _cached_fields_suffice(key.left) and _cached_fields_suffice(key.right)
+    if isinstance(key, search.Not):
+        return _cached_fields_suffice(key.key)
+    return True

@@ -45,9 +45,11 @@ class FetchPlan:
         self.cached = [CACHED[n] for n in names if n in CACHED]
 
     def render(self, seq: int, rec: Any, recent: bool, read: Callable[[Any], bytes],
-               cache: Callable[[Any, str, Callable[[], bytes]], bytes], add_flags: bool = False) -> bytes:
+               cache: Callable[[Any, str, Callable[[], bytes]], bytes], add_flags: bool = False,
+               was_read: Callable[[Any, bytes], None] | None = None) -> bytes:
         """``read(rec)`` → the stored bytes of the message; ``cache(rec, key, compute)``
-        → a cached value computed by ``compute`` on a miss."""
+        → a cached value computed by ``compute`` on a miss; ``was_read(rec, stored)``
+        is told when the message file had to be read (to fill other caches)."""
         parts: list[bytes] = []
         msg: mime.Message | None = None
         stored: bytes | None = None
@@ -99,6 +101,8 @@ class FetchPlan:
                     if data is not None:
                         data = mime.partial(data, origin, length)
                 parts.append(label + b" " + (b'""' if data == b"" else b"NIL" if data is None else _literal(data)))
+        if stored is not None and was_read is not None:
+            was_read(rec, stored)
         if add_flags and not self.wants_flags:
             parts.append(b"FLAGS " + flags_bytes(rec.flags, recent))
         return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"

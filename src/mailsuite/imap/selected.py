@@ -22,11 +22,23 @@ from twisted.internet import defer
 
 from mailsuite.imap.parser import SeqSet
 
-def flags_bytes(flags: Iterable[str], recent: bool = False) -> bytes:
-    items = sorted(flags)
-    if recent:
-        items.append("\\Recent")
-    return ("(" + " ".join(items) + ")").encode("utf-8", "replace")
+_flag_text: dict[tuple[frozenset, bool], bytes] = {}
+
+
+def flags_bytes(flags: frozenset[str], recent: bool = False) -> bytes:
+    """``(\\Flagged \\Seen)``; memoised: a folder has few distinct flag sets, and
+    FETCH 1:* (FLAGS) formats one per message."""
+    key = (flags, recent)
+    out = _flag_text.get(key)
+    if out is None:
+        items = sorted(flags)
+        if recent:
+            items.append("\\Recent")
+        out = ("(" + " ".join(items) + ")").encode("utf-8", "replace")
+        if len(_flag_text) > 4096:
+            _flag_text.clear()
+        _flag_text[key] = out
+    return out
 
 
 class SelectedMailbox:
@@ -238,4 +250,35 @@ def cached(folder: Any, rec: Any, key: str, compute: Callable[[], bytes]) -> byt
         return value.encode("latin-1")
     data = compute()
     folder.cache_put(rec.uid, key, data.decode("latin-1"))
+    return data
+
+
+# Header fields SEARCH asks for most (FROM/TO/CC/BCC/SUBJECT keys), cached per message in
+# the folder's cache so a repeated header search does not open every file again.
+SEARCH_FIELDS = (b"from", b"to", b"cc", b"bcc", b"subject")
+
+
+def search_fields(header: bytes) -> bytes:
+    """The SEARCH_FIELDS lines (with their folded continuations) of a header block."""
+    out = []
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        name = line.partition(b":")[0].strip().lower()
+        keep = name in SEARCH_FIELDS
+        if keep:
+            out.append(line)
+    return b"".join(out) + b"\n"
+
+
+def cached_search_header(folder: Any, rec: Any) -> bytes:
+    """The SEARCH_FIELDS part of a message's header, from the cache or the file."""
+    value = folder.cache_get(rec.uid, "hdr")
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    data = search_fields(read_header(folder, rec))
+    folder.cache_put(rec.uid, "hdr", data.decode("latin-1"))
     return data
