@@ -866,3 +866,21 @@ def test_live_dovecot_agrees_on_structure_envelope_and_sections(open_tmp: Path) 
                 differences.append((name, key, value, mine.get(key)))
     assert found == len(names), out[-500:]
     assert differences == []
+
+
+_local = st.from_regex(rb"\A[a-z0-9.+_-]{1,8}\Z", fullmatch=True)
+_name = st.one_of(
+    st.none(),
+    st.from_regex(rb'\A"[A-Za-z ,.;@<>()\\\\]{0,10}"\Z', fullmatch=True),
+    st.from_regex(rb"\A[A-Za-z=?]{1,6}( {1,2}[A-Za-z]{1,6}){0,2}\Z", fullmatch=True),
+)
+_one_address = st.tuples(_name, _local, _local, st.booleans()).map(
+    lambda t: (t[0] + b" <" if t[0] is not None else (b"<" if t[3] else b"")) + t[1] + b"@" + t[2]
+    + (b">" if t[0] is not None or t[3] else b"")
+)
+
+
+@given(st.lists(_one_address, min_size=1, max_size=4), st.sampled_from([b",", b", ", b" , "]))
+def test_fast_address_path_agrees_with_the_full_parser(addresses: list[bytes], sep: bytes) -> None:
+    value = sep.join(addresses)
+    assert mime.parse_addresses(value) == mime.parse_addresses_full(value)

@@ -302,3 +302,28 @@ def test_local_date_helper_is_consistent_with_calendar() -> None:
     ts = calendar.timegm((2024, 1, 1, 12, 0, 0))
     y, m, d = time.localtime(ts)[:3]
     assert match(["ON", f"{d}-{'Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec'.split()[m - 1]}-{y}"], Rec(internaldate=ts))
+
+
+_plain_messages = st.tuples(
+    st.lists(st.sampled_from([b"Subject: hello World", b"Content-Type: text/plain; charset=utf-8",
+                              b"Content-Type: text/plain; charset=utf-16", b"Content-Transfer-Encoding: base64",
+                              b"Content-Transfer-Encoding: quoted-printable", b"Subject: =?utf-8?q?Hid=64en?=",
+                              b"Content-Type: multipart/mixed; boundary=b", b"X-A: needle"]), max_size=4),
+    st.sampled_from([b"plain needle text\n", b"bmVlZGxl\n", b"nee=\ndle\n", b"n=65edle\n", b"\xc3\xa4 needle\n",
+                     b"--b\nContent-Transfer-Encoding: base64\n\nbmVlZGxl\n--b--\n", b"NEEDLE\n", b"no\n",
+                     b"\x00n\x00e\x00e\x00d\x00l\x00e\n"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_plain_messages, st.sampled_from([b"needle", b"hidden", b"hello", b"xyz", b"NeEdLe"]))
+def test_quick_body_scan_agrees_with_full_decoding(parts: tuple, needle: bytes) -> None:
+    from mailsuite.imap import mime
+
+    headers, body = parts
+    raw = b"\n".join(headers) + b"\n\n" + body
+    decoded = mime.body_text(mime.parse(raw)).casefold()
+    header_text = mime.decode_header_text(mime.split_header(raw)[0]).casefold()
+    want = needle.decode().casefold()
+    assert match(["BODY", needle], data=raw) is (want in decoded)
+    assert match(["TEXT", needle], data=raw) is (want in decoded or want in header_text)

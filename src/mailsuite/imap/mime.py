@@ -482,8 +482,13 @@ _OPAQUE_CTE = (b"base64", b"quoted-printable")
 def parse(data: bytes, *, wire: bool = False) -> Message:
     """Parse a message once. ``data`` is the stored form (LF, CRLF or mixed) unless
     ``wire`` says it is already CRLF. Never raises on malformed MIME."""
-    d = data if wire else to_wire(data)
-    return Message(d, _entity(d, 0, len(d), False, 0, _crlf_only(d)))
+    if not wire and b"\r" not in data:  # the stored form: only LF, so CRLF after to_wire
+        d = data.replace(b"\n", b"\r\n")
+        crlf = True
+    else:
+        d = data if wire else to_wire(data)
+        crlf = _crlf_only(d)
+    return Message(d, _entity(d, 0, len(d), False, 0, crlf))
 
 
 def _entity(d: bytes, start: int, end: int, in_digest: bool, depth: int, crlf: bool) -> Part:
@@ -556,14 +561,19 @@ def _multipart(
 
 # --- IMAP strings -------------------------------------------------------------------
 
-_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 _QUOTED_MAX = 4096  # longer values go as literals, like most servers do
 
 
 def quoted_or_literal(value: bytes) -> bytes:
     """``value`` as an IMAP string: quoted if it is 7-bit text without CR/LF/NUL (and
     not huge), else a ``{n}\\r\\n`` literal (NUL, never allowed, becomes 0x80)."""
-    if len(value) <= _QUOTED_MAX and _QUOTABLE.fullmatch(value):
+    if (
+        len(value) <= _QUOTED_MAX
+        and value.isascii()
+        and b"\n" not in value
+        and b"\r" not in value
+        and b"\x00" not in value
+    ):
         if b"\\" in value or b'"' in value:
             value = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
         return b'"' + value + b'"'
@@ -600,11 +610,44 @@ _ENVELOPE_FIELDS = (
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
 
 
+# The common address forms: `a@b`, `Name <a@b>`, `"Name, Q" <a@b>`, in a comma list.
+# The tokenizer below handles everything; this only saves time (3-4x) on most headers.
+_ADDR_CHARS = rb'[^\x00-\x20\x7f()<>@,;:\\"\[\]]+'
+_PHRASE_WORD = rb'[^\x00-\x20\x7f()<>@,;:\\".\[\]]+'
+_SIMPLE_ADDRESS = re.compile(
+    rb'[ \t]*(?:(?:"((?:[^"\\\r\n]|\\.)*)"[ \t]*|(' + _PHRASE_WORD + rb'(?:[ \t]+' + _PHRASE_WORD + rb')*)[ \t]*)?'
+    rb"<(" + _ADDR_CHARS + rb")@(" + _ADDR_CHARS + rb")>"
+    rb"|(" + _ADDR_CHARS + rb")@(" + _ADDR_CHARS + rb"))[ \t]*(?:,|\Z)"
+)
+
+
 def parse_addresses(value: bytes) -> list[Address]:
     """An address-list header value as IMAP address tuples (name, adl, mailbox, host);
     groups appear as (None, None, name, None) ... (None, None, None, None) (RFC 3501
     §7.4.2). A missing local part or domain becomes MISSING_MAILBOX / MISSING_DOMAIN
     (as in Dovecot), so a host of NIL only ever marks a group."""
+    out: list[Address] = []
+    pos = 0
+    n = len(value)
+    while pos < n:
+        m = _SIMPLE_ADDRESS.match(value, pos)
+        if m is None or m.end() == pos:
+            return parse_addresses_full(value)
+        quoted, phrase, local, host, local2, host2 = m.groups()
+        if local2 is not None:
+            out.append((None, None, local2, host2))
+        else:
+            if quoted:
+                name = _QUOTED_PAIR.sub(rb"\1", quoted) if b"\\" in quoted else quoted
+            else:
+                name = b" ".join(phrase.split()) if phrase else None
+            out.append((name or None, None, local, host))
+        pos = m.end()
+    return out
+
+
+def parse_addresses_full(value: bytes) -> list[Address]:
+    """``parse_addresses`` for any input (groups, comments, routes, broken syntax)."""
     toks = _address_tokens(value)
     out: list[Address] = []
     n = len(toks)
@@ -722,19 +765,24 @@ def _address_list(values: list[bytes] | None) -> bytes:
 _ADDRESS_FIELDS = frozenset((b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc"))
 
 
+_ENV_ALT = rb"(date|subject|from|sender|reply-to|to|cc|bcc|in-reply-to|message-id)[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)"
+_ENVELOPE_FIELD = re.compile(rb"^" + _ENV_ALT, re.MULTILINE | re.IGNORECASE)
+# Also after a bare CR; three times slower, so only for headers that have one.
+_ENVELOPE_FIELD_CR = re.compile(rb"(?:^|(?<=\r))" + _ENV_ALT, re.MULTILINE | re.IGNORECASE)
+
+
 def _envelope_fields(header: bytes) -> tuple[dict[bytes, bytes], dict[bytes, list[bytes]]]:
     # Like Dovecot: a repeated text field counts with its last value, a repeated
     # address field adds its addresses.
     text: dict[bytes, bytes] = {}
     addrs: dict[bytes, list[bytes]] = {}
-    hl = header.lower()
-    for name in _ENVELOPE_FIELDS:
-        values = header_values(header, name, hl)
-        if values:
-            if name in _ADDRESS_FIELDS:
-                addrs[name] = values
-            else:
-                text[name] = values[-1]
+    pattern = _ENVELOPE_FIELD if header.count(b"\r") == header.count(b"\r\n") else _ENVELOPE_FIELD_CR
+    for name, value in pattern.findall(header):
+        name = name.lower()
+        if name in _ADDRESS_FIELDS:
+            addrs.setdefault(name, []).append(_unfold(value))
+        else:
+            text[name] = _unfold(value)
     return text, addrs
 
 
