@@ -766,10 +766,18 @@ def test_any_section_of_any_message_is_bytes(raw: bytes, path: list[int], text: 
     assert isinstance(out, bytes)
 
 
+def test_nul_becomes_0x80_on_the_wire_keeping_the_size() -> None:
+    raw = b"Subject: a\x00b\n\nbo\x00dy\n"
+    m = mime.parse(raw)
+    assert m.data == b"Subject: a\x80b\r\n\r\nbo\x80dy\r\n" == mime.to_wire(raw)
+    assert len(m.data) == mime.wire_size(raw)
+
+
 @PROPS
 @given(st.binary(max_size=200))
-def test_wire_form_has_no_bare_lf(raw: bytes) -> None:
+def test_wire_form_has_no_bare_lf_and_no_nul(raw: bytes) -> None:
     wire = mime.to_wire(raw)
+    assert b"\x00" not in wire and mime.parse(raw).data == wire
     assert wire.count(b"\n") == wire.count(b"\r\n")
     assert len(wire) == mime.wire_size(raw)
     assert mime.to_wire(wire) == wire

@@ -22,7 +22,7 @@ Pure functions over bytes; no I/O, no Twisted. The IMAP server and the store use
 
 Line ends: files are stored with LF; the wire form is CRLF (``to_wire``: every bare LF
 becomes CRLF, existing CRLF kept, a bare CR kept as is, like Dovecot, so the size
-matches the ``W=`` size in Maildir file names). All offsets in :class:`Part` are into
+matches the ``W=`` size in Maildir file names; NUL becomes 0x80 as in Dovecot). All offsets in :class:`Part` are into
 the wire form. Parsing treats a bare CR as a line end too, so old Mac-style messages
 still get a structure.
 
@@ -125,7 +125,11 @@ class Section:
 
 
 def to_wire(data: bytes) -> bytes:
-    """The wire (CRLF) form of stored message bytes: bare LF → CRLF, the rest kept."""
+    """The wire (CRLF) form of stored message bytes: bare LF → CRLF, the rest kept,
+    except NUL, which no IMAP string may carry: it becomes 0x80, as in Dovecot (the
+    size stays the same)."""
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"\x80")
     if b"\r" not in data:
         return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -451,15 +455,18 @@ def _pct(v: bytes) -> bytes:
     )
 
 
+_TYPE_TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045 token, 7-bit only
+
+
 def _content_type(value: bytes) -> tuple[str, str, tuple[tuple[str, bytes], ...]] | None:
     i = _skip_cfws(value, 0)
-    m = _TOKEN_RE.match(value, i)
+    m = _TYPE_TOKEN.match(value, i)
     if not m:
         return None
     i = _skip_cfws(value, m.end())
     if i >= len(value) or value[i] != 0x2F:
         return None
-    m2 = _TOKEN_RE.match(value, _skip_cfws(value, i + 1))
+    m2 = _TYPE_TOKEN.match(value, _skip_cfws(value, i + 1))
     if not m2:
         return None
     maintype = m.group().decode("ascii").lower()
@@ -482,11 +489,11 @@ _OPAQUE_CTE = (b"base64", b"quoted-printable")
 def parse(data: bytes, *, wire: bool = False) -> Message:
     """Parse a message once. ``data`` is the stored form (LF, CRLF or mixed) unless
     ``wire`` says it is already CRLF. Never raises on malformed MIME."""
-    if not wire and b"\r" not in data:  # the stored form: only LF, so CRLF after to_wire
-        d = data.replace(b"\n", b"\r\n")
+    if not wire and b"\r" not in data and b"\x00" not in data:
+        d = data.replace(b"\n", b"\r\n")  # the usual stored form: CRLF only afterwards
         crlf = True
     else:
-        d = data if wire else to_wire(data)
+        d = to_wire(data) if not wire else data.replace(b"\x00", b"\x80") if b"\x00" in data else data
         crlf = _crlf_only(d)
     return Message(d, _entity(d, 0, len(d), False, 0, crlf))
 
