@@ -502,6 +502,9 @@ def check_files(cfg: Config) -> list[str]:
             p = getattr(d.ldap, key)
             if p is not None and not os.access(p, os.R_OK):
                 problems.append(f"directory.ldap.{key}: {p} does not exist or is not readable")
+    from mailsuite.queue.route import check_relay_files
+
+    problems.extend(check_relay_files(cfg.relay))
     return problems
 
 
