@@ -210,6 +210,8 @@ def main() -> None:
             print(f"100k UID FETCH 1:* (FLAGS) via imaplib: {(time.perf_counter() - t) * 1000:.0f} ms")
             m.logout()
 
+        if not a.conns:
+            return
         # Memory per idle authenticated connection, on a fresh process.
         ms.stop()
         ms.start()

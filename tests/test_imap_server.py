@@ -567,3 +567,15 @@ def test_logout_says_bye(imap_server: Server, user: str) -> None:
     untagged, tagged = r.cmd(b"LOGOUT")
     assert untagged[0].startswith(b"* BYE") and b"OK" in tagged
     assert r.closed()
+
+
+def test_big_append_streams_through_a_spool_file_and_round_trips(imap_server: Server, user: str) -> None:
+    big = b"Subject: big\r\n\r\n" + b"".join(b"line %07d of a big message\r\n" % i for i in range(80000))
+    assert len(big) > 2 * 1024 * 1024
+    m = login(imap_server, user)
+    uid = append(m, big)
+    m.select("INBOX")
+    typ, data = m.uid("FETCH", str(uid), "(RFC822.SIZE BODY.PEEK[])")
+    assert data[0][1] == big
+    assert os.listdir(imap_server.root / "data" / "imap-spool") == []
+    m.logout()

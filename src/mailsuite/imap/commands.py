@@ -364,7 +364,16 @@ class MailboxCommands:
     # -- APPEND --------------------------------------------------------------------------
 
     def do_APPEND(self, cmd: Command) -> defer.Deferred:
-        return defer.ensureDeferred(self._append(cmd))
+        d = defer.ensureDeferred(self._append(cmd))
+        message = cmd.args["message"]
+        if hasattr(message, "discard"):  # a big literal spooled to a file: remove it
+
+            def cleanup(result: Any) -> Any:
+                message.discard()
+                return result
+
+            d.addBoth(cleanup)
+        return d
 
     async def _append(self, cmd: Command) -> str:
         from mailsuite.imap.server import Bad, No
@@ -389,8 +398,9 @@ class MailboxCommands:
             raise err from None
         if folder is None:
             raise No("Mailbox does not exist", "TRYCREATE")
+        source = getattr(message, "path", message)  # bytes, or a SpooledLiteral's file
         try:
-            uid = await folder.append(message, flags, date)
+            uid = await folder.append(source, flags, date)
             uidvalidity = folder.uidvalidity
         except store_errors.StoreError as e:
             raise _store_error(e) from None
@@ -560,6 +570,14 @@ class MailboxCommands:
                 pairs = sel.records_for([s for s, _ in pairs])
         folder = sel.folder
         recent = sel.recent
+        if plan.index_only and not seen_set:
+            lines = plan.render_index_only(pairs, recent)
+            for i in range(0, len(lines), 2000):
+                self.write(b"".join(lines[i : i + 2000]))
+            if missing:
+                return "Some messages were expunged meanwhile; FETCH completed"
+            return f"{'UID ' if uid else ''}FETCH completed"
+
         def read(r: Any) -> bytes:
             return read_message(folder, r)
 

@@ -19,6 +19,8 @@ from mailsuite.imap.parser import FetchAtt
 from mailsuite.imap.selected import flags_bytes
 
 CACHED = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+INDEX_ITEMS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "RFC822.SIZE": b"RFC822.SIZE %d",
+               "INTERNALDATE": b"INTERNALDATE %s", "MODSEQ": b"MODSEQ (%d)"}
 
 
 class FetchPlan:
@@ -43,6 +45,32 @@ class FetchPlan:
                 self.needs_message = True
         self.wants_flags = "FLAGS" in names
         self.cached = [CACHED[n] for n in names if n in CACHED]
+        self.index_only = all(a.name in INDEX_ITEMS for a in self.atts)
+
+    def render_index_only(self, pairs: list[tuple[int, Any]], recent: set[int]) -> list[bytes]:
+        """FETCH responses for items the index record holds (UID, FLAGS, RFC822.SIZE,
+        INTERNALDATE, MODSEQ): the common sync command ``UID FETCH 1:* (FLAGS)`` over a
+        big folder, formatted with one %-template per message."""
+        template = b"* %d FETCH (" + b" ".join(INDEX_ITEMS[a.name] for a in self.atts) + b")\r\n"
+        getters = [a.name for a in self.atts]
+        if getters == ["UID", "FLAGS"]:
+            return [template % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)) for seq, r in pairs]
+        out = []
+        for seq, r in pairs:
+            values: list[Any] = [seq]
+            for g in getters:
+                if g == "UID":
+                    values.append(r.uid)
+                elif g == "FLAGS":
+                    values.append(flags_bytes(r.flags, r.uid in recent))
+                elif g == "RFC822.SIZE":
+                    values.append(r.size)
+                elif g == "INTERNALDATE":
+                    values.append(mime.format_internaldate(r.internaldate))
+                else:
+                    values.append(r.modseq)
+            out.append(template % tuple(values))
+        return out
 
     def render(self, seq: int, rec: Any, recent: bool, read: Callable[[Any], bytes],
                cache: Callable[[Any, str, Callable[[], bytes]], bytes], add_flags: bool = False,

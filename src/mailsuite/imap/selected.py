@@ -41,6 +41,19 @@ def flags_bytes(flags: frozenset[str], recent: bool = False) -> bytes:
     return out
 
 
+# A folder stays open this long after its last session left: clients that connect anew
+# for every check (phones, mbsync, webmail) then find it warm instead of reloading the
+# index of a big folder each time.
+LINGER_SECONDS = 120.0
+
+
+def linger(folder: Any) -> None:
+    """Give back a session's reference to ``folder`` a little later (see LINGER_SECONDS)."""
+    from twisted.internet import reactor
+
+    reactor.callLater(LINGER_SECONDS, folder.close)  # type: ignore[attr-defined]
+
+
 class SelectedMailbox:
     __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "_uidnext_seen",
                  "_listener", "__weakref__")
@@ -75,7 +88,7 @@ class SelectedMailbox:
             except (KeyError, ValueError):
                 pass
             self._listener = None
-        self.folder.close()
+        linger(self.folder)
 
     # -- numbers -------------------------------------------------------------------------
 

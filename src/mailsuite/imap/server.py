@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import socket
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from twisted.cred import credentials, error as cred_error
@@ -47,6 +50,36 @@ log = Logger(namespace="mailsuite.imap")
 MAX_BUFFERED = 256 * 1024  # pipelined input held while a command runs
 SMALL_LITERAL = 64 * 1024  # literals of commands other than APPEND, once logged in
 PREAUTH_LITERAL = 8 * 1024  # literals before login (LOGIN arguments)
+SPOOL_THRESHOLD = 1024 * 1024  # APPEND literals above this go to a file while they arrive
+
+
+class SpooledLiteral:
+    """An APPEND literal written to a file in the spool folder as it arrives.  ``len()``
+    is its size (the parser checks it); the file is removed by :meth:`discard`, which
+    the protocol calls when the command ends or the client goes away."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        fd, name = tempfile.mkstemp(prefix="append.", dir=folder)
+        self.path = Path(name)
+        self.file: Any = os.fdopen(fd, "wb")
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.file.write(data)
+
+    def finish(self) -> None:
+        self.file.close()
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class IIMAPAccount(Interface):
@@ -79,6 +112,7 @@ class IMAPFactoryConfig:
     implicit_tls: bool = False
     allow_plaintext_auth: bool = False
     throttle: Any = None
+    spool_dir: Path | None = None  # where big APPEND literals are written while they arrive
 
 
 class IMAPServerFactory(Factory):
@@ -133,6 +167,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self._lit_left = 0
         self._lit_chunks: list[bytes] = []
         self._lit_discard = False
+        self._spool: SpooledLiteral | None = None  # a big APPEND literal being written
         self._reject: bytes | None = None  # response for a command being skipped
         self._skip_line = False
         self._busy = False
@@ -177,6 +212,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             if self._segs and self._segs[0][:40].upper().find(b"APPEND") >= 0:
                 log.info("imap: [{ip}] disconnected during APPEND; nothing stored", ip=self.ip)
         self._lit_chunks = []
+        self._discard_spools()
         self._lits = []
         self._close_selected()
         if self._logout is not None:
@@ -224,12 +260,19 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         while not self._closing and buf and (not self._busy or self._continuation is not None):
             if self._lit_left:
                 take = min(self._lit_left, len(buf))
-                if not self._lit_discard:
+                if self._spool is not None:
+                    self._spool.write(buf[:take])
+                elif not self._lit_discard:
                     self._lit_chunks.append(bytes(buf[:take]))
                 del buf[:take]
                 self._lit_left -= take
                 if self._lit_left == 0:
-                    self._lits.append(b"".join(self._lit_chunks))
+                    if self._spool is not None:
+                        self._spool.finish()
+                        self._lits.append(self._spool)  # type: ignore[arg-type]
+                        self._spool = None
+                    else:
+                        self._lits.append(b"".join(self._lit_chunks))
                     self._lit_chunks = []
                 continue
             i = buf.find(b"\n")
@@ -268,6 +311,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self._bad(tag, b"Command line too long")
 
     def _reset_command(self) -> None:
+        self._discard_spools()
         self._segs, self._lits, self._seg_total = [], [], 0
         self._reject = None
         self._lit_discard = False
@@ -281,6 +325,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         ann = P.literal_announcement(line)
         if ann is None:
             segs, lits, reject = self._segs, self._lits, self._reject
+            if reject is None:
+                self._lits = []  # handed to the command, which removes spooled files
             self._reset_command()
             if reject is not None:
                 self.write(reject)
@@ -309,11 +355,23 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         if self._reject is not None:
             self._lit_discard = True
             self._lits.append(b"")
-        elif not nonsync:
-            self.write(b"+ OK\r\n")
+        else:
+            if name == "APPEND" and size > SPOOL_THRESHOLD and self.conf.spool_dir is not None:
+                # Big messages stream to a file instead of memory (DESIGN.md rule 3).
+                self._spool = SpooledLiteral(self.conf.spool_dir, size)
+            if not nonsync:
+                self.write(b"+ OK\r\n")
         self._lit_left = size
         if size == 0:
             self._lits.append(b"")
+
+    def _discard_spools(self) -> None:
+        if self._spool is not None:
+            self._spool.discard()
+            self._spool = None
+        for lit in self._lits:
+            if isinstance(lit, SpooledLiteral):
+                lit.discard()
 
     def _literal_problem(self, tag: bytes, name: str, size: int) -> bytes | None:
         if not tag:
@@ -347,6 +405,9 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         try:
             cmd = P.parse_command(segs, lits)
         except P.ParseError as e:
+            for lit in lits:
+                if isinstance(lit, SpooledLiteral):
+                    lit.discard()
             tag, name = P.peek_tag_and_name(segs[0])
             if e.tag is None and not tag:
                 self._bad(b"", wire.text(str(e)))
@@ -356,6 +417,9 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 self._bad(e.tag or tag, wire.text(f"{name or 'Command'}: {e}"))
             return
         if cmd.name not in STATES[self.state]:
+            for lit in lits:
+                if isinstance(lit, SpooledLiteral):
+                    lit.discard()
             known = cmd.name in SELECTED or cmd.name in NOTAUTH
             self._bad(cmd.tag, wire.text(f"{cmd.name} not allowed now" if known else f"Unknown command {cmd.name}"))
             return

@@ -19,6 +19,15 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
     store = suite.store
     suite.realm.register(IIMAPAccount, lambda account: IMAPAccount(account.name, store).prepare())
     svc = cfg.imap
+    spool = cfg.server.data_dir / "imap-spool"
+
+    def clean_spool() -> None:
+        # Big APPEND literals in flight when the process stopped are garbage now.
+        spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for leftover in spool.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    suite.on_start.append(clean_spool)
     tls_for = getattr(suite, "tls_for", None)
     ctx = tls_for("imap") if tls_for is not None else suite.tls
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
@@ -31,6 +40,7 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
             throttle=getattr(suite, "throttle", None),
+            spool_dir=spool,
         )
         extra = {}
         if implicit and tls_for is not None:
