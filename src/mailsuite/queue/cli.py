@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 
 from mailsuite.queue import control, spool
 from mailsuite.queue.spool import Record, SpoolPaths
@@ -118,7 +117,7 @@ def _offline(paths: SpoolPaths, op: str, qid: str) -> tuple[bool, str]:
     if op == "flush":
         n = 0
         for rec in spool.scan(paths, clean=False).records:
-            spool.write_record(paths, _due_now(rec))
+            spool.write_record(paths, rec.due_now())
             n += 1
         return True, f"{n} message(s) marked due (no server is running; they go at its next start)"
     try:
@@ -129,14 +128,10 @@ def _offline(paths: SpoolPaths, op: str, qid: str) -> tuple[bool, str]:
             return True, f"{qid}: deleted"
         return False, f"{qid}: no such message in the queue"
     if op == "retry":
-        spool.write_record(paths, _due_now(rec))
+        spool.write_record(paths, rec.due_now())
         return True, f"{qid}: marked due (no server is running; it goes at the next start)"
     spool.remove(paths, qid, durable=True)
     return True, f"{qid}: deleted"
-
-
-def _due_now(rec: Record) -> Record:
-    return replace(rec, recipients=tuple(replace(r, next_attempt=0.0) if not r.final else r for r in rec.recipients))
 
 
 def _act(args: argparse.Namespace, op: str, qid: str = "") -> int:

@@ -154,3 +154,22 @@ def check_relay_config(relay: Any) -> list[str]:
     if relay.control_poll_interval <= 0:
         problems.append("relay.control_poll_interval: expected a positive number of seconds")
     return problems
+
+
+def check_relay_files(relay: Any) -> list[str]:
+    """Problems with the files the relay reads at start (called by config.check_files)."""
+    problems = []
+    if relay.smarthost_auth_file is not None:
+        try:
+            read_auth_file(relay.smarthost_auth_file)
+        except ValueError as e:
+            problems.append(f"relay.smarthost_auth_file: {e}")
+    if relay.ca_file is not None:
+        try:
+            data = relay.ca_file.read_bytes()
+        except OSError as e:
+            problems.append(f"relay.ca_file: {relay.ca_file}: cannot read: {e.strerror}")
+        else:
+            if b"-----BEGIN CERTIFICATE-----" not in data:
+                problems.append(f"relay.ca_file: {relay.ca_file}: no PEM certificate found")
+    return problems

@@ -111,6 +111,8 @@ class QueueManager(service.Service):
         self._ready: defer.Deferred | None = None
         self._poller: task.LoopingCall | None = None
         self._running_attempts: set[defer.Deferred] = set()
+        self._is_loaded = False
+        self._load_waiters: list[defer.Deferred] = []
 
     # -- service -------------------------------------------------------------------------
 
@@ -126,6 +128,7 @@ class QueueManager(service.Service):
         self._ready = workers.run(spool.scan, self.paths, True)
         self._ready.addCallback(self._loaded)
         self._ready.addErrback(lambda f: log.failure("queue: reading the spool failed", f))
+        self._ready.addBoth(lambda _: self._mark_loaded())
         self._poller = task.LoopingCall(self._poll_control)
         self._poller.clock = self.reactor
         self._poller.start(self.cfg.control_poll_interval, now=False).addErrback(
@@ -143,6 +146,19 @@ class QueueManager(service.Service):
         if self._lock_fd is not None:
             control.unlock(self._lock_fd)
             self._lock_fd = None
+
+    def _when_loaded(self) -> defer.Deferred:
+        if self._is_loaded:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._load_waiters.append(d)
+        return d
+
+    def _mark_loaded(self) -> None:
+        self._is_loaded = True
+        waiters, self._load_waiters = self._load_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def _loaded(self, result: spool.ScanResult) -> None:
         for name, why in result.corrupt:
@@ -163,8 +179,9 @@ class QueueManager(service.Service):
 
     def enqueue(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
         rec = record_from_envelope(envelope, body.size, body.lines)
-        ready = self._ready if self._ready is not None and not self._ready.called else defer.succeed(None)
-        d = ready.addCallback(lambda _: workers.run(spool.write_new, self.paths, rec, body))
+        # Not before the start-up scan is done: it removes bodies without envelopes.
+        d = self._when_loaded()
+        d.addCallback(lambda _: workers.run(spool.write_new, self.paths, rec, body))
 
         def written(_: object) -> None:
             entry = Entry(rec, data=body.data)
@@ -187,8 +204,7 @@ class QueueManager(service.Service):
         entry = self.entries.get(qid)
         if entry is None or entry.deleted:
             return False
-        rcpts = tuple(replace(r, next_attempt=0.0) if not r.final else r for r in entry.record.recipients)
-        entry.record = replace(entry.record, recipients=rcpts)
+        entry.record = entry.record.due_now()
         if entry.busy:
             entry.again = True
         else:
@@ -271,7 +287,10 @@ class QueueManager(service.Service):
             if entry.record.id not in self.entries:
                 return  # done and removed
             if entry.again:
+                # A flush or retry arrived during the attempt, which worked on the
+                # record as it was before: make the recipients still waiting due now.
                 entry.again = False
+                entry.record = entry.record.due_now()
             self._schedule(entry)
 
         def failed(f: Any) -> None:

@@ -90,6 +90,11 @@ class Record:
         rcpts[index] = replace(rcpts[index], **changes)
         return replace(self, recipients=tuple(rcpts))
 
+    def due_now(self) -> "Record":
+        """The same record with every waiting recipient due at once (flush, retry)."""
+        rcpts = tuple(replace(r, next_attempt=0.0) if not r.final else r for r in self.recipients)
+        return replace(self, recipients=rcpts)
+
     def to_json(self) -> bytes:
         d = asdict(self)
         return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
