@@ -110,6 +110,7 @@ class FolderDisk:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.cur = path / "cur"
+        self.cur_prefix = f"{self.cur}{os.sep}"  # for str paths on hot paths (POP3 RETR)
         self.new = path / "new"
         self.tmp = path / "tmp"
         self.uidlist = UidList(path)
@@ -843,9 +844,11 @@ class Folder:
         """The message file opened for binary reading (LF line ends on disk; send each
         bare LF as CRLF).  If another agent renamed it (flags) it is looked up again (a
         listing of cur/, rare).  Raises MessageGone."""
-        path = self.message_path(uid)
+        rec = self._by_uid.get(uid)
+        if rec is None:
+            raise MessageGone(f"message {uid} was expunged")
         try:
-            return open(path, "rb")
+            return open(self._disk.cur_prefix + rec.filename, "rb")
         except FileNotFoundError:
             return open(self._disk.locate(uid), "rb")
 
