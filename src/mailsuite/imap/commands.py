@@ -581,6 +581,12 @@ class MailboxCommands:
         def read(r: Any) -> bytes:
             return read_message(folder, r)
 
+        def read_head(r: Any) -> bytes:
+            head = read_header(folder, r)
+            if folder.cache_get(r.uid, "hdr") is None:
+                folder.cache_put(r.uid, "hdr", search_fields(head).decode("latin-1"))
+            return head
+
         def cache(r: Any, key: str, compute: Any) -> bytes:
             return cached(folder, r, key, compute)
 
@@ -594,7 +600,7 @@ class MailboxCommands:
         size = 0
         for seq, r in pairs:
             try:
-                line = plan.render(seq, r, r.uid in recent, read, cache, r.uid in seen_set,
+                line = plan.render(seq, r, r.uid in recent, read, read_head, cache, r.uid in seen_set,
                                    was_read if plan.cached else None)
             except store_errors.MessageGone:
                 missing = True
