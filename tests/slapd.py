@@ -92,7 +92,9 @@ class TestCA:
     other_ca_cert: Path  # a CA that signed nothing here: verification must fail with it
 
 
-def make_ca(folder: Path, hostnames: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)) -> TestCA:
+def make_ca(folder: Path, hostnames: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ()) -> TestCA:
+    """A CA and a server certificate for ``hostnames`` (by default "localhost" only, so
+    that ldaps://127.0.0.1 is a name the certificate does not cover)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

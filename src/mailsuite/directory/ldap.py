@@ -185,7 +185,7 @@ class LDAPDirectory:
                 self._down_since = now
             last, at = self._last_warning
             if reason != last or now - at > 10:
-                log.warn("ldap: directory unavailable: {reason}", reason=reason)
+                log.warn("ldap: directory unavailable: {reason}", reason=reason[:300])
                 self._last_warning = (reason, now)
             return f
 
