@@ -77,3 +77,16 @@ def test_top_returns_header_blank_line_and_n_body_lines() -> None:
     assert top_lines(io.BytesIO(data), 2) == b"A: 1\r\n..B: 2\r\n\r\none\r\n..two\r\n"
     assert top_lines(io.BytesIO(data), 0) == b"A: 1\r\n..B: 2\r\n\r\n"
     assert top_lines(io.BytesIO(b"A: 1\nB: 2"), 5) == b"A: 1\r\nB: 2\r\n"
+
+
+def test_stock_twisted_pop3_misses_a_dot_after_a_chunk_boundary() -> None:
+    """Why pop3/stream.py exists: Twisted's POP3.transformChunk works per 16 KiB chunk
+    of FileSender, so a '.' line at the start of a chunk goes out unstuffed (a lone '.'
+    that ends the response early)."""
+    from twisted.mail import pop3 as stock
+
+    chunks = [b"x" * 16383 + b"\n", b".\nrest\n"]
+    stock_wire = b"".join(stock.POP3().transformChunk(c) for c in chunks)
+    assert b"\r\n.\r\n" in stock_wire  # the bug
+    ours = b"".join(iter_encoded(io.BytesIO(b"".join(chunks)), 16384))
+    assert b"\r\n.\r\n" not in ours and b"\r\n..\r\nrest\r\n" in ours
