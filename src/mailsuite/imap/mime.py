@@ -595,8 +595,8 @@ def nstring(value: bytes | None) -> bytes:
 
 
 def _ns(value: bytes | None) -> bytes:
-    # Empty header values show as NIL, as Dovecot does.
-    return b"NIL" if not value else quoted_or_literal(value)
+    # A field that is present but empty is "" (as in Dovecot); only a missing one is NIL.
+    return b"NIL" if value is None else quoted_or_literal(value)
 
 
 # --- ENVELOPE -----------------------------------------------------------------------
@@ -749,12 +749,26 @@ def _mailbox(toks: list[tuple[bytes, bytes, bytes]]) -> Address | None:
 
 
 def _addr_spec(toks: list[tuple[bytes, bytes, bytes]]) -> tuple[bytes, bytes]:
-    at = max((x for x, t in enumerate(toks) if t[0] == b"@"), default=-1)
+    # local-part: the words and dots right before the first '@' (quoted ones unquoted,
+    # as Dovecot shows them); domain: the atoms, dots and literals right after it.
+    # Anything else (stray specials, control characters) is dropped.
+    at = next((x for x, t in enumerate(toks) if t[0] == b"@"), -1)
     if at < 0:
-        local = b"".join(t[1] for t in toks)
-        return (local or b"MISSING_MAILBOX", b"MISSING_DOMAIN")
-    local = b"".join(t[1] for t in toks[:at])  # quoted local parts unquoted, as Dovecot
-    host = b"".join(t[2] for t in toks[at + 1 :])
+        first = next((x for x, t in enumerate(toks) if t[0] in (b"a", b"q")), -1)
+        if first < 0:
+            return (b"MISSING_MAILBOX", b"MISSING_DOMAIN")
+        end = first
+        while end < len(toks) and toks[end][0] in (b"a", b"q", b"."):
+            end += 1
+        return (b"".join(t[1] for t in toks[first:end]), b"MISSING_DOMAIN")
+    start = at
+    while start > 0 and toks[start - 1][0] in (b"a", b"q", b"."):
+        start -= 1
+    end = at + 1
+    while end < len(toks) and toks[end][0] in (b"a", b"d", b"."):
+        end += 1
+    local = b"".join(t[1] for t in toks[start:at])
+    host = b"".join(t[2] for t in toks[at + 1 : end])
     return (local or b"MISSING_MAILBOX", host or b"MISSING_DOMAIN")
 
 
@@ -847,12 +861,12 @@ def _content_fields(d: bytes, part: Part, message_root: bool) -> dict[bytes, byt
 
 
 def _disposition(value: bytes | None) -> bytes:
-    if not value:
+    if value is None:
         return b"NIL"
     i = _skip_cfws(value, 0)
     m = _TOKEN_RE.match(value, i)
     if not m:
-        return b"NIL"
+        return b'("" NIL)'  # present but unreadable, as Dovecot shows it
     return b"(%s %s)" % (quoted_or_literal(m.group()), _param_list(_params(value, m.end())))
 
 
