@@ -50,6 +50,7 @@ from mailsuite.store import index as index_mod, names
 from mailsuite.store.errors import FolderGone, MessageGone
 from mailsuite.store.index import Cache, IndexState, MessageRecord
 from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
+from mailsuite.store.maildir import _fsync_dir
 from mailsuite.store.uidlist import FolderLock, UidList
 
 log = Logger(namespace="mailsuite.store")
@@ -94,14 +95,6 @@ def crlf_size(path: Path) -> int:
 def _sort_key(filename: str) -> tuple[int, str]:
     sec = filename.partition(".")[0]
     return (int(sec) if sec.isdigit() else 0, filename)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FolderDisk:

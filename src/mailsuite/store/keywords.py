@@ -24,6 +24,7 @@ LETTER_OF = {v.lower(): k for k, v in SYSTEM_FLAGS.items()}
 KEYWORD_LETTERS = string.ascii_lowercase
 # Flags IMAP sessions may set that are not stored (\Recent is per session).
 SESSION_FLAGS = {"\\recent"}
+_NOT_ATOM = set('(){%*"\\]')
 
 
 def is_system_flag(flag: str) -> bool:
@@ -103,8 +104,8 @@ def split_flags(flags: set[str] | frozenset[str] | list[str]) -> tuple[str, froz
         low = f.lower()
         if low in LETTER_OF:
             letters.append(LETTER_OF[low])
-        elif f.startswith("\\"):
-            continue
+        elif f.startswith("\\") or not f or any(c in _NOT_ATOM or not "\x21" <= c <= "\x7e" for c in f):
+            continue  # not a keyword IMAP can name (RFC 3501 flag-keyword is an atom)
         else:
             keywords.add(f)
     return "".join(sorted(set(letters))), frozenset(keywords)

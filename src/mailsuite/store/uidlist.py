@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from mailsuite.store.maildir import _fsync_dir
+
 UIDLIST = "mailsuite-uidlist"
 LOCKFILE = "mailsuite.lock"
 DOVECOT_UIDLIST = "dovecot-uidlist"
@@ -56,14 +58,6 @@ class FolderLock:
         finally:
             os.close(self.fd)
             self.fd = -1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class UidList:
