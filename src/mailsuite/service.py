@@ -56,8 +56,10 @@ class Options(usage.Options):
             if not problems:
                 try:
                     load_tls(cfg)  # a certificate that does not load is a config problem too
+                    load_tls_overrides(cfg)
                 except TLSConfigError as e:
-                    problems.append(f"tls.certificate: {e}")
+                    msg = str(e)
+                    problems.append(msg if msg.startswith("tls.") else f"tls.certificate: {msg}")
             if problems:
                 raise config_mod.ConfigError(problems)
             self["parsed"] = cfg
@@ -169,7 +171,10 @@ def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFac
     for name in ("smtp", "submission", "imap", "pop3"):
         o = getattr(t, name)
         if o.certificate is not None and o.private_key is not None:
-            out[name] = ReloadableContextFactory(o.certificate, o.private_key, t.min_version, t.ciphers)
+            try:
+                out[name] = ReloadableContextFactory(o.certificate, o.private_key, t.min_version, t.ciphers)
+            except TLSConfigError as e:
+                raise TLSConfigError(f"tls.{name}.certificate: {e}") from None
     return out
 
 
