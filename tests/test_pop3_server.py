@@ -397,10 +397,14 @@ def test_commands_pipelined_behind_stls_are_discarded(srv: Server) -> None:
 def test_plaintext_login_allowed_when_configured(tmp_path: Path) -> None:
     server = start_pop3_server(tmp_path / "plain", server={"allow_plaintext_auth": True})
     try:
+        big = b"Subject: big\n\n" + b"".join(b".%07d\n" % i for i in range(250_000))  # 2 MB: streamed
+        put(server, "u1@example.test", big)
         p = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=10)
         assert "USER" in p.capa()
         p.user("u1@example.test")
         assert p.pass_(PASSWORD).startswith(b"+OK")
+        _, lines, _ = p.retr(1)
+        assert b"\n".join(lines) + b"\n" == big
         p.quit()
     finally:
         server.stop()
