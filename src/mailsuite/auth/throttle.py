@@ -185,10 +185,11 @@ class AuthThrottle:
         for key in list(self._entries):
             self._current(key, now)
         if len(self._entries) >= MAX_ENTRIES:
-            # Still full: drop the quarter seen least recently (never one refusing now).
+            # Still full: drop the quarter seen least recently, fewest failures first
+            # (never one refusing now).
             victims = sorted(
                 (k for k, e in self._entries.items() if e.refused_until <= now),
-                key=lambda k: self._entries[k].last,
+                key=lambda k: (self._entries[k].last, self._entries[k].failures),
             )[: MAX_ENTRIES // 4]
             for k in victims:
                 del self._entries[k]
