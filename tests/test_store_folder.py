@@ -416,3 +416,17 @@ def test_stale_index_is_corrected_by_a_rescan(store: MaildirStore) -> None:
     deliver(store.mail_dir, MSG)
     again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
     assert [r.uid for r in again.messages()] == [1, 3, 4]
+
+
+def test_message_moved_back_to_new_keeps_its_uid(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    resolve(folder.close())
+    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    path = inbox_dir(store)
+    name = again.get(1).filename
+    os.rename(path / "cur" / name, path / "new" / names.base_name(name))
+    again._disk.dirty = True
+    changes = resolve(again.sync())
+    assert [r.uid for r in again.messages()] == [1, 2] and not changes.added

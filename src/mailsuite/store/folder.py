@@ -299,7 +299,7 @@ class FolderDisk:
             unknown.append((base, fn, True))
         renamed_away = False
         if unknown:
-            added, renamed_away = self._adopt_unknown(unknown, seen)
+            added, renamed_away = self._adopt_unknown(unknown, seen, flagged)
         expunged = [uid for uid in self.records if uid not in seen]
         for uid in expunged:
             self._drop(uid)
@@ -311,13 +311,17 @@ class FolderDisk:
         self.index_dirty = True
         return Changes(added, expunged, flagged)
 
-    def _adopt_unknown(self, unknown: list[tuple[str, str, bool]], seen: set[int]) -> tuple[list[int], bool]:
+    def _adopt_unknown(self, unknown: list[tuple[str, str, bool]], seen: set[int], flagged: list[int]) -> tuple[list[int], bool]:
         added: list[int] = []
         renamed_away = False
         unknown.sort(key=lambda u: _sort_key(u[1]))
         with FolderLock(self.path):
             ul = self.uidlist
             ul.read_tail()
+            for base, _, _ in unknown:
+                known = self.by_base.get(base)
+                if known is not None:
+                    ul.uids.setdefault(base, known)  # e.g. moved back to new/ by a tool
             if any(not in_new and base not in ul.uids for base, _, in_new in unknown):
                 # A file in cur/ we have no UID for: maybe our index skipped part of the
                 # uidlist; read all of it before giving a second UID to a message.
@@ -345,6 +349,14 @@ class FolderDisk:
                         size = crlf_size(path)
                 except FileNotFoundError:
                     renamed_away = True
+                    continue
+                old = self.records.get(uid)
+                if old is not None:
+                    # A known message that reappeared in new/: same UID, new flags.
+                    self._put(old._replace(filename=target, flags=self.flags_of(target.partition(":2,")[2]),
+                                           modseq=self._next_modseq()))
+                    seen.add(uid)
+                    flagged.append(uid)
                     continue
                 rec = MessageRecord(uid, target, self.flags_of(target.partition(":2,")[2]), size,
                                     st.st_mtime, self._next_modseq(), recent)
