@@ -145,6 +145,22 @@ ANSWERED = object()  # a handler's result when it wrote the tagged response itse
 NO_EXPUNGE_REPORT = {"FETCH", "STORE", "SEARCH", "UID FETCH", "UID STORE", "UID SEARCH"}
 
 
+def _no_delay(transport: Any) -> None:
+    """TCP_NODELAY on the socket under any TLS/gate wrappers: without it a reply that
+    follows a small write waits for the peer's delayed ACK (~40 ms)."""
+    for _ in range(4):
+        if transport is None:
+            return
+        setter = getattr(transport, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except (OSError, socket.error):
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+
+
 def _auth_failed() -> None:
     raise No("Authentication failed", "AUTHENTICATIONFAILED")
 
@@ -182,10 +198,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.ip = getattr(peer, "host", "") or ""
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError, socket.error):
-            pass
+        _no_delay(self.transport)
         counts = self.factory.per_ip
         if counts.get(self.ip, 0) >= self.svc.max_connections_per_ip:
             log.warn("imap: connection from [{ip}] refused: too many connections", ip=self.ip)
@@ -243,7 +256,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 caps.append("LOGINDISABLED")
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-                     "CREATE-SPECIAL-USE", f"APPENDLIMIT={self.svc.append_limit}"]
+                     f"APPENDLIMIT={self.svc.append_limit}"]
         return " ".join(caps).encode("ascii")
 
     # -- input framing ---------------------------------------------------------------
@@ -290,6 +303,11 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 self._skip_line = False
                 continue
             if len(line) > self.svc.max_line_length:
+                if self._continuation is not None:
+                    # An over-long AUTHENTICATE/IDLE answer: end that exchange (BAD).
+                    step, self._continuation = self._continuation, None
+                    step(b"*" * 2)
+                    continue
                 self._line_too_long(line[:200])
                 continue
             if self._continuation is not None:

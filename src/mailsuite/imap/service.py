@@ -14,6 +14,19 @@ from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.server import IIMAPAccount, IMAPFactoryConfig, IMAPServerFactory
 
 
+class _SaveIndexes(service.Service):
+    """At shutdown, write the index of every folder still open (sessions, lingering
+    folders), so the next start opens big folders without a rescan."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def stopService(self) -> Any:
+        super().stopService()
+        close_all = getattr(self.store, "close_all", None)
+        return close_all() if close_all is not None else None
+
+
 def add_services(suite: Any, parent: service.MultiService) -> None:
     cfg = suite.config
     store = suite.store
@@ -28,6 +41,7 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
             leftover.unlink(missing_ok=True)
 
     suite.on_start.append(clean_spool)
+    _SaveIndexes(store).setServiceParent(parent)
     tls_for = getattr(suite, "tls_for", None)
     ctx = tls_for("imap") if tls_for is not None else suite.tls
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
