@@ -420,12 +420,34 @@ def test_invalid_content_type_falls_back_to_text_plain() -> None:
 
 def test_deep_nesting_is_capped_and_still_valid() -> None:
     depth = 500
-    head = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(depth))
+    # (x1x is no prefix of x12x: boundaries match as prefixes of a line, as in Dovecot)
+    head = b"".join(b"Content-Type: multipart/mixed; boundary=x%dx\n\n--x%dx\n" % (i, i) for i in range(depth))
     raw = head + b"\ninnermost\n"
     m = mime.parse(raw)
     out = mime.bodystructure(m)
     check_body(parse_full(out), ext=True)
     assert out.count(b"multipart") == 0 and out.count(b'"mixed"') == mime.MAX_DEPTH + 1
+
+
+def test_boundaries_match_as_line_prefixes_innermost_first() -> None:
+    # Dovecot's rule: "--outerX" still ends a part of "outer"; an inner boundary that
+    # extends the outer one is found first because the innermost is tried first.
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=out\n\n--out\n"
+        b"Content-Type: multipart/alternative; boundary=outer\n\n--outer\n\na\n--outer\n\nb\n--outer--\n"
+        b"--out junk\n\nc\n--out--\n"
+    )
+    m = mime.parse(raw)
+    assert [len(p.children) for p in m.root.children] == [2, 0]
+    assert fetch(raw, "1.2") == b"b"
+    assert fetch(raw, "2") == b"c"
+
+
+def test_boundary_line_inside_a_part_header_ends_the_part() -> None:
+    raw = b"Content-Type: multipart/mixed; boundary=e\n\n--e\nContent-Type: text/plain\n--e\n\nx\n--e--\n"
+    assert fetch(raw, "1.MIME") == b"Content-Type: text/plain"
+    assert fetch(raw, "1") == b""
+    assert fetch(raw, "2") == b"x"
 
 
 def test_deeply_nested_messages_are_capped_and_still_valid() -> None:

@@ -305,6 +305,21 @@ def _quoted(s: bytes, i: int) -> tuple[int, bytes]:
     return n, _QUOTED_PAIR.sub(rb"\1", s[i + 1 :])
 
 
+def _quote_closes(s: bytes, i: int) -> bool:
+    """Whether the quoted string opening at ``s[i]`` has its closing quote."""
+    n = len(s)
+    j = i + 1
+    while j < n:
+        c = s[j]
+        if c == 0x5C:
+            j += 2
+        elif c == 0x22:
+            return True
+        else:
+            j += 1
+    return False
+
+
 def _address_tokens(s: bytes) -> list[tuple[bytes, bytes, bytes]]:
     out: list[tuple[bytes, bytes, bytes]] = []
     i = 0
@@ -367,6 +382,8 @@ def _params(s: bytes, i: int) -> tuple[tuple[str, bytes], ...]:
             continue
         i = _skip_cfws(s, i + 1)
         if i < n and s[i] == 0x22:
+            if not _quote_closes(s, i):
+                break  # unterminated quoted value: dropped, as Dovecot does
             i, value = _quoted(s, i)
         else:
             # Unquoted: a token, but be forgiving about specials inside (some mailers
@@ -495,11 +512,31 @@ def parse(data: bytes, *, wire: bool = False) -> Message:
     else:
         d = to_wire(data) if not wire else data.replace(b"\x00", b"\x80") if b"\x00" in data else data
         crlf = _crlf_only(d)
-    return Message(d, _entity(d, 0, len(d), False, 0, crlf))
+    return Message(d, _entity(d, 0, len(d), False, 0, crlf, ())[0])
 
 
-def _entity(d: bytes, start: int, end: int, in_digest: bool, depth: int, crlf: bool) -> Part:
+# A boundary line found while scanning: which multipart of the stack it belongs to
+# (index), whether it closes it, where the line end before it starts (that line end
+# belongs to the boundary, RFC 2046 §5.1.1), where the next line starts, and where
+# the boundary line itself starts.
+_Hit = tuple[int, bool, int, int, int]
+
+
+def _entity(
+    d: bytes, start: int, end: int, in_digest: bool, depth: int, crlf: bool, stack: tuple[bytes, ...]
+) -> tuple[Part, _Hit | None]:
+    """Parse the entity at ``d[start:]``. It ends at the first boundary line of any
+    enclosing multipart (``stack``, innermost last) or at ``end``; that boundary line is
+    returned too. Boundaries are matched like Dovecot does it: the line starts with
+    ``--boundary`` (a prefix match), innermost multipart first, so even broken nesting
+    (an inner boundary that extends an outer one, an unterminated inner multipart)
+    comes out as Dovecot shows it."""
+    first = _next_boundary(d, start, start, end, stack, crlf)
     body_start = _body_start(d, start, end, crlf)
+    # A boundary line ends the entity even inside its header (then it has no body).
+    cut = first is not None and first[4] < body_start
+    if cut:
+        body_start = first[2]  # type: ignore[index]
     fields = _content_scan(d, start, body_start)
     ctype = fields.get(b"content-type")
     cte = fields.get(b"content-transfer-encoding")
@@ -510,60 +547,77 @@ def _entity(d: bytes, start: int, end: int, in_digest: bool, depth: int, crlf: b
         maintype, subtype, params = parsed
     children: tuple[Part, ...] = ()
     message = None
-    if depth < MAX_DEPTH:
-        if maintype == "multipart":
-            boundary = _param(params, "boundary")
-            if boundary:
-                children = _multipart(d, body_start, end, boundary, subtype == "digest", depth + 1, crlf)
-        elif maintype == "message" and subtype == "rfc822":
-            if cte is None or cte.lower() not in _OPAQUE_CTE:
-                message = _entity(d, body_start, end, False, depth + 1, crlf)
-    return Part(start, body_start, end, maintype, subtype, params, children, message)
+    hit: _Hit | None
+    if cut:
+        hit = first
+    elif depth < MAX_DEPTH and maintype == "multipart" and _param(params, "boundary"):
+        inner = stack + (b"--" + _param(params, "boundary"),)  # type: ignore[operator]
+        mine = len(inner) - 1
+        hit = _next_boundary(d, body_start, body_start, end, inner, crlf)  # skip the preamble
+        parts: list[Part] = []
+        while hit is not None and hit[0] == mine and not hit[1]:
+            child, hit = _entity(d, hit[3], end, subtype == "digest", depth + 1, crlf, inner)
+            parts.append(child)
+        if hit is not None and hit[0] == mine:  # closed: skip the epilogue
+            hit = _next_boundary(d, hit[3], hit[3], end, stack, crlf)
+        children = tuple(parts)
+    elif depth < MAX_DEPTH and maintype == "message" and subtype == "rfc822" and (
+        cte is None or cte.lower() not in _OPAQUE_CTE
+    ):
+        message, hit = _entity(d, body_start, end, False, depth + 1, crlf, stack)
+    else:
+        hit = first  # a leaf ends at the first boundary line after its start
+    part_end = end if hit is None else max(body_start, hit[2])
+    # When a header's empty line is also the line end before a boundary, the child's
+    # header keeps it (as in Dovecot), so a parent never ends before its last child.
+    if children:
+        part_end = max(part_end, children[-1].end)
+    elif message is not None:
+        part_end = max(part_end, message.end)
+    return Part(start, body_start, part_end, maintype, subtype, params, children, message), hit
 
 
-def _multipart(
-    d: bytes, start: int, end: int, boundary: bytes, digest: bool, depth: int, crlf: bool
-) -> tuple[Part, ...]:
-    delim = b"--" + boundary
-    dlen = len(delim)
-    parts: list[Part] = []
-    part_start = -1  # where the current part begins; -1 before the first delimiter
-    pos = start
+_EOL_RE = re.compile(_EOL)
+
+
+def _next_boundary(
+    d: bytes, pos: int, region_start: int, end: int, stack: tuple[bytes, ...], crlf: bool
+) -> _Hit | None:
+    """The first line at or after ``pos`` (a line start) that starts with one of the
+    ``--boundary`` strings in ``stack`` (innermost, i.e. last, first)."""
+    if not stack:
+        return None
+    i = pos if d.startswith(b"--", pos, end) else -1
     while True:
-        i = d.find(delim, pos, end)
         if i < 0:
-            break
+            i = d.find(b"\n--", pos, end)
+            if not crlf:  # a bare CR ends a line too
+                j = d.find(b"\r--", pos, end)
+                if j >= 0 and (i < 0 or j < i):
+                    i = j
+            if i < 0:
+                return None
+            i += 1
+        for idx in range(len(stack) - 1, -1, -1):
+            delim = stack[idx]
+            if d.startswith(delim, i, end):
+                k = i + len(delim)
+                close = d.startswith(b"--", k, end)
+                if i == region_start:
+                    eol = i
+                elif d[i - 1] == 10 and i - 2 >= region_start and d[i - 2] == 13:
+                    eol = i - 2
+                else:
+                    eol = i - 1
+                if crlf:
+                    nl = d.find(b"\r\n", k, end)
+                    after = end if nl < 0 else nl + 2
+                else:
+                    m = _EOL_RE.search(d, k, end)
+                    after = end if m is None else m.end()
+                return (idx, close, eol, after, i)
         pos = i + 1
-        if i != start and d[i - 1] not in (10, 13):
-            continue  # not at the start of a line
-        j = i + dlen
-        close = d.startswith(b"--", j, end)
-        if not close:
-            while j < end and d[j] in (32, 9):  # transport padding
-                j += 1
-            if j < end and d[j] not in (10, 13):
-                continue  # "--boundaryXYZ": some other line
-        # The line end before a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
-        if i == start:
-            eol = i
-        elif d[i - 1] == 10 and i - 2 >= start and d[i - 2] == 13:
-            eol = i - 2
-        else:
-            eol = i - 1
-        if part_start >= 0:
-            parts.append(_entity(d, part_start, max(part_start, eol), digest, depth, crlf))
-        if close:
-            return tuple(parts)
-        if j >= end:
-            part_start = end
-        elif d[j] == 13 and j + 1 < end and d[j + 1] == 10:
-            part_start = j + 2
-        else:
-            part_start = j + 1
-        pos = part_start
-    if part_start >= 0:  # unterminated: the last part runs to the end of the parent
-        parts.append(_entity(d, part_start, end, digest, depth, crlf))
-    return tuple(parts)
+        i = -1
 
 
 # --- IMAP strings -------------------------------------------------------------------
@@ -911,9 +965,8 @@ def _write_part(d: bytes, part: Part, ext: bool, out: list[bytes], message_root:
     if not params and part.maintype == "text":
         params = (("charset", b"us-ascii"),)
     cte = f.get(b"content-transfer-encoding")
-    if cte:
-        m = _TOKEN_RE.match(cte)
-        cte = m.group() if m else None
+    if cte and not _TOKEN_RE.fullmatch(cte):
+        cte = None  # not one token: "7bit", as Dovecot shows it
     size = part.end - part.body_start
     out.append(
         b"(%s %s %s %s %s %s %d"
