@@ -90,3 +90,17 @@ def test_stock_twisted_pop3_misses_a_dot_after_a_chunk_boundary() -> None:
     assert b"\r\n.\r\n" in stock_wire  # the bug
     ours = b"".join(iter_encoded(io.BytesIO(b"".join(chunks)), 16384))
     assert b"\r\n.\r\n" not in ours and b"\r\n..\r\nrest\r\n" in ours
+
+
+@given(message, st.integers(min_value=0, max_value=6), st.sampled_from([3, 7, 64, 1 << 16]))
+@settings(max_examples=300)
+def test_top_fast_path_agrees_with_line_by_line(data: bytes, n: int, chunk: int) -> None:
+    from mailsuite.pop3 import stream
+
+    slow = stream._top_by_lines(io.BytesIO(data), n, 1 << 16)
+    old, stream.CHUNK = stream.CHUNK, chunk
+    try:
+        fast = top_lines(io.BytesIO(data), n)
+    finally:
+        stream.CHUNK = old
+    assert fast == slow

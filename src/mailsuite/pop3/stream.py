@@ -83,6 +83,36 @@ def iter_encoded(f: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
 def top_lines(f: BinaryIO, body_lines: int, max_line: int = CHUNK) -> bytes:
     """TOP: the header, the blank line, and the first ``body_lines`` lines of the body,
     stuffed, without the terminator.  Reads only as much of the file as it needs."""
+    head = f.read(CHUNK)
+    cut = _top_cut(head, body_lines, len(head) < CHUNK)
+    if cut is not None:
+        return encode_all(head[:cut])
+    f.seek(0)  # a long header or many lines: go line by line
+    return _top_by_lines(f, body_lines, max_line)
+
+
+def _top_cut(data: bytes, body_lines: int, whole: bool) -> int | None:
+    """Where TOP's answer ends in ``data`` (the file's first bytes; ``whole`` if that
+    is all of it), or None if ``data`` is not enough to tell."""
+    if data[:1] == b"\n":
+        pos = 1
+    elif data[:2] == b"\r\n":
+        pos = 2
+    else:
+        ends = [i for i in (data.find(b"\n\n"), data.find(b"\n\r\n")) if i >= 0]
+        if not ends:
+            return len(data) if whole else None
+        i = min(ends)
+        pos = i + (2 if data[i + 1 : i + 2] == b"\n" else 3)
+    for _ in range(body_lines):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return len(data) if whole else None
+        pos = nl + 1
+    return pos
+
+
+def _top_by_lines(f: BinaryIO, body_lines: int, max_line: int) -> bytes:
     enc = Encoder()
     out = []
     in_header = True
