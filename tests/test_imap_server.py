@@ -579,3 +579,19 @@ def test_big_append_streams_through_a_spool_file_and_round_trips(imap_server: Se
     assert data[0][1] == big
     assert os.listdir(imap_server.root / "data" / "imap-spool") == []
     m.logout()
+
+
+def test_fetch_of_many_big_messages_to_a_slow_reader(imap_server: Server, user: str) -> None:
+    body = b"".join(b"%06d some text to make the message big\r\n" % i for i in range(5000))
+    msgs = [b"Subject: m%d\r\n\r\n" % i + body for i in range(30)]
+    r = Raw(imap_server.ports["imap"])
+    r.login(user)
+    for m in msgs:
+        r.cmd(b"APPEND INBOX {%d+}\r\n" % len(m) + m)
+    r.cmd(b"SELECT INBOX")
+    r.send(b"f1 FETCH 1:* (BODY.PEEK[])\r\n")
+    time.sleep(0.5)  # let the server's output back up against an unread socket
+    untagged, tagged = r.response(b"f1")
+    assert tagged == b"f1 OK FETCH completed"
+    assert [u.partition(b"\r\n")[2][:-1] for u in untagged] == msgs
+    r.close()

@@ -610,6 +610,9 @@ class MailboxCommands:
             if size > 256 * 1024:
                 self.write(b"".join(out))
                 out, size = [], 0
+                await self.drained()
+                if self._closing:
+                    return "gone"
         if out:
             self.write(b"".join(out))
         if missing:

@@ -35,11 +35,12 @@ from typing import Any, Callable
 
 from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from mailsuite.imap import parser as P
 from mailsuite.imap.commands import MailboxCommands
@@ -165,6 +166,7 @@ def _auth_failed() -> None:
     raise No("Authentication failed", "AUTHENTICATIONFAILED")
 
 
+@implementer(IPushProducer)
 class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def __init__(self, conf: IMAPFactoryConfig) -> None:
         self.conf = conf
@@ -208,6 +210,11 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             return
         counts[self.ip] = counts.get(self.ip, 0) + 1
         self._counted = True
+        try:
+            # We produce big FETCH responses: the transport tells us when to wait.
+            self.transport.registerProducer(self, True)
+        except (AttributeError, RuntimeError):
+            pass
         self.setTimeout(self.svc.login_timeout)
         self.transport.write(b"* OK [CAPABILITY " + self.capabilities() + b"] " +
                              wire.text(self.conf.hostname) + b" IMAP4rev1 mailsuite ready\r\n")
@@ -240,6 +247,34 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self.transport.write(b"* BYE Autologout; idle for too long\r\n")
         self._closing = True
         self.transport.loseConnection()
+
+    # IPushProducer, for the output side: a FETCH of many or big messages waits for
+    # the client to read instead of piling everything into the transport's buffer.
+    _out_paused = False
+    _drain_waiters: list[defer.Deferred] | None = None
+
+    def pauseProducing(self) -> None:
+        self._out_paused = True
+
+    def resumeProducing(self) -> None:
+        self._out_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for d in waiters or ():
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        self._closing = True
+        self.resumeProducing()
+
+    def drained(self) -> defer.Deferred:
+        """Fires once the transport wants more output (at once if it does now)."""
+        if not self._out_paused or self._closing:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(d)
+        return d
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
