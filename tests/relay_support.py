@@ -143,6 +143,7 @@ class Script:
     stall_at: str = ""  # "greeting" | "data_end": never answer there
     drop_after_data_bytes: int = -1  # close the connection after this many body bytes
     starttls_garbage: bool = False  # offer STARTTLS, then answer the handshake with junk
+    no_ehlo: bool = False  # an old peer: 502 to EHLO, HELO only
 
 
 class Peer:
@@ -177,7 +178,9 @@ class Peer:
                     cmd = line.decode(errors="replace").rstrip("\r\n")
                     peer.commands.append(cmd)
                     verb = cmd.split(" ", 1)[0].upper()
-                    if verb == "EHLO":
+                    if verb == "EHLO" and sc.no_ehlo:
+                        say("502 5.5.2 Error: command not recognized")
+                    elif verb == "EHLO":
                         exts = list(sc.ehlo_lines) + (["STARTTLS"] if sc.starttls_garbage else [])
                         for e in exts:
                             say(f"250-{e}")

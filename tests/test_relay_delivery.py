@@ -81,6 +81,24 @@ def test_one_connection_carries_all_recipients_for_a_destination(server_factory,
     assert [c.split(":")[0] for c in peer.commands[:6]] == ["EHLO mail.example.test", "MAIL FROM", "RCPT TO", "RCPT TO", "RCPT TO", "DATA"]
 
 
+def test_peer_without_pipelining_gets_one_command_at_a_time(server_factory, peers) -> None:
+    peer = peers(Script(ehlo_lines=("8BITMIME",), rcpt=lambda a: "550 5.1.1 unknown" if a.startswith("x") else "250 Ok"))
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()
+    send(srv, "alice@example.test", ["a@remote.test", "x@remote.test", "b@remote.test"])
+    wait_for(lambda: peer.received, 10, "delivery", srv)
+    assert peer.received[0].rcpts == ["a@remote.test", "b@remote.test"]
+    wait_status(srv, "x@remote.test", "bounced")
+
+
+def test_peer_that_refuses_ehlo_is_greeted_with_helo(server_factory, peers) -> None:
+    peer = peers(Script(no_ehlo=True))
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()
+    send(srv, "alice@example.test", ["a@remote.test"])
+    wait_for(lambda: peer.received, 10, "delivery", srv)
+    assert peer.commands[:2] == ["EHLO mail.example.test", "HELO mail.example.test"]
+    assert "BODY=8BITMIME" not in peer.commands[2]
+
+
 def test_ehlo_uses_the_configured_hostname(server_factory, peers) -> None:
     peer = peers()
     srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()
@@ -366,6 +384,20 @@ def test_servfail_defers_and_delivery_follows_when_dns_recovers(server_factory, 
     assert "dsn=4.4.3" in srv.log() and "SERVFAIL" in srv.log()
     dns.set({"flaky.test": {"A": ["127.0.0.1"]}})
     wait_status(srv, "p@flaky.test", "sent")
+
+
+def test_mx_that_is_this_server_bounces_as_a_loop(server_factory, dns_factory) -> None:
+    from tests.harness import free_port
+
+    dns = dns_factory({"loop.test": {"A": ["127.0.0.1"]}})
+    port = free_port()
+    srv = relay_server(server_factory, dns_servers=[dns.server], smtp_port=port)
+    srv.sections["smtp"]["listen"] = [f"tcp:{port}:interface=127.0.0.1"]
+    srv.ports["smtp"] = srv.wait_ports["smtp"] = port
+    srv.start()
+    send(srv, "alice@example.test", ["p@loop.test"])
+    wait_status(srv, "p@loop.test", "bounced")
+    assert "dsn=5.4.6" in srv.log() and "loops back to myself" in srv.log()
 
 
 def test_dns_timeout_defers(server_factory, dns_factory) -> None:

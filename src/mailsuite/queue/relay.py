@@ -135,6 +135,12 @@ class Relay:
     async def _open(self, dest: Destination, cand: Candidate) -> Session:
         session = await self._connect(cand)
         await session.greet(self.hostname)
+        peer_name = (session.greeting.lines[0].split() or [""])[0] if session.greeting else ""
+        if dest.kind == "mx" and peer_name.lower() == self.hostname.lower():
+            # An MX that is this server (a DNS mistake, or a domain missing from
+            # server.domains) would bounce the message between us forever.
+            session.close()
+            raise SessionError(f"mail for {dest.host} loops back to myself", PeerReply(554, "5.4.6 mail loops back to myself"))
         if dest.tls == "none":
             pass
         elif "STARTTLS" in session.extensions:
