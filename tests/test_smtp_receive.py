@@ -690,3 +690,36 @@ def test_big_message_streams_without_being_held_in_memory(tmp_path: Path) -> Non
             assert (s.maildir(rcpt) / "new" / name).stat().st_size > size - 2 * len(chunk)
     finally:
         s.stop()
+
+
+# -- fuzz -------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_words = st.sampled_from([
+    b"EHLO x.test", b"HELO x", b"MAIL FROM:<a@b.test>", b"MAIL FROM:<>", b"MAIL FROM:<a@b.test> SIZE=10",
+    b"RCPT TO:<alice@example.test>", b"RCPT TO:<ghost@example.test>", b"RCPT TO:<x@far.test>", b"DATA",
+    b"RSET", b"NOOP", b"VRFY x", b"AUTH PLAIN", b"BDAT 10", b".", b"..", b"", b"MAIL", b"RCPT",
+    b"Subject: x", b"\x00", b"\xff\xfe", b"MAIL FROM:<\x00@b.test>", b"A" * 1100,
+])
+# (No STARTTLS: after its 220 the server rightly waits for a TLS handshake.)
+_fuzz_lines = st.lists(st.one_of(_words, st.binary(max_size=30).map(lambda b: b.replace(b"\n", b""))), max_size=25)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_fuzz_lines)
+def test_any_input_gets_replies_and_no_traceback(srv: Server, lines: list[bytes]) -> None:
+    with Raw(srv.ports["smtp"]) as c:
+        c.send(b"".join(line + b"\r\n" for line in lines) + b"\r\n.\r\nQUIT\r\n")
+        c.sock.settimeout(5)
+        # The server answers and closes (QUIT, or 421 after too many errors); it never hangs.
+        got = b""
+        while True:
+            data = c.sock.recv(65536)
+            if not data:
+                break
+            got += data
+    for line in got.split(b"\r\n")[:-1]:
+        assert re.match(rb"^[2345]\d\d[ -]", line), line
+    log = srv.log()
+    assert "Traceback" not in log and "Unhandled" not in log
