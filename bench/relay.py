@@ -60,8 +60,10 @@ def bench_mailsuite(a: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="mailsuite-relay-bench-"))
     sink_port = free_port()
     sink = start_sink(sink_port, None)
+    # The per-IP limit (20) would refuse smtp-source's reconnects racing the closes.
     srv = make_server(work / "srv", relay={"transport": {"remote.test": f"127.0.0.1:{sink_port}"},
-                                           "destination_concurrency": a.concurrency})
+                                           "destination_concurrency": a.concurrency},
+                      smtp={"max_connections_per_ip": 1000})
     srv.start()
     spool = srv.root / "data" / "queue" / "spool"
     try:
