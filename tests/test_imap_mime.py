@@ -818,13 +818,19 @@ def test_search_helpers_never_raise(raw: bytes) -> None:
 # --- optional live comparison with Dovecot ----------------------------------------------
 
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
-# Differences we chose (see the mime module docstring): invalid Content-Type → text/plain;
-# strict boundary lines; lower-case type and parameter names.
-ACCEPTED = {"badctype", "padding", "uppercase"}
+# The difference we chose (see the mime module docstring): an invalid Content-Type is
+# text/plain (RFC 2045 §5.2), where Dovecot shows the broken type.
+ACCEPTED = {"badctype"}
 EXTRA_CORPUS = {
     "badctype": b"From: a@b\nContent-Type: garbage\n\nbody\n",
     "padding": b"From: a@b\nContent-Type: multipart/mixed; boundary=e\n\n--e  \n\nx\n--eX\nnot a boundary\n--e-- \n",
     "uppercase": b"From: a@b\nContent-Type: TEXT/HTML; CHARSET=Utf-8\n\nx\n",
+    "upper_rfc822": b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: MESSAGE/RFC822\n\nSubject: x\n\ny\n--b--\n",
+    "header_no_blank": b"From: a@b\nSubject: x\n",
+    "leaf_blank_boundary": b"Content-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: text/plain\n\n--o\n\ny\n--o--\n",
+    "cut_last_child": b"Content-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: multipart/mixed; boundary=i\n\n--i\n\nx\n--i\nand\n--o\n\ny\n--o--\n",
+    "rfc2231_order": b"Content-Type: text/plain; micalg*=us-ascii''pgp; title*0*=us-ascii'en'a%20; title*1=\"isn't it!\"; format=flowed\n\nx\n",
+    "no_charset_param": b"Content-Type: text/html; name=a.html\n\nx\n",
     "cte_only": b"From: a@b\nContent-Transfer-Encoding: base64\nContent-ID: <x>\n\naGk=\n",
     "mimever": b"From: a@b\nMIME-Version: 1.0\nContent-Transfer-Encoding: base64\n\naGk=\n",
     "crlf": b"From: a@b\r\nContent-Type: multipart/mixed; boundary=\"q\"\r\n\r\n--q\r\n\r\nx\r\n--q--\r\n",

@@ -85,8 +85,8 @@ class Part:
     ``header`` is ``data[start:body_start]`` (including the blank line that ends it, if
     there is one); the body is ``data[body_start:end]``. ``children`` are the parts of a
     multipart; ``message`` is the encapsulated message of a message/rfc822 part (its
-    ``start`` equals this part's ``body_start``). Type names are lower case; parameter
-    names lower case, values bytes as sent (quotes removed, RFC 2231 continuations
+    ``start`` equals this part's ``body_start``). Type names are lower case (as written
+    in ``shown_type`` when that differs); parameter names as written, values bytes as sent (quotes removed, RFC 2231 continuations
     joined; an extended value stays ``name*`` = ``charset'lang'%XX..`` like Dovecot)."""
 
     start: int
@@ -97,6 +97,7 @@ class Part:
     params: tuple[tuple[str, bytes], ...]
     children: tuple["Part", ...] = ()
     message: "Part | None" = None
+    shown_type: tuple[str, str] | None = None  # type/subtype as written, if not lower case
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +376,7 @@ def _params(s: bytes, i: int) -> tuple[tuple[str, bytes], ...]:
         if not m:
             i = _next_semicolon(s, i)
             continue
-        name = m.group().decode("ascii", "replace").lower()
+        name = m.group().decode("ascii", "replace")  # case kept, as Dovecot shows it
         i = _skip_cfws(s, m.end())
         if i >= n or s[i] != 0x3D:  # no '='
             i = _next_semicolon(s, i)
@@ -428,12 +429,16 @@ def _next_semicolon(s: bytes, i: int) -> int:
 
 def _join_rfc2231(raw: list[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
     # name*0, name*1*, ... → one value; if the first section is extended (charset''),
-    # the result is name* with the plain sections percent-encoded, as Dovecot does, so
-    # it stays 7-bit and clients decode it the usual way.
+    # the result is name* = charset'lang'value, sections joined as they are. As in
+    # Dovecot: plain parameters first, in order, then the RFC 2231 ones by name.
     out: list[tuple[str, bytes]] = []
     sections: dict[str, dict[int, tuple[bool, bytes]]] = {}
     order: list[str] = []
+    plain: list[tuple[str, bytes]] = []
     for name, value in raw:
+        if "*" not in name:
+            plain.append((name, value))
+            continue
         m = _RFC2231_NAME.match(name)
         if not m:
             out.append((name, value))
@@ -455,21 +460,12 @@ def _join_rfc2231(raw: list[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]
                 num += 1
             if not parts:
                 parts = [secs[min(secs)]]
-            if parts[0][0]:
-                joined = b"".join(v if ext else _pct(v) for ext, v in parts)
-                result.append((name + "*", joined))
-            else:
-                result.append((name, b"".join(v for _, v in parts)))
+            joined = b"".join(v for _, v in parts)
+            result.append((name + "*" if parts[0][0] else name, joined))
         else:
             result.append((name, value))
-    return tuple(result)
-
-
-def _pct(v: bytes) -> bytes:
-    return b"".join(
-        bytes([c]) if (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c in b"-._~") else b"%%%02X" % c
-        for c in v
-    )
+    result.sort(key=lambda kv: kv[0].lower())
+    return tuple(plain + result)
 
 
 _TYPE_TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045 token, 7-bit only
@@ -486,14 +482,12 @@ def _content_type(value: bytes) -> tuple[str, str, tuple[tuple[str, bytes], ...]
     m2 = _TYPE_TOKEN.match(value, _skip_cfws(value, i + 1))
     if not m2:
         return None
-    maintype = m.group().decode("ascii").lower()
-    subtype = m2.group().decode("ascii").lower()
-    return maintype, subtype, _params(value, m2.end())
+    return m.group().decode("ascii"), m2.group().decode("ascii"), _params(value, m2.end())
 
 
 def _param(params: tuple[tuple[str, bytes], ...], name: str) -> bytes | None:
     for k, v in params:
-        if k == name:
+        if k.lower() == name:
             return v
     return None
 
@@ -542,9 +536,11 @@ def _entity(
     cte = fields.get(b"content-transfer-encoding")
     parsed = _content_type(ctype) if ctype is not None else None
     if parsed is None:
+        shown = None
         maintype, subtype, params = ("message", "rfc822", ()) if in_digest else ("text", "plain", ())
     else:
-        maintype, subtype, params = parsed
+        shown = (parsed[0], parsed[1])  # as written, for BODYSTRUCTURE (Dovecot keeps case)
+        maintype, subtype, params = parsed[0].lower(), parsed[1].lower(), parsed[2]
     children: tuple[Part, ...] = ()
     message = None
     hit: _Hit | None
@@ -567,14 +563,23 @@ def _entity(
         message, hit = _entity(d, body_start, end, False, depth + 1, crlf, stack)
     else:
         hit = first  # a leaf ends at the first boundary line after its start
+        if hit is not None and hit[4] == body_start > start:
+            # The header's empty line is also the line end before the boundary:
+            # Dovecot gives it to the boundary, so the header ends without it.
+            body_start = hit[2]
     part_end = end if hit is None else max(body_start, hit[2])
+    if cut and hit is not None:
+        # The parent, though, ends where the boundary line starts (Dovecot's sizes).
+        hit = (hit[0], hit[1], hit[4], hit[3], hit[4])
     # When a header's empty line is also the line end before a boundary, the child's
     # header keeps it (as in Dovecot), so a parent never ends before its last child.
     if children:
         part_end = max(part_end, children[-1].end)
     elif message is not None:
         part_end = max(part_end, message.end)
-    return Part(start, body_start, part_end, maintype, subtype, params, children, message), hit
+    if shown == (maintype, subtype):
+        shown = None  # the usual lower-case spelling: nothing extra to keep
+    return Part(start, body_start, part_end, maintype, subtype, params, children, message, shown), hit
 
 
 _EOL_RE = re.compile(_EOL)
@@ -948,7 +953,8 @@ def _write_part(d: bytes, part: Part, ext: bool, out: list[bytes], message_root:
                 _write_part(d, child, ext, out, False)
         else:
             out.append(_EMPTY_BODY_EXT if ext else _EMPTY_BODY)  # RFC 3501 wants ≥ 1 part
-        out.append(b" " + quoted_or_literal(part.subtype.encode("ascii")))
+        subtype = part.shown_type[1] if part.shown_type else part.subtype
+        out.append(b" " + quoted_or_literal(subtype.encode("ascii")))
         if ext:
             out.append(
                 b" %s %s %s %s"
@@ -962,8 +968,11 @@ def _write_part(d: bytes, part: Part, ext: bool, out: list[bytes], message_root:
         out.append(b")")
         return
     params = part.params
-    if not params and part.maintype == "text":
-        params = (("charset", b"us-ascii"),)
+    if part.maintype == "text" and _param(params, "charset") is None:
+        params = params + (("charset", b"us-ascii"),)  # RFC 2045's default, as Dovecot adds it
+    maintype, subtype = part.shown_type or (part.maintype, part.subtype)
+    if part.maintype == "message" and part.subtype == "rfc822":
+        maintype, subtype = "message", "rfc822"  # Dovecot writes this one in lower case
     cte = f.get(b"content-transfer-encoding")
     if cte and not _TOKEN_RE.fullmatch(cte):
         cte = None  # not one token: "7bit", as Dovecot shows it
@@ -971,8 +980,8 @@ def _write_part(d: bytes, part: Part, ext: bool, out: list[bytes], message_root:
     out.append(
         b"(%s %s %s %s %s %s %d"
         % (
-            quoted_or_literal(part.maintype.encode("ascii")),
-            quoted_or_literal(part.subtype.encode("ascii")),
+            quoted_or_literal(maintype.encode("ascii")),
+            quoted_or_literal(subtype.encode("ascii")),
             _param_list(params),
             _ns(f.get(b"content-id")),
             _ns(f.get(b"content-description")),
@@ -1105,7 +1114,7 @@ def _label_field(name: bytes) -> bytes:
 
 
 def _sub_parts(part: Part, message_root: bool) -> tuple[Part, ...]:
-    if part.children:
+    if part.children or part.maintype == "multipart":
         return part.children
     if part.message is not None:
         return _message_parts(part.message)
@@ -1173,12 +1182,9 @@ def _header_fields(header: bytes, names: tuple[bytes, ...], negate: bool) -> byt
                 out.append(line)
             else:  # the wire form always ends lines with CRLF
                 out.append(line.rstrip(b"\r\n") + b"\r\n")
-    if _BLANK_END.search(header):  # the header's own empty line, if it had one
-        out.append(b"\r\n")
+    if header.endswith((b"\n", b"\r")):  # the end of the header (Dovecot: unless its
+        out.append(b"\r\n")  # last line was cut off by the end of data or a boundary)
     return b"".join(out)
-
-
-_BLANK_END = re.compile(rb"(?:\A|" + _EOL + rb")(?>\r\n|\r|\n)\Z")
 
 
 # A whole field, folds and final line end included.
