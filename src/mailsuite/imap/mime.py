@@ -831,6 +831,11 @@ def _addr_spec(toks: list[tuple[bytes, bytes, bytes]]) -> tuple[bytes, bytes]:
     return (local or b"MISSING_MAILBOX", host or b"MISSING_DOMAIN")
 
 
+def _no_tab(value: bytes | None) -> bytes:
+    # Dovecot shows a TAB in a subject or display name as a space.
+    return b"NIL" if value is None else quoted_or_literal(value.replace(b"\t", b" ") if b"\t" in value else value)
+
+
 def _address_list(values: list[bytes] | None) -> bytes:
     if not values:
         return b"NIL"
@@ -838,7 +843,7 @@ def _address_list(values: list[bytes] | None) -> bytes:
     if not addrs:
         return b"NIL"
     return b"(" + b"".join(
-        b"(%s %s %s %s)" % (nstring(a[0]), nstring(a[1]), nstring(a[2]), nstring(a[3])) for a in addrs
+        b"(%s %s %s %s)" % (_no_tab(a[0]), nstring(a[1]), nstring(a[2]), nstring(a[3])) for a in addrs
     ) + b")"
 
 
@@ -873,7 +878,7 @@ def _envelope_of(d: bytes, part: Part) -> bytes:
     reply_to = _address_list(a.get(b"reply-to"))
     return b"(%s %s %s %s %s %s %s %s %s %s)" % (
         _ns(f.get(b"date")),
-        _ns(f.get(b"subject")),
+        _no_tab(f.get(b"subject")),
         frm,
         frm if sender == b"NIL" else sender,  # RFC 3501: default to From
         frm if reply_to == b"NIL" else reply_to,
