@@ -154,11 +154,24 @@ class Peer:
         self.data_ends = 0
         self.commands: list[str] = []
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
         peer = self
 
         class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:  # noqa: C901 - a script is a long if-chain
-                peer.connections += 1
+            def handle(self) -> None:
+                with peer._lock:
+                    peer.connections += 1
+                    peer.active += 1
+                    peer.max_active = max(peer.max_active, peer.active)
+                try:
+                    self._handle()
+                finally:
+                    with peer._lock:
+                        peer.active -= 1
+
+            def _handle(self) -> None:  # noqa: C901 - a script is a long if-chain
                 sc = peer.script
                 w = self.wfile
 

@@ -99,6 +99,36 @@ def test_peer_that_refuses_ehlo_is_greeted_with_helo(server_factory, peers) -> N
     assert "BODY=8BITMIME" not in peer.commands[2]
 
 
+def test_messages_in_a_row_share_one_cached_connection(server_factory, peers) -> None:
+    peer = peers()
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}, connection_cache_time=5).start()
+    for i in range(3):
+        send(srv, "alice@example.test", [f"r{i}@remote.test"])
+        wait_for(lambda: len(peer.received) == i + 1, 10, "delivery", srv)
+    assert peer.connections == 1
+    assert [c.split(":")[0] for c in peer.commands].count("EHLO mail.example.test") == 1
+
+
+def test_deliveries_to_one_destination_are_limited_to_its_concurrency(server_factory, peers) -> None:
+    import time as _time
+
+    def slow_end(p: object) -> str:
+        _time.sleep(0.3)
+        return "250 2.0.0 Ok"
+
+    peer = peers(Script(data_end=slow_end))
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}, destination_concurrency=2).start()
+    import threading
+
+    threads = [threading.Thread(target=send, args=(srv, "alice@example.test", [f"r{i}@remote.test"])) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_for(lambda: len(peer.received) == 6, 15, "six deliveries", srv)
+    assert peer.max_active == 2
+
+
 def test_ehlo_uses_the_configured_hostname(server_factory, peers) -> None:
     peer = peers()
     srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()

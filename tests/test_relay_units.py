@@ -261,3 +261,12 @@ def test_local_recipient_is_reported_under_the_address_the_sender_used() -> None
     raw = dsn.build(rec, rec.recipients, b"", "mail.example.test").decode()
     assert "Final-Recipient: rfc822; info@example.test" in raw
 
+
+
+def test_backoff_doubles_from_min_to_max() -> None:
+    from mailsuite.queue.scheduler import QueueManager
+
+    qm = QueueManager.__new__(QueueManager)
+    qm.cfg = RelayConfig(backoff_min=300, backoff_max=3600)
+    assert [qm._backoff(n) for n in range(1, 7)] == [300, 600, 1200, 2400, 3600, 3600]
+    assert qm._backoff(1000) == 3600
