@@ -920,3 +920,8 @@ _one_address = st.tuples(_name, _local, _local, st.booleans()).map(
 def test_fast_address_path_agrees_with_the_full_parser(addresses: list[bytes], sep: bytes) -> None:
     value = sep.join(addresses)
     assert mime.parse_addresses(value) == mime.parse_addresses_full(value)
+
+
+@given(st.binary(max_size=60) | st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_any_bytes_format_as_an_imap_string_that_parses_back(value: bytes) -> None:
+    assert parse_full(mime.quoted_or_literal(value)) == value.replace(b"\x00", b"\x80")

@@ -633,19 +633,17 @@ _QUOTED_MAX = 4096  # longer values go as literals, like most servers do
 def quoted_or_literal(value: bytes) -> bytes:
     """``value`` as an IMAP string: quoted if it is 7-bit text without CR/LF/NUL (and
     not huge), else a ``{n}\\r\\n`` literal (NUL, never allowed, becomes 0x80)."""
-    if (
-        len(value) <= _QUOTED_MAX
-        and value.isascii()
-        and b"\n" not in value
-        and b"\r" not in value
-        and b"\x00" not in value
-    ):
-        if b"\\" in value or b'"' in value:
-            value = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-        return b'"' + value + b'"'
+    n = len(value)
+    if n <= _QUOTED_MAX and value.isascii():
+        # bytes.translate is the cheapest test for "none of these bytes" (5x a regex);
+        # this runs ~10 times per ENVELOPE.
+        if len(value.translate(None, b'\x00\r\n"\\')) == n:
+            return b'"' + value + b'"'
+        if len(value.translate(None, b"\x00\r\n")) == n:
+            return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     if b"\x00" in value:
         value = value.replace(b"\x00", b"\x80")
-    return b"{%d}\r\n%s" % (len(value), value)
+    return b"{%d}\r\n%s" % (n, value)
 
 
 def nstring(value: bytes | None) -> bytes:
