@@ -75,3 +75,10 @@ def test_starttls_twice_is_bad(strict_server: Server) -> None:
     with pytest.raises(imaplib.IMAP4.error, match="TLS already active"):
         m._simple_command("STARTTLS")
     m.logout()
+
+
+def test_logout_over_tls_closes_the_connection(strict_server: Server) -> None:
+    r = Raw(strict_server.ports["imaps"], tls=tls_context(strict_server))
+    untagged, tagged = r.cmd(b"LOGOUT")
+    assert untagged[0].startswith(b"* BYE") and b"OK" in tagged
+    assert r.closed(timeout=3)

@@ -206,7 +206,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             log.warn("imap: connection from [{ip}] refused: too many connections", ip=self.ip)
             self.transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             self._closing = True
-            self.transport.loseConnection()
+            self._hang_up()
             return
         counts[self.ip] = counts.get(self.ip, 0) + 1
         self._counted = True
@@ -246,7 +246,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         log.info("imap: [{ip}] idle timeout, closing", ip=self.ip)
         self.transport.write(b"* BYE Autologout; idle for too long\r\n")
         self._closing = True
-        self.transport.loseConnection()
+        self._hang_up()
 
     # IPushProducer, for the output side: a FETCH of many or big messages waits for
     # the client to read instead of piling everything into the transport's buffer.
@@ -275,6 +275,14 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             self._drain_waiters = []
         self._drain_waiters.append(d)
         return d
+
+    def _hang_up(self) -> None:
+        # A registered producer keeps a TLS transport from closing: let go of it first.
+        try:
+            self.transport.unregisterProducer()
+        except (AttributeError, RuntimeError):
+            pass
+        self.transport.loseConnection()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
@@ -402,7 +410,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             if self.state == "notauth":
                 self.write(problem + b"* BYE Literal too large\r\n")
                 self._closing = True
-                self.transport.loseConnection()
+                self._hang_up()
                 return
             self._reject = problem  # read and discard the literal, answer at the end
         if self._reject is not None:
@@ -450,7 +458,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         if self._errors >= self.svc.max_errors:
             self.write(b"* BYE Too many errors\r\n")
             self._closing = True
-            self.transport.loseConnection()
+            self._hang_up()
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -531,7 +539,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def do_LOGOUT(self, cmd: P.Command) -> object:
         self.write(b"* BYE Logging out\r\n" + cmd.tag + b" OK LOGOUT completed\r\n")
         self._closing = True
-        self.transport.loseConnection()
+        self._hang_up()
         return ANSWERED
 
     def do_ID(self, cmd: P.Command) -> None:
