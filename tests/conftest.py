@@ -42,4 +42,4 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-u
     from tests.store_helpers import inline_run
 
     monkeypatch.setattr(workers, "run", inline_run)
-    return MaildirStore(tmp_path / "mail")
+    return MaildirStore(tmp_path / "mail", linger=0)

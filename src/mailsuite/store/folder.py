@@ -692,6 +692,7 @@ class Folder:
         self._version = -1
         self._unclaimed: set[int] = set()
         self._save_call: Any = None
+        self.linger_call: Any = None  # the store's pending unload after the last close
         self.refs = 0
         self._publish()
 

@@ -174,6 +174,7 @@ class _FolderRegistry:
     """
 
     mail_dir: Path
+    linger: float
     _open: dict[tuple[str, str], Any]
     _opening: dict[tuple[str, str], list[defer.Deferred]]
 
@@ -245,6 +246,9 @@ class _FolderRegistry:
         key = (account, name)
         folder = self._open.get(key)
         if folder is not None and not folder.gone:
+            if folder.linger_call is not None and folder.linger_call.active():
+                folder.linger_call.cancel()
+            folder.linger_call = None
             folder.refs += 1
             return folder.sync().addCallback(lambda _: folder)
         waiting = self._opening.get(key)
@@ -285,6 +289,19 @@ class _FolderRegistry:
         folder.refs -= 1
         if folder.refs > 0:
             return defer.succeed(None)
+        if self.linger > 0 and not folder.gone:
+            # Keep it loaded a while: POP3 clients and IMAP STATUS/SELECT often come
+            # back within seconds, and reloading a big index costs more than keeping it.
+            from twisted.internet import reactor
+
+            folder.linger_call = reactor.callLater(self.linger, self._expire, folder)  # type: ignore[attr-defined]
+            return folder.save_index()
+        return self._expire(folder)
+
+    def _expire(self, folder: Any) -> defer.Deferred:
+        folder.linger_call = None
+        if folder.refs > 0:
+            return defer.succeed(None)
         key = (folder.account, folder.name)
         if self._open.get(key) is folder:
             del self._open[key]
@@ -300,8 +317,10 @@ class MaildirStore(_FolderRegistry):
     """The store as the reactor thread sees it: Deferred wrappers over the above,
     and the folders (:class:`_FolderRegistry`, :mod:`mailsuite.store.folder`)."""
 
-    def __init__(self, mail_dir: Path) -> None:
+    def __init__(self, mail_dir: Path, linger: float = 30.0) -> None:
         self.mail_dir = mail_dir
+        # Seconds an open folder stays loaded after its last user closed it.
+        self.linger = linger
         self._ensured: set[str] = set()
         self._open: dict[tuple[str, str], Any] = {}
         self._opening: dict[tuple[str, str], list[defer.Deferred]] = {}
