@@ -309,6 +309,14 @@ def test_peer_that_never_greets_times_out(server_factory, peers) -> None:
     assert "timed out waiting for greeting" in srv.log()
 
 
+def test_peer_refusing_at_the_greeting_defers_even_with_5xx(server_factory, peers) -> None:
+    peer = peers(Script(greeting="554 5.3.2 not now"))
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()
+    send(srv, "alice@example.test", ["a@remote.test"])
+    wait_status(srv, "a@remote.test", "deferred")
+    assert "dsn=4.3.2" in srv.log() and "refused to talk to me: 554 5.3.2 not now" in srv.log()
+
+
 def test_garbage_reply_defers_with_a_protocol_error(server_factory, peers) -> None:
     peer = peers(Script(greeting="hello, I am not SMTP"))
     srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()

@@ -60,19 +60,20 @@ class SessionError(Exception):
     ``tls_failed`` marks a failed STARTTLS handshake (the caller may retry in plain)."""
 
     def __init__(self, message: str, reply: PeerReply | None = None, tls_failed: bool = False,
-                 status: str = "4.4.2") -> None:
+                 status: str = "4.4.2", permanent: bool | None = None) -> None:
         super().__init__(message)
         self.reply = reply
         self.tls_failed = tls_failed
         self._status = status
-
-    @property
-    def permanent(self) -> bool:
-        return self.reply is not None and self.reply.code >= 500
+        self.permanent = reply is not None and reply.code >= 500 if permanent is None else permanent
 
     @property
     def status(self) -> str:
-        return self.reply.status if self.reply is not None else self._status
+        if self.reply is None:
+            return self._status
+        status = self.reply.status
+        # A soft failure keeps the peer's detail but must not read as permanent.
+        return status if self.permanent or status[0] != "5" else "4" + status[1:]
 
 
 class _Timeout(Exception):
@@ -312,7 +313,10 @@ class Session:
         self.greeting = await self.proto.expect(self.timeouts.command, "greeting")
         if self.greeting.code != 220:
             self.close()
-            raise SessionError(f"host {self.relay} refused to talk to me: {self.greeting}", self.greeting)
+            # Deferred even for 5xx, as Postfix's smtp_skip_5xx_greeting: a host that
+            # will not talk now says nothing final about the recipients.
+            raise SessionError(f"host {self.relay} refused to talk to me: {self.greeting}", self.greeting,
+                               permanent=False)
         await self.ehlo(hostname)
 
     async def ehlo(self, hostname: str) -> None:
