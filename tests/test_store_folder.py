@@ -179,7 +179,7 @@ def test_sync_is_cheap_when_nothing_changed(store: MaildirStore, monkeypatch: py
     deliver(store.mail_dir, MSG)
     folder = open_inbox(store)
     resolve(folder.sync())  # sees its own move from new/ to cur/
-    folder._disk.dirty = False  # as if 2 s had passed (the same-tick window)
+    folder._disk.dirty = False  # as if 1 s had passed (the same-tick window)
     calls = []
     monkeypatch.setattr(os, "listdir", lambda *a: calls.append(a) or [])
     assert not resolve(folder.sync())
@@ -189,7 +189,7 @@ def test_sync_is_cheap_when_nothing_changed(store: MaildirStore, monkeypatch: py
 def test_sync_within_the_same_clock_tick_rescans(store: MaildirStore) -> None:
     folder = open_inbox(store)
     deliver(store.mail_dir, MSG)
-    # The listing at open was taken less than 2 s after the mtime: not trusted.
+    # The listing at open was taken less than 1 s after the mtime: not trusted.
     assert folder._disk.needs_scan()
     assert resolve(folder.sync()).added == [1]
 

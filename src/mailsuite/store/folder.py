@@ -56,8 +56,9 @@ from mailsuite.store.uidlist import FolderLock, UidList
 log = Logger(namespace="mailsuite.store")
 
 # A directory mtime this close to the time we listed it may hide a later change in the
-# same clock tick; such a listing is not trusted (rescan at the next sync).
-_DIRTY_WINDOW_NS = 2_000_000_000
+# same clock tick; such a listing is not trusted (rescan at the next sync).  Dovecot's
+# maildir code uses the same one second (MAILDIR_SYNC_SECS).
+_DIRTY_WINDOW_NS = 1_000_000_000
 _INDEX_SAVE_DELAY = 30.0
 _CHUNK = 1 << 16
 
