@@ -19,7 +19,7 @@ from mailsuite.imap import mime, search, utf7, wire
 from mailsuite.imap.fetch import FetchPlan
 from mailsuite.imap.parser import Command
 from mailsuite import workers
-from mailsuite.imap.selected import (SEARCH_FIELDS, SelectedMailbox, cached, flags_bytes, read_header,
+from mailsuite.imap.selected import (SEARCH_FIELDS, SelectedMailbox, cached, flags_bytes, linger, read_header,
                                      read_message, search_fields)
 from mailsuite.store import errors as store_errors
 
@@ -357,7 +357,7 @@ class MailboxCommands:
                     v = self.svc.append_limit
                 vals.append(f"{item} {v}")
         finally:
-            folder.close()
+            linger(folder)
         self.write(b"* STATUS %s (%s)\r\n" % (wire.mailbox(name), " ".join(vals).encode()))
         return "STATUS completed"
 
@@ -405,7 +405,7 @@ class MailboxCommands:
         except store_errors.StoreError as e:
             raise _store_error(e) from None
         finally:
-            folder.close()
+            linger(folder)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
     # -- selected state ------------------------------------------------------------------
@@ -718,7 +718,7 @@ class MailboxCommands:
             code = b"COPYUID %d %s %s" % (dest.uidvalidity, uid_set_text(s for s, _ in mapping),
                                          uid_set_text(d for _, d in mapping))
         finally:
-            dest.close()
+            linger(dest)
         if move:
             self.write(b"* OK [" + code + b"] Moved\r\n")
             sel.forget_expunged([s for s, _ in mapping], self.write)
