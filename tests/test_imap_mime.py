@@ -726,7 +726,7 @@ def _all_paths(subs: tuple[mime.Part, ...], prefix: tuple[int, ...] = ()) -> lis
     return out
 
 
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=int(os.environ.get("MIME_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPS
@@ -925,3 +925,20 @@ def test_fast_address_path_agrees_with_the_full_parser(addresses: list[bytes], s
 @given(st.binary(max_size=60) | st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_any_bytes_format_as_an_imap_string_that_parses_back(value: bytes) -> None:
     assert parse_full(mime.quoted_or_literal(value)) == value.replace(b"\x00", b"\x80")
+
+
+@PROPS
+@given(messages() | st.binary(max_size=200),
+       st.sampled_from(["HEADER", "HEADER.FIELDS (Subject To)", "HEADER.FIELDS.NOT (Content-Type)", "HEADER.FIELDS (X)"]))
+def test_header_block_alone_answers_header_sections_and_envelope(raw: bytes, spec: str) -> None:
+    header, _ = mime.split_header(raw)
+    s = sec(spec)
+    m = mime.parse(raw)
+    assert mime.header_only(s)
+    assert mime.header_section(header, s) == mime.section(m, s)
+    assert mime.header_envelope(header) == mime.envelope(m)
+
+
+def test_header_only_sections() -> None:
+    assert mime.header_only(sec("HEADER.FIELDS (From)")) and mime.header_only(sec("HEADER"))
+    assert not mime.header_only(sec("TEXT")) and not mime.header_only(sec("1.HEADER")) and not mime.header_only(sec(""))

@@ -9,6 +9,9 @@ Pure functions over bytes; no I/O, no Twisted. The IMAP server and the store use
   values as plain ``bytes`` (e.g. ``b'("Mon, 1 Jan ..." "subj" ((...)) ...)'``), ready to
   put after ``ENVELOPE `` / ``BODYSTRUCTURE `` / ``BODY `` and cheap to cache in the
   per-folder index.
+- ``header_only(sec)`` / ``header_section(header, sec)`` / ``header_envelope(header)``:
+  the same answers from the header block alone (``split_header``), for HEADER.FIELDS
+  and ENVELOPE without reading the body.
 - ``parse_section(b"1.2.HEADER.FIELDS (From To)")`` → :class:`Section`;
   ``section(msg, sec)`` → the section's bytes (``b""`` when the part does not exist);
   ``section_label(sec)`` → what to echo between the brackets in the response;
@@ -74,6 +77,9 @@ __all__ = [
     "parse_section",
     "section",
     "section_label",
+    "header_only",
+    "header_section",
+    "header_envelope",
     "partial",
     "quoted_or_literal",
     "nstring",
@@ -1110,6 +1116,29 @@ def _header_list(tail: bytes) -> tuple[bytes, ...]:
     if not names:
         raise ValueError("empty header field list")
     return tuple(names)
+
+
+def header_only(sec: Section) -> bool:
+    """Whether ``sec`` needs nothing but the message's header block (HEADER,
+    HEADER.FIELDS, HEADER.FIELDS.NOT of the message itself): then ``header_section``
+    answers it from the start of the file, without reading or parsing the body."""
+    return not sec.parts and sec.text.startswith("HEADER")
+
+
+def header_section(header: bytes, sec: Section) -> bytes:
+    """The bytes of a ``header_only`` section from the header block alone (as
+    ``split_header`` returns it; stored or wire form): the same bytes that
+    ``section(parse(message), sec)`` gives. Clients fetch HEADER.FIELDS for every
+    message when they open a folder, so this path matters."""
+    wire = to_wire(header)
+    if sec.text == "HEADER":
+        return wire
+    return _header_fields(wire, sec.fields, sec.text == "HEADER.FIELDS.NOT")
+
+
+def header_envelope(header: bytes) -> bytes:
+    """ENVELOPE from the header block alone (same bytes as ``envelope(parse(message))``)."""
+    return envelope(parse(header))
 
 
 def section_label(sec: Section) -> bytes:
