@@ -362,8 +362,10 @@ class Reader:
 def parse_command(segments: Sequence[bytes], literals: Sequence[bytes] = ()) -> Command:
     r = Reader(segments, literals)
     tag = r._run(TAG_CHARS)
+    if tag and r.at_end():
+        raise ParseError("Missing command", tag)
     if not tag or r.peek() != 0x20:
-        raise ParseError("missing or malformed tag")
+        raise ParseError("Missing or malformed tag")
     try:
         r.sp()
         name = r.atom().decode("ascii").upper()

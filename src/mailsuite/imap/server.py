@@ -472,7 +472,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             tag, name = P.peek_tag_and_name(segs[0])
             if e.tag is None and not tag:
                 self._bad(b"", wire.text(str(e)))
-            elif str(e).startswith("Unknown"):
+            elif str(e).startswith(("Unknown", "Missing")):
                 self._bad(e.tag or tag, wire.text(str(e)))
             else:
                 self._bad(e.tag or tag, wire.text(f"{name or 'Command'}: {e}"))

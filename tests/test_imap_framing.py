@@ -1,0 +1,78 @@
+"""The IMAP protocol's input framing, in process (StringTransport): however TCP splits
+the bytes, lines, literals and LITERAL+ give the same responses (hypothesis)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from hypothesis import given, settings, strategies as st
+from twisted.cred import error
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+
+from mailsuite.config import IMAPConfig
+from mailsuite.imap.server import IMAPFactoryConfig, IMAPServerFactory
+
+
+class FakePortal:
+    def login(self, creds, mind, *ifaces):  # type: ignore[no-untyped-def]
+        if creds.username == b"us er" and creds.password == b"p\"w{3}":
+            return defer.succeed((ifaces[0], SimpleNamespace(name="user@example.test"), lambda: None))
+        return defer.fail(error.UnauthorizedLogin())
+
+
+def run(chunks: list[bytes]) -> bytes:
+    conf = IMAPFactoryConfig(hostname="h", service=IMAPConfig(), portal=FakePortal(), store=None,
+                             allow_plaintext_auth=True, throttle=None)
+    proto = IMAPServerFactory(conf).buildProtocol(None)
+    tr = StringTransport(peerAddress=SimpleNamespace(host="127.0.0.1"))
+    proto.makeConnection(tr)
+    for c in chunks:
+        proto.dataReceived(c)
+    out = tr.value()
+    proto.connectionLost(None)
+    return out
+
+
+SCRIPT = (
+    b"a1 CAPABILITY\r\n"
+    b"a2 NOOP\r\n"
+    b"a3 LOGIN {5}\r\nus er {6+}\r\np\"w{3}\r\n"
+    b"a4 ID (\"name\" {4+}\r\ntest)\r\n"
+    b"bogus\r\n"
+    b"a5 FROB\r\n"
+    b"a6 NAMESPACE\r\n"
+)
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, prev = [], 0
+    for p in points:
+        out.append(data[prev:p])
+        prev = p
+    out.append(data[prev:])
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_responses_do_not_depend_on_how_input_is_split(cuts: list[int]) -> None:
+    assert run(split(SCRIPT, cuts)) == run([SCRIPT])
+
+
+def test_the_script_gets_the_expected_answers() -> None:
+    out = run([SCRIPT]).split(b"\r\n")
+    tagged = [line for line in out if line[:2] in (b"a1", b"a2", b"a3", b"a4", b"a5", b"a6", b"* ")]
+    assert b"a3 OK Logged in" in out
+    assert out.count(b"+ OK") == 1  # only the synchronizing literal is invited
+    assert b"bogus BAD Missing command" in out
+    assert b"a5 BAD Unknown command FROB" in out
+    assert b'* NAMESPACE (("" ".")) NIL NIL' in out
+    assert tagged
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_never_raises(data: bytes) -> None:
+    run([data])
