@@ -175,3 +175,16 @@ def test_uidl_is_dovecot_format() -> None:
     proto, t = connect()
     talk(proto, t, b"USER a@x.test\r\nPASS pw\r\n")
     assert talk(proto, t, b"UIDL 2\r\n") == [b"+OK 2 0000000200000007"]
+
+
+def test_config_refuses_a_pop3_line_limit_below_rfc_2449() -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from mailsuite import config
+
+    with pytest.raises(config.ConfigError) as e:
+        config.parse('[server]\ndomains = ["example.test"]\n[pop3]\nmax_line_length = 100\nlisten_tls = []\n',
+                     Path("/tmp/x.toml"))
+    assert any(p.startswith("pop3.max_line_length") for p in e.value.problems)

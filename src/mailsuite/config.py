@@ -469,6 +469,10 @@ def _check(cfg: Config, problems: list[str]) -> None:
         svc = getattr(cfg, name)
         if svc.max_line_length < 80:
             problems.append(f"{name}.max_line_length: expected at least 80")
+    if cfg.pop3.max_line_length < 255:
+        problems.append("pop3.max_line_length: expected at least 255 (RFC 2449 4)")
+    if cfg.pop3.idle_timeout < 1:
+        problems.append("pop3.idle_timeout: expected at least 1 second")
     from mailsuite.directory.ldap_filters import check_ldap_config
 
     problems.extend(check_ldap_config(cfg.directory.ldap, cfg.directory.backend == "ldap"))
