@@ -4,6 +4,8 @@ rate per authenticated user.  Timers are short in these configs."""
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import shutil
 import smtplib
 import subprocess
@@ -14,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from tests.harness import Server
-from tests.submission_client import Raw, message, plain, started, submit_session
+from tests.submission_client import HOST, Raw, client_context, message, plain, started, submit_session
 
 REPO = Path(__file__).resolve().parent.parent
 FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "mailsuite.conf"
@@ -125,6 +127,32 @@ def test_ip_is_refused_after_failures_across_logins(ip_srv: Server) -> None:
     time.sleep(COOLDOWN + 0.2)
     with tls_session(ip_srv) as r:
         assert r.cmd("AUTH PLAIN " + plain("alice@example.test", "alice-pw"))[0] == 235
+
+
+def test_failures_over_smtp_refuse_imap_and_pop3_logins_too(ip_srv: Server) -> None:
+    """One throttle for every protocol: an IP refused after SMTP AUTH failures gets
+    IMAP NO [UNAVAILABLE] and POP3 -ERR [AUTH] even with the right password."""
+    if "imaps" not in ip_srv.wait_ports or "pop3s" not in ip_srv.wait_ports:
+        pytest.skip("IMAP or POP3 is not in this build")
+    time.sleep(COOLDOWN + 0.2)  # let an earlier test's cool-down of this IP run out
+    with tls_session(ip_srv) as r:
+        for user in ("a@example.test", "b@example.test", "c@example.test"):
+            r.cmd("AUTH PLAIN " + plain(user, "x"))
+    imap = imaplib.IMAP4_SSL(HOST, ip_srv.ports["imaps"], ssl_context=client_context())
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+            imap.login("alice@example.test", "alice-pw")
+    finally:
+        imap.shutdown()
+    pop = poplib.POP3_SSL(HOST, ip_srv.ports["pop3s"], context=client_context())
+    try:
+        with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+            pop.user("alice@example.test")
+            pop.pass_("alice-pw")
+    finally:
+        pop.close()
+    log = ip_srv.log()
+    assert "mailsuite auth refused: ip=127.0.0.1" in log
 
 
 def test_fail2ban_filter_matches_the_server_log(srv: Server) -> None:
