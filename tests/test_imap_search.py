@@ -327,3 +327,10 @@ def test_quick_body_scan_agrees_with_full_decoding(parts: tuple, needle: bytes) 
     want = needle.decode().casefold()
     assert match(["BODY", needle], data=raw) is (want in decoded)
     assert match(["TEXT", needle], data=raw) is (want in decoded or want in header_text)
+
+
+def test_text_search_reads_the_file_once() -> None:
+    m = S.Matcher(S.parse(["TEXT", "köln".encode()]), max_seq=1, max_uid=1)
+    src = Src(MSG)
+    assert m.match(Rec(), 1, src)
+    assert src.calls == ["message"]

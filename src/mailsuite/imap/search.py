@@ -432,7 +432,8 @@ class _Ctx:
         if self._header is None:
             if self.source is None:
                 raise ValueError("this search needs the message header but got no source")
-            raw = self.source.header()
+            # The whole message, when a body key already read it, saves a second read.
+            raw = self._raw if self._raw is not None else self.source.header()
             self._header = mime.split_header(raw)[0]
         return self._header
 
