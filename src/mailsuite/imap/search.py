@@ -570,6 +570,7 @@ class Matcher:
                     plain = c.plain_lower()
                     if plain and quick not in plain:
                         return False
+                c.raw()  # one read of the file serves both the header and the body
                 return want in _norm(c.header_text()) or want in c.body_text()
 
             return text_match, 2
