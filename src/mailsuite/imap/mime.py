@@ -164,10 +164,6 @@ _EOL = rb"(?>\r\n|\r|\n)"
 # The header ends at the first empty line; lines that are no header field stay in the
 # header (as in Dovecot), so a stray line cannot turn the rest of the header into body.
 _BLANK_LINE = re.compile(_EOL + _EOL)
-# One field (name, folded value) starting at a line start.
-_FIELD = re.compile(
-    rb"(?:\A|(?<=[\r\n]))([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)"
-)
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _FOLD = re.compile(rb"(?:\r\n|\r|\n)[ \t]*")
 
@@ -281,7 +277,6 @@ def header_values(header: bytes, name: bytes | str, lowered: bytes | None = None
 
 # Each token: (kind, text, raw). kind: "a" atom, "q" quoted string, "c" comment,
 # "d" domain literal, or the special character itself (b"<", b",", ...).
-_TSPECIALS = b'()<>@,;:\\"/[]?='
 _ATOM_RE = re.compile(rb'[^\x00-\x20()<>@,;:\\".\[\]\x7f]+')
 _TOKEN_RE = re.compile(rb'[^\x00-\x20()<>@,;:\\"/\[\]?=\x7f]+')
 _QUOTED_PAIR = re.compile(rb"\\(.)", re.DOTALL)
@@ -674,19 +669,6 @@ def _ns(value: bytes | None) -> bytes:
 
 
 # --- ENVELOPE -----------------------------------------------------------------------
-
-_ENVELOPE_FIELDS = (
-    b"date",
-    b"subject",
-    b"from",
-    b"sender",
-    b"reply-to",
-    b"to",
-    b"cc",
-    b"bcc",
-    b"in-reply-to",
-    b"message-id",
-)
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
 
