@@ -430,3 +430,35 @@ def test_message_moved_back_to_new_keeps_its_uid(store: MaildirStore) -> None:
     again._disk.dirty = True
     changes = resolve(again.sync())
     assert [r.uid for r in again.messages()] == [1, 2] and not changes.added
+
+
+def test_uidlist_is_compacted_when_mostly_expunged_and_keeps_uidnext(store: MaildirStore) -> None:
+    path = inbox_dir(store)
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(path / sub, exist_ok=True)
+    for i in range(1100):
+        (path / "new" / f"{1700000000 + i}.M{i}P1Q{i}.host,S=2,W=3").write_bytes(b"x\n")
+    folder = open_inbox(store)
+    assert folder.uidnext == 1101
+    resolve(folder.expunge(range(1, 1100)))
+    lines = (path / "mailsuite-uidlist").read_text().splitlines()
+    assert lines[0].endswith("N1101") and lines[1:] == [f"1100 {folder.get(1100).base}"]
+    deliver(store.mail_dir, MSG)
+    folder._disk.dirty = True
+    assert resolve(folder.sync()).added == [1101]
+
+
+@pytest.mark.parametrize("from_index", [False, True])
+def test_a_torn_last_uidlist_line_is_repaired(store: MaildirStore, from_index: bool) -> None:
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    if from_index:  # the fast open path holds only part of the uidlist in memory
+        resolve(folder.close())
+        folder = resolve(MaildirStore(store.mail_dir, linger=0).open_folder(ACCOUNT, "INBOX"))
+    with open(inbox_dir(store) / "mailsuite-uidlist", "a") as f:
+        f.write("7 half-writ")  # a writer died mid-append
+    deliver(store.mail_dir, MSG)
+    folder._disk.dirty = True
+    assert resolve(folder.sync()).added == [2]
+    lines = (inbox_dir(store) / "mailsuite-uidlist").read_text().splitlines()
+    assert [l.split()[0] for l in lines[1:]] == ["1", "2"]

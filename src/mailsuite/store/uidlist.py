@@ -165,8 +165,10 @@ class UidList:
     def assign(self, bases: Iterable[str]) -> dict[str, int]:
         """Give each base without a UID the next UID, in the order given; returns
         base -> uid for all of ``bases``.  Call ``read_tail`` first (lock held)."""
+        bases = list(bases)
+        first_new = self.uidnext
         out: dict[str, int] = {}
-        lines = []
+        new: list[str] = []
         for base in bases:
             uid = self.uids.get(base)
             if uid is None:
@@ -175,31 +177,35 @@ class UidList:
                 uid = self.uidnext
                 self.uidnext += 1
                 self.uids[base] = uid
-                lines.append(f"{uid} {base}\n")
+                new.append(base)
             out[base] = uid
-        if lines:
-            data = "".join(lines).encode("utf-8", "surrogateescape")
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                size = os.fstat(fd).st_size
-                if size != self.offset:
-                    # A torn last line from a writer that died: rewrite cleanly.
-                    os.close(fd)
-                    fd = -1
-                    self._write(self.uidvalidity, self.uidnext, self.uids)
-                    self.load()
-                    return out
+        if not new:
+            return out
+        data = "".join(f"{out[b]} {b}\n" for b in new).encode("utf-8", "surrogateescape")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            if size == self.offset:
                 os.write(fd, data)
                 os.fsync(fd)
                 self.offset = size + len(data)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-        return out
+                return out
+        finally:
+            os.close(fd)
+        # The file does not end where our last read did: a writer died in the middle of
+        # a line.  Undo, read every complete line (our copy may hold only part of the
+        # list), rewrite the file without the torn line, then assign again.
+        for base in new:
+            del self.uids[base]
+        self.uidnext = first_new
+        self.load()
+        self._write(self.uidvalidity, self.uidnext, self.uids)
+        self.load()
+        return self.assign(bases)
 
     def compact(self, live: set[str]) -> None:
         """Rewrite the file with only ``live`` bases (lock held), keeping UIDNEXT."""
-        self.read_tail()
+        self.load()  # all of it: after a fast open our copy holds only part
         keep = {b: u for b, u in self.uids.items() if b in live}
         self._write(self.uidvalidity, self.uidnext, keep)
         self.load()
