@@ -100,9 +100,10 @@ def build_options(
     if not chain:
         raise TLSConfigError(f"{cert_path}: no PEM certificate found")
     try:
-        leaf = ssl.PrivateCertificate.loadPEM(chain[0] + key_pem)
-        extra = [ssl.Certificate.loadPEM(c).original for c in chain[1:]]
-    except Exception as e:  # pyOpenSSL raises several types for bad PEM
+        # cryptography objects: pyOpenSSL deprecates its own X509/PKey in contexts.
+        certs = [x509.load_pem_x509_certificate(c) for c in chain]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except Exception as e:  # ValueError, TypeError, UnsupportedAlgorithm for bad PEM
         raise TLSConfigError(f"bad certificate or key: {e}") from e
     floor = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     extra_args: dict[str, Any] = {}
@@ -114,9 +115,9 @@ def build_options(
         extra_args["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers)
     try:
         options = ssl.CertificateOptions(
-            privateKey=leaf.privateKey.original,
-            certificate=leaf.original,
-            extraCertChain=extra,
+            privateKey=key,
+            certificate=certs[0],
+            extraCertChain=certs[1:],
             raiseMinimumTo=floor,
             **extra_args,
         )
