@@ -510,14 +510,8 @@ class MailboxCommands:
         sel = self.selected
         folder = sel.folder
         recent = sel.recent
-        headers: dict[int, bytes] = {}
-        missing = []
-        for _, r in pairs:
-            v = folder.cache_get(r.uid, "hdr")
-            if isinstance(v, str):
-                headers[r.uid] = v.encode("latin-1")
-            else:
-                missing.append(r)
+        cache_get = folder.cache_get
+        missing = [r for _, r in pairs if cache_get(r.uid, "hdr") is None]
 
         def load(batch: list[Any]) -> list[tuple[int, bytes | None]]:
             out: list[tuple[int, bytes | None]] = []
@@ -531,12 +525,19 @@ class MailboxCommands:
         for i in range(0, len(missing), 2000):
             for u, data in await workers.run(load, missing[i : i + 2000]):
                 if data is not None:
-                    headers[u] = data
                     folder.cache_put(u, "hdr", data.decode("latin-1"))
         found = []
+        # One record and one source object, refilled per message (the matcher keeps neither).
+        rec = _SearchRecord(None, False)
+        src = _Header(b"")
+        match = matcher.match
         for seq, r in pairs:
-            h = headers.get(r.uid)
-            if h is not None and matcher.match(_SearchRecord(r, r.uid in recent), seq, _Header(h)):
+            v = cache_get(r.uid, "hdr")
+            if v is None:
+                continue  # vanished meanwhile
+            rec.fill(r, r.uid in recent)
+            src.data = v.encode("latin-1")
+            if match(rec, seq, src):
                 found.append(r.uid if uid else seq)
         return found
 
@@ -757,6 +758,10 @@ class _SearchRecord:
     __slots__ = ("uid", "flags", "keywords", "size", "internaldate", "recent")
 
     def __init__(self, r: Any, recent: bool) -> None:
+        if r is not None:
+            self.fill(r, recent)
+
+    def fill(self, r: Any, recent: bool) -> None:
         self.uid = r.uid
         self.flags = r.flags
         self.keywords = r.flags
