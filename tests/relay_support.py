@@ -167,6 +167,8 @@ class Peer:
                     peer.max_active = max(peer.max_active, peer.active)
                 try:
                     self._handle()
+                except OSError:
+                    pass  # the relay went away (killed, or it timed out)
                 finally:
                     with peer._lock:
                         peer.active -= 1
@@ -250,6 +252,7 @@ class Peer:
         class TCPServer(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
             daemon_threads = True
+            request_queue_size = 128  # the default 5 drops connects when 20 arrive at once
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         self.server = TCPServer((host, port), Handler)

@@ -469,6 +469,45 @@ def test_kill9_between_attempts_loses_nothing_and_delivers_no_local_copy_twice(s
     assert len(srv.messages("bob@example.test")) == 1
 
 
+def test_every_acknowledged_message_survives_kill9_during_load(server_factory, peers) -> None:
+    import threading
+
+    script = Script(rcpt=lambda a: "451 4.3.0 later")
+    peer = peers(script)
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}, backoff_min=3600, backoff_max=3600)
+    srv.sections["smtp"]["max_connections_per_ip"] = 100
+    srv.start()
+    acked: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        for i in range(50):
+            subject = f"msg-{n}-{i}"
+            try:
+                with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=5) as s:
+                    s.sendmail("alice@example.test", ["r@remote.test"], f"Subject: {subject}\r\n\r\nx\r\n".encode())
+            except (OSError, smtplib.SMTPException):
+                return  # the server is gone
+            with lock:
+                acked.append(subject)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(acked) >= 60, 20, "acknowledged messages", srv)
+    srv.kill9()
+    for t in threads:
+        t.join()
+    script.rcpt = lambda a: "250 2.1.5 Ok"
+    srv.start()
+    from tests.test_queue_tools import queue_cli
+
+    assert queue_cli(srv, "flush").returncode == 0
+    wait_for(lambda: not spool_files(srv), 30, "empty spool", srv)
+    received = {r.data.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for r in peer.received}
+    assert set(acked) <= received
+
+
 def test_corrupt_envelope_is_moved_aside_and_the_rest_is_delivered(server_factory, sink) -> None:
     srv = relay_server(server_factory, transport={"remote.test": f"127.0.0.1:{sink.port}"})
     spool_dir = srv.root / "data" / "queue" / "spool"
