@@ -11,7 +11,7 @@ import imapclient
 import pytest
 
 from tests.harness import Server
-from tests.imap_helpers import PASSWORD, Accounts, Raw, accounts, deliver, imap_server, login  # noqa: F401
+from tests.imap_helpers import PASSWORD, Accounts, Raw, accounts, deliver, imap_server, login, wait_for  # noqa: F401
 
 SIMPLE = b"From: Ann <ann@remote.test>\r\nTo: u@example.test\r\nSubject: hello\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nline one\r\nline two\r\n"
 MULTI = (
@@ -595,3 +595,17 @@ def test_fetch_of_many_big_messages_to_a_slow_reader(imap_server: Server, user: 
     assert tagged == b"f1 OK FETCH completed"
     assert [u.partition(b"\r\n")[2][:-1] for u in untagged] == msgs
     r.close()
+
+
+def test_client_vanishing_mid_big_append_leaves_no_spool_file(imap_server: Server, user: str) -> None:
+    r = Raw(imap_server.ports["imap"])
+    r.login(user)
+    r.send(b"a1 APPEND INBOX {3000000}\r\n")
+    assert r.line().startswith(b"+")
+    r.send(b"Subject: big\r\n\r\n" + b"z" * 1_500_000)
+    spool = imap_server.root / "data" / "imap-spool"
+    assert wait_for(lambda: len(os.listdir(spool)) == 1)  # it is being written to a file
+    r.close()
+    assert wait_for(lambda: os.listdir(spool) == [])
+    for sub in ("new", "cur", "tmp"):
+        assert os.listdir(imap_server.maildir(user) / sub) == []
