@@ -677,13 +677,18 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         rec = self._msgs[i]
         f = self._open(i)
         head = b"+OK %d octets\r\n" % rec.size
-        self._retrieved.add(i)
         if rec.size <= _WHOLE:
             with f:
                 data = f.read()
             self._write(head + encode_all(data) + b".\r\n")
+            self._retrieved.add(i)
             return None
-        return _MessageProducer(self, f, head).start()
+
+        def sent(complete: bool) -> None:
+            if complete:
+                self._retrieved.add(i)  # \Seen only for a message the client got whole
+
+        return _MessageProducer(self, f, head).start().addCallback(sent)
 
     def do_TOP(self, arg: bytes) -> None:
         msg, _, lines = arg.strip().partition(b" ")
