@@ -162,7 +162,9 @@ class MailboxCommands:
         if readonly:
             out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
         else:
-            out.append(b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % flags.encode("utf-8", "replace"))
+            # \* only while a keyword letter is free (the store maps keywords to a..z).
+            star = " \\*" if getattr(folder, "can_add_keywords", lambda: True)() else ""
+            out.append(b"* OK [PERMANENTFLAGS (%s%s)] Flags permitted\r\n" % (flags.encode("utf-8", "replace"), star.encode()))
         out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
         for i, r in enumerate(records):
             if "\\Seen" not in r.flags:
