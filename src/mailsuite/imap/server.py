@@ -138,11 +138,11 @@ SELECTED = AUTH | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "
                    "MOVE", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
                    "UID EXPUNGE"}
 STATES = {"notauth": NOTAUTH, "auth": AUTH, "selected": SELECTED}
-# RFC 3501 §7.4.1: no EXPUNGE responses while these run (sequence numbers would shift
-# under the client); UID variants may, but we hold them back as well, like Dovecot's
-# default, except UID EXPUNGE/MOVE which report their own.
 ANSWERED = object()  # a handler's result when it wrote the tagged response itself
 
+# RFC 3501 §7.4.1: no EXPUNGE responses while these run (sequence numbers would shift
+# under the client); the UID variants may send them, but we hold them back as well
+# (UID EXPUNGE and MOVE report their own expunges).
 NO_EXPUNGE_REPORT = {"FETCH", "STORE", "SEARCH", "UID FETCH", "UID STORE", "UID SEARCH"}
 
 
