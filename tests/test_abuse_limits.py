@@ -7,7 +7,6 @@ from __future__ import annotations
 import imaplib
 import poplib
 import shutil
-import smtplib
 import subprocess
 import time
 from pathlib import Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-from pathlib import Path
 from typing import Iterator
 
 import pytest

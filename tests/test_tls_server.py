@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import ssl
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -17,7 +15,7 @@ from cryptography import x509
 
 from mailsuite.tls import generate_self_signed
 from tests.harness import Server
-from tests.submission_client import HOST, Raw, client_context, make_chain, peer_certificate, s_client, started
+from tests.submission_client import HOST, Raw, make_chain, peer_certificate, s_client, started
 
 # Debian's OpenSSL refuses TLS 1.1 on the client side at the default security level;
 # level 0 makes sure it is the server that says no.

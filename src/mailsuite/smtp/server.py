@@ -27,14 +27,14 @@ import base64
 import binascii
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, Callable
 
 from twisted.cred import credentials, error as cred_error
 from twisted.cred.portal import Portal
-from twisted.internet import defer, interfaces
+from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
