@@ -413,6 +413,13 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 self._hang_up()
                 return
             self._reject = problem  # read and discard the literal, answer at the end
+        if self._reject is not None and not nonsync:
+            # A synchronizing literal later in a command already refused: the client
+            # waits for "+", so answer the refusal now; it sends nothing more.
+            reject = self._reject
+            self._reset_command()
+            self.write(reject)
+            return
         if self._reject is not None:
             self._lit_discard = True
             self._lits.append(b"")
