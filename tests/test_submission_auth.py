@@ -147,6 +147,14 @@ def test_authenticated_user_may_relay_to_any_domain(srv: Server) -> None:
         s.rset()
 
 
+def test_authenticated_user_message_to_another_domain_is_queued(srv: Server) -> None:
+    with submit_session(srv) as s:
+        refused = s.sendmail("alice@example.test", ["someone@elsewhere.example"],
+                             message("alice@example.test", "someone@elsewhere.example", "outbound"))
+    assert refused == {}
+    assert "to=<someone@elsewhere.example>" in srv.log()
+
+
 def test_unauthenticated_mx_client_may_not_relay(srv: Server) -> None:
     # 127.0.0.1 is in the default relay_networks, so the MX port would relay for it;
     # the point here is that submission without AUTH never gets as far as RCPT.
