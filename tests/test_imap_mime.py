@@ -860,8 +860,22 @@ def _dovecot_fetch(tmp: Path, messages: list[bytes], items: bytes) -> bytes:
         shutil.chown(p, "nobody", "nogroup")
     cmd = b"a0 SELECT INBOX\r\na1 FETCH 1:* " + items + b"\r\na2 LOGOUT\r\n"
     env = {"USER": "nobody", "HOME": str(tmp / "home"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([DOVECOT_IMAP, "-c", str(conf)], input=cmd, env=env, capture_output=True, timeout=60)
-    return out.stdout
+    # stdin stays open until LOGOUT is answered: at end of input Dovecot stops mid-FETCH.
+    proc = subprocess.Popen([DOVECOT_IMAP, "-c", str(conf)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(cmd)
+    proc.stdin.flush()
+    out = b""
+    deadline = time.monotonic() + 60
+    while b"\r\na2 OK" not in out and time.monotonic() < deadline:
+        chunk = proc.stdout.read1(1 << 20)
+        if not chunk:
+            break
+        out += chunk
+    proc.stdin.close()
+    proc.wait(timeout=10)
+    return out
 
 
 @pytest.fixture
