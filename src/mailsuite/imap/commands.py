@@ -608,16 +608,16 @@ class MailboxCommands:
             except store_errors.MessageGone:
                 missing = True
                 continue
-            out.append(line)
-            size += len(line)
+            out.extend(line)
+            size += sum(len(piece) for piece in line)
             if size > 256 * 1024:
-                self.write(b"".join(out))
+                self.write_pieces(out)
                 out, size = [], 0
                 await self.drained()
                 if self._closing:
                     return "gone"
         if out:
-            self.write(b"".join(out))
+            self.write_pieces(out)
         if missing:
             return "Some messages were expunged meanwhile; FETCH completed"
         return f"{'UID ' if uid else ''}FETCH completed"

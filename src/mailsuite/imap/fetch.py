@@ -74,11 +74,24 @@ class FetchPlan:
 
     def render(self, seq: int, rec: Any, recent: bool, read: Callable[[Any], bytes], read_header: Callable[[Any], bytes],
                cache: Callable[[Any, str, Callable[[], bytes]], bytes], add_flags: bool = False,
-               was_read: Callable[[Any, bytes], None] | None = None) -> bytes:
+               was_read: Callable[[Any, bytes], None] | None = None) -> list[bytes]:
         """``read(rec)`` → the stored bytes of the message; ``cache(rec, key, compute)``
         → a cached value computed by ``compute`` on a miss; ``was_read(rec, stored)``
         is told when the message file had to be read (to fill other caches)."""
-        parts: list[bytes] = []
+        # The response as pieces: a big literal is one piece of its own, so it is not
+        # copied again into one long bytes object (the transport joins once anyway).
+        out: list[bytes] = [b"* %d FETCH (" % seq]
+        sep = [b""]
+
+        def item(data: bytes) -> None:
+            out.append(sep[0] + data)
+            sep[0] = b" "
+
+        def lit(label: bytes, data: bytes) -> None:
+            out.append(sep[0] + label + b" {%d}\r\n" % len(data))
+            out.append(data)
+            sep[0] = b" "
+
         msg: mime.Message | None = None
         stored: bytes | None = None
 
@@ -103,27 +116,27 @@ class FetchPlan:
         for i, a in enumerate(self.atts):
             n = a.name
             if n == "UID":
-                parts.append(b"UID %d" % rec.uid)
+                item(b"UID %d" % rec.uid)
             elif n == "FLAGS":
-                parts.append(b"FLAGS " + flags_bytes(rec.flags, recent))
+                item(b"FLAGS " + flags_bytes(rec.flags, recent))
             elif n == "RFC822.SIZE":
-                parts.append(b"RFC822.SIZE %d" % rec.size)
+                item(b"RFC822.SIZE %d" % rec.size)
             elif n == "INTERNALDATE":
-                parts.append(b"INTERNALDATE " + mime.format_internaldate(rec.internaldate))
+                item(b"INTERNALDATE " + mime.format_internaldate(rec.internaldate))
             elif n == "ENVELOPE":
-                parts.append(b"ENVELOPE " + cache(rec, "envelope", lambda: mime.envelope(header_only())))
+                item(b"ENVELOPE " + cache(rec, "envelope", lambda: mime.envelope(header_only())))
             elif n == "BODYSTRUCTURE":
-                parts.append(b"BODYSTRUCTURE " + cache(rec, "bodystructure", lambda: mime.bodystructure(message(), True)))
+                item(b"BODYSTRUCTURE " + cache(rec, "bodystructure", lambda: mime.bodystructure(message(), True)))
             elif n == "BODY":
-                parts.append(b"BODY " + cache(rec, "body", lambda: mime.bodystructure(message(), False)))
+                item(b"BODY " + cache(rec, "body", lambda: mime.bodystructure(message(), False)))
             elif n == "MODSEQ":
-                parts.append(b"MODSEQ (%d)" % rec.modseq)
+                item(b"MODSEQ (%d)" % rec.modseq)
             elif n == "RFC822":
-                parts.append(b"RFC822 " + _literal(message().data))
+                lit(b"RFC822", message().data)
             elif n == "RFC822.HEADER":
-                parts.append(b"RFC822.HEADER " + _literal(mime.section(message(), mime.Section(text="HEADER")) or b""))
+                lit(b"RFC822.HEADER", mime.section(message(), mime.Section(text="HEADER")) or b"")
             elif n == "RFC822.TEXT":
-                parts.append(b"RFC822.TEXT " + _literal(mime.section(message(), mime.Section(text="TEXT")) or b""))
+                lit(b"RFC822.TEXT", mime.section(message(), mime.Section(text="TEXT")) or b"")
             elif n == "BODY[]":
                 sec = self.sections[i]
                 if not sec.parts and not sec.text:
@@ -138,12 +151,18 @@ class FetchPlan:
                     label += b"<%d>" % origin
                     if data is not None:
                         data = mime.partial(data, origin, length)
-                parts.append(label + b" " + (b'""' if data == b"" else b"NIL" if data is None else _literal(data)))
+                if data is None:
+                    item(label + b" NIL")
+                elif not data:
+                    item(label + b' ""')
+                else:
+                    lit(label, data)
         if stored is not None and was_read is not None:
             was_read(rec, stored)
         if add_flags and not self.wants_flags:
-            parts.append(b"FLAGS " + flags_bytes(rec.flags, recent))
-        return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+            item(b"FLAGS " + flags_bytes(rec.flags, recent))
+        out.append(b")\r\n")
+        return out
 
 
 def _wire(stored: bytes) -> bytes:
@@ -154,5 +173,3 @@ def _wire(stored: bytes) -> bytes:
     return mime.to_wire(stored)
 
 
-def _literal(data: bytes) -> bytes:
-    return b"{%d}\r\n" % len(data) + data

@@ -284,6 +284,10 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             pass
         self.transport.loseConnection()
 
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.writeSequence(pieces)
+
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
             self.transport.write(data)
