@@ -571,7 +571,10 @@ class SMTPServer(Protocol, TimeoutMixin):
                 self._auth_done(waiter, Reply(454, "4.7.0", "Temporary authentication failure"))
                 return
             if not f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
+                # A fault of ours, not a wrong password: temporary, and not counted.
                 log.failure("smtp: AUTH error", f)
+                self._auth_done(waiter, Reply(454, "4.7.0", "Temporary authentication failure"))
+                return
             if throttle is None:
                 log.info("smtp: [{ip}] authentication failed for {user}", ip=ip, user=login_text[:64])
             else:
