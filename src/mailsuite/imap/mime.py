@@ -775,10 +775,25 @@ def _phrase(toks: list[tuple[bytes, bytes, bytes]]) -> bytes:
     return b" ".join(words)
 
 
+def _starts_with_addr_spec(toks: list[tuple[bytes, bytes, bytes]]) -> bool:
+    plain = [t[0] for t in toks if t[0] != b"c"]
+    i = 0
+    while i < len(plain) and plain[i] in (b"a", b"q"):
+        if i + 1 < len(plain) and plain[i + 1] == b"@":
+            return True
+        if i + 1 < len(plain) and plain[i + 1] == b".":
+            i += 2
+            continue
+        return False
+    return False
+
+
 def _mailbox(toks: list[tuple[bytes, bytes, bytes]]) -> Address | None:
     if not toks:
         return None
     lt = next((x for x, t in enumerate(toks) if t[0] == b"<"), -1)
+    if lt >= 0 and _starts_with_addr_spec(toks):
+        lt = -1  # "a@b junk <c@d>": the address comes first; the rest is junk (Dovecot)
     if lt >= 0:
         gt = next((x for x in range(lt + 1, len(toks)) if toks[x][0] == b">"), len(toks))
         name = _phrase(toks[:lt]) or None
