@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from mailsuite.queue.mx import Candidate, MXResolver, RouteError
 from mailsuite.queue.route import Destination
+from mailsuite.tls import _split_pem  # one PEM splitter for the project
 from mailsuite.smtp.outbound import (
     ClientFactory,
     PeerReply,
@@ -80,7 +81,7 @@ class Relay:
         if relay_cfg.ca_file is not None:
             pem = relay_cfg.ca_file.read_bytes()
             self._trust = ssl.trustRootFromCertificates(
-                [ssl.Certificate.loadPEM(c) for c in _split_certs(pem)]
+                [ssl.Certificate.loadPEM(c) for c in _split_pem(pem)]
             )
 
     # -- the one entry point -------------------------------------------------------------
@@ -222,14 +223,3 @@ class Relay:
 
 def _clean(text: str) -> str:
     return text.replace("\n", " ").strip()[:200]
-
-
-def _split_certs(pem: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    out = []
-    for part in pem.split(marker)[:-1]:
-        start = part.find(b"-----BEGIN CERTIFICATE-----")
-        if start >= 0:
-            out.append(part[start:] + marker + b"\n")
-    return out
-
