@@ -117,6 +117,21 @@ class MailboxCommands:
             if self.state == "selected":
                 self.state = "auth"
 
+    async def _open(self, name: str, trycreate: bool = False) -> Any:
+        """The shared store Folder ``name`` (the caller gives it back with linger() or
+        through its view); a missing folder is NO [NONEXISTENT], or NO [TRYCREATE] where
+        the client may offer to create it (APPEND, COPY, MOVE: RFC 3501 6.3.11)."""
+        from mailsuite.imap.server import No
+
+        try:
+            return await self.account.open(name)
+        except store_errors.NoSuchFolder:
+            if trycreate:
+                raise No("Mailbox does not exist", "TRYCREATE") from None
+            raise No("Mailbox does not exist", "NONEXISTENT") from None
+        except (store_errors.StoreError, store_errors.UnsafeName) as e:
+            raise _store_error(e) from None
+
     def _require_writable(self) -> None:
         from mailsuite.imap.server import No
 
@@ -136,12 +151,7 @@ class MailboxCommands:
 
         self._close_selected()
         name = self._name(cmd.args["mailbox"])
-        try:
-            folder = await self.account.open(name)
-        except (store_errors.StoreError, store_errors.UnsafeName) as e:
-            raise _store_error(e) from None
-        if folder is None:
-            raise No("Mailbox does not exist or cannot be selected", "NONEXISTENT")
+        folder = await self._open(name)
         view = SelectedMailbox(folder, readonly)
         try:
             await folder.sync()
@@ -330,12 +340,7 @@ class MailboxCommands:
         from mailsuite.imap.server import No
 
         name = self._name(cmd.args["mailbox"])
-        try:
-            folder = await self.account.open(name)
-        except (store_errors.StoreError, store_errors.UnsafeName) as e:
-            raise _store_error(e) from None
-        if folder is None:
-            raise No("Mailbox does not exist", "NONEXISTENT")
+        folder = await self._open(name)
         try:
             await folder.sync()
             records = folder.messages()
@@ -391,15 +396,7 @@ class MailboxCommands:
         message: bytes = cmd.args["message"]
         if not message:
             raise No("Empty message", "CANNOT")
-        try:
-            folder = await self.account.open(name)
-        except (store_errors.StoreError, store_errors.UnsafeName) as e:
-            err = _store_error(e)
-            if isinstance(e, store_errors.NoSuchFolder):
-                err = No("Mailbox does not exist", "TRYCREATE")
-            raise err from None
-        if folder is None:
-            raise No("Mailbox does not exist", "TRYCREATE")
+        folder = await self._open(name, trycreate=True)
         source = getattr(message, "path", message)  # bytes, or a SpooledLiteral's file
         try:
             uid = await folder.append(source, flags, date)
@@ -698,14 +695,7 @@ class MailboxCommands:
         except ValueError as e:
             raise Bad(str(e)) from None
         name = self._name(cmd.args["mailbox"])
-        try:
-            dest = await self.account.open(name)
-        except (store_errors.StoreError, store_errors.UnsafeName) as e:
-            if isinstance(e, store_errors.NoSuchFolder):
-                raise No("Mailbox does not exist", "TRYCREATE") from None
-            raise _store_error(e) from None
-        if dest is None:
-            raise No("Mailbox does not exist", "TRYCREATE")
+        dest = await self._open(name, trycreate=True)
         try:
             pairs = sel.records_for(seqs)
             uids = [r.uid for _, r in pairs]
