@@ -483,7 +483,7 @@ class MailboxCommands:
                 if matcher.match(_SearchRecord(r, r.uid in recent), seq, None):
                     found.append(r.uid if uid else seq)
         elif needs == "header" and _cached_fields_suffice(key):
-            found = await self._search_cached_headers(matcher, pairs, uid)
+            found = await self._search_cached_headers(matcher, key, pairs, uid)
         else:
             # Reading message files blocks: do it in the worker pool, in batches.
             def scan(batch: list[tuple[int, Any]]) -> list[int]:
@@ -503,7 +503,8 @@ class MailboxCommands:
         self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
         return f"{'UID ' if uid else ''}SEARCH completed"
 
-    async def _search_cached_headers(self, matcher: Any, pairs: list[tuple[int, Any]], uid: bool) -> list[int]:
+    async def _search_cached_headers(self, matcher: Any, matcher_key: Any, pairs: list[tuple[int, Any]],
+                                     uid: bool) -> list[int]:
         """A search on From/To/Cc/Bcc/Subject: the fields come from the folder cache
         (read from the files in the worker pool on a miss, then cached)."""
         sel = self.selected
@@ -530,10 +531,15 @@ class MailboxCommands:
         rec = _SearchRecord(None, False)
         src = _Header(b"")
         match = matcher.match
+        needle = _ascii_needle(matcher_key)
         for seq, r in pairs:
             v = cache_get(r.uid, "hdr")
             if v is None:
                 continue  # vanished meanwhile
+            if needle is not None and needle not in v.lower() and v.isascii() and "=?" not in v:
+                # Plain ASCII fields without encoded words decode to themselves, so a
+                # needle absent from the raw text cannot match (see _ascii_needle).
+                continue
             rec.fill(r, r.uid in recent)
             src.data = v.encode("latin-1")
             if match(rec, seq, src):
@@ -789,6 +795,20 @@ class _Header:
 
     def message(self) -> bytes:
         raise AssertionError("a header-only search asked for the body")
+
+
+def _ascii_needle(key: Any) -> str | None:
+    """A string every matching message's raw header text must contain: the value of a
+    header key that all matches need (the key itself, or one of an AND), when it is
+    lower-case ASCII without white space (so it cannot span a folded line).  None when
+    no such key."""
+    keys = key.keys if isinstance(key, search.And) else (key,)
+    for k in keys:
+        if isinstance(k, search.Header) and k.value and k.value.isascii():
+            v = k.value.lower()
+            if not any(c.isspace() for c in v):
+                return v
+    return None
 
 
 def _cached_fields_suffice(key: Any) -> bool:
