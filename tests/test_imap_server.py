@@ -609,3 +609,18 @@ def test_client_vanishing_mid_big_append_leaves_no_spool_file(imap_server: Serve
     assert wait_for(lambda: os.listdir(spool) == [])
     for sub in ("new", "cur", "tmp"):
         assert os.listdir(imap_server.maildir(user) / sub) == []
+
+
+def test_header_search_finds_encoded_words_and_folded_lines(imap_server: Server, user: str) -> None:
+    c = client(imap_server, user)
+    c.append("INBOX", b"Subject: =?utf-8?b?c2VjcmV0?= plan\r\nFrom: a@b.test\r\n\r\nx\r\n")
+    c.append("INBOX", b"Subject: one\r\n two\r\nFrom: Carol\r\n <carol@c.test>\r\n\r\nx\r\n")
+    c.select_folder("INBOX")
+    assert c.search(["SUBJECT", "secret"]) == [1]
+    assert c.search(["SUBJECT", "SECRET PLAN"]) == [1]
+    assert c.search(["SUBJECT", "one two"]) == [2]
+    assert c.search(["FROM", "carol@c.test"]) == [2]
+    assert c.search(["FROM", "nobody"]) == []
+    # a second time, from the cached fields
+    assert c.search(["FROM", "carol@c.test"]) == [2]
+    c.logout()
