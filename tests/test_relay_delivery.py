@@ -523,6 +523,20 @@ def test_corrupt_envelope_is_moved_aside_and_the_rest_is_delivered(server_factor
     wait_empty(srv)
 
 
+def test_spool_that_cannot_be_written_answers_451(server_factory, sink) -> None:
+    import pytest
+
+    srv = relay_server(server_factory, transport={"remote.test": f"127.0.0.1:{sink.port}"}).start()
+    spool_dir = srv.root / "data" / "queue" / "spool"
+    spool_dir.rename(spool_dir.with_name("spool.away"))
+    spool_dir.write_text("not a folder")  # root ignores permissions; this fails for everyone
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as s:
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("alice@example.test", ["a@remote.test"], b"Subject: x\r\n\r\nx\r\n")
+    assert e.value.smtp_code == 451
+    assert "cannot write to the spool" in srv.log() and "Traceback" not in srv.log()
+
+
 def test_spool_entry_is_on_disk_when_the_client_gets_250(server_factory, peers) -> None:
     peer = peers(Script(rcpt=lambda a: "451 4.3.0 later"))
     srv = relay_server(server_factory, transport={"remote.test": peer.hop}, backoff_min=3600, backoff_max=3600).start()

@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from mailsuite import workers
 from mailsuite.queue import control, dsn, spool
-from mailsuite.queue.dispatch import ISpool, delivery_prefix
+from mailsuite.queue.dispatch import ISpool, TemporaryFailure, delivery_prefix
 from mailsuite.queue.envelope import Envelope, new_queue_id
 from mailsuite.queue.relay import Outcome, Relay
 from mailsuite.queue.route import Router
@@ -189,7 +189,16 @@ class QueueManager(service.Service):
             # After the caller's 250 has gone out: callLater, not a direct call.
             entry.timer = self.reactor.callLater(0, self._start, rec.id)
 
-        return d.addCallback(written)
+        def failed(f: Any) -> None:
+            # Disk full, permissions: the client gets a 4xx and tries again later.
+            f.trap(OSError)
+            log.error("queue: {qid}: cannot write to the spool: {why}", qid=rec.id, why=f.getErrorMessage())
+            workers.run(spool.remove, self.paths, rec.id).addErrback(
+                lambda f2: log.warn("queue: {qid}: leftovers stay until the next start: {why}",
+                                    qid=rec.id, why=f2.getErrorMessage()))
+            raise TemporaryFailure(f"spool write failed: {f.getErrorMessage()}")
+
+        return d.addCallbacks(written, failed)
 
     # -- admin operations ----------------------------------------------------------------
 
