@@ -303,7 +303,10 @@ class QueueManager(service.Service):
             self._schedule(entry)
 
         def failed(f: Any) -> None:
-            log.failure("relay: {qid}: delivery attempt failed", f, qid=qid)
+            if f.check(OSError):  # the spool cannot be written (disk full): one line
+                log.error("relay: {qid}: delivery attempt failed: {why}", qid=qid, why=f.getErrorMessage())
+            else:
+                log.failure("relay: {qid}: delivery attempt failed", f, qid=qid)
             # Retry later rather than spin: push every due recipient back.
             now = self.clock()
             rcpts = tuple(
