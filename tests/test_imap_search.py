@@ -323,7 +323,7 @@ def test_quick_body_scan_agrees_with_full_decoding(parts: tuple, needle: bytes) 
     headers, body = parts
     raw = b"\n".join(headers) + b"\n\n" + body
     decoded = mime.body_text(mime.parse(raw)).casefold()
-    header_text = mime.decode_header_text(mime.split_header(raw)[0]).casefold()
+    header_text = mime.headers_text(mime.parse(raw)).casefold()
     want = needle.decode().casefold()
     assert match(["BODY", needle], data=raw) is (want in decoded)
     assert match(["TEXT", needle], data=raw) is (want in decoded or want in header_text)
@@ -334,3 +334,60 @@ def test_text_search_reads_the_file_once() -> None:
     src = Src(MSG)
     assert m.match(Rec(), 1, src)
     assert src.calls == ["message"]
+
+
+# --- optional live comparison with Dovecot's SEARCH -------------------------------------
+
+# (key words, strings): each query both as tokens for parse() and as an IMAP command
+# with LITERAL+ strings for Dovecot.
+LIVE_QUERIES: list[list] = [
+    ["SUBJECT", "Grüße".encode()], ["SUBJECT", b"report"], ["SUBJECT", b"folded subject"],
+    ["FROM", "Jörg".encode()], ["FROM", b"user1"], ["FROM", b"doe, john"], ["TO", b"example.org"],
+    ["CC", b"user"], ["BODY", "Köln".encode()], ["BODY", b"hello there"], ["BODY", "日本".encode()],
+    ["TEXT", b"report"], ["TEXT", b"hidden"], ["BODY", b"hidden"], ["HEADER", "Message-ID", b"example.org"],
+    ["HEADER", "X-None", b""], ["HEADER", "Subject", b""], ["SENTON", "7-Feb-1994"],
+    ["SENTBEFORE", "1-Jun-2024"], ["SENTSINCE", "1-Jun-2024"], ["BODY", b"line"], ["TEXT", b"utf-8"],
+    ["BODY", b"<p>"], ["NOT", "SUBJECT", b"hello"], ["OR", "FROM", b"zola", "TO", b"zola"],
+    ["SUBJECT", b"tab here"], ["SUBJECT", "🎉".encode()], ["BODY", "straße".encode()], ["TEXT", "ÖLN".encode()],
+]
+LIVE_EXTRA = [
+    b"Subject: =?utf-8?b?R3LDvMOfZQ==?=\nFrom: x@y\n\n=?utf-8?q?hidden?=\n",
+    b"Subject: plain\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\n"
+    b"K=F6ln Stra=DFe\n",
+    b"Subject: Folded\n subject line\nDate: 7 Feb 1994 23:52:25 -0800\n\nbody\n",
+]
+
+
+def _wire_query(tokens: list) -> bytes:
+    return b" ".join(t.encode() if isinstance(t, str) else b"{%d+}\r\n%s" % (len(t), t) for t in tokens)
+
+
+@pytest.mark.skipif(
+    not __import__("os").path.exists("/usr/lib/dovecot/imap") or __import__("os").geteuid() != 0,
+    reason="needs Dovecot's imap binary and root",
+)
+def test_live_dovecot_finds_the_same_messages() -> None:
+    import re
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.test_imap_mime import DOVECOT_CORPUS, _dovecot_fetch, realistic_messages
+
+    msgs = list(realistic_messages(120, seed=11).values()) + [v[0] for v in DOVECOT_CORPUS.values()] + LIVE_EXTRA
+    tmp = Path(tempfile.mkdtemp(prefix="mailsuite-dovecot-"))
+    try:
+        tmp.chmod(0o755)
+        cmds = b"\r\n".join(b"s%d SEARCH CHARSET UTF-8 %s" % (j, _wire_query(q)) for j, q in enumerate(LIVE_QUERIES))
+        # _dovecot_fetch sends "a1 FETCH 1:* <items>"; FLAGS keeps that cheap, the searches follow it.
+        out = _dovecot_fetch(tmp / "dc", msgs, b"(FLAGS)\r\n" + cmds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert not re.findall(rb"s\d+ (?:NO|BAD)[^\r]*", out)
+    found = [set(map(int, line.split())) for line in re.findall(rb"\* SEARCH([ \d]*)\r\n", out)]
+    assert len(found) == len(LIVE_QUERIES), out[-300:]
+    n = len(msgs)
+    for query, dovecot in zip(LIVE_QUERIES, found):
+        matcher = S.Matcher(S.parse(["CHARSET", "UTF-8", *query]), max_seq=n, max_uid=n)
+        mine = {i + 1 for i in range(n) if matcher.match(Rec(uid=i + 1, size=len(msgs[i])), i + 1, Src(msgs[i]))}
+        assert mine == dovecot, (query, sorted(mine ^ dovecot)[:10])

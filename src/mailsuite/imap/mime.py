@@ -21,7 +21,8 @@ Pure functions over bytes; no I/O, no Twisted. The IMAP server and the store use
 - ``format_internaldate(ts)`` / ``parse_internaldate(text)`` for INTERNALDATE and
   APPEND's date-time.
 - For SEARCH: ``split_header(data)``, ``header_values(header, name)``,
-  ``decode_header_text(raw)``, ``body_text(msg)``, ``parse_date_header(raw)``.
+  ``decode_header_text(raw)``, ``body_text(msg)``, ``headers_text(msg)``,
+  ``parse_date_header(raw)``.
 
 Line ends: files are stored with LF; the wire form is CRLF (``to_wire``: every bare LF
 becomes CRLF, existing CRLF kept, a bare CR kept as is, like Dovecot, so the size
@@ -89,6 +90,7 @@ __all__ = [
     "header_values",
     "decode_header_text",
     "body_text",
+    "headers_text",
     "parse_date_header",
 ]
 
@@ -1384,23 +1386,35 @@ def _leaf_text(d: bytes, part: Part) -> str | None:
     return _charset_decode(raw, charset.decode("ascii", "replace")) if charset else _raw_text(raw)
 
 
-def body_text(msg: Message) -> str:
-    """All text of the message for SEARCH BODY: each text/* leaf part's body with its
-    Content-Transfer-Encoding (base64, quoted-printable) undone and its charset
-    decoded, joined by newlines (headers of attached messages included, as their
-    text is part of the body). Never raises."""
-    out: list[str] = []
-    stack = [msg.root]
-    d = msg.data
+def _walk(root: Part):  # type: ignore[no-untyped-def]
+    stack = [root]
     while stack:
         part = stack.pop()
+        yield part
         if part.children:
             stack.extend(reversed(part.children))
         elif part.message is not None:
-            out.append(decode_header_text(d[part.message.start : part.message.body_start]))
             stack.append(part.message)
-        else:
+
+
+def body_text(msg: Message) -> str:
+    """The text SEARCH BODY looks in: each text/* leaf part's body with its
+    Content-Transfer-Encoding (base64, quoted-printable) undone and its charset
+    decoded, joined by newlines. Headers are not in it, not even those of attached
+    messages (as in Dovecot). Never raises."""
+    out: list[str] = []
+    d = msg.data
+    for part in _walk(msg.root):
+        if not part.children and part.message is None:
             text = _leaf_text(d, part)
             if text is not None:
                 out.append(text)
     return "\n".join(out)
+
+
+def headers_text(msg: Message) -> str:
+    """Every header block of the message (its own, each part's MIME header, those of
+    attached messages), RFC 2047 decoded: with ``body_text`` what SEARCH TEXT looks
+    in, as in Dovecot. Never raises."""
+    d = msg.data
+    return "\n".join(decode_header_text(d[p.start : p.body_start]) for p in _walk(msg.root))

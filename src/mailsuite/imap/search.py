@@ -392,7 +392,8 @@ class MessageSource(Protocol):
 class _Ctx:
     """What one match call has found out about one message so far."""
 
-    __slots__ = ("rec", "seq", "source", "_header", "_lower", "_text", "_body", "_sent", "_raw", "_plain")
+    __slots__ = ("rec", "seq", "source", "_header", "_lower", "_body", "_sent", "_raw", "_plain", "_msg",
+                 "_all_headers")
 
     def __init__(self, rec: object, seq: int, source: MessageSource | None) -> None:
         self.rec = rec
@@ -401,10 +402,21 @@ class _Ctx:
         self._header: bytes | None = None
         self._lower: bytes | None = None
         self._body: str | None = None
-        self._text: str | None = None
         self._sent: tuple[int, int, int] | None | bool = False
         self._raw: bytes | None = None
         self._plain: bytes | None = None
+        self._msg: mime.Message | None = None
+        self._all_headers: str | None = None
+
+    def parsed(self) -> mime.Message:
+        if self._msg is None:
+            self._msg = mime.parse(self.raw())
+        return self._msg
+
+    def all_headers_text(self) -> str:
+        if self._all_headers is None:
+            self._all_headers = _norm(mime.headers_text(self.parsed()))
+        return self._all_headers
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -443,16 +455,11 @@ class _Ctx:
             self._lower = header.lower()
         return mime.header_values(header, name, self._lower)
 
-    def header_text(self) -> str:
-        if self._text is None:
-            self._text = mime.decode_header_text(self.header()).casefold()
-        return self._text
-
     def body_text(self) -> str:
         if self._body is None:
             if self.source is None:
                 raise ValueError("this search needs the message body but got no source")
-            self._body = mime.body_text(mime.parse(self.raw())).casefold()
+            self._body = mime.body_text(self.parsed()).casefold()
         return self._body
 
     def sent_date(self) -> tuple[int, int, int] | None:
@@ -570,8 +577,8 @@ class Matcher:
                     plain = c.plain_lower()
                     if plain and quick not in plain:
                         return False
-                c.raw()  # one read of the file serves both the header and the body
-                return want in _norm(c.header_text()) or want in c.body_text()
+                # Every header of every part (Dovecot's TEXT), then the decoded bodies.
+                return want in c.all_headers_text() or want in c.body_text()
 
             return text_match, 2
         raise TypeError(f"not a search key: {key!r}")
