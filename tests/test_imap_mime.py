@@ -843,13 +843,21 @@ LIVE_SECTIONS = ["1", "2", "1.MIME", "2.MIME", "2.HEADER", "2.TEXT", "2.1", "2.1
                  "HEADER.FIELDS (From Subject)", "TEXT", "HEADER", "1.2", "2.2"]
 
 
-def _dovecot_fetch(tmp: Path, messages: list[bytes], items: bytes) -> bytes:
+def _dovecot_fetch(
+    tmp: Path, messages: list[bytes], items: bytes, flags: list[str] | None = None, mtimes: list[float] | None = None
+) -> bytes:
+    """Run Dovecot's imap binary (preauthenticated, over stdin) on a fresh Maildir of
+    ``messages`` (Maildir flag letters and file times optional) and return its output
+    for ``a1 FETCH 1:* <items>`` (items may carry further commands after a CRLF)."""
     conf = tmp / "dovecot.conf"
     mail = tmp / "mail"
     for sub in ("cur", "new", "tmp"):
         (mail / sub).mkdir(parents=True)
     for i, data in enumerate(messages):
-        (mail / "cur" / f"{1000 + i}.m{i}.host:2,").write_bytes(data)
+        path = mail / "cur" / f"{1000 + i}.m{i}.host:2,{flags[i] if flags else ''}"
+        path.write_bytes(data)
+        if mtimes:
+            os.utime(path, (mtimes[i], mtimes[i]))
     (tmp / "home").mkdir()
     conf.write_text(
         f"mail_location = maildir:{mail}\nlog_path = {tmp}/log\nbase_dir = {tmp}/run\n"

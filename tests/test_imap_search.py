@@ -349,7 +349,21 @@ LIVE_QUERIES: list[list] = [
     ["SENTBEFORE", "1-Jun-2024"], ["SENTSINCE", "1-Jun-2024"], ["BODY", b"line"], ["TEXT", b"utf-8"],
     ["BODY", b"<p>"], ["NOT", "SUBJECT", b"hello"], ["OR", "FROM", b"zola", "TO", b"zola"],
     ["SUBJECT", b"tab here"], ["SUBJECT", "🎉".encode()], ["BODY", "straße".encode()], ["TEXT", "ÖLN".encode()],
+    ["SEEN"], ["UNSEEN"], ["FLAGGED", "ANSWERED"], ["OR", "DRAFT", "DELETED"], ["UNDELETED", "UNFLAGGED"],
+    ["LARGER", "2000"], ["SMALLER", "1200"], ["BEFORE", "10-Mar-2024"], ["ON", "10-Mar-2024"],
+    ["SINCE", "10-Mar-2024"], ["1:10,100:*"], ["*"], ["UID", "5:20"], ["UID", "139:*"], ["NOT", "2:*"],
+    ["OR", "SEEN", "BODY", "Köln".encode()], ["SEEN", "SUBJECT", b"hello"],
 ]
+# Maildir flag letters and internal dates per message, the same for both servers.
+_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
+
+
+def _live_flags(i: int) -> str:
+    return "".join(letter for letter, k in (("D", 11), ("F", 5), ("R", 7), ("S", 3), ("T", 13)) if i % k == 0)
+
+
+def _live_mtime(i: int) -> float:
+    return time.mktime((2024, 3, 8 + i % 5, 12, 0, 0, 0, 0, -1))  # local noon, 8 to 12 March
 LIVE_EXTRA = [
     b"Subject: =?utf-8?b?R3LDvMOfZQ==?=\nFrom: x@y\n\n=?utf-8?q?hidden?=\n",
     b"Subject: plain\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\n"
@@ -372,6 +386,7 @@ def test_live_dovecot_finds_the_same_messages() -> None:
     import tempfile
     from pathlib import Path
 
+    from mailsuite.imap import mime
     from tests.test_imap_mime import DOVECOT_CORPUS, _dovecot_fetch, realistic_messages
 
     msgs = list(realistic_messages(120, seed=11).values()) + [v[0] for v in DOVECOT_CORPUS.values()] + LIVE_EXTRA
@@ -380,7 +395,9 @@ def test_live_dovecot_finds_the_same_messages() -> None:
         tmp.chmod(0o755)
         cmds = b"\r\n".join(b"s%d SEARCH CHARSET UTF-8 %s" % (j, _wire_query(q)) for j, q in enumerate(LIVE_QUERIES))
         # _dovecot_fetch sends "a1 FETCH 1:* <items>"; FLAGS keeps that cheap, the searches follow it.
-        out = _dovecot_fetch(tmp / "dc", msgs, b"(FLAGS)\r\n" + cmds)
+        flags = [_live_flags(i) for i in range(len(msgs))]
+        mtimes = [_live_mtime(i) for i in range(len(msgs))]
+        out = _dovecot_fetch(tmp / "dc", msgs, b"(FLAGS)\r\n" + cmds, flags, mtimes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     assert not re.findall(rb"s\d+ (?:NO|BAD)[^\r]*", out)
@@ -389,5 +406,10 @@ def test_live_dovecot_finds_the_same_messages() -> None:
     n = len(msgs)
     for query, dovecot in zip(LIVE_QUERIES, found):
         matcher = S.Matcher(S.parse(["CHARSET", "UTF-8", *query]), max_seq=n, max_uid=n)
-        mine = {i + 1 for i in range(n) if matcher.match(Rec(uid=i + 1, size=len(msgs[i])), i + 1, Src(msgs[i]))}
+        recs = [
+            Rec(uid=i + 1, size=mime.wire_size(msgs[i]), internaldate=_live_mtime(i),
+                flags=frozenset(_LETTERS[c] for c in _live_flags(i)))
+            for i in range(n)
+        ]
+        mine = {i + 1 for i in range(n) if matcher.match(recs[i], i + 1, Src(msgs[i]))}
         assert mine == dovecot, (query, sorted(mine ^ dovecot)[:10])
