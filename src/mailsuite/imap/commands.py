@@ -28,6 +28,8 @@ log = Logger(namespace="mailsuite.imap")
 DELIM = "."
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_BY_UPPER = {f.upper(): f for f in SYSTEM_FLAGS}
+READ_AHEAD = 256  # messages whose files FETCH reads in one worker-pool call...
+READ_AHEAD_BYTES = 8 * 1024 * 1024  # ...or this many bytes of them
 _KEYWORD_RE = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~\x80-\U0010ffff]+$")
 
 
@@ -584,11 +586,32 @@ class MailboxCommands:
                 return "Some messages were expunged meanwhile; FETCH completed"
             return f"{'UID ' if uid else ''}FETCH completed"
 
+        # Files read ahead in the worker pool (many messages: the reactor must not stall
+        # on thousands of reads); a single small message is read inline.
+        ahead: dict[int, bytes] = {}
+        heads: dict[int, bytes] = {}
+        header_only = not plan.needs_message and plan.cached == ["envelope"]
+
+        def must_read(r: Any) -> bool:
+            return plan.needs_message or any(folder.cache_get(r.uid, k) is None for k in plan.cached)
+
+        def read_many(batch: list[Any]) -> list[tuple[int, bytes | None]]:
+            got: list[tuple[int, bytes | None]] = []
+            for r in batch:
+                try:
+                    got.append((r.uid, read_header(folder, r) if header_only else read_message(folder, r)))
+                except (store_errors.MessageGone, FileNotFoundError):
+                    got.append((r.uid, None))
+            return got
+
         def read(r: Any) -> bytes:
-            return read_message(folder, r)
+            data = ahead.pop(r.uid, None)
+            return data if data is not None else read_message(folder, r)
 
         def read_head(r: Any) -> bytes:
-            head = read_header(folder, r)
+            head = heads.pop(r.uid, None)
+            if head is None:
+                head = read_header(folder, r)
             if folder.cache_get(r.uid, "hdr") is None:
                 folder.cache_put(r.uid, "hdr", search_fields(head).decode("latin-1"))
             return head
@@ -604,7 +627,22 @@ class MailboxCommands:
 
         out: list[bytes] = []
         size = 0
-        for seq, r in pairs:
+        next_ahead = 0
+        for i, (seq, r) in enumerate(pairs):
+            if i == next_ahead:
+                # The next window: up to READ_AHEAD messages or READ_AHEAD_BYTES.
+                want, total, j = [], 0, i
+                while j < len(pairs) and len(want) < READ_AHEAD and total < READ_AHEAD_BYTES:
+                    r2 = pairs[j][1]
+                    if must_read(r2):
+                        want.append(r2)
+                        total += 8192 if header_only else r2.size
+                    j += 1
+                next_ahead = j
+                if len(want) > 1 or total > 256 * 1024:
+                    for u, data in await workers.run(read_many, want):
+                        if data is not None:
+                            (heads if header_only else ahead)[u] = data
             try:
                 line = plan.render(seq, r, r.uid in recent, read, read_head, cache, r.uid in seen_set,
                                    was_read if plan.cached else None)
