@@ -426,7 +426,8 @@ def test_deep_nesting_is_capped_and_still_valid() -> None:
     m = mime.parse(raw)
     out = mime.bodystructure(m)
     check_body(parse_full(out), ext=True)
-    assert out.count(b"multipart") == 0 and out.count(b'"mixed"') == mime.MAX_DEPTH + 1
+    # Dovecot's rule: containers nested MAX_DEPTH deep become application/octet-stream.
+    assert out.count(b'"mixed"') == mime.MAX_DEPTH and out.count(b'"octet-stream" ("boundary"') == 1
 
 
 def test_boundaries_match_as_line_prefixes_innermost_first() -> None:
@@ -764,7 +765,9 @@ def test_sections_add_up_to_the_message(raw: bytes) -> None:
             last = child.end
             check(child)
         if part.message is not None:
-            assert (part.message.start, part.message.end) == (part.body_start, part.end)
+            # (an attached message cut short by a boundary inside its header ends before
+            # the line end that Dovecot still counts in the part around it)
+            assert part.message.start == part.body_start and part.message.end <= part.end
             check(part.message)
 
     check(m.root)
@@ -775,7 +778,10 @@ def test_sections_add_up_to_the_message(raw: bytes) -> None:
         body = mime.section(m, sec(label))
         assert mime.section(m, sec(label + ".MIME")) + body == m.data[part.start : part.end]
         if part.message is not None:
-            assert body == mime.section(m, sec(label + ".HEADER")) + mime.section(m, sec(label + ".TEXT"))
+            inner = mime.section(m, sec(label + ".HEADER")) + mime.section(m, sec(label + ".TEXT"))
+            # Dovecot counts the line end before a boundary that cut the attached
+            # message's header in the part, not in the header: that may be left over.
+            assert body.startswith(inner) and body[len(inner):] in (b"", b"\r\n", b"\r", b"\n")
         fields = mime.section(m, sec(label + ".HEADER.FIELDS (Content-Type Subject)"))
         assert fields.endswith(b"\r\n") or fields == b""
 
@@ -831,6 +837,9 @@ EXTRA_CORPUS = {
     "cut_last_child": b"Content-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: multipart/mixed; boundary=i\n\n--i\n\nx\n--i\nand\n--o\n\ny\n--o--\n",
     "rfc2231_order": b"Content-Type: text/plain; micalg*=us-ascii''pgp; title*0*=us-ascii'en'a%20; title*1=\"isn't it!\"; format=flowed\n\nx\n",
     "no_charset_param": b"Content-Type: text/html; name=a.html\n\nx\n",
+    "cut_message_header": b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nSubj: x\n--b--\n",
+    "deep_multipart": b"".join(b"Content-Type: multipart/mixed; boundary=x%dx\n\n--x%dx\n" % (i, i) for i in range(120)) + b"\nx\n",
+    "deep_message": b"Content-Type: message/rfc822\n\n" * 120 + b"Subject: deep\n\nx\n",
     "cte_only": b"From: a@b\nContent-Transfer-Encoding: base64\nContent-ID: <x>\n\naGk=\n",
     "mimever": b"From: a@b\nMIME-Version: 1.0\nContent-Transfer-Encoding: base64\n\naGk=\n",
     "crlf": b"From: a@b\r\nContent-Type: multipart/mixed; boundary=\"q\"\r\n\r\n--q\r\n\r\nx\r\n--q--\r\n",

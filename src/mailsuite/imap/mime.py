@@ -94,7 +94,9 @@ __all__ = [
     "parse_date_header",
 ]
 
-MAX_DEPTH = 40  # multipart / message nesting deeper than this is not descended into
+# Dovecot's limit: a multipart or message/rfc822 this deep is not descended into and
+# is shown as application/octet-stream (its parameters kept).
+MAX_DEPTH = 99
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,6 +557,8 @@ def _entity(
     else:
         shown = (parsed[0], parsed[1])  # as written, for BODYSTRUCTURE (Dovecot keeps case)
         maintype, subtype, params = parsed[0].lower(), parsed[1].lower(), parsed[2]
+    if depth >= MAX_DEPTH and (maintype == "multipart" or (maintype, subtype) == ("message", "rfc822")):
+        maintype, subtype, shown = "application", "octet-stream", None
     children: tuple[Part, ...] = ()
     message = None
     hit: _Hit | None
