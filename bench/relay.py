@@ -18,6 +18,7 @@ for a back-to-back anchor; deliveries are counted in its maillog.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -45,6 +46,12 @@ def start_sink(port: int, dump_dir: Path | None) -> subprocess.Popen:
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_source(port: int, count: int, size: int, sessions: int, reuse: bool) -> float:
     args = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
             "-f", "alice@example.test", "-t", "bob@remote.test"]
@@ -67,11 +74,14 @@ def bench_mailsuite(a: argparse.Namespace) -> None:
     srv.start()
     spool = srv.root / "data" / "queue" / "spool"
     try:
+        assert srv.proc is not None
+        cpu0 = cpu_seconds(srv.proc.pid)
         t0 = time.perf_counter()
         accept_s = run_source(srv.ports["smtp"], a.count, a.size, a.sessions, a.reuse)
         while any(spool.iterdir()):
             time.sleep(0.005)
         total = time.perf_counter() - t0
+        cpu = cpu_seconds(srv.proc.pid) - cpu0
         deadline = time.time() + 10
         sent = 0
         while time.time() < deadline:
@@ -85,6 +95,7 @@ def bench_mailsuite(a: argparse.Namespace) -> None:
               f"destination_concurrency={a.concurrency}")
         print(f"  accepted: {a.count / accept_s:8.1f} msg/s  ({accept_s:.2f} s)")
         print(f"  accept -> delivered at sink: {a.count / total:8.1f} msg/s  ({total:.2f} s)")
+        print(f"  server CPU: {1000 * cpu / a.count:.2f} ms/msg (receive + spool + relay)")
         print(f"  status=sent lines: {sent} of {a.count}")
         if sent != a.count:
             print("  ERROR: not every message was delivered", file=sys.stderr)

@@ -410,12 +410,12 @@ class QueueManager(service.Service):
                 nxt = f", next={_when(changes['next_attempt'])}"
             rec = rec.with_recipient(i, **changes)
             orig = f", orig_to=<{r.orcpt}>" if r.orcpt and r.orcpt != r.address else ""
-            log.info(
-                "relay: {qid}: to=<{to}>{orig}, relay={relay}, tls={tls}, delay={delay:.2f}, attempts={attempts}, "
-                "dsn={dsn}, status={status} ({text}){next}",
-                qid=rec.id, to=r.address, orig=orig, relay=o.relay, tls=o.tls or "none", delay=now - rec.arrival,
-                attempts=attempts, dsn=o.dsn, status=o.status, text=o.text, next=nxt,
-            )
+            # Formatted here, logged as one field: the logger's own formatting of a
+            # dozen fields cost several percent of the reactor at 500 msg/s.
+            log.info("{line}", line=(
+                f"relay: {rec.id}: to=<{r.address}>{orig}, relay={o.relay}, tls={o.tls or 'none'}, "
+                f"delay={now - rec.arrival:.2f}, attempts={attempts}, dsn={o.dsn}, status={o.status} ({o.text}){nxt}"
+            ), qid=rec.id, to=r.address, status=o.status)
         return rec
 
     def _expire(self, rec: Record) -> Record:

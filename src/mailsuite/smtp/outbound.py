@@ -453,26 +453,27 @@ class Session:
         from twisted.internet import reactor
 
         proto = self.proto
+        if tx.data is not None:
+            # In memory: one write with the final dot (the transport buffers it; a
+            # stalled peer is caught by the wait for the final reply).
+            out, _ = stuff(tx.data, True)
+            proto.transport.write(out + (b".\r\n" if tx.data[-1:] in (b"\n", b"") else b"\r\n.\r\n"))
+            return
         timer = reactor.callLater(self.timeouts.data, self._stalled)
         try:
             at_start = True
-            if tx.data is not None:
-                out, at_start = stuff(tx.data, True)
-                proto.transport.write(out)
-                last = tx.data[-1:]
-            else:
-                last = b""
-                with open(tx.body_path, "rb") as f:
-                    while True:
-                        # Page-cache reads of 64 KiB are short; the wait is on the peer.
-                        chunk = f.read(CHUNK)
-                        if not chunk:
-                            break
-                        out, at_start = stuff(chunk, at_start)
-                        proto.transport.write(out)
-                        last = chunk[-1:]
-                        timer.reset(self.timeouts.data)
-                        await proto.writable()
+            last = b""
+            with open(tx.body_path, "rb") as f:
+                while True:
+                    # Page-cache reads of 64 KiB are short; the wait is on the peer.
+                    chunk = f.read(CHUNK)
+                    if not chunk:
+                        break
+                    out, at_start = stuff(chunk, at_start)
+                    proto.transport.write(out)
+                    last = chunk[-1:]
+                    timer.reset(self.timeouts.data)
+                    await proto.writable()
             proto.transport.write(b".\r\n" if last in (b"\n", b"") else b"\r\n.\r\n")
         finally:
             if timer.active():
