@@ -40,6 +40,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process (all its threads) so far; 0 without a pid."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_maildir(d: Path) -> int:
     return sum(len(os.listdir(d / sub)) for sub in ("new", "cur") if (d / sub).is_dir())
 
@@ -173,6 +181,7 @@ def main() -> int:
     ap.add_argument("--server", metavar="HOST:PORT", help="a running server (default: start one)")
     ap.add_argument("--maildir", type=Path, help=f"the Maildir of {RCPT} on --server")
     ap.add_argument("--threads", type=int, help="server.thread_pool_size for the server started here")
+    ap.add_argument("--server-pid", type=int, help="pid of --server, to report its CPU per message")
     a = ap.parse_args()
     client = a.client
     if client == "auto":
@@ -188,6 +197,7 @@ def main() -> int:
     else:
         own = OwnServer(a.threads)
         host, port, maildir = "127.0.0.1", own.port, own.maildir
+        a.server_pid = own.proc.pid
     size = int(a.size_kb * 1024)
     rc = 0
     try:
@@ -196,11 +206,14 @@ def main() -> int:
         for c in a.concurrency:
             empty_maildir(maildir)
             os.sync()
+            cpu0 = cpu_seconds(a.server_pid)
             dt, failed = send(host, port, a.count, size, c, a.reuse)
+            cpu = (cpu_seconds(a.server_pid) - cpu0) * 1000 / a.count
             got = count_maildir(maildir)
             ok = got == a.count and not failed
             rc |= 0 if ok else 1
-            print(f"  C={c:<3} {a.count / dt:8.1f} messages/s  ({dt:.2f} s)  maildir {got}/{a.count}"
+            cpu_text = f"  server CPU {cpu:.2f} ms/msg" if a.server_pid else ""
+            print(f"  C={c:<3} {a.count / dt:8.1f} messages/s  ({dt:.2f} s)  maildir {got}/{a.count}{cpu_text}"
                   f"{'' if ok else '  FAILED'}")
     finally:
         if own is not None:
