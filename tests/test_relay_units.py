@@ -270,3 +270,17 @@ def test_backoff_doubles_from_min_to_max() -> None:
     qm.cfg = RelayConfig(backoff_min=300, backoff_max=3600)
     assert [qm._backoff(n) for n in range(1, 7)] == [300, 600, 1200, 2400, 3600, 3600]
     assert qm._backoff(1000) == 3600
+
+
+def test_stock_twisted_client_lets_a_chunk_start_end_data_early_and_ours_does_not() -> None:
+    """research/twisted-mail.md §2.5: why the relay has its own client."""
+    from twisted.mail import smtp
+
+    stock = smtp.SMTPClient(identity="x")
+    stock.resetTimeout = lambda: None  # no transport here
+    first, second = b"Subject: x\n\nline\n", b".\nMAIL FROM:<smuggled@evil.test>\n"
+    stock_wire = stock.transformChunk(first) + stock.transformChunk(second)
+    assert b"\r\n.\r\nMAIL FROM" in stock_wire  # the peer would end DATA here
+    ours, state = stuff(first, True)
+    more, _ = stuff(second, state)
+    assert b"\r\n.\r\n" not in ours + more and b"\r\n..\r\nMAIL FROM" in ours + more
