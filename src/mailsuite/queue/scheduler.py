@@ -47,6 +47,8 @@ from mailsuite.store.maildir import BodyFile
 
 log = Logger(namespace="mailsuite.queue")
 
+SHUTDOWN_GRACE = 5.0  # seconds stopService waits for running delivery attempts
+
 
 @dataclass
 class Entry:
@@ -142,10 +144,22 @@ class QueueManager(service.Service):
         for entry in self.entries.values():
             if entry.timer is not None and entry.timer.active():
                 entry.timer.cancel()
-        self.relay.close_all()
-        if self._lock_fd is not None:
-            control.unlock(self._lock_fd)
-            self._lock_fd = None
+
+        def stopped(_: object) -> None:
+            self.relay.close_all()
+            if self._lock_fd is not None:
+                control.unlock(self._lock_fd)
+                self._lock_fd = None
+
+        # Let running attempts record their results (a local copy made but not yet
+        # written down would be made again after the restart), for a few seconds;
+        # a slow remote peer is not waited for longer.
+        running = defer.DeferredList(list(self._running_attempts), consumeErrors=True)
+        grace = defer.Deferred()
+        timer = self.reactor.callLater(SHUTDOWN_GRACE, grace.callback, None)
+        running.addBoth(lambda _: timer.cancel() if timer.active() else None)
+        running.addBoth(lambda _: None if grace.called else grace.callback(None))
+        return grace.addCallback(stopped)
 
     def _when_loaded(self) -> defer.Deferred:
         if self._is_loaded:
