@@ -90,11 +90,17 @@ def relay_cfg(**kw: Any) -> RelayConfig:
 def test_transport_map_wins_then_smarthost_then_mx() -> None:
     router = Router(relay_cfg(transport={"partner.test": "10.0.0.5:2626", ".branch.test": "[::1]:25"},
                               smarthost="smart.test:587"), ("u", "p"))
-    assert router.route("partner.test") == Destination("transport:10.0.0.5:2626", "host", "10.0.0.5", 2626, "may")
+    assert router.route("partner.test") == Destination("transport:10.0.0.5:2626:may", "host", "10.0.0.5", 2626, "may")
     assert router.route("a.branch.test").host == "::1"
     smart = router.route("elsewhere.test")
     assert (smart.kind, smart.host, smart.port, smart.tls, smart.auth) == ("host", "smart.test", 587, "verify", ("u", "p"))
     assert "p'" not in repr(smart)  # the password stays out of logs
+
+
+def test_domains_sharing_a_next_hop_with_different_tls_policies_do_not_share_connections() -> None:
+    router = Router(relay_cfg(transport={"a.test": "10.0.0.5:25", "b.test": "10.0.0.5:25"},
+                              tls_policies={"b.test": "verify"}))
+    assert router.route("a.test").key != router.route("b.test").key
 
 
 def test_without_smarthost_a_domain_goes_by_mx_with_its_tls_policy() -> None:

@@ -112,7 +112,10 @@ class Router:
                     break
         if hop is not None:
             host, port = hop
-            return Destination(f"transport:{host}:{port}", "host", host, port, self.tls_for(domain))
+            tls = self.tls_for(domain)
+            # The TLS policy is part of the key: a cached plaintext session to a next
+            # hop must not carry mail for a domain that requires verified TLS.
+            return Destination(f"transport:{host}:{port}:{tls}", "host", host, port, tls)
         if self._smarthost is not None:
             host, port = self._smarthost
             return Destination(f"smarthost:{host}:{port}", "host", host, port, self.relay.smarthost_tls, self.auth)
