@@ -99,6 +99,8 @@ class Router:
         dest = self._cache.get(domain)
         if dest is None:
             dest = self._route(domain)
+            if len(self._cache) >= 10_000:  # bounded: routes are cheap to compute again
+                self._cache.clear()
             self._cache[domain] = dest
         return dest
 
