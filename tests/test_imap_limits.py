@@ -202,3 +202,18 @@ def test_no_traceback_in_the_log(srv: Server) -> None:
     assert wait_for(lambda: "imap" in srv.log())
     assert imap_tracebacks(srv.log()) == []
 
+
+
+def test_server_shutdown_says_bye_and_keeps_the_index(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = start_imap_server(tmp_path / "srv")
+    try:
+        r = Raw(s.ports["imap"])
+        r.login("u1@example.test")
+        r.cmd(b"APPEND INBOX {6+}\r\nx: y\r\n")
+        r.cmd(b"SELECT INBOX")
+        s.stop()
+        assert r.line() == b"* BYE Server shutting down"
+        assert r.closed()
+        assert (s.maildir("u1@example.test") / "mailsuite-index").exists()
+    finally:
+        s.stop()

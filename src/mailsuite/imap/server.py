@@ -122,6 +122,14 @@ class IMAPServerFactory(Factory):
     def __init__(self, conf: IMAPFactoryConfig) -> None:
         self.conf = conf
         self.per_ip: dict[str, int] = {}
+        self.sessions: set["IMAPServer"] = set()
+
+    def shutdown(self) -> None:
+        """Tell every client the server is going away (RFC 3501 7.1.5) and hang up."""
+        for p in list(self.sessions):
+            p.write(b"* BYE Server shutting down\r\n")
+            p._closing = True
+            p._hang_up()
 
     def buildProtocol(self, addr: Any) -> "IMAPServer":
         p = IMAPServer(self.conf)
@@ -210,6 +218,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             return
         counts[self.ip] = counts.get(self.ip, 0) + 1
         self._counted = True
+        self.factory.sessions.add(self)
         try:
             # We produce big FETCH responses: the transport tells us when to wait.
             self.transport.registerProducer(self, True)
@@ -222,6 +231,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
         self._closing = True
+        self.factory.sessions.discard(self)
         if self._counted:
             counts = self.factory.per_ip
             counts[self.ip] -= 1

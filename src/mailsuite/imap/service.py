@@ -14,15 +14,19 @@ from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.server import IIMAPAccount, IMAPFactoryConfig, IMAPServerFactory
 
 
-class _SaveIndexes(service.Service):
-    """At shutdown, write the index of every folder still open (sessions, lingering
-    folders), so the next start opens big folders without a rescan."""
+class _Shutdown(service.Service):
+    """At shutdown, say BYE to every IMAP client, then write the index of every folder
+    still open (sessions, lingering folders), so the next start opens big folders
+    without a rescan."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.factories: list[IMAPServerFactory] = []
 
     def stopService(self) -> Any:
         super().stopService()
+        for factory in self.factories:
+            factory.shutdown()
         close_all = getattr(self.store, "close_all", None)
         return close_all() if close_all is not None else None
 
@@ -41,7 +45,8 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
             leftover.unlink(missing_ok=True)
 
     suite.on_start.append(clean_spool)
-    _SaveIndexes(store).setServiceParent(parent)
+    shutdown = _Shutdown(store)
+    shutdown.setServiceParent(parent)
     tls_for = getattr(suite, "tls_for", None)
     ctx = tls_for("imap") if tls_for is not None else suite.tls
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
@@ -59,4 +64,6 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
         extra = {}
         if implicit and tls_for is not None:
             extra = {"context": ctx, "max_handshakes_per_ip": cfg.tls.max_handshakes_per_ip}
-        suite.listener(parent, desc, IMAPServerFactory(conf), implicit, **extra)
+        factory = IMAPServerFactory(conf)
+        shutdown.factories.append(factory)
+        suite.listener(parent, desc, factory, implicit, **extra)
