@@ -180,6 +180,9 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         "submission": {"listen": ep("submission"), "listen_tls": ep("submissions")},
         "imap": {"listen": ep("imap"), "listen_tls": ep("imaps")},
         "pop3": {"listen": ep("pop3"), "listen_tls": ep("pop3s")},
+        # Test traffic stays on loopback: a test that relays without its own DNS
+        # server gets no answer (deferred), never a query to the real resolver.
+        "relay": {"dns_servers": ["127.0.0.1:1"]},
     }
     for section, values in overrides.items():
         sections.setdefault(section, {}).update(values)
