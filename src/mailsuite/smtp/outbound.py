@@ -76,10 +76,6 @@ class SessionError(Exception):
         return status if self.permanent or status[0] != "5" else "4" + status[1:]
 
 
-class _Timeout(Exception):
-    pass
-
-
 @implementer(interfaces.IHandshakeListener, interfaces.IPushProducer)
 class ClientProtocol(Protocol):
     """Reads replies and hands each to the oldest waiter; nothing else."""
@@ -278,7 +274,6 @@ class Transaction:
 @dataclass
 class TransactionResult:
     replies: dict[str, PeerReply] = field(default_factory=dict)  # per recipient
-    session_ok: bool = True  # the connection can carry another message
 
 
 class Session:
