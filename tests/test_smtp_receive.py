@@ -394,6 +394,24 @@ def test_pipelined_session_in_one_write(srv: Server) -> None:
     assert b"Subject: piped" in msg
 
 
+def test_many_pipelined_messages_in_one_write(srv: Server) -> None:
+    """More than the server buffers while a delivery is pending (it pauses reading)."""
+    rcpt = box()
+    n = 60
+    batch = b"EHLO client.test\r\n" + b"".join(
+        f"MAIL FROM:<s@remote.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+        + message(f"bulk-{i}", ("filler " * 10 + "\r\n") * 60) + b".\r\n"
+        for i in range(n)
+    ) + b"QUIT\r\n"
+    assert len(batch) > 200_000
+    with Raw(srv.ports["smtp"], timeout=30) as c:
+        c.send(batch)
+        codes = [c.reply()[0] for _ in range(1 + 4 * n + 1)]
+    assert codes == [250] + [250, 250, 354, 250] * n + [221]
+    stored = srv.messages(rcpt)
+    assert sorted(int(re.search(rb"Subject: bulk-(\d+)", m).group(1)) for m in stored) == list(range(n))
+
+
 @pytest.mark.parametrize(
     "command, expected",
     [
