@@ -741,3 +741,31 @@ def test_any_input_gets_replies_and_no_traceback(srv: Server, lines: list[bytes]
         assert re.match(rb"^[2345]\d\d[ -]", line), line
     log = srv.log()
     assert "Traceback" not in log and "Unhandled" not in log
+
+
+def test_ipv6_listener(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    s = make_server(tmp_path / "srv", smtp={"listen": [f"tcp6:{port}:interface=\\:\\:1"]})
+    s.wait_ports = {}
+    s.start()
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                smtp = smtplib.SMTP("::1", port, timeout=5)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        with smtp:
+            smtp.sendmail("s@remote.test", ["alice@example.test"], message("v6"))
+            # ::1 is in the default relay_networks.
+            assert smtp.docmd("MAIL FROM:<s@remote.test>")[0] == 250
+            assert smtp.docmd("RCPT TO:<x@far-away.test>")[0] == 250
+        (msg,) = s.messages("alice@example.test")
+        assert b"([::1])" in msg
+    finally:
+        s.stop()
