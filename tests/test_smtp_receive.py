@@ -307,6 +307,28 @@ def test_several_messages_in_one_session(srv: Server) -> None:
     assert len(srv.messages(rcpt)) == 3
 
 
+def test_account_added_and_deleted_with_the_cli_without_restart(srv: Server) -> None:
+    import sys
+
+    def cli(*args: str, stdin: str = "") -> None:
+        subprocess.run([sys.executable, "-m", "mailsuite.cli", *args, "--config", str(srv.config_path)],
+                       input=stdin, text=True, check=True, capture_output=True)
+
+    def rcpt_code() -> int:
+        with Raw(srv.ports["smtp"]) as c:
+            start_mail(c)
+            return c.cmd("RCPT TO:<newbie@example.test>")[0]
+
+    assert rcpt_code() == 550
+    cli("user", "add", "newbie@example.test", "--password-stdin", stdin="newbie-pw\n")
+    assert rcpt_code() == 250
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as c:
+        c.sendmail("s@remote.test", ["newbie@example.test"], message("welcome"))
+    assert len(srv.messages("newbie@example.test")) == 1
+    cli("user", "del", "newbie@example.test")
+    assert rcpt_code() == 550
+
+
 # -- refusals ---------------------------------------------------------------------
 
 
