@@ -20,7 +20,7 @@ _counter = itertools.count()
 
 def start_pop3_server(root: Path, **overrides: Any) -> Server:
     sections: dict[str, Any] = {
-        "pop3": {"idle_timeout": 3, "max_connections_per_ip": 12},
+        "pop3": {"idle_timeout": 60, "max_connections_per_ip": 12},
         "limits": {"auth_ip_delay_after": 1000, "auth_ip_refuse_after": 0, "auth_delay_after": 2,
                    "auth_delay": 0.6, "auth_refuse_after": 6},
     }

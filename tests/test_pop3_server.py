@@ -357,14 +357,33 @@ def test_overlong_line_is_refused_and_skipped(srv: Server) -> None:
     s.close()
 
 
-def test_idle_session_is_closed(srv: Server) -> None:
-    s, f = raw(srv)
-    s.settimeout(10)
-    started = time.monotonic()
-    assert f.readline() == b"-ERR Disconnected for inactivity.\r\n"
-    assert f.readline() == b""
-    assert 2.5 < time.monotonic() - started < 8
-    s.close()
+def test_idle_session_is_closed(tmp_path: Path) -> None:
+    server = start_pop3_server(tmp_path / "idle", pop3={"idle_timeout": 2})
+    try:
+        s, f = raw(server)
+        s.settimeout(15)
+        started = time.monotonic()
+        assert f.readline() == b"-ERR Disconnected for inactivity.\r\n"
+        assert f.readline() == b""
+        assert 1.5 < time.monotonic() - started < 12
+        s.close()
+    finally:
+        server.stop()
+
+
+def test_activity_keeps_a_session_open(tmp_path: Path) -> None:
+    server = start_pop3_server(tmp_path / "busy", pop3={"idle_timeout": 2})
+    try:
+        s, f = raw(server)
+        for _ in range(4):
+            time.sleep(0.8)
+            s.sendall(b"CAPA\r\n")
+            assert f.readline().startswith(b"+OK")
+            while f.readline() != b".\r\n":
+                pass
+        s.close()
+    finally:
+        server.stop()
 
 
 def test_connections_per_ip_are_limited(srv: Server) -> None:
