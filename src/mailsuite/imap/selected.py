@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from typing import Any, Callable, Iterable
+from weakref import WeakKeyDictionary
 
 from twisted.internet import defer
 
@@ -57,6 +58,23 @@ def linger(folder: Any) -> None:
     reactor.callLater(LINGER_SECONDS, folder.close)  # type: ignore[attr-defined]
 
 
+# The UIDs of each open folder's current message list, as one array shared by every
+# session whose view is exactly the folder (the usual case): a session then costs a
+# few hundred bytes instead of 4 bytes per message.  Keyed by the folder; valid while
+# the folder's record list is the same object (the store replaces it on any change).
+_shared: "WeakKeyDictionary[Any, tuple[Any, array]]" = WeakKeyDictionary()
+
+
+def shared_uids(folder: Any) -> array:
+    records = folder.messages()
+    hit = _shared.get(folder)
+    if hit is not None and hit[0] is records:
+        return hit[1]
+    uids = array("I", [r.uid for r in records])
+    _shared[folder] = (records, uids)
+    return uids
+
+
 class SelectedMailbox:
     __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "_uidnext_seen",
                  "_listener", "__weakref__")
@@ -74,8 +92,7 @@ class SelectedMailbox:
 
     def open(self) -> None:
         """Take the folder's current messages as the initial view (SELECT/EXAMINE)."""
-        records = self.folder.messages()
-        self.uids = array("I", [r.uid for r in records])
+        self.uids = shared_uids(self.folder)
         self.recent = self.folder.claim_recent()
         self.reported_modseq = self.folder.highest_modseq
         self._uidnext_seen = self.folder.uidnext
@@ -172,25 +189,34 @@ class SelectedMailbox:
         out: list[bytes] = []
         changed_set = folder.uidnext != self._uidnext_seen or len(records) != len(self.uids)
         if changed_set:
-            current = array("I", [r.uid for r in records])
+            current = shared_uids(folder)
+            view = self.uids
             if expunges:
-                gone = _missing(self.uids, current)
+                gone = _missing(view, current)
                 if gone:
-                    uids = self.uids
+                    view = array("I", view)  # may be shared: change a copy
                     for u in reversed(gone):
-                        i = bisect.bisect_left(uids, u)
+                        i = bisect.bisect_left(view, u)
                         out.append(b"* %d EXPUNGE\r\n" % (i + 1))
-                        del uids[i]
+                        del view[i]
                         self.recent.discard(u)
-            top = self.uids[-1] if self.uids else 0
+            top = view[-1] if view else 0
             start = bisect.bisect_right(current, top)
-            new = current[start:]
-            if len(new):
-                self.uids.extend(new)
+            added = len(current) - start
+            if added:
                 self.recent |= folder.claim_recent()
-                out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(self.uids), len(self.recent)))
-            if expunges or not _missing(self.uids, current):
+                out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view) + added, len(self.recent)))
+            if expunges or not _missing(view, current):
+                # The view is now exactly the folder: share the folder's UID array.
+                self.uids = current
                 self._uidnext_seen = folder.uidnext
+            else:
+                # Expunges held back (FETCH/STORE/SEARCH): a view of our own until then.
+                self.uids = view + current[start:]
+        elif self._uidnext_seen == folder.uidnext:
+            # Same messages (flags may differ): follow the folder's current shared array
+            # so that old ones are not kept alive per session.
+            self.uids = shared_uids(folder)
         if folder.highest_modseq > self.reported_modseq:
             since = self.reported_modseq
             pairs = self.records_for(list(range(1, len(self.uids) + 1)))
@@ -205,7 +231,8 @@ class SelectedMailbox:
         """Report our own EXPUNGE/MOVE at once: ``* n EXPUNGE`` for each UID (highest
         first) and drop them from the view."""
         out = []
-        view = self.uids
+        view = array("I", self.uids)  # may be shared with other sessions: change a copy
+        self.uids = view
         for u in sorted(set(uids), reverse=True):
             i = bisect.bisect_left(view, u)
             if i < len(view) and view[i] == u:
