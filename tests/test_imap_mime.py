@@ -1015,3 +1015,38 @@ def test_header_block_alone_answers_header_sections_and_envelope(raw: bytes, spe
 def test_header_only_sections() -> None:
     assert mime.header_only(sec("HEADER.FIELDS (From)")) and mime.header_only(sec("HEADER"))
     assert not mime.header_only(sec("TEXT")) and not mime.header_only(sec("1.HEADER")) and not mime.header_only(sec(""))
+
+
+def test_after_max_parts_no_boundary_counts_and_the_last_part_runs_to_the_end() -> None:
+    # Dovecot's limit (10,000 parts with the message itself), checked against it.
+    raw = b"Content-Type: multipart/mixed; boundary=b\n\n" + b"".join(b"--b\n\npart %d\n" % i for i in range(12000))
+    raw += b"--b--\nepilogue\n"
+    m = mime.parse(raw)
+    assert len(m.root.children) == mime.MAX_PARTS - 1
+    assert fetch(raw, "9999").endswith(b"part 11999\r\n--b--\r\nepilogue\r\n")
+    check_body(parse_full(mime.bodystructure(m)), ext=True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Content-Type: multipart/mixed; boundary=b\n\n" + b"--bx\n" * 200000 + b"--b--\n",
+        b"".join(b"Content-Type: multipart/mixed; boundary=x%dx\n\n--x%dx\n" % (i, i) for i in range(99))
+        + b"\n" + b"--not-a-boundary\n" * 100000,
+        b"Content-Type: multipart/mixed; boundary=b\n\n" + b"--b\nX: y\n" * 100000,
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\rX: y\r" * 50000 + b"\n",
+        b"".join(b"X-H%d: v\n" % i for i in range(100000)) + b"\nbody",
+        b"To: " + b", ".join(b'"N %d" <a%d@b>' % (i, i) for i in range(20000)) + b"\n\n",
+    ],
+    ids=["200k-boundary-lines", "99-deep-100k-dash-lines", "100k-header-only-parts", "bare-cr-parts",
+         "100k-header-lines", "20k-addresses"],
+)
+def test_hostile_messages_take_linear_time(raw: bytes) -> None:
+    # Each used to be quadratic somewhere (minutes); now well under a second on an idle
+    # machine. The bound is loose because tests share the machine.
+    t0 = time.process_time()
+    m = mime.parse(raw)
+    mime.bodystructure(m)
+    mime.envelope(m)
+    mime.body_text(m)
+    assert time.process_time() - t0 < 5
