@@ -626,7 +626,6 @@ def _entity(
     (an inner boundary that extends an outer one, an unterminated inner multipart)
     comes out as Dovecot shows it."""
     d = scan.d
-    crlf = scan.crlf
     blank = scan.body_start(start, end)
     # A boundary line ends the entity even inside its header (then it has no body).
     # Only the header is searched here, so nested containers do not each scan all of
