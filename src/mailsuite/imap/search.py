@@ -21,7 +21,10 @@ Matching: ``Matcher(key, max_seq=, max_uid=)`` once per command, then
 says whether a search touches headers or bodies at all, so the server can skip
 opening files; header keys only read the header block (``source.header()``), never
 the whole message. Text keys match case-insensitively as substrings of the decoded
-text (RFC 2047 words, transfer encodings, charsets), like Dovecot.
+text (RFC 2047 words, transfer encodings, charsets). As in Dovecot, BODY looks in the
+text parts only (also those of attached messages) and TEXT in those and in every
+header of every part; tests/test_imap_search.py checks the results against Dovecot's
+own SEARCH when Dovecot is installed.
 """
 
 from __future__ import annotations
