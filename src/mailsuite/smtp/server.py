@@ -706,6 +706,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         )
         s.reset()
         self._busy = True
+        # No command timeout while the message is made durable: a 421 now, followed by
+        # the delivery succeeding, would make the client send it again (a duplicate).
+        self.setTimeout(None)
         d = self.conf.dispatcher.accept(env, body)
 
         def accepted(result: str) -> None:
@@ -720,7 +723,13 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._send(Reply(451, "4.3.0", "Error: local error in processing, try again later"))
 
         d.addCallbacks(accepted, failed)
+        d.addBoth(self._restart_timeout)
         d.addBoth(self._resume)
+
+    def _restart_timeout(self, result: object = None) -> object:
+        if not self._closing:
+            self.setTimeout(self.svc.command_timeout)
+        return result
 
     def _log_message(self, qid: str, size: int, result: str, env: Envelope | None = None) -> None:
         s = self.session
