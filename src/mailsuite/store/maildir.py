@@ -159,6 +159,8 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -
         for made, name in done.items():  # not "account": the message below names the failed one
             try:
                 os.unlink(account_dir(mail_dir, made) / "new" / name)
+                # Durably gone, or a crash now would keep a copy the client's retry repeats.
+                _fsync_dir(account_dir(mail_dir, made) / "new")
             except OSError:
                 pass
         code = errno.errorcode.get(e.errno or 0, "error")
