@@ -196,6 +196,17 @@ def test_discard_leaves_nothing(tmp_path: Path) -> None:
     assert files(tmp_path) == []
 
 
+def test_spill_failure_raises_and_discard_is_quiet(tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    folder.write_text("not a folder")
+    m = IncomingMessage(folder, "Q1", spill_at=10)
+    m.write(b"short\n")
+    with pytest.raises(OSError):
+        m.write(b"this pushes it over the limit\n")
+    assert not m.on_disk
+    m.discard()  # no error: there is nothing on disk to remove
+
+
 def test_materialize_writes_the_file(tmp_path: Path) -> None:
     m = IncomingMessage(tmp_path, "Q1")
     m.write(b"hello\n")

@@ -813,3 +813,30 @@ def test_ipv6_listener(tmp_path: Path) -> None:
         assert b"([::1])" in msg
     finally:
         s.stop()
+
+
+def test_incoming_file_failure_is_451_and_the_session_goes_on(tmp_path: Path) -> None:
+    """A big body streams to queue/incoming; if that cannot be written, 451 4.3.0."""
+    s = make_server(tmp_path / "srv", smtp={"max_message_size": 10 * 1024 * 1024})
+    s.start()
+    incoming = s.root / "data" / "queue" / "incoming"
+    try:
+        shutil.rmtree(incoming)
+        incoming.write_text("in the way")  # root ignores permissions; this really fails
+        with Raw(s.ports["smtp"], timeout=30) as c:
+            start_mail(c, rcpts=("alice@example.test",))
+            assert c.cmd("DATA")[0] == 354
+            c.send(b"Subject: big\r\n\r\n" + (b"b" * 998 + b"\r\n") * 1024)
+            code, text = c.cmd(".")
+            assert (code, text[:5]) == (451, "4.3.0")
+            # Small messages do not need the folder and still go through.
+            start_mail(c, rcpts=("alice@example.test",))
+            assert c.cmd("DATA")[0] == 354
+            assert c.cmd(message("small") + b".")[0] == 250
+        (msg,) = s.messages("alice@example.test")
+        assert b"Subject: small" in msg
+        assert "Traceback" not in s.log()
+    finally:
+        incoming.unlink()
+        incoming.mkdir()
+        s.stop()

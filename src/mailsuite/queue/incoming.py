@@ -46,8 +46,8 @@ class IncomingMessage:
             self._chunks.append(data)
             if self.size <= self.spill_at:
                 return
-            data, self._chunks = b"".join(self._chunks), None
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            data, self._chunks = b"".join(self._chunks), None
         assert self._fd is not None
         view = memoryview(data)
         while view:
@@ -75,7 +75,7 @@ class IncomingMessage:
         if on_disk:
             try:
                 os.unlink(self.path)
-            except FileNotFoundError:
+            except OSError:  # already gone, or the folder itself is broken: nothing to undo
                 pass
 
 
