@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailsuite.queue.incoming import IncomingMessage, clean_incoming, materialize
+from mailsuite.queue.incoming import IncomingMessage, clean_incoming
 from mailsuite.store import maildir, names
 from mailsuite.store.maildir import (
     SPECIAL_FOLDERS,
@@ -205,13 +205,6 @@ def test_spill_failure_raises_and_discard_is_quiet(tmp_path: Path) -> None:
         m.write(b"this pushes it over the limit\n")
     assert not m.on_disk
     m.discard()  # no error: there is nothing on disk to remove
-
-
-def test_materialize_writes_the_file(tmp_path: Path) -> None:
-    m = IncomingMessage(tmp_path, "Q1")
-    m.write(b"hello\n")
-    body = materialize(m.finish())
-    assert body.data is None and Path(body.path).read_bytes() == b"hello\n"
 
 
 def test_clean_incoming_removes_leftovers(tmp_path: Path) -> None:

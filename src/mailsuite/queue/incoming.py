@@ -12,7 +12,6 @@ here by a crash were never acknowledged; :func:`clean_incoming` removes them at 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from mailsuite.store.maildir import BodyFile
@@ -77,24 +76,6 @@ class IncomingMessage:
                 os.unlink(self.path)
             except OSError:  # already gone, or the folder itself is broken: nothing to undo
                 pass
-
-
-def materialize(body: BodyFile) -> BodyFile:
-    """The same body with its bytes in the file at ``body.path`` (blocking: run it in
-    the worker pool).  For consumers that take the file over, like the spool."""
-    if body.data is None:
-        return body
-    fd = os.open(body.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(body.data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
-        os.unlink(body.path)
-        raise
-    os.close(fd)
-    return replace(body, data=None)
 
 
 def clean_incoming(incoming_dir: Path) -> int:
