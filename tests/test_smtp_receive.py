@@ -329,6 +329,24 @@ def test_account_added_and_deleted_with_the_cli_without_restart(srv: Server) -> 
     assert rcpt_code() == 550
 
 
+def test_unreadable_users_file_is_a_temporary_error(srv: Server) -> None:
+    users = srv.root / "users"
+    saved = srv.root / "users.saved"
+    users.rename(saved)
+    users.mkdir()  # reading a folder fails even for root
+    try:
+        with Raw(srv.ports["smtp"]) as c:
+            start_mail(c)
+            code, text = c.cmd("RCPT TO:<alice@example.test>")
+            assert code == 451 and text.startswith("4.")
+    finally:
+        users.rmdir()
+        saved.rename(users)
+    with Raw(srv.ports["smtp"]) as c:
+        start_mail(c)
+        assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+
+
 # -- refusals ---------------------------------------------------------------------
 
 
