@@ -296,8 +296,10 @@ class _FolderRegistry:
             # back within seconds, and reloading a big index costs more than keeping it.
             from twisted.internet import reactor
 
+            # The index is saved when it unloads (and 30 s after changes): saving it
+            # now would hold the folder's lock just when a client logs in again.
             folder.linger_call = reactor.callLater(self.linger, self._expire, folder)  # type: ignore[attr-defined]
-            return folder.save_index()
+            return defer.succeed(None)
         return self._expire(folder)
 
     def _expire(self, folder: Any) -> defer.Deferred:
