@@ -8,7 +8,6 @@ import imaplib
 import importlib.util
 import re
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
