@@ -462,3 +462,16 @@ def test_a_torn_last_uidlist_line_is_repaired(store: MaildirStore, from_index: b
     assert resolve(folder.sync()).added == [2]
     lines = (inbox_dir(store) / "mailsuite-uidlist").read_text().splitlines()
     assert [l.split()[0] for l in lines[1:]] == ["1", "2"]
+
+
+def test_syncs_queued_behind_one_another_share_one_scan(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = open_inbox(store)
+    deliver(store.mail_dir, MSG)
+    resolve(folder._lock.acquire())  # an operation in progress holds the folder
+    scans = []
+    real_scan = folder._disk.scan
+    monkeypatch.setattr(folder._disk, "scan", lambda: scans.append(1) or real_scan())
+    results = [folder.sync() for _ in range(5)]
+    folder._lock.release()
+    changes = [resolve(d) for d in results]
+    assert len(scans) == 1 and all(c.added == [1] for c in changes)

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailsuite import workers
 from mailsuite.store import index as index_mod, names
@@ -692,6 +693,7 @@ class Folder:
         self._by_uid: dict[int, MessageRecord] = {}
         self._version = -1
         self._unclaimed: set[int] = set()
+        self._queued_sync: list[defer.Deferred] | None = None
         self._save_call: Any = None
         self.linger_call: Any = None  # the store's pending unload after the last close
         self.refs = 0
@@ -758,8 +760,10 @@ class Folder:
 
     # -- operations ------------------------------------------------------------------
 
-    def _op(self, f: Callable[..., Any], *args: Any) -> defer.Deferred:
+    def _op(self, f: Callable[..., Any], *args: Any, starting: Callable[[], None] | None = None) -> defer.Deferred:
         def run() -> defer.Deferred:
+            if starting is not None:
+                starting()
             d = workers.run(f, *args)
 
             def done(result: Any) -> Any:
@@ -791,7 +795,27 @@ class Folder:
         Two stat calls in the reactor thread when nothing changed."""
         if not self._disk.needs_scan():
             return defer.succeed(NO_CHANGES)
-        return self._op(self._disk.scan)
+        if self._queued_sync is not None:
+            # A scan is queued and has not listed anything yet: it will see what this
+            # caller wants seen, so share it (many sessions syncing after one delivery).
+            waiter: defer.Deferred = defer.Deferred()
+            self._queued_sync.append(waiter)
+            return waiter
+        waiters: list[defer.Deferred] = []
+        self._queued_sync = waiters
+
+        def starting() -> None:
+            self._queued_sync = None  # callers from now on need a scan of their own
+
+        def fan_out(result: Any) -> Any:
+            for w in waiters:
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    w.callback(result)
+            return result
+
+        return self._op(self._disk.scan, starting=starting).addBoth(fan_out)
 
     def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str) -> defer.Deferred:
         """Add ('+'), remove ('-') or set ('=') flags; fires with the changed records
