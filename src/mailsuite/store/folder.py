@@ -324,6 +324,11 @@ class FolderDisk:
                 known = self.by_base.get(base)
                 if known is not None:
                     ul.uids.setdefault(base, known)  # e.g. moved back to new/ by a tool
+            # A file still in new/ is taken as never numbered without reading the whole
+            # list.  The one case where that is wrong: a process died between giving it
+            # a UID and moving it to cur/, and this process opened from an index that
+            # had already read past that line; the message then gets a second UID
+            # before any client could have seen the first.
             if any(not in_new and base not in ul.uids for base, _, in_new in unknown):
                 # A file in cur/ we have no UID for: maybe our index skipped part of the
                 # uidlist; read all of it before giving a second UID to a message.
