@@ -3,18 +3,21 @@ a raw socket for the bad inputs, and Debian's swaks."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 import smtplib
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.harness import Server, make_server
 
@@ -308,8 +311,6 @@ def test_several_messages_in_one_session(srv: Server) -> None:
 
 
 def test_account_added_and_deleted_with_the_cli_without_restart(srv: Server) -> None:
-    import sys
-
     def cli(*args: str, stdin: str = "") -> None:
         subprocess.run([sys.executable, "-m", "mailsuite.cli", *args, "--config", str(srv.config_path)],
                        input=stdin, text=True, check=True, capture_output=True)
@@ -598,8 +599,6 @@ def test_rejected_command_is_logged_with_the_reason(srv: Server) -> None:
 
 
 def test_passwords_never_reach_the_log(srv: Server) -> None:
-    import base64
-
     secret_wrong, secret_right = "Wr0ng-S3cret-xyzzy", "box-pw"
     for user, pw in (("box53@example.test", secret_wrong), ("box53@example.test", secret_right)):
         with smtplib.SMTP("127.0.0.1", srv.ports["submission"]) as c:
@@ -773,8 +772,6 @@ def test_big_message_streams_without_being_held_in_memory(tmp_path: Path) -> Non
 
 
 # -- fuzz -------------------------------------------------------------------------
-
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 _words = st.sampled_from([
     b"EHLO x.test", b"HELO x", b"MAIL FROM:<a@b.test>", b"MAIL FROM:<>", b"MAIL FROM:<a@b.test> SIZE=10",
