@@ -114,6 +114,7 @@ class QueueManager(service.Service):
         self._poller: task.LoopingCall | None = None
         self._running_attempts: set[defer.Deferred] = set()
         self._is_loaded = False
+        self._removals: list[str] = []
         self._load_waiters: list[defer.Deferred] = []
 
     # -- service -------------------------------------------------------------------------
@@ -351,12 +352,16 @@ class QueueManager(service.Service):
             for i in remote:
                 dest = self.router.route(_domain(rec.recipients[i].address))
                 groups.setdefault(dest, []).append(i)
-            results = await defer.gatherResults(
-                [defer.ensureDeferred(self._deliver_group(dest, rec, idxs, entry)) for dest, idxs in groups.items()]
-            )
-            outcomes = {}
-            for part in results:
-                outcomes.update(part)
+            if len(groups) == 1:  # the common case, without the gathering machinery
+                ((dest, idxs),) = groups.items()
+                outcomes = await self._deliver_group(dest, rec, idxs, entry)
+            else:
+                results = await defer.gatherResults(
+                    [defer.ensureDeferred(self._deliver_group(d, rec, ix, entry)) for d, ix in groups.items()]
+                )
+                outcomes = {}
+                for part in results:
+                    outcomes.update(part)
             rec = self._apply(rec, outcomes, now)
             entry.record = rec
         if due:
@@ -371,9 +376,25 @@ class QueueManager(service.Service):
             # message that reappears after a crash is sent again, which SMTP
             # tolerates, and skipping the directory fsync is most of the relay's
             # throughput.  After local copies it must be durable (no second copy).
-            await workers.run(spool.remove, self.paths, rec.id, bool(local))
+            if local:
+                await workers.run(spool.remove, self.paths, rec.id, True)
+            else:
+                self._remove_soon(rec.id)
         else:
             await workers.run(spool.write_record, self.paths, rec)
+
+    def _remove_soon(self, qid: str) -> None:
+        """Remove a finished message's files; removals that come in the same reactor
+        turn share one trip to the worker pool (one per message cost ~3% at 500/s)."""
+        self._removals.append(qid)
+        if len(self._removals) == 1:
+            self.reactor.callLater(0, self._flush_removals)
+
+    def _flush_removals(self) -> None:
+        qids, self._removals = self._removals, []
+        workers.run(spool.remove_many, self.paths, qids).addErrback(
+            lambda f: log.warn("queue: removing {n} finished message(s) failed, they go at the next start: {why}",
+                               n=len(qids), why=f.getErrorMessage()))
 
     def _unnotified(self, rec: Record) -> bool:
         return bool(rec.sender) and any(r.state == "bounced" and not r.notified for r in rec.recipients)

@@ -247,6 +247,12 @@ def remove(paths: SpoolPaths, qid: str, durable: bool = False) -> None:
         _fsync_dir(paths.spool)
 
 
+def remove_many(paths: SpoolPaths, qids: list[str]) -> None:
+    """Remove finished messages, not durably (see the scheduler for why that is safe)."""
+    for qid in qids:
+        remove(paths, qid)
+
+
 def read_record(paths: SpoolPaths, qid: str) -> Record:
     try:
         data = paths.envelope(qid).read_bytes()
