@@ -330,8 +330,9 @@ def relay_server(server_factory: Callable[..., Server], name: str = "relay", **r
 
 
 def spool_files(server: Server) -> list[str]:
+    """Envelopes and bodies in the spool (not the passing temp file of a rewrite)."""
     d = server.root / "data" / "queue" / "spool"
-    return sorted(os.listdir(d)) if d.is_dir() else []
+    return sorted(n for n in os.listdir(d) if not n.endswith(".tmp")) if d.is_dir() else []
 
 
 def rmtree(p: Path) -> None:

@@ -26,7 +26,7 @@ One log line per recipient per attempt, in Postfix's shape, e.g.::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from typing import Any, Callable
 
@@ -58,6 +58,7 @@ class Entry:
     deleted: bool = False
     again: bool = False  # a flush or retry came while an attempt ran
     data: bytes | None = None  # the body while it is still in memory (first attempt)
+    waiters: list = field(default_factory=list)  # delete requests waiting for the attempt to end
 
 
 def record_from_envelope(env: Envelope, size: int, lines: int) -> Record:
@@ -244,7 +245,10 @@ class QueueManager(service.Service):
             entry.timer.cancel()
         log.info("relay: {qid}: removed by the administrator", qid=qid)
         if entry.busy:
-            return defer.succeed(True)  # removed when the running attempt ends
+            # Removed when the running attempt ends; answer once it is gone.
+            d: defer.Deferred = defer.Deferred()
+            entry.waiters.append(d)
+            return d.addCallback(lambda _: True)
         del self.entries[qid]
         return workers.run(spool.remove, self.paths, qid).addCallback(lambda _: True)
 
@@ -306,7 +310,10 @@ class QueueManager(service.Service):
             entry.data = None
             if entry.deleted:
                 self.entries.pop(qid, None)
-                workers.run(spool.remove, self.paths, qid)
+                removed = workers.run(spool.remove, self.paths, qid, True)
+                waiters, entry.waiters = entry.waiters, []
+                for w in waiters:
+                    removed.addBoth(lambda r, w=w: w.callback(None))
                 return
             if entry.record.id not in self.entries:
                 return  # done and removed
@@ -332,6 +339,7 @@ class QueueManager(service.Service):
 
         d.addErrback(failed)
         d.addBoth(finished)
+        d.addErrback(lambda f: log.failure("relay: {qid}: bookkeeping after an attempt failed", f, qid=qid))
 
     async def _attempt(self, entry: Entry) -> None:
         rec = entry.record
