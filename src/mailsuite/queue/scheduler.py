@@ -161,6 +161,15 @@ class QueueManager(service.Service):
         timer = self.reactor.callLater(SHUTDOWN_GRACE, grace.callback, None)
         running.addBoth(lambda _: timer.cancel() if timer.active() else None)
         running.addBoth(lambda _: None if grace.called else grace.callback(None))
+
+        def last_removals(_: object) -> Any:
+            # Finished messages still waiting for their batch, so a clean stop
+            # does not send them again after the restart.
+            qids, self._removals = self._removals, []
+            return workers.run(spool.remove_many, self.paths, qids) if qids else None
+
+        grace.addCallback(last_removals)
+        grace.addErrback(lambda f: log.warn("queue: removal at stop failed: {why}", why=f.getErrorMessage()))
         return grace.addCallback(stopped)
 
     def _when_loaded(self) -> defer.Deferred:
