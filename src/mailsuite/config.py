@@ -237,14 +237,14 @@ class RelayConfig:
     ca_file: Path | None = None
     # Per-domain next hop, "host:port", bypassing MX lookup (".domain" covers subdomains).
     transport: dict[str, str] = field(default_factory=dict)
+    # Port for MX hosts (Postfix's smtp_tcp_port); tests point it at loopback peers.
+    smtp_port: int = 25
     backoff_min: int = 300
     backoff_max: int = 3600
     max_lifetime: int = 5 * 86400
     delay_warning: int = 0  # seconds; 0: no delay warnings
     destination_concurrency: int = 20
     connect_timeout: int = 30
-    # Port for MX hosts (Postfix's smtp_tcp_port); tests point it at loopback peers.
-    smtp_port: int = 25
     command_timeout: int = 300
     data_timeout: int = 600
     connection_cache_time: int = 2
