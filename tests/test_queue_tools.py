@@ -73,6 +73,13 @@ def test_show_prints_the_envelope_and_headers(deferring) -> None:
     assert "    Subject: queued one" in out.stdout
 
 
+def test_show_body_prints_the_whole_message(deferring) -> None:
+    srv, _peer, _script = deferring
+    qid = send(srv, ["r@remote.test"])
+    out = queue_cli(srv, "show", qid, "--body")
+    assert out.returncode == 0 and out.stdout.rstrip().endswith("Subject: queued one\n\nbody")
+
+
 def test_show_of_an_unknown_id_fails(deferring) -> None:
     srv, _peer, _script = deferring
     out = queue_cli(srv, "show", "ABCDEF123456")
