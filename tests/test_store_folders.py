@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from mailsuite.store import folders, mutf7
+from mailsuite.store import folders
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
 from mailsuite.store.maildir import MaildirStore, account_dir
 from tests.store_helpers import ACCOUNT, deliver, resolve
@@ -164,27 +164,3 @@ def test_foreign_directories_are_not_listed(store: MaildirStore) -> None:
     assert ".bad&-name" not in str(names) and len(names) == 6
 
 
-@given(st.text(min_size=1, max_size=40))
-def test_modified_utf7_round_trips(name: str) -> None:
-    try:
-        encoded = mutf7.encode(name)
-    except UnicodeEncodeError:
-        return  # lone surrogates have no encoding
-    assert encoded.isascii()
-    assert mutf7.decode(encoded) == name
-
-
-@given(st.text(alphabet="&-+,ABCabc019 ", max_size=20))
-def test_modified_utf7_decode_accepts_only_canonical_forms(text: str) -> None:
-    try:
-        name = mutf7.decode(text)
-    except ValueError:
-        return
-    assert mutf7.encode(name) == text
-
-
-def test_modified_utf7_known_values() -> None:
-    assert mutf7.encode("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
-    assert mutf7.encode("a&b") == "a&-b"
-    with pytest.raises(ValueError):
-        mutf7.decode("&AGE-")  # 'a' encoded: not canonical

@@ -15,7 +15,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite.imap import mime, search, utf7, wire
+from mailsuite import mutf7
+from mailsuite.imap import mime, search, wire
 from mailsuite.imap.fetch import FetchPlan
 from mailsuite.imap.parser import Command
 from mailsuite import workers
@@ -105,7 +106,7 @@ class MailboxCommands:
         from mailsuite.imap.server import No
 
         try:
-            name = utf7.decode(raw)
+            name = mutf7.decode(raw)
         except ValueError:
             raise No("Invalid mailbox name (not modified UTF-7)", "CANNOT") from None
         if name.upper() == "INBOX" or name.upper().startswith("INBOX" + DELIM):
@@ -303,7 +304,7 @@ class MailboxCommands:
         known = {i.name: i for i in infos}
         emitted: set[str] = set()
         for info in infos:
-            enc = utf7.encode(info.name)
+            enc = mutf7.encode(info.name)
             if subscribed_only and not info.subscribed:
                 continue
             if special_only and not info.special_use:
@@ -316,18 +317,18 @@ class MailboxCommands:
             # '%' matching a parent of a subscribed folder lists the parent as \Noselect.
             subs = await self.account.subscriptions()
             for s in subs:
-                if rx.match(utf7.encode(s)):
+                if rx.match(mutf7.encode(s)):
                     continue  # listed itself; its parents only show under '%'
                 parts = s.split(DELIM)
                 for i in range(1, len(parts)):
                     parent = DELIM.join(parts[:i])
                     if parent in emitted:
                         continue
-                    if rx.match(utf7.encode(parent)) and not (parent in known and known[parent].subscribed):
+                    if rx.match(mutf7.encode(parent)) and not (parent in known and known[parent].subscribed):
                         emitted.add(parent)
                         out.append(b'* LSUB (\\Noselect) "." %s\r\n' % wire.mailbox(parent))
             for s in subs:
-                if s not in known and s not in emitted and rx.match(utf7.encode(s)):
+                if s not in known and s not in emitted and rx.match(mutf7.encode(s)):
                     emitted.add(s)
                     out.append(b'* LSUB () "." %s\r\n' % wire.mailbox(s))
         self.write(b"".join(out))

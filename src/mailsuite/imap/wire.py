@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from mailsuite.imap import utf7
+from mailsuite import mutf7
 
 _QUOTE_SAFE = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
 
@@ -25,7 +25,7 @@ def string(value: bytes) -> bytes:
 
 def mailbox(name: str) -> bytes:
     """A mailbox name on the wire: modified UTF-7, quoted (or a literal)."""
-    return string(utf7.encode(name))
+    return string(mutf7.encode(name))
 
 
 def flag_list(flags: Iterable[str]) -> bytes:

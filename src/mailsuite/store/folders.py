@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailsuite.store import mutf7
+from mailsuite import mutf7
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
 from mailsuite.store.maildir import SPECIAL_FOLDERS, _fsync_dir, make_maildir
 
@@ -67,8 +67,8 @@ def normalize(name: str) -> str:
         if any(c in _FORBIDDEN or ord(c) < 0x20 or 0x80 <= ord(c) < 0xA0 for c in part):
             raise UnsafeName(f"forbidden character in folder name {name!r}")
         try:
-            encoded = mutf7.encode(part)
-        except UnicodeEncodeError:
+            encoded = mutf7.encode(part).decode("ascii")
+        except ValueError:  # lone surrogates have no encoding
             raise UnsafeName(f"folder name {name!r} is not valid Unicode") from None
         if len(encoded) > _MAX_COMPONENT:
             raise UnsafeName(f"folder name component too long: {part[:40]!r}...")
@@ -80,7 +80,7 @@ def dir_name(name: str) -> str:
     name = normalize(name)
     if name == INBOX:
         return ""
-    return "." + DELIMITER.join(mutf7.encode(p) for p in name.split(DELIMITER))
+    return "." + DELIMITER.join(mutf7.encode(p).decode("ascii") for p in name.split(DELIMITER))
 
 
 def folder_path(root: Path, name: str) -> Path:

@@ -1,4 +1,5 @@
-"""Modified UTF-7 for IMAP mailbox names (RFC 3501 §5.1.3), both ways, strictly.
+"""Modified UTF-7 (RFC 3501 §5.1.3), both ways, strictly: IMAP mailbox names on the
+wire, and Maildir++ folder names on disk (the Courier/Dovecot convention).
 
 ``encode(str) -> bytes`` gives the one canonical form; ``decode(bytes) -> str`` accepts
 only canonical input and raises ValueError otherwise, so two different wire names can

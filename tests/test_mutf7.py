@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailsuite.imap import utf7
+from mailsuite import mutf7 as utf7
 
 
 @pytest.mark.parametrize(
