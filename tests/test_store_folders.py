@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
 
 from mailsuite.store import folders
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
