@@ -233,3 +233,18 @@ def test_users_added_by_the_cli_can_log_in(cfg: Path, monkeypatch: pytest.Monkey
     got: list = []
     d.authenticate("a@example.test", "pw-a").addBoth(got.append)
     assert got[0].name == "a@example.test"
+
+
+def test_check_config_reports_a_certificate_that_does_not_load(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "c.pem").write_text("not a certificate\n")
+    (tmp_path / "k.pem").write_text("not a key\n")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[server]\ndomains = ["a.test"]\n[tls]\ncertificate = "c.pem"\nprivate_key = "k.pem"\n')
+    exe = str(Path(sys.executable).with_name("mailsuite"))
+    out = subprocess.run([exe, "check-config", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stdout.startswith("tls.certificate:") and "OK" not in out.stdout

@@ -47,12 +47,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in e.problems:
             print(line)
         return 1
-    problems = config_mod.check_files(cfg)
+    from mailsuite.service import inactive_services, runtime_problems
+
+    problems = runtime_problems(cfg)
     for line in problems:
         print(line)
     if problems:
         return 1
-    from mailsuite.service import inactive_services
 
     for line in inactive_services(cfg):
         print(f"note: {line}")

@@ -52,14 +52,7 @@ class Options(usage.Options):
         path = self["config"] or config_mod.default_path()
         try:
             cfg = config_mod.load(path)
-            problems = config_mod.check_files(cfg)
-            if not problems:
-                try:
-                    load_tls(cfg)  # a certificate that does not load is a config problem too
-                    load_tls_overrides(cfg)
-                except TLSConfigError as e:
-                    msg = str(e)
-                    problems.append(msg if msg.startswith("tls.") else f"tls.certificate: {msg}")
+            problems = runtime_problems(cfg)
             if problems:
                 raise config_mod.ConfigError(problems)
             self["parsed"] = cfg
@@ -67,6 +60,22 @@ class Options(usage.Options):
             # Not a UsageError: twistd would print its whole usage text above the problems.
             sys.stderr.write(f"mailsuite: invalid config {path}:\n" + "".join(f"  {p}\n" for p in e.problems))
             raise SystemExit(1) from None
+
+
+def runtime_problems(cfg: config_mod.Config) -> list[str]:
+    """Problems only visible with the files at hand: missing files, and a certificate or
+    key that does not load.  Used by twistd's start and by ``mailsuite check-config``."""
+    problems = config_mod.check_files(cfg)
+    t = cfg.tls
+    to_generate = t.generate_self_signed and t.certificate is not None and not t.certificate.exists()
+    if not problems and not to_generate:  # checking must not generate a certificate
+        try:
+            load_tls(cfg)
+            load_tls_overrides(cfg)
+        except TLSConfigError as e:
+            msg = str(e)
+            problems.append(msg if msg.startswith("tls.") else f"tls.certificate: {msg}")
+    return problems
 
 
 def make_directory(cfg: config_mod.Config) -> IDirectory:
