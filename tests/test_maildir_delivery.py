@@ -214,3 +214,22 @@ def test_clean_incoming_removes_leftovers(tmp_path: Path) -> None:
     (inc / "B").write_bytes(b"partial")
     assert clean_incoming(inc) == 2
     assert files(inc) == []
+
+
+def test_clean_tmp_removes_only_abandoned_files(tmp_path: Path) -> None:
+    import time as _time
+
+    from mailsuite.store.maildir import clean_tmp, ensure_account
+
+    root = ensure_account(tmp_path, "alice@example.test")
+    old_inbox = root / "tmp" / "old"
+    old_sent = root / ".Sent" / "tmp" / "old"
+    fresh = root / "tmp" / "fresh"
+    for p in (old_inbox, old_sent, fresh):
+        p.write_bytes(b"partial")
+    long_ago = _time.time() - 40 * 3600
+    for p in (old_inbox, old_sent):
+        os.utime(p, (long_ago, long_ago))
+    assert clean_tmp(tmp_path) == 2
+    assert not old_inbox.exists() and not old_sent.exists()
+    assert fresh.exists()

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from twisted.application import service, strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.error import CannotListenError
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
@@ -27,12 +27,12 @@ from mailsuite import config as config_mod, workers
 from mailsuite.auth.portal import make_portal
 from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
-from mailsuite.directory.interface import Account, IDirectory
+from mailsuite.directory.interface import IDirectory
 from mailsuite.queue.dispatch import Dispatcher
 from mailsuite.queue.incoming import clean_incoming
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
-from mailsuite.store.maildir import MaildirStore
+from mailsuite.store.maildir import MaildirStore, clean_tmp
 from mailsuite.tls import HandshakeGateFactory, ReloadableContextFactory, TLSConfigError, generate_self_signed
 
 log = Logger(namespace="mailsuite.service")
@@ -291,12 +291,24 @@ class _Lifecycle(service.Service):
                 pass
         for hook in self.suite.on_start:
             hook()
+        self._tmp_cleaner = task.LoopingCall(self._clean_tmp)
+        self._tmp_cleaner.start(6 * 3600, now=True)
         for line in inactive_services(cfg):
             log.warn("{line}", line=line)
         log.info("mailsuite started for domains {domains}", domains=", ".join(cfg.server.domains))
 
+    def _clean_tmp(self) -> None:
+        def report(n: int) -> None:
+            if n:
+                log.info("store: removed {n} abandoned file(s) from Maildir tmp/ folders", n=n)
+
+        d = workers.run(clean_tmp, self.suite.config.mail_dir)
+        d.addCallbacks(report, lambda f: log.failure("store: tmp/ cleanup failed", f))
+
     def stopService(self) -> Any:
         super().stopService()
+        if getattr(self, "_tmp_cleaner", None) is not None and self._tmp_cleaner.running:
+            self._tmp_cleaner.stop()
         for hook in self.suite.on_stop:
             hook()
 

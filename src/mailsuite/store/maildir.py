@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,41 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -
         code = errno.errorcode.get(e.errno or 0, "error")
         raise DeliveryError(f"delivery to {account} failed: {code} {e.strerror}") from e
     return done
+
+
+TMP_MAX_AGE = 36 * 3600  # Maildir spec and Dovecot: a tmp/ file this old is abandoned
+
+
+def clean_tmp(mail_dir: Path, max_age: float = TMP_MAX_AGE, now: float | None = None) -> int:
+    """Remove abandoned files from every Maildir's tmp/ (blocking; returns how many).
+
+    A delivery killed mid-write (kill -9, power loss) leaves its file in tmp/; it was
+    never acknowledged and never visible.  Only old files go: a recent one may belong to
+    a delivery still in progress, in this process or another MDA's.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    for tmp in mail_dir.glob("*/*/tmp"):
+        removed += _clean_one_tmp(tmp, now - max_age)
+    for tmp in mail_dir.glob("*/*/.*/tmp"):
+        removed += _clean_one_tmp(tmp, now - max_age)
+    return removed
+
+
+def _clean_one_tmp(tmp: Path, cutoff: float) -> int:
+    removed = 0
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 class _FolderRegistry:
