@@ -233,3 +233,29 @@ def test_clean_tmp_removes_only_abandoned_files(tmp_path: Path) -> None:
     assert clean_tmp(tmp_path) == 2
     assert not old_inbox.exists() and not old_sent.exists()
     assert fresh.exists()
+
+
+def test_a_repeated_stable_delivery_after_a_crash_keeps_one_copy(tmp_path: Path) -> None:
+    from mailsuite.store.maildir import BodyFile, deliver_copies
+    from mailsuite.store.names import stable_name
+
+    body = BodyFile("", 6, 1, data=b"hello\n")
+    base = stable_name(1_700_000_000.5, "ABC123")
+    first = deliver_copies(tmp_path, {"alice@example.test": b"X: 1\n"}, body, base)
+    # The queue crashed before recording the result; the spool's retry looks first.
+    again = deliver_copies(tmp_path, {"alice@example.test": b"X: 1\n"}, body, base, check_existing=True)
+    assert again == first
+    inbox = tmp_path / "example.test" / "alice"
+    assert len(os.listdir(inbox / "new")) == 1 and os.listdir(inbox / "tmp") == []
+
+
+def test_a_stable_delivery_overwrites_its_own_abandoned_tmp_file(tmp_path: Path) -> None:
+    from mailsuite.store.maildir import BodyFile, deliver_copies, ensure_account
+    from mailsuite.store.names import stable_name
+
+    base = stable_name(1_700_000_000, "DEF456")
+    root = ensure_account(tmp_path, "alice@example.test")
+    (root / "tmp" / base).write_bytes(b"half a mess")
+    deliver_copies(tmp_path, {"alice@example.test": b""}, BodyFile("", 3, 1, data=b"ok\n"), base, check_existing=True)
+    (name,) = os.listdir(root / "new")
+    assert (root / "new" / name).read_bytes() == b"ok\n"

@@ -43,6 +43,7 @@ from mailsuite.queue.relay import Outcome, Relay
 from mailsuite.queue.route import Router
 from mailsuite.queue.spool import Record, Recipient, SpoolPaths
 from mailsuite.smtp.outbound import Transaction
+from mailsuite.store import names
 from mailsuite.store.maildir import BodyFile
 
 log = Logger(namespace="mailsuite.queue")
@@ -109,6 +110,9 @@ class QueueManager(service.Service):
         self.clock = clock
         self.paths = SpoolPaths(config.queue_dir)
         self.entries: dict[str, Entry] = {}
+        # Messages found in the spool at start: a crash may have come between a local
+        # copy's fsync and the record of it, so their local deliveries look first.
+        self._recovered: set[str] = set()
         self._limits: dict[str, defer.DeferredSemaphore] = {}
         self._lock_fd: int | None = None
         self._ready: defer.Deferred | None = None
@@ -194,6 +198,7 @@ class QueueManager(service.Service):
         n = 0
         for rec in result.records:
             if rec.id not in self.entries:
+                self._recovered.add(rec.id)
                 self.entries[rec.id] = Entry(rec)
                 self._schedule(self.entries[rec.id])
                 n += 1
@@ -259,6 +264,7 @@ class QueueManager(service.Service):
             entry.waiters.append(d)
             return d.addCallback(lambda _: True)
         del self.entries[qid]
+        self._recovered.discard(qid)
         return workers.run(spool.remove, self.paths, qid).addCallback(lambda _: True)
 
     def _poll_control(self) -> defer.Deferred:
@@ -319,6 +325,7 @@ class QueueManager(service.Service):
             entry.data = None
             if entry.deleted:
                 self.entries.pop(qid, None)
+                self._recovered.discard(qid)
                 removed = workers.run(spool.remove, self.paths, qid, True)
                 waiters, entry.waiters = entry.waiters, []
                 for w in waiters:
@@ -389,6 +396,7 @@ class QueueManager(service.Service):
             return
         if rec.done and not self._unnotified(rec):
             del self.entries[rec.id]
+            self._recovered.discard(rec.id)
             # A removal that undoes no local copy need not be durable: a remote-only
             # message that reappears after a crash is sent again, which SMTP
             # tolerates, and skipping the directory fsync is most of the relay's
@@ -419,7 +427,8 @@ class QueueManager(service.Service):
     async def _deliver_local(self, rec: Record, idxs: list[int], body: BodyFile) -> dict[int, Outcome]:
         prefixes = {rec.recipients[i].address: delivery_prefix(rec.sender, rec.recipients[i].address) for i in idxs}
         try:
-            await self.store.deliver(prefixes, body)
+            await self.store.deliver(prefixes, body, names.stable_name(rec.arrival, rec.id),
+                                     check_existing=rec.id in self._recovered)
         except Exception as e:  # noqa: BLE001 - DeliveryError, UnsafeName, OSError: all retried
             return {i: Outcome("deferred", "4.3.0", f"local delivery failed: {e}", "local") for i in idxs}
         return {i: Outcome("sent", "2.0.0", "delivered to maildir", "local") for i in idxs}

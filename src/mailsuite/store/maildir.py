@@ -109,11 +109,36 @@ def _copy_into(fd: int, src: str, size: int) -> None:
             offset += sent
 
 
-def deliver_one(maildir: Path, prefix: bytes, body: BodyFile) -> str:
-    """Write prefix + body into ``maildir``/new durably; return the file name (blocking)."""
-    base = names.unique_name()
+def _already_delivered(maildir: Path, base: str) -> str | None:
+    """The name of a file in new/ or cur/ with this base name, if one is there."""
+    for sub in ("new", "cur"):
+        try:
+            entries = os.listdir(maildir / sub)
+        except FileNotFoundError:
+            continue
+        for name in entries:
+            if name.startswith(base) and names.base_name(name) == base:
+                return name
+    return None
+
+
+def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str | None = None,
+                check_existing: bool = False) -> str:
+    """Write prefix + body into ``maildir``/new durably; return the file name (blocking).
+
+    ``stable_base`` (from :func:`names.stable_name`) names a delivery the queue may repeat
+    after a crash; with ``check_existing`` a copy already in new/ or cur/ under that name
+    is kept and not made again (nothing delivered twice after kill -9).
+    """
+    if stable_base is not None and check_existing:
+        existing = _already_delivered(maildir, stable_base)
+        if existing is not None:
+            return existing
+    base = stable_base or names.unique_name()
     tmp = maildir / "tmp" / base
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # A stable name's tmp/ file can only be a crashed earlier attempt's: overwrite it.
+    flags = os.O_TRUNC if stable_base is not None else os.O_EXCL
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags, 0o600)
     try:
         try:
             if body.data is not None:
@@ -137,7 +162,8 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile) -> str:
     return final
 
 
-def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -> dict[str, str]:
+def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile,
+                   stable_base: str | None = None, check_existing: bool = False) -> dict[str, str]:
     """Deliver one copy per account, all or nothing (blocking).
 
     ``prefixes`` maps account name to the header lines only that copy gets
@@ -150,12 +176,12 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile) -
         for account, prefix in prefixes.items():
             root = account_dir(mail_dir, account)
             try:
-                done[account] = deliver_one(root, prefix, body)
+                done[account] = deliver_one(root, prefix, body, stable_base, check_existing)
             except FileNotFoundError:
                 # First delivery: create INBOX and the special folders.  Trying first
                 # saves six stat() calls per message for every existing account.
                 root = ensure_account(mail_dir, account)
-                done[account] = deliver_one(root, prefix, body)
+                done[account] = deliver_one(root, prefix, body, stable_base, check_existing)
     except OSError as e:
         for made, name in done.items():  # not "account": the message below names the failed one
             try:
@@ -379,9 +405,11 @@ class MaildirStore(_FolderRegistry):
 
         return d.addCallback(done)
 
-    def deliver(self, prefixes: dict[str, bytes], body: BodyFile) -> defer.Deferred:
-        """Deliver durably to each account; fires with account → file name."""
-        d = workers.run(deliver_copies, self.mail_dir, prefixes, body)
+    def deliver(self, prefixes: dict[str, bytes], body: BodyFile, stable_base: str | None = None,
+                check_existing: bool = False) -> defer.Deferred:
+        """Deliver durably to each account; fires with account → file name.  See
+        :func:`deliver_one` for ``stable_base`` and ``check_existing``."""
+        d = workers.run(deliver_copies, self.mail_dir, prefixes, body, stable_base, check_existing)
 
         def delivered(result: dict[str, str]) -> dict[str, str]:
             for account in result:

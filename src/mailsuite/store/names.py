@@ -37,6 +37,12 @@ def unique_name() -> str:
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_HOST}"
 
 
+def stable_name(arrival: float, delivery_id: str) -> str:
+    """The base name of a delivery that may be repeated after a crash (the queue's):
+    the same message id always gives the same name, so a repeat can see the first copy."""
+    return f"{int(arrival)}.M0P0Q{delivery_id}.{_HOST}"
+
+
 def with_sizes(base: str, size: int, crlf_size: int) -> str:
     return f"{base},S={size},W={crlf_size}"
 
