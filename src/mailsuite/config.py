@@ -127,10 +127,10 @@ class DirectoryConfig:
 
 
 @dataclass(frozen=True)
-class SMTPConfig:
-    """The MX role: mail from the world to our domains."""
+class SMTPListenerConfig:
+    """What the MX and submission roles share: listeners and per-session limits."""
 
-    listen: tuple[str, ...] = ("tcp:25",)
+    listen: tuple[str, ...] = ()
     listen_tls: tuple[str, ...] = ()
     max_message_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
@@ -139,23 +139,23 @@ class SMTPConfig:
     data_timeout: int = 600
     max_line_length: int = 1000
     max_errors: int = 20
+
+
+@dataclass(frozen=True)
+class SMTPConfig(SMTPListenerConfig):
+    """The MX role: mail from the world to our domains."""
+
+    listen: tuple[str, ...] = ("tcp:25",)
     # AUTH on the MX port: off, users submit on 587/465.
     offer_auth: bool = False
 
 
 @dataclass(frozen=True)
-class SubmissionConfig:
+class SubmissionConfig(SMTPListenerConfig):
     """Mail from our own users, authenticated (RFC 6409 / RFC 8314)."""
 
     listen: tuple[str, ...] = ("tcp:587",)
     listen_tls: tuple[str, ...] = ("tcp:465",)
-    max_message_size: int = 50 * 1024 * 1024
-    max_recipients: int = 100
-    max_connections_per_ip: int = 20
-    command_timeout: int = 300
-    data_timeout: int = 600
-    max_line_length: int = 1000
-    max_errors: int = 20
     # Envelope sender and From: must be the user's own addresses (553 5.7.1 otherwise).
     enforce_sender: bool = True
     # Accounts that may send as any address (shared mailboxes, ticket systems).
