@@ -119,17 +119,24 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_user_passwd(args: argparse.Namespace) -> int:
-    from mailsuite.directory.files import UserEntry, read_users, write_users
-    from mailsuite.directory.passwords import hash_password
+def _existing_user(args: argparse.Namespace) -> tuple[Path, str, dict]:
+    """The users file, the normalised address and the users; exit 1 if it is unknown."""
+    from mailsuite.directory.files import read_users
 
-    cfg = load_config(args)
-    path = _users_file(cfg)
+    path = _users_file(load_config(args))
     address = args.address.strip().lower()
     users = read_users(path)
     if address not in users:
         print(f"error: {address}: no such user", file=sys.stderr)
-        return 1
+        raise SystemExit(1)
+    return path, address, users
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from mailsuite.directory.files import UserEntry, write_users
+    from mailsuite.directory.passwords import hash_password
+
+    path, address, users = _existing_user(args)
     users[address] = UserEntry(address, hash_password(_read_password(args)), users[address].quota)
     write_users(path, users)
     print(f"password changed for {address}")
@@ -137,15 +144,9 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_user_del(args: argparse.Namespace) -> int:
-    from mailsuite.directory.files import read_users, write_users
+    from mailsuite.directory.files import write_users
 
-    cfg = load_config(args)
-    path = _users_file(cfg)
-    address = args.address.strip().lower()
-    users = read_users(path)
-    if address not in users:
-        print(f"error: {address}: no such user", file=sys.stderr)
-        return 1
+    path, address, users = _existing_user(args)
     del users[address]
     write_users(path, users)
     print(f"deleted {address} (the Maildir is kept)")
