@@ -59,38 +59,35 @@ def empty_maildir(d: Path) -> None:
                 os.unlink(d / sub / name)
 
 
-class OwnServer:
-    """A throw-away mailsuite in a temporary folder."""
+class BenchServer:
+    """A throw-away mailsuite in a temporary folder, started with twistd like an admin
+    would; waits until every port in ``ports`` accepts connections."""
 
-    def __init__(self, threads: int | None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="mailsuite-bench-"))
-        self.port = free_port()
+    def __init__(self, prefix: str, config: str, ports: dict[str, int], users: dict[str, str]) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=prefix))
+        self.ports = ports
         twistd = shutil.which("twistd") or str(Path(sys.executable).with_name("twistd"))
         mailsuite = shutil.which("mailsuite") or str(Path(sys.executable).with_name("mailsuite"))
-        extra = f"thread_pool_size = {threads}\n" if threads else ""
-        (self.root / "mailsuite.toml").write_text(
-            f'[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n{extra}'
-            '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
-            f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
-            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("submission", "imap", "pop3"))
-        )
+        (self.root / "mailsuite.toml").write_text(config)
         (self.root / "aliases").write_text("")
-        subprocess.run([mailsuite, "user", "add", RCPT, "--password-stdin", "--config",
-                        str(self.root / "mailsuite.toml")], input=b"alicepw\n", check=True,
-                       stdout=subprocess.DEVNULL)
+        for user, pw in users.items():
+            subprocess.run([mailsuite, "user", "add", user, "--password-stdin", "--config",
+                            str(self.root / "mailsuite.toml")], input=f"{pw}\n".encode(), check=True,
+                           stdout=subprocess.DEVNULL)
         self.proc = subprocess.Popen(
             [twistd, "-n", "--pidfile=", f"--logfile={self.root / 'twistd.log'}", "mailsuite",
              "--config", str(self.root / "mailsuite.toml")], cwd=self.root)
         deadline = time.time() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise SystemExit(f"mailsuite did not start; see {self.root / 'twistd.log'}")
-                time.sleep(0.05)
+        for port in ports.values():
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.time() > deadline or self.proc.poll() is not None:
+                        self.stop()
+                        raise SystemExit(f"mailsuite did not start; see {self.root / 'twistd.log'}")
+                    time.sleep(0.05)
         self.maildir = self.root / "data" / "mail" / "example.test" / "alice"
 
     def stop(self) -> None:
@@ -101,6 +98,21 @@ class OwnServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class OwnServer(BenchServer):
+    """mailsuite with only the MX listener, delivering to alice."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.port = free_port()
+        extra = f"thread_pool_size = {threads}\n" if threads else ""
+        config = (
+            f'[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n{extra}'
+            '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
+            f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
+            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("submission", "imap", "pop3"))
+        )
+        super().__init__("mailsuite-bench-", config, {"smtp": self.port}, {RCPT: "alicepw"})
 
 
 def run_smtp_source(host: str, port: int, n: int, size: int, c: int, reuse: bool) -> tuple[float, int]:

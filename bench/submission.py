@@ -29,19 +29,14 @@ import argparse
 import asyncio
 import base64
 import os
-import shutil
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_inbound import RCPT, count_maildir, empty_maildir, free_port  # noqa: E402  (sibling script)
+from smtp_inbound import RCPT, BenchServer, count_maildir, empty_maildir, free_port  # noqa: E402  (sibling script)
 
 USER, PASSWORD = "bob@example.test", "bobpw"
 
@@ -70,19 +65,16 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-class OwnServer:
+class OwnServer(BenchServer):
     """A throw-away mailsuite with MX, 587 and 465 listeners and a self-signed pair."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="mailsuite-subbench-"))
-        self.ports = {"smtp": free_port(), "submission": free_port(), "submissions": free_port()}
-        twistd = shutil.which("twistd") or str(Path(sys.executable).with_name("twistd"))
-        mailsuite = shutil.which("mailsuite") or str(Path(sys.executable).with_name("mailsuite"))
+        ports = {"smtp": free_port(), "submission": free_port(), "submissions": free_port()}
 
         def ep(name: str) -> str:
-            return f'["tcp:{self.ports[name]}:interface=127.0.0.1"]'
+            return f'["tcp:{ports[name]}:interface=127.0.0.1"]'
 
-        (self.root / "mailsuite.toml").write_text(
+        config = (
             '[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n'
             '[tls]\ncertificate = "tls/cert.pem"\nprivate_key = "tls/key.pem"\ngenerate_self_signed = true\n'
             '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
@@ -92,35 +84,7 @@ class OwnServer:
             '[limits]\nmessages_per_user = 0\n'
             + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("imap", "pop3"))
         )
-        (self.root / "aliases").write_text("")
-        for user, pw in ((RCPT, "alicepw"), (USER, PASSWORD)):
-            subprocess.run([mailsuite, "user", "add", user, "--password-stdin", "--config",
-                            str(self.root / "mailsuite.toml")], input=f"{pw}\n".encode(), check=True,
-                           stdout=subprocess.DEVNULL)
-        self.proc = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", f"--logfile={self.root / 'twistd.log'}", "mailsuite",
-             "--config", str(self.root / "mailsuite.toml")], cwd=self.root)
-        deadline = time.time() + 20
-        for port in self.ports.values():
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    if time.time() > deadline or self.proc.poll() is not None:
-                        self.stop()
-                        raise SystemExit(f"mailsuite did not start; see {self.root / 'twistd.log'}")
-                    time.sleep(0.05)
-        self.maildir = self.root / "data" / "mail" / "example.test" / "alice"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+        super().__init__("mailsuite-subbench-", config, ports, {RCPT: "alicepw", USER: PASSWORD})
 
 
 def client_context() -> ssl.SSLContext:
