@@ -855,3 +855,15 @@ def test_incoming_file_failure_is_451_and_the_session_goes_on(tmp_path: Path) ->
         incoming.unlink()
         incoming.mkdir()
         s.stop()
+
+
+def test_a_message_with_too_many_received_lines_is_refused_as_a_loop(server: Server) -> None:
+    hops = b"".join(b"Received: from hop%d.example by hop%d.example; Sun, 22 Nov 2026 05:00:00 +0000\r\n" % (i, i + 1)
+                    for i in range(50))
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            s.sendmail("sender@remote.test", ["alice@example.test"], hops + b"Subject: loop\r\n\r\nbody\r\n")
+        assert err.value.smtp_code == 554 and b"5.4.6" in err.value.smtp_error
+        # 49 earlier hops (plus ours) is still fine.
+        s.sendmail("sender@remote.test", ["alice@example.test"], hops[hops.index(b"Received", 1):] + b"\r\nbody\r\n")
+    assert len(server.messages("alice@example.test")) == 1

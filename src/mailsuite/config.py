@@ -139,6 +139,9 @@ class SMTPListenerConfig:
     data_timeout: int = 600
     max_line_length: int = 1000
     max_errors: int = 20
+    # Received: lines after which a message is taken for a mail loop (554 5.4.6),
+    # like Postfix's hopcount_limit.
+    max_hops: int = 50
 
 
 @dataclass(frozen=True)

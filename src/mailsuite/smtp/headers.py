@@ -32,6 +32,7 @@ class HeaderScanner:
         self.extra = extra
         self.in_headers = True
         self.present: set[str] = set()
+        self.received = 0  # Received: fields seen (hops, for the loop limit)
         self.values: dict[str, list[bytes]] = {}
         self._current: str | None = None  # the captured field a continuation extends
         self._partial = b""  # an incomplete line (only while in the header block)
@@ -98,6 +99,8 @@ class HeaderScanner:
 
     def _field(self, name: str, value: bytes) -> None:
         self.present.add(name)
+        if name == "received":
+            self.received += 1
         if name in self.capture:
             values = self.values.setdefault(name, [])
             if len(values) < MAX_VALUES:

@@ -413,7 +413,10 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._incoming = None
             raise Reply(451, "4.3.0", "Error: local error in processing") from None
         self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length)
-        self._headers = HeaderScanner(("from",), self._missing_headers) if self.conf.submission else None
+        # Every message's header block is watched: for the hop count (mail loops), and
+        # on submission for the From: check and the fields an MSA adds.
+        self._headers = (HeaderScanner(("from",), self._missing_headers) if self.conf.submission
+                         else HeaderScanner(()))
         self.setTimeout(self.svc.data_timeout)
         self._send(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
 
@@ -672,7 +675,10 @@ class SMTPServer(Protocol, TimeoutMixin):
             reply = Reply(552, "5.3.4", "Error: message file too big")
         elif reader.line_too_long:
             reply = Reply(500, "5.5.2", f"Error: message line longer than {self.svc.max_line_length} octets")
-        elif self._headers is not None:
+        elif self._headers is not None and self._headers.received >= self.svc.max_hops:
+            # RFC 5321 6.3: a message that passed this many relays is looping.
+            reply = Reply(554, "5.4.6", f"Too many hops ({self._headers.received} Received: lines); mail loop?")
+        elif self._headers is not None and self.conf.submission:
             reply = self.conf.policy.check_from_header(s, self._headers.field_values("from"))
         else:
             reply = None
