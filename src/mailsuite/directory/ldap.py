@@ -44,7 +44,6 @@ from mailsuite.directory.interface import (
     Account,
     DirectoryUnavailable,
     IDirectory,
-    Resolution,
     normalize_address,
 )
 from mailsuite.directory.ldap_client import BadRequest, Entry, LDAPClient

@@ -150,8 +150,6 @@ class MailboxCommands:
         return defer.ensureDeferred(self._select(cmd, readonly=True))
 
     async def _select(self, cmd: Command, readonly: bool) -> str:
-        from mailsuite.imap.server import No
-
         self._close_selected()
         name = self._name(cmd.args["mailbox"])
         folder = await self._open(name)
@@ -340,8 +338,6 @@ class MailboxCommands:
         return defer.ensureDeferred(self._status(cmd))
 
     async def _status(self, cmd: Command) -> str:
-        from mailsuite.imap.server import No
-
         name = self._name(cmd.args["mailbox"])
         folder = await self._open(name)
         try:
@@ -729,7 +725,7 @@ class MailboxCommands:
         return defer.ensureDeferred(self._copy(cmd, uid=True, move=True))
 
     async def _copy(self, cmd: Command, uid: bool, move: bool) -> str:
-        from mailsuite.imap.server import Bad, No
+        from mailsuite.imap.server import Bad
 
         if move:
             self._require_writable()

@@ -299,7 +299,6 @@ class SMTPServer(Protocol, TimeoutMixin):
     # -- commands --------------------------------------------------------------------
 
     def _ehlo_lines(self) -> list[str]:
-        s = self.session
         lines = [
             f"{self.conf.hostname}",
             "PIPELINING",
