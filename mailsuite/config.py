@@ -251,9 +251,22 @@ class RelayConfig:
     command_timeout: int = 300
     data_timeout: int = 600
     connection_cache_time: int = 2
-    dns_servers: tuple[str, ...] = ()
-    dns_timeout: int = 10
     control_poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    """``[dns]``: the one resolver every lookup goes through (mailsuite.dns.resolver)."""
+
+    # "ip", "ip:port" or "[ipv6]:port"; empty: the servers of /etc/resolv.conf.
+    nameservers: tuple[str, ...] = ()
+    # Seconds a lookup may take in all (tries included) before it counts as a
+    # temporary failure.
+    timeout: float = 5.0
+    # Answers kept in memory (least recently used dropped first; each expires by its TTL).
+    cache_size: int = 10000
+    # Lookups in flight at once (each waits in its own thread).
+    threads: int = 16
 
 
 @dataclass(frozen=True)
@@ -268,6 +281,7 @@ class Config:
     pop3: POP3Config
     relay: RelayConfig = field(default_factory=RelayConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
 
     @property
     def mail_dir(self) -> Path:
@@ -292,6 +306,7 @@ SECTIONS: dict[str, type] = {
     "pop3": POP3Config,
     "relay": RelayConfig,
     "limits": LimitsConfig,
+    "dns": DNSConfig,
 }
 
 # Sections built by later work: accepted but named by check-config as not yet active.
@@ -480,6 +495,18 @@ def _check(cfg: Config, problems: list[str]) -> None:
 
     problems.extend(check_ldap_config(cfg.directory.ldap, cfg.directory.backend == "ldap"))
     from mailsuite.queue.route import check_relay_config
+
+    for i, ns in enumerate(cfg.dns.nameservers):
+        from mailsuite.dns.resolver import parse_nameserver
+
+        try:
+            parse_nameserver(ns)
+        except ValueError:
+            problems.append(f"dns.nameservers: item {i + 1}: expected an IP address with an optional port, got {ns!r}")
+    if cfg.dns.timeout <= 0:
+        problems.append("dns.timeout: expected a positive number of seconds")
+    if cfg.dns.threads < 1:
+        problems.append("dns.threads: expected at least 1")
 
     problems.extend(check_relay_config(cfg.relay))
 

@@ -27,6 +27,7 @@ from mailsuite import config as config_mod, workers
 from mailsuite.auth.portal import make_portal
 from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
+from mailsuite.dns import resolver as dns_resolver
 from mailsuite.directory.interface import IDirectory
 from mailsuite.queue.dispatch import Dispatcher
 from mailsuite.queue.incoming import clean_incoming
@@ -111,6 +112,8 @@ class Suite:
     message_rate: MessageRate = field(default_factory=lambda: MessageRate(config_mod.LimitsConfig()))
     # Contexts of services with their own certificate ([tls.<service>]).
     tls_overrides: dict[str, ReloadableContextFactory] = field(default_factory=dict)
+    # The one DNS resolver ([dns]): relay MX lookups, mail authentication, DNSBL.
+    resolver: Any = None
 
     def tls_for(self, service_name: str) -> ReloadableContextFactory | None:
         """The TLS context factory of ``service_name`` ("smtp", "submission", "imap",
@@ -198,6 +201,7 @@ def build_suite(cfg: config_mod.Config) -> Suite:
         cfg, directory, portal, realm, store, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
+        resolver=dns_resolver.from_config(cfg.dns, reactor),
     )
 
 

@@ -1,12 +1,22 @@
-"""A tiny authoritative DNS server for relay tests: ``python tests/dns_server.py PORT ZONE.json``.
+"""A tiny authoritative DNS server for tests: ``python tests/dns_server.py PORT ZONE.json``.
 
 Built on twisted.names.server with a custom authority.  The zone file maps names to
-records: ``{"partner.test": {"MX": [[10, "mx1.partner.test"]]}, "mx1.partner.test":
-{"A": ["127.0.0.1"], "AAAA": ["::1"]}, "broken.test": {"SERVFAIL": true},
-"slow.test": {"TIMEOUT": true}}``.  A name not in the file is NXDOMAIN; a name without
-records of the asked type gets an empty answer.  ``[0, ""]`` is a null MX.  The zone
-file is read again on every query, so a test can change it while the server runs.
-Prints "ready" once listening on 127.0.0.1:PORT (UDP and TCP).
+records::
+
+    {"partner.test": {"MX": [[10, "mx1.partner.test"]], "TXT": ["v=spf1 -all"]},
+     "mx1.partner.test": {"A": ["127.0.0.1"], "AAAA": ["::1"]},
+     "_25._tcp.mx1.partner.test": {"TLSA": [[3, 1, 1, "ab12..."]], "AD": true},
+     "1.0.0.127.in-addr.arpa": {"PTR": ["mx1.partner.test"]},
+     "broken.test": {"SERVFAIL": true}, "slow.test": {"TIMEOUT": true}}
+
+A name not in the file is NXDOMAIN; a name without records of the asked type gets
+an empty answer.  ``[0, ""]`` is a null MX.  TXT values longer than 255 bytes are
+sent as several strings of one record (as a 2048-bit DKIM key is published).  TLSA
+is ``[usage, selector, matching type, hex data]``; ``"AD": true`` sets the
+authenticated-data bit on answers for that name, as a validating resolver would.
+A top-level ``"*DROP*": true`` makes the server ignore every query (timeouts).
+The zone file is read again on every query, so a test can change it while the
+server runs.  Prints "ready" once listening on 127.0.0.1:PORT (UDP and TCP).
 """
 
 from __future__ import annotations
@@ -17,6 +27,24 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.names import common, dns, error, server
 
+TLSA_TYPE = 52  # twisted.names has no Record_TLSA; the RDATA goes out as raw bytes
+
+
+def read_zone(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _txt(value: str) -> dns.Record_TXT:
+    data = value.encode()
+    chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
+    return dns.Record_TXT(*chunks, ttl=60)
+
+
+def _tlsa(value: list) -> dns.UnknownRecord:
+    usage, selector, mtype, hexdata = value
+    return dns.UnknownRecord(bytes([usage, selector, mtype]) + bytes.fromhex(hexdata), ttl=60)
+
 
 class ZoneAuthority(common.ResolverBase):
     def __init__(self, path: str) -> None:
@@ -24,8 +52,9 @@ class ZoneAuthority(common.ResolverBase):
         self.path = path
 
     def _lookup(self, name, cls, type, timeout):  # type: ignore[no-untyped-def]
-        with open(self.path) as f:
-            zone = json.load(f)
+        zone = read_zone(self.path)
+        if zone.get("*DROP*"):
+            return defer.Deferred()  # never answers
         key = name.decode().lower().rstrip(".")
         entry = zone.get(key)
         if entry is None:
@@ -34,22 +63,44 @@ class ZoneAuthority(common.ResolverBase):
             return defer.fail(RuntimeError(f"SERVFAIL {key}"))  # not a DomainError: answered SERVFAIL
         if entry.get("TIMEOUT"):
             return defer.Deferred()  # never answers
+        makers = {
+            dns.MX: ("MX", lambda v: dns.Record_MX(v[0], v[1].encode(), ttl=60)),
+            dns.A: ("A", lambda v: dns.Record_A(v, ttl=60)),
+            dns.AAAA: ("AAAA", lambda v: dns.Record_AAAA(v, ttl=60)),
+            dns.TXT: ("TXT", _txt),
+            dns.PTR: ("PTR", lambda v: dns.Record_PTR(v.encode(), ttl=60)),
+            dns.CNAME: ("CNAME", lambda v: dns.Record_CNAME(v.encode(), ttl=60)),
+            dns.SRV: ("SRV", lambda v: dns.Record_SRV(v[0], v[1], v[2], v[3].encode(), ttl=60)),
+            TLSA_TYPE: ("TLSA", _tlsa),
+        }
         answers = []
-        if type == dns.MX:
-            for pref, host in entry.get("MX", []):
-                answers.append(dns.RRHeader(name, dns.MX, dns.IN, 60, dns.Record_MX(pref, host.encode(), ttl=60)))
-        elif type == dns.A:
-            for ip in entry.get("A", []):
-                answers.append(dns.RRHeader(name, dns.A, dns.IN, 60, dns.Record_A(ip, ttl=60)))
-        elif type == dns.AAAA:
-            for ip in entry.get("AAAA", []):
-                answers.append(dns.RRHeader(name, dns.AAAA, dns.IN, 60, dns.Record_AAAA(ip, ttl=60)))
+        if type in makers:
+            field, make = makers[type]
+            for value in entry.get(field, []):
+                answers.append(dns.RRHeader(name, type, dns.IN, 60, make(value), auth=True))
         return defer.succeed((answers, [], []))
+
+
+class ZoneServerFactory(server.DNSServerFactory):
+    """Sets AD on answers for names the zone marks ``"AD": true``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(authorities=[ZoneAuthority(path)])
+        self.path = path
+
+    def _responseFromMessage(self, message, **kw):  # type: ignore[no-untyped-def]
+        response = super()._responseFromMessage(message, **kw)
+        if message.queries:
+            key = message.queries[0].name.name.decode().lower().rstrip(".")
+            entry = read_zone(self.path).get(key)
+            if isinstance(entry, dict) and entry.get("AD"):
+                response.authenticData = True
+        return response
 
 
 def main() -> None:
     port, path = int(sys.argv[1]), sys.argv[2]
-    factory = server.DNSServerFactory(authorities=[ZoneAuthority(path)])
+    factory = ZoneServerFactory(path)
     factory.noisy = False
     proto = dns.DNSDatagramProtocol(factory)
     proto.noisy = False

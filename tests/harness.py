@@ -182,7 +182,7 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         "pop3": {"listen": ep("pop3"), "listen_tls": ep("pop3s")},
         # Test traffic stays on loopback: a test that relays without its own DNS
         # server gets no answer (deferred), never a query to the real resolver.
-        "relay": {"dns_servers": ["127.0.0.1:1"]},
+        "dns": {"nameservers": ["127.0.0.1:1"], "timeout": 2.0},
     }
     for section, values in overrides.items():
         sections.setdefault(section, {}).update(values)

@@ -316,17 +316,20 @@ FAST_RELAY = {
     "connect_timeout": 2,
     "command_timeout": 3,
     "data_timeout": 3,
-    "dns_timeout": 2,
     "control_poll_interval": 0.1,
     "connection_cache_time": 1,
 }
 
 
-def relay_server(server_factory: Callable[..., Server], name: str = "relay", **relay: Any) -> Server:
-    """A mailsuite whose [relay] has short timers plus ``relay`` overrides."""
+def relay_server(server_factory: Callable[..., Server], name: str = "relay", dns_servers: Any = None,
+                 dns_timeout: float = 2.0, **relay: Any) -> Server:
+    """A mailsuite whose [relay] has short timers plus ``relay`` overrides;
+    ``dns_servers`` become its ``[dns] nameservers``."""
     cfg = dict(FAST_RELAY)
     cfg.update(relay)
-    return server_factory(name, relay=cfg)
+    if dns_servers is None:
+        return server_factory(name, relay=cfg)
+    return server_factory(name, relay=cfg, dns={"nameservers": list(dns_servers), "timeout": dns_timeout})
 
 
 def spool_files(server: Server) -> list[str]:

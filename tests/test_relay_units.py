@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 from twisted.internet import defer
-from twisted.names import dns, error as dns_error
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from mailsuite.config import RelayConfig
+from mailsuite.dns.resolver import MX, NotFound, TemporaryDNSError
 from mailsuite.queue import dsn
 from mailsuite.queue.mx import MXResolver, RouteError
 from mailsuite.queue.route import Destination, Router, check_relay_config, parse_nexthop
@@ -111,10 +111,9 @@ def test_without_smarthost_a_domain_goes_by_mx_with_its_tls_policy() -> None:
 
 def test_relay_config_problems_name_the_key() -> None:
     problems = check_relay_config(relay_cfg(smarthost="bad host", transport={"x.test": "h:0"},
-                                            dns_servers=("resolver.test",), backoff_min=10, backoff_max=5))
+                                            backoff_min=10, backoff_max=5))
     assert any(p.startswith("relay.smarthost:") for p in problems)
     assert any(p.startswith("relay.transport.x.test:") for p in problems)
-    assert any(p.startswith("relay.dns_servers:") for p in problems)
     assert any(p.startswith("relay.backoff_max:") for p in problems)
 
 
@@ -122,30 +121,30 @@ def test_relay_config_problems_name_the_key() -> None:
 
 
 class FakeResolver:
+    """The IResolver surface MXResolver uses, answering from a dict."""
+
     def __init__(self, zone: dict[str, Any]) -> None:
         self.zone = zone
 
-    def _answer(self, name: str, rtype: int) -> defer.Deferred:
+    def _answer(self, name: str, rtype: str) -> defer.Deferred:
         entry = self.zone.get(name)
         if entry is None:
-            return defer.fail(dns_error.DNSNameError(name))
+            return defer.fail(NotFound(name, rtype, "Host not found"))
         if entry == "SERVFAIL":
-            return defer.fail(dns_error.DNSServerError(name))
-        rrs = []
-        for value in entry.get(rtype, []):
-            payload = {dns.MX: lambda v: dns.Record_MX(v[0], v[1].encode()), dns.A: dns.Record_A,
-                       dns.AAAA: dns.Record_AAAA}[rtype](value)
-            rrs.append(dns.RRHeader(name.encode(), rtype, dns.IN, 60, payload))
-        return defer.succeed((rrs, [], []))
+            return defer.fail(TemporaryDNSError(name, rtype, "Name server failure (SERVFAIL)"))
+        values = entry.get(rtype, [])
+        if rtype == "MX":
+            values = sorted((MX(p, h) for p, h in values), key=lambda m: m.preference)
+        return defer.succeed(list(values))
 
-    def lookupMailExchange(self, name: str) -> defer.Deferred:
-        return self._answer(name, dns.MX)
+    def mx(self, name: str) -> defer.Deferred:
+        return self._answer(name, "MX")
 
-    def lookupAddress(self, name: str) -> defer.Deferred:
-        return self._answer(name, dns.A)
+    def a(self, name: str) -> defer.Deferred:
+        return self._answer(name, "A")
 
-    def lookupIPV6Address(self, name: str) -> defer.Deferred:
-        return self._answer(name, dns.AAAA)
+    def aaaa(self, name: str) -> defer.Deferred:
+        return self._answer(name, "AAAA")
 
 
 def candidates(zone: dict[str, Any], domain: str) -> Any:
@@ -160,29 +159,29 @@ def candidates(zone: dict[str, Any], domain: str) -> Any:
 
 def test_mx_hosts_in_preference_order_ipv6_first() -> None:
     zone = {
-        "d.test": {dns.MX: [(20, "b.d.test"), (10, "a.d.test")]},
-        "a.d.test": {dns.A: ["192.0.2.1"], dns.AAAA: ["2001:db8::1"]},
-        "b.d.test": {dns.A: ["192.0.2.2"]},
+        "d.test": {"MX": [(20, "b.d.test"), (10, "a.d.test")]},
+        "a.d.test": {"A": ["192.0.2.1"], "AAAA": ["2001:db8::1"]},
+        "b.d.test": {"A": ["192.0.2.2"]},
     }
     got = [(c.host, c.ip) for c in candidates(zone, "d.test")]
     assert got == [("a.d.test", "2001:db8::1"), ("a.d.test", "192.0.2.1"), ("b.d.test", "192.0.2.2")]
 
 
 def test_equal_preference_mx_hosts_are_shuffled() -> None:
-    zone: dict[str, Any] = {"d.test": {dns.MX: [(10, f"m{i}.d.test") for i in range(6)]}}
-    zone.update({f"m{i}.d.test": {dns.A: [f"192.0.2.{i + 1}"]} for i in range(6)})
+    zone: dict[str, Any] = {"d.test": {"MX": [(10, f"m{i}.d.test") for i in range(6)]}}
+    zone.update({f"m{i}.d.test": {"A": [f"192.0.2.{i + 1}"]} for i in range(6)})
     orders = {tuple(c.host for c in candidates(zone, "d.test")) for _ in range(30)}
     assert len(orders) > 1
 
 
 def test_no_mx_means_the_domain_itself() -> None:
-    got = candidates({"d.test": {dns.A: ["192.0.2.9"]}}, "d.test")
+    got = candidates({"d.test": {"A": ["192.0.2.9"]}}, "d.test")
     assert [(c.host, c.ip) for c in got] == [("d.test", "192.0.2.9")]
 
 
 def test_null_mx_is_a_permanent_556() -> None:
     with pytest.raises(RouteError) as e:
-        candidates({"d.test": {dns.MX: [(0, "")]}}, "d.test")
+        candidates({"d.test": {"MX": [(0, "")]}}, "d.test")
     assert (e.value.code, e.value.status, e.value.permanent) == (556, "5.1.10", True)
 
 
@@ -197,7 +196,7 @@ def test_nxdomain_is_permanent_and_servfail_temporary() -> None:
 
 def test_mx_whose_hosts_cannot_be_resolved_right_now_is_temporary() -> None:
     with pytest.raises(RouteError) as e:
-        candidates({"d.test": {dns.MX: [(10, "m.d.test")]}, "m.d.test": "SERVFAIL"}, "d.test")
+        candidates({"d.test": {"MX": [(10, "m.d.test")]}, "m.d.test": "SERVFAIL"}, "d.test")
     assert not e.value.permanent
 
 

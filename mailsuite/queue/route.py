@@ -137,12 +137,6 @@ def check_relay_config(relay: Any) -> list[str]:
             parse_nexthop(hop)
         except ValueError as e:
             problems.append(f"relay.transport.{domain}: {e}")
-    for i, server in enumerate(relay.dns_servers):
-        try:
-            host, _port = parse_nexthop(server, 53)
-            ipaddress.ip_address(host)
-        except ValueError:
-            problems.append(f"relay.dns_servers: item {i + 1}: expected an IP address with an optional port, got {server!r}")
     if relay.smarthost_auth_file is not None and not relay.smarthost:
         problems.append("relay.smarthost_auth_file: set only together with relay.smarthost")
     if relay.backoff_min < 1:
@@ -153,7 +147,7 @@ def check_relay_config(relay: Any) -> list[str]:
         problems.append("relay.smtp_port: expected a port number")
     if relay.destination_concurrency < 1:
         problems.append("relay.destination_concurrency: expected at least 1")
-    for key in ("connect_timeout", "command_timeout", "data_timeout", "dns_timeout", "max_lifetime"):
+    for key in ("connect_timeout", "command_timeout", "data_timeout", "max_lifetime"):
         if getattr(relay, key) < 1:
             problems.append(f"relay.{key}: expected at least 1 second")
     if relay.control_poll_interval <= 0:

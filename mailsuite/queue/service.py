@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.application import service
 
-from mailsuite.queue.mx import MXResolver, make_resolver
+from mailsuite.queue.mx import MXResolver
 from mailsuite.queue.relay import Relay
 from mailsuite.queue.route import Router, read_auth_file
 from mailsuite.queue.scheduler import QueueManager
@@ -18,7 +18,7 @@ def build_manager(suite: Any) -> QueueManager:
     relay_cfg = cfg.relay
     auth = read_auth_file(relay_cfg.smarthost_auth_file) if relay_cfg.smarthost_auth_file else None
     router = Router(relay_cfg, auth)
-    mx = MXResolver(make_resolver(relay_cfg.dns_servers, relay_cfg.dns_timeout))
+    mx = MXResolver(suite.resolver)
     relay = Relay(relay_cfg, cfg.server.hostname, mx)
     return QueueManager(cfg, suite.store, suite.directory, suite.dispatcher, relay, router)
 
