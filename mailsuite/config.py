@@ -81,6 +81,7 @@ class TLSConfig:
     submission: TLSOverride = field(default_factory=TLSOverride)
     imap: TLSOverride = field(default_factory=TLSOverride)
     pop3: TLSOverride = field(default_factory=TLSOverride)
+    http: TLSOverride = field(default_factory=TLSOverride)
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,42 @@ class DNSConfig:
 
 
 @dataclass(frozen=True)
+class MTASTSConfig:
+    """``[http.mta_sts]``: the MTA-STS policy (RFC 8461) served at
+    ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` for every local domain."""
+
+    # "none" serves no policy (404); "testing" asks senders to report only; "enforce".
+    mode: Literal["none", "testing", "enforce"] = "none"
+    # MX host patterns senders may deliver to ("mail.example.org", "*.example.org").
+    # Empty: the published host name (http.public_hostname, else server.hostname).
+    mx: tuple[str, ...] = ()
+    # Seconds senders cache the policy (RFC 8461 3.2: at most 31557600).
+    max_age: int = 604800
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    """``[http]``: the web service (mailsuite/web/): client autoconfiguration, the
+    MTA-STS policy, Prometheus metrics and the admin pages."""
+
+    listen: tuple[str, ...] = ("tcp:8080",)
+    listen_tls: tuple[str, ...] = ("tcp:8443",)
+    # Accounts (addresses in the directory) that may log in to /admin/ (over TLS only).
+    admins: tuple[str, ...] = ()
+    # Clients that may read /metrics.
+    metrics_networks: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # The host name mail clients are told to use for IMAP, POP3 and submission.
+    # Empty: server.hostname.
+    public_hostname: str = ""
+    # Seconds an admin session lasts without a request.
+    session_timeout: int = 3600
+    mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig
@@ -282,6 +319,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
 
     @property
     def mail_dir(self) -> Path:
@@ -307,6 +345,7 @@ SECTIONS: dict[str, type] = {
     "relay": RelayConfig,
     "limits": LimitsConfig,
     "dns": DNSConfig,
+    "http": HTTPConfig,
 }
 
 # Sections built by later work: accepted but named by check-config as not yet active.
@@ -455,7 +494,7 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append("server.postmaster: expected an address like postmaster@example.org")
     if cfg.server.thread_pool_size < 1:
         problems.append("server.thread_pool_size: expected at least 1")
-    for name in ("smtp", "submission", "imap", "pop3"):
+    for name in ("smtp", "submission", "imap", "pop3", "http"):
         svc = getattr(cfg, name)
         for key in ("listen", "listen_tls"):
             for desc in getattr(svc, key):
@@ -471,13 +510,13 @@ def _check(cfg: Config, problems: list[str]) -> None:
                     _parseServer(desc, None)
                 except Exception as e:  # the parser raises several types
                     problems.append(f"{name}.{key}: bad endpoint {desc!r}: {e}")
-    tls_needed = any(getattr(cfg, n).listen_tls for n in ("smtp", "submission", "imap", "pop3"))
+    tls_needed = any(getattr(cfg, n).listen_tls for n in ("smtp", "submission", "imap", "pop3", "http"))
     t = cfg.tls
     if (t.certificate is None) != (t.private_key is None):
         problems.append("tls: set both tls.certificate and tls.private_key, or neither")
     if t.certificate is None and tls_needed:
         problems.append("tls.certificate: required because a listen_tls listener is configured")
-    for name in ("smtp", "submission", "imap", "pop3"):
+    for name in ("smtp", "submission", "imap", "pop3", "http"):
         o = getattr(t, name)
         if (o.certificate is None) != (o.private_key is None):
             problems.append(f"tls.{name}: set both certificate and private_key, or neither")
@@ -489,6 +528,13 @@ def _check(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{name}.max_line_length: expected at least 80")
     if cfg.pop3.max_line_length < 255:
         problems.append("pop3.max_line_length: expected at least 255 (RFC 2449 4)")
+    for admin in cfg.http.admins:
+        if "@" not in admin or admin != admin.strip().lower():
+            problems.append(f"http.admins: {admin!r} is not a lower-case address")
+    if cfg.http.mta_sts.max_age > 31557600:
+        problems.append("http.mta_sts.max_age: at most 31557600 seconds (RFC 8461 3.2)")
+    if cfg.http.session_timeout < 60:
+        problems.append("http.session_timeout: expected at least 60 seconds")
     if cfg.pop3.idle_timeout < 1:
         problems.append("pop3.idle_timeout: expected at least 1 second")
     from mailsuite.directory.ldap_filters import check_ldap_config
@@ -520,7 +566,7 @@ def check_files(cfg: Config) -> list[str]:
             p = getattr(t, key)
             if p is not None and not p.exists():
                 problems.append(f"tls.{key}: {p} does not exist (set tls.generate_self_signed = true to create one)")
-    for name in ("smtp", "submission", "imap", "pop3"):
+    for name in ("smtp", "submission", "imap", "pop3", "http"):
         for key in ("certificate", "private_key"):
             p = getattr(getattr(t, name), key)
             if p is not None and not p.exists():

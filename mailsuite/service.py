@@ -180,7 +180,7 @@ def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFac
     """Contexts for services that name their own certificate in ``[tls.<service>]``."""
     t = cfg.tls
     out = {}
-    for name in ("smtp", "submission", "imap", "pop3"):
+    for name in ("smtp", "submission", "imap", "pop3", "http"):
         o = getattr(t, name)
         if o.certificate is not None and o.private_key is not None:
             try:
@@ -253,7 +253,7 @@ def _optional_builders() -> None:
     """Import the protocol packages that provide listener builders, if built."""
     import importlib
 
-    for name in ("imap", "pop3", "queue"):
+    for name in ("imap", "pop3", "queue", "web"):
         try:
             mod = importlib.import_module(f"mailsuite.{name}.service")
         except ModuleNotFoundError as e:

@@ -167,7 +167,7 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
     tls_dir = root / "tls"
     if not (tls_dir / "cert.pem").exists():
         generate_self_signed(tls_dir / "cert.pem", tls_dir / "key.pem", "mail.example.test")
-    ports = {name: free_port() for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")}
+    ports = {name: free_port() for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")}
 
     def ep(name: str) -> list[str]:
         return [f"tcp:{ports[name]}:interface=127.0.0.1"]
@@ -180,6 +180,7 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         "submission": {"listen": ep("submission"), "listen_tls": ep("submissions")},
         "imap": {"listen": ep("imap"), "listen_tls": ep("imaps")},
         "pop3": {"listen": ep("pop3"), "listen_tls": ep("pop3s")},
+        "http": {"listen": ep("http"), "listen_tls": ep("https")},
         # Test traffic stays on loopback: a test that relays without its own DNS
         # server gets no answer (deferred), never a query to the real resolver.
         "dns": {"nameservers": ["127.0.0.1:1"], "timeout": 2.0},
@@ -195,9 +196,11 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         active.update(imap=ports["imap"], imaps=ports["imaps"])
     if "pop3" in LISTENER_BUILDERS:
         active.update(pop3=ports["pop3"], pop3s=ports["pop3s"])
+    if "web" in LISTENER_BUILDERS:
+        active.update(http=ports["http"], https=ports["https"])
     for name in list(active):
-        section = {"submissions": "submission", "imaps": "imap", "pop3s": "pop3"}.get(name, name)
-        key = "listen_tls" if name in ("submissions", "imaps", "pop3s") else "listen"
+        section = {"submissions": "submission", "imaps": "imap", "pop3s": "pop3", "https": "http"}.get(name, name)
+        key = "listen_tls" if name in ("submissions", "imaps", "pop3s", "https") else "listen"
         if not sections.get(section, {}).get(key):
             active.pop(name)
     return Server(root, sections, ports, active)
