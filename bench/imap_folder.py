@@ -75,6 +75,9 @@ max_connections_per_ip = 2000
 [pop3]
 listen = []
 listen_tls = []
+[http]
+listen = []
+listen_tls = []
 [limits]
 auth_exempt_networks = ["127.0.0.0/8"]
 """)

@@ -39,7 +39,7 @@ def test_missing_config_exits_with_one_line(tmp_path: Path) -> None:
 def test_invalid_config_exits_with_one_line_per_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "m.toml"
     cfg.write_text('[server]\ndomains = ["a.test"]\n[smtp]\nmax_message_size = "big"\nlisten = ["nonsense:1"]\n'
-                   "[submission]\nlisten_tls = []\n[imap]\nlisten_tls = []\n[pop3]\nlisten_tls = []\n[bogus]\n")
+                   "[submission]\nlisten_tls = []\n[imap]\nlisten_tls = []\n[pop3]\nlisten_tls = []\n[http]\nlisten_tls = []\n[bogus]\n")
     p = twistd("-n", "--pidfile=", "mailsuite", "--config", str(cfg), cwd=tmp_path)
     assert p.returncode != 0
     lines = p.stderr.splitlines()
