@@ -29,8 +29,11 @@ from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
 from mailsuite.dns import resolver as dns_resolver
 from mailsuite.directory.interface import IDirectory
-from mailsuite.queue.dispatch import Dispatcher
-from mailsuite.queue.incoming import clean_incoming
+from mailsuite.delivery.dispatch import Dispatcher
+from mailsuite.delivery.local import LocalDelivery
+from mailsuite.handoff import IMessageSink, clean_incoming
+from mailsuite.queue.scheduler import QueueManager
+from mailsuite.queue.service import build_queue
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
 from mailsuite.store.maildir import MaildirStore, clean_tmp
@@ -103,7 +106,9 @@ class Suite:
     portal: Any
     realm: Any
     store: MaildirStore
-    dispatcher: Dispatcher
+    local: LocalDelivery  # local delivery, written once (delivery/local.py)
+    queue: QueueManager  # the spool and relay queue (a child service)
+    dispatcher: IMessageSink  # what the front ends hand messages to (handoff.py)
     tls: ReloadableContextFactory | None
     on_start: list[Callable[[], Any]] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
@@ -195,13 +200,18 @@ def build_suite(cfg: config_mod.Config) -> Suite:
     directory = make_directory(cfg)
     portal, realm = make_portal(directory)
     realm.register(ISMTPAvatar, lambda account: account)
+    # Built in order, each part handed to the next (nothing patched in afterwards):
+    # store -> local delivery -> queue -> dispatcher -> the SMTP listeners.
+    resolver = dns_resolver.from_config(cfg.dns, reactor)
     store = MaildirStore(cfg.mail_dir)
-    dispatcher = Dispatcher(store)
+    local = LocalDelivery(store)
+    queue = build_queue(cfg, local, directory, resolver, reactor)
+    dispatcher = Dispatcher(local, queue)
     return Suite(
-        cfg, directory, portal, realm, store, dispatcher, load_tls(cfg),
+        cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
-        resolver=dns_resolver.from_config(cfg.dns, reactor),
+        resolver=resolver,
     )
 
 
@@ -253,7 +263,7 @@ def _optional_builders() -> None:
     """Import the protocol packages that provide listener builders, if built."""
     import importlib
 
-    for name in ("imap", "pop3", "queue", "web"):
+    for name in ("imap", "pop3", "web"):
         try:
             mod = importlib.import_module(f"mailsuite.{name}.service")
         except ModuleNotFoundError as e:
@@ -321,6 +331,7 @@ def build_service(cfg: config_mod.Config) -> tuple[service.MultiService, Suite]:
     suite = build_suite(cfg)
     top = service.MultiService()
     _Lifecycle(suite).setServiceParent(top)
+    suite.queue.setServiceParent(top)
     _optional_builders()
     for build in LISTENER_BUILDERS.values():
         build(suite, top)

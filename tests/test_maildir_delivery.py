@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mailsuite.queue.incoming import IncomingMessage, clean_incoming
+from mailsuite.handoff import BodyFile, IncomingMessage, clean_incoming
 from mailsuite.store import maildir, names
 from mailsuite.store.maildir import (
     SPECIAL_FOLDERS,
-    BodyFile,
     DeliveryError,
     UnsafeName,
     account_dir,
@@ -236,7 +235,7 @@ def test_clean_tmp_removes_only_abandoned_files(tmp_path: Path) -> None:
 
 
 def test_a_repeated_stable_delivery_after_a_crash_keeps_one_copy(tmp_path: Path) -> None:
-    from mailsuite.store.maildir import BodyFile, deliver_copies
+    from mailsuite.store.maildir import deliver_copies
     from mailsuite.store.names import stable_name
 
     body = BodyFile("", 6, 1, data=b"hello\n")
@@ -250,7 +249,7 @@ def test_a_repeated_stable_delivery_after_a_crash_keeps_one_copy(tmp_path: Path)
 
 
 def test_a_stable_delivery_overwrites_its_own_abandoned_tmp_file(tmp_path: Path) -> None:
-    from mailsuite.store.maildir import BodyFile, deliver_copies, ensure_account
+    from mailsuite.store.maildir import deliver_copies, ensure_account
     from mailsuite.store.names import stable_name
 
     base = stable_name(1_700_000_000, "DEF456")

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mailsuite.queue.envelope import Envelope
+from mailsuite.handoff import BodyFile, Envelope
 from mailsuite.queue.scheduler import record_from_envelope
 from mailsuite.queue.spool import CorruptEnvelope, Record, Recipient, SpoolPaths, remove, scan, write_new, write_record
-from mailsuite.store.maildir import BodyFile
 
 
 def paths(tmp_path: Path) -> SpoolPaths:

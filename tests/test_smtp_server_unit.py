@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -13,6 +14,7 @@ from twisted.internet.testing import StringTransport
 
 from mailsuite.config import SMTPConfig
 from mailsuite.directory.files import FileDirectory
+from mailsuite.handoff import PermanentFailure, TemporaryFailure
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import SMTPFactoryConfig, SMTPServerFactory
 from tests.harness import hashed
@@ -89,3 +91,20 @@ def test_client_gone_during_delivery_leaves_no_timer(tmp_path: Path) -> None:
     proto.connectionLost(None)
     dispatcher.pending[0].callback("delivered")
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("failure, reply", [
+    (PermanentFailure("bob: rejected by sieve", "5.7.1", "not wanted here"), b"550 5.7.1 not wanted here\r\n"),
+    (PermanentFailure("every copy failed"), b"554 5.3.0 Error: message not accepted\r\n"),
+    (TemporaryFailure("bob: quota", "4.2.2", "mailbox full"), b"451 4.2.2 mailbox full\r\n"),
+    # Local detail (paths, errno) stays in the log, never in the reply.
+    (TemporaryFailure("ENOSPC /var/mail/x"), b"451 4.3.0 Error: local error in processing, try again later\r\n"),
+    (RuntimeError("bug"), b"451 4.3.0 Error: local error in processing, try again later\r\n"),
+])
+def test_the_sinks_failure_decides_the_reply_after_data(tmp_path: Path, failure: Exception, reply: bytes) -> None:
+    dispatcher = SlowDispatcher()
+    proto, transport, clock = connect(tmp_path, dispatcher, timeout=10)
+    send_message(proto, transport)
+    dispatcher.pending[0].errback(failure)
+    assert transport.value() == reply
+    assert not transport.disconnecting

@@ -1,1 +1,2 @@
-"""queue/: incoming message files, routing to the store or the spool, and the relay queue."""
+"""queue/: the relay queue: the spool on disk, routing, the scheduler (retries, DSNs)
+and the SMTP relay client side of sending."""

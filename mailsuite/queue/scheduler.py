@@ -1,19 +1,21 @@
 """The queue manager: takes messages into the spool and delivers them until done.
 
-It is the :class:`~mailsuite.queue.dispatch.ISpool` the dispatcher hands every message
+It is the :class:`~mailsuite.handoff.IMessageSink` the dispatcher hands every message
 with a remote recipient to, and a twistd service.  Per message and attempt:
 
-1. due local recipients go to the Maildirs in one all-or-nothing store call, and the
-   result is written to the envelope (fsynced) before anything else happens, so a
-   kill -9 never causes a second local copy;
+1. due local recipients go through local delivery (:mod:`mailsuite.delivery.local`,
+   the same code as the dispatcher's fast path: delivery filters, then one
+   all-or-nothing store call), and the result is written to the envelope (fsynced)
+   before anything else happens, so a kill -9 never causes a second local copy;
 2. due remote recipients are grouped by destination (:mod:`~mailsuite.queue.route`),
    each group delivered over one connection, at most ``destination_concurrency``
    deliveries per destination at a time;
 3. outcomes: sent, deferred (next try after ``backoff_min`` doubling up to
    ``backoff_max``), bounced (5xx, or still deferred after ``max_lifetime``);
 4. a DSN goes to the sender for new bounces, and once for a message delayed longer
-   than ``delay_warning`` (never for a message from <>); a local sender gets it in
-   the Maildir, a remote one through this queue;
+   than ``delay_warning`` (never for a message from <>); it goes through a
+   :class:`~mailsuite.delivery.dispatch.Dispatcher` like any message (a local sender
+   gets it through local delivery at once, a remote one through this queue);
 5. the envelope is rewritten, or the message removed once every recipient is final.
 
 One log line per recipient per attempt, in Postfix's shape, e.g.::
@@ -37,14 +39,13 @@ from zope.interface import implementer
 
 from mailsuite import workers
 from mailsuite.queue import control, dsn, spool
-from mailsuite.queue.dispatch import ISpool, TemporaryFailure, delivery_prefix
-from mailsuite.queue.envelope import Envelope, new_queue_id
+from mailsuite.delivery.dispatch import Dispatcher
+from mailsuite.delivery.local import PERMANENT, TEMPORARY, ILocalDelivery
+from mailsuite.handoff import BodyFile, Envelope, IMessageSink, TemporaryFailure, new_queue_id
 from mailsuite.queue.relay import Outcome, Relay
 from mailsuite.queue.route import Router
 from mailsuite.queue.spool import Record, Recipient, SpoolPaths
 from mailsuite.smtp.outbound import Transaction
-from mailsuite.store import names
-from mailsuite.store.maildir import BodyFile
 
 log = Logger(namespace="mailsuite.queue")
 
@@ -79,16 +80,15 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-@implementer(ISpool)
+@implementer(IMessageSink)
 class QueueManager(service.Service):
     name = "queue"
 
     def __init__(
         self,
         config: Any,
-        store: Any,
+        local: ILocalDelivery,
         directory: Any,
-        dispatcher: Any,
         relay: Relay,
         router: Router,
         reactor: Any = None,
@@ -101,9 +101,11 @@ class QueueManager(service.Service):
         self.config = config
         self.cfg = config.relay
         self.hostname = config.server.hostname
-        self.store = store
+        self.local = local
         self.directory = directory
-        self.dispatcher = dispatcher
+        # DSNs enter like any message: local senders' through local delivery at once,
+        # remote ones into this queue.
+        self.dsn_sink = Dispatcher(local, self)
         self.relay = relay
         self.router = router
         self.reactor = reactor
@@ -205,19 +207,22 @@ class QueueManager(service.Service):
         if n:
             log.info("queue: {n} message(s) in the spool scheduled", n=n)
 
-    # -- ISpool --------------------------------------------------------------------------
+    # -- IMessageSink ---------------------------------------------------------------------
 
-    def enqueue(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
+    def accept(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
+        """Write the message into the spool (file and folder fsynced); fires with
+        "queued".  A spool that cannot be written fails with TemporaryFailure."""
         rec = record_from_envelope(envelope, body.size, body.lines)
         # Not before the start-up scan is done: it removes bodies without envelopes.
         d = self._when_loaded()
         d.addCallback(lambda _: workers.run(spool.write_new, self.paths, rec, body))
 
-        def written(_: object) -> None:
+        def written(_: object) -> str:
             entry = Entry(rec, data=body.data)
             self.entries[rec.id] = entry
             # After the caller's 250 has gone out: callLater, not a direct call.
             entry.timer = self.reactor.callLater(0, self._start, rec.id)
+            return "queued"
 
         def failed(f: Any) -> None:
             # Disk full, permissions: the client gets a 4xx and tries again later.
@@ -425,13 +430,21 @@ class QueueManager(service.Service):
         return bool(rec.sender) and any(r.state == "bounced" and not r.notified for r in rec.recipients)
 
     async def _deliver_local(self, rec: Record, idxs: list[int], body: BodyFile) -> dict[int, Outcome]:
-        prefixes = {rec.recipients[i].address: delivery_prefix(rec.sender, rec.recipients[i].address) for i in idxs}
+        env = Envelope(
+            queue_id=rec.id, sender=rec.sender, recipients=tuple(rec.recipients[i].orcpt for i in idxs),
+            mailboxes={rec.recipients[i].address: rec.recipients[i].orcpt for i in idxs},
+            client_ip=rec.client_ip, helo=rec.helo, auth_user=rec.auth_user, arrival=rec.arrival,
+        )
         try:
-            await self.store.deliver(prefixes, body, names.stable_name(rec.arrival, rec.id),
-                                     check_existing=rec.id in self._recovered)
-        except Exception as e:  # noqa: BLE001 - DeliveryError, UnsafeName, OSError: all retried
+            results = await self.local.deliver(env, body, stable=True, check_existing=rec.id in self._recovered)
+        except Exception as e:  # noqa: BLE001 - TemporaryFailure, or a bug: all retried
             return {i: Outcome("deferred", "4.3.0", f"local delivery failed: {e}", "local") for i in idxs}
-        return {i: Outcome("sent", "2.0.0", "delivered to maildir", "local") for i in idxs}
+        status = {TEMPORARY: "deferred", PERMANENT: "bounced"}
+        out = {}
+        for i in idxs:
+            r = results[rec.recipients[i].address]
+            out[i] = Outcome(status.get(r.status, "sent"), r.dsn, r.text, "local")
+        return out
 
     async def _deliver_group(self, dest: Any, rec: Record, idxs: list[int], entry: Entry) -> dict[int, Outcome]:
         sem = self._limits.get(dest.key)
@@ -557,7 +570,7 @@ class QueueManager(service.Service):
         data = received.encode() + body
         bf = BodyFile(str(self.config.queue_dir / "incoming" / qid), len(data), data.count(b"\n"), data)
         try:
-            result = await self.dispatcher.accept(env, bf)
+            result = await self.dsn_sink.accept(env, bf)
         except Exception as e:  # noqa: BLE001 - TemporaryFailure: try at the next attempt
             log.warn("relay: {qid}: could not queue the DSN: {e}", qid=rec.id, e=str(e))
             return False

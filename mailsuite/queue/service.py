@@ -1,29 +1,23 @@
-"""Wires the relay queue into the suite: the spool behind the dispatcher, and the
-queue manager (scheduler, relay, control requests) as a child service."""
+"""Builds the queue manager (scheduler, relay, control requests) from the config;
+``mailsuite.service`` adds it to the suite as a child service and hands it to the
+dispatcher as the sink for messages with remote recipients."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.application import service
-
+from mailsuite.delivery.local import ILocalDelivery
 from mailsuite.queue.mx import MXResolver
 from mailsuite.queue.relay import Relay
 from mailsuite.queue.route import Router, read_auth_file
 from mailsuite.queue.scheduler import QueueManager
 
 
-def build_manager(suite: Any) -> QueueManager:
-    cfg = suite.config
+def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, reactor: Any) -> QueueManager:
+    """``resolver``: the suite's one DNS resolver (mailsuite.dns) for MX lookups."""
     relay_cfg = cfg.relay
     auth = read_auth_file(relay_cfg.smarthost_auth_file) if relay_cfg.smarthost_auth_file else None
     router = Router(relay_cfg, auth)
-    mx = MXResolver(suite.resolver)
-    relay = Relay(relay_cfg, cfg.server.hostname, mx)
-    return QueueManager(cfg, suite.store, suite.directory, suite.dispatcher, relay, router)
-
-
-def add_services(suite: Any, parent: service.MultiService) -> None:
-    manager = build_manager(suite)
-    suite.dispatcher.spool = manager
-    manager.setServiceParent(parent)
+    mx = MXResolver(resolver)
+    relay = Relay(relay_cfg, cfg.server.hostname, mx, reactor=reactor)
+    return QueueManager(cfg, local, directory, relay, router, reactor=reactor)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from mailsuite.store.maildir import BodyFile
+from mailsuite.handoff import BodyFile
 
 VERSION = 1
 STATES = ("pending", "sent", "bounced")

@@ -11,7 +11,8 @@ cred portals, startTLS) and does the SMTP state machine itself:
 * one command at a time: while a command waits on a Deferred (directory lookup,
   fsync), further pipelined input stays buffered, so replies keep their order;
 * DATA is parsed in chunks by :class:`DataReader` and streamed to a file;
-* 250 after DATA only once the dispatcher says the message is durable.
+* 250 after DATA only once the sink (:class:`mailsuite.handoff.IMessageSink`, the one
+  thing this package knows of delivery) says the message is durable.
 
 Submission (RFC 6409, RFC 8314) is the same protocol with ``submission=True``: AUTH
 PLAIN/LOGIN through the portal, only once TLS is up unless allow_plaintext_auth, and
@@ -43,9 +44,8 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from mailsuite.auth.throttle import AuthRefused
-from mailsuite.queue.dispatch import Dispatcher, TemporaryFailure
-from mailsuite.queue.envelope import Envelope, new_queue_id
-from mailsuite.queue.incoming import IncomingMessage
+from mailsuite.handoff import (Envelope, IMessageSink, IncomingMessage, PermanentFailure, TemporaryFailure,
+                               new_queue_id)
 from mailsuite.smtp.address import BadPath, parse_path
 from mailsuite.smtp.data import DataReader
 from mailsuite.smtp.headers import HeaderScanner
@@ -70,7 +70,7 @@ class SMTPFactoryConfig:
     hostname: str
     service: Any  # SMTPConfig or SubmissionConfig
     policy: Policy
-    dispatcher: Dispatcher
+    dispatcher: IMessageSink  # takes accepted messages (delivery.dispatch.Dispatcher)
     incoming_dir: Path
     portal: Portal | None = None
     tls_context: Any = None  # a context factory, or None when TLS is not configured
@@ -722,10 +722,19 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._send(Reply(250, "2.0.0", f"Ok: queued as {qid}"))
 
         def failed(f: Failure) -> None:
-            if not f.check(TemporaryFailure):
+            if f.check(PermanentFailure):
+                e = f.value
+                self._log_message(qid, reader.size, f"rejected ({e.status} {f.getErrorMessage()})", env)
+                self._send(Reply(554 if e.status.startswith("5.3") else 550, e.status,
+                                 e.reply or "Error: message not accepted"))
+                return
+            if f.check(TemporaryFailure):
+                status, text = f.value.status, f.value.reply
+            else:
                 log.failure("smtp: {qid}: dispatch failed", f, qid=qid)
+                status, text = "4.3.0", None
             self._log_message(qid, reader.size, f"deferred ({f.getErrorMessage()})", env)
-            self._send(Reply(451, "4.3.0", "Error: local error in processing, try again later"))
+            self._send(Reply(451, status, text or "Error: local error in processing, try again later"))
 
         d.addCallbacks(accepted, failed)
         d.addBoth(self._restart_timeout)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
 
 from mailsuite import workers
+from mailsuite.handoff import BodyFile
 from mailsuite.store import names, notify
 
 SPECIAL_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
@@ -79,18 +79,6 @@ def ensure_account(mail_dir: Path, account: str) -> Path:
         if not (path / "new").is_dir():
             make_maildir(path, folder_marker=True)
     return root
-
-
-@dataclass(frozen=True)
-class BodyFile:
-    """A message body (LF line ends) ready to be copied into mailboxes: on disk at
-    ``path``, or, for a small message, in ``data`` (then ``path`` is where it would be
-    written; see mailsuite.queue.incoming)."""
-
-    path: str
-    size: int  # bytes on disk
-    lines: int  # number of LF characters, so the CRLF size is size + lines
-    data: bytes | None = None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -163,36 +151,65 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str |
 
 
 def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile,
-                   stable_base: str | None = None, check_existing: bool = False) -> dict[str, str]:
+                   stable_base: str | None = None, check_existing: bool = False,
+                   folders: dict[str, str] | None = None) -> dict[str, str]:
     """Deliver one copy per account, all or nothing (blocking).
 
     ``prefixes`` maps account name to the header lines only that copy gets
-    (Return-Path, Delivered-To).  Returns account -> file name.  If one copy fails
+    (Return-Path, Delivered-To).  ``folders`` maps an account to the folder its copy
+    goes to (default INBOX; a missing folder is created, as Dovecot's
+    ``lda_mailbox_autocreate``).  Returns account -> file name.  If one copy fails
     (disk full, permissions) the copies already made are removed again and
     DeliveryError is raised, so the sender's retry does not duplicate them.
     """
-    done: dict[str, str] = {}
+    done: dict[str, Path] = {}
+    folders = folders or {}
+    # Every name checked (UnsafeName) before the first copy is written.
+    paths = {account: _delivery_dir(mail_dir, account, folders.get(account, "INBOX")) for account in prefixes}
     try:
         for account, prefix in prefixes.items():
-            root = account_dir(mail_dir, account)
+            folder, path = folders.get(account, "INBOX"), paths[account]
             try:
-                done[account] = deliver_one(root, prefix, body, stable_base, check_existing)
+                done[account] = path / "new" / deliver_one(path, prefix, body, stable_base, check_existing)
             except FileNotFoundError:
                 # First delivery: create INBOX and the special folders.  Trying first
                 # saves six stat() calls per message for every existing account.
                 root = ensure_account(mail_dir, account)
-                done[account] = deliver_one(root, prefix, body, stable_base, check_existing)
+                if folder != "INBOX" and not (path / "new").is_dir():
+                    from mailsuite.store import folders as folders_mod
+                    from mailsuite.store.errors import FolderExists
+
+                    try:
+                        folders_mod.create_folder(root, folder)
+                    except FolderExists:  # made meanwhile by another session
+                        pass
+                done[account] = path / "new" / deliver_one(path, prefix, body, stable_base, check_existing)
     except OSError as e:
-        for made, name in done.items():  # not "account": the message below names the failed one
+        for made in done.values():  # not "account": the message below names the failed one
             try:
-                os.unlink(account_dir(mail_dir, made) / "new" / name)
+                os.unlink(made)
                 # Durably gone, or a crash now would keep a copy the client's retry repeats.
-                _fsync_dir(account_dir(mail_dir, made) / "new")
+                _fsync_dir(made.parent)
             except OSError:
                 pass
         code = errno.errorcode.get(e.errno or 0, "error")
         raise DeliveryError(f"delivery to {account} failed: {code} {e.strerror}") from e
-    return done
+    return {account: made.name for account, made in done.items()}
+
+
+def _delivery_dir(mail_dir: Path, account: str, folder: str) -> Path:
+    root = account_dir(mail_dir, account)
+    if folder == "INBOX":
+        return root
+    from mailsuite.store import folders as folders_mod
+
+    return folders_mod.folder_path(root, folders_mod.normalize(folder))
+
+
+def _normalized(folder: str) -> str:
+    from mailsuite.store import folders as folders_mod
+
+    return folders_mod.normalize(folder)
 
 
 TMP_MAX_AGE = 36 * 3600  # Maildir spec and Dovecot: a tmp/ file this old is abandoned
@@ -406,15 +423,17 @@ class MaildirStore(_FolderRegistry):
         return d.addCallback(done)
 
     def deliver(self, prefixes: dict[str, bytes], body: BodyFile, stable_base: str | None = None,
-                check_existing: bool = False) -> defer.Deferred:
+                check_existing: bool = False, folders: dict[str, str] | None = None) -> defer.Deferred:
         """Deliver durably to each account; fires with account → file name.  See
-        :func:`deliver_one` for ``stable_base`` and ``check_existing``."""
-        d = workers.run(deliver_copies, self.mail_dir, prefixes, body, stable_base, check_existing)
+        :func:`deliver_one` for ``stable_base`` and ``check_existing``, and
+        :func:`deliver_copies` for ``folders``."""
+        d = workers.run(deliver_copies, self.mail_dir, prefixes, body, stable_base, check_existing, folders)
 
         def delivered(result: dict[str, str]) -> dict[str, str]:
             for account in result:
                 self._ensured.add(account)
-                notify.changed(account, "INBOX")
+                folder = folders.get(account, "INBOX") if folders else "INBOX"
+                notify.changed(account, folder if folder == "INBOX" else _normalized(folder))
             return result
 
         return d.addCallback(delivered)
