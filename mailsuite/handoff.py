@@ -42,6 +42,8 @@ from pathlib import Path
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+from mailsuite import fsutil
+
 # -- the envelope ---------------------------------------------------------------------
 
 # A per-process sequence, not randomness, for the last three digits: with 3 random
@@ -110,14 +112,8 @@ def prepend_headers(body: BodyFile, headers: bytes) -> BodyFile:
     tmp = body.path + ".hdr"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, headers)
-        with open(body.path, "rb") as src:
-            offset = 0
-            while offset < body.size:
-                sent = os.sendfile(fd, src.fileno(), offset, body.size - offset)
-                if sent == 0:
-                    raise OSError(f"{body.path} is shorter than expected")
-                offset += sent
+        # No fsync: whoever accepts the body makes it durable, as for any body.
+        fsutil.copy_into(fd, headers, None, body.path, body.size)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
@@ -126,12 +122,6 @@ def prepend_headers(body: BodyFile, headers: bytes) -> BodyFile:
     # Same name as before, so a crash leaves at most one file for clean_incoming.
     os.rename(tmp, body.path)
     return replace(body, size=size, lines=lines)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 SPILL_AT = 256 * 1024
@@ -178,7 +168,7 @@ class IncomingMessage:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             data, self._chunks = b"".join(self._chunks), None
         assert self._fd is not None
-        _write_all(self._fd, data)
+        fsutil.write_all(self._fd, data)
 
     def finish(self) -> BodyFile:
         if self._chunks is not None:

@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite import workers
+from mailsuite import fsutil, workers
 from mailsuite.directory.interface import (
     Account,
     DirectoryUnavailable,
@@ -103,20 +103,8 @@ def parse_aliases(text: str, source: str = "aliases file") -> dict[str, tuple[st
 
 def write_users(path: Path, users: dict[str, UserEntry]) -> None:
     """Rewrite the users file atomically, keeping it private to its owner."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     body = "".join(users[a].to_line() for a in sorted(users))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, body.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsutil.atomic_write(path, body.encode("utf-8"), mode=0o600)
 
 
 def read_users(path: Path) -> dict[str, UserEntry]:

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailsuite import fsutil
+
 OPS = ("flush", "retry", "delete")
 
 
@@ -77,9 +79,9 @@ def read_requests(control_dir: Path) -> list[tuple[str, dict[str, Any] | None]]:
 
 
 def answer(control_dir: Path, stem: str, ok: bool, message: str) -> None:
-    tmp = control_dir / f"{stem}.done.tmp"
-    tmp.write_text(json.dumps({"ok": ok, "message": message}), encoding="utf-8")
-    os.rename(tmp, control_dir / f"{stem}.done")
+    # Whole or not at all; not durable: a request lost in a crash is asked again.
+    fsutil.atomic_write(control_dir / f"{stem}.done", json.dumps({"ok": ok, "message": message}).encode(),
+                        sync=False, sync_dir=False)
     try:
         os.unlink(control_dir / f"{stem}.req")
     except FileNotFoundError:
@@ -93,9 +95,8 @@ def request(control_dir: Path, op: str, qid: str = "", timeout: float = 15.0) ->
     """Ask the running server; (ok, message).  Raises TimeoutError if it does not answer."""
     control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stem = f"{time.time():.6f}-{os.getpid()}-{os.urandom(3).hex()}"
-    tmp = control_dir / f"{stem}.tmp"
-    tmp.write_text(json.dumps({"op": op, "id": qid}), encoding="utf-8")
-    os.rename(tmp, control_dir / f"{stem}.req")
+    fsutil.atomic_write(control_dir / f"{stem}.req", json.dumps({"op": op, "id": qid}).encode(),
+                        sync=False, sync_dir=False)
     done = control_dir / f"{stem}.done"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

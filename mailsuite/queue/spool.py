@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+from mailsuite import fsutil
 from mailsuite.handoff import BodyFile
 
 VERSION = 1
@@ -188,50 +189,23 @@ class SpoolPaths:
             os.makedirs(d, mode=0o700, exist_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_new(paths: SpoolPaths, record: Record, body: BodyFile) -> None:
     """Put a new message into the spool durably (blocking).  ``body`` is taken over:
     its file, if any, is moved in; in-memory bytes are written."""
     final_body = paths.body(record.id)
     if body.data is not None:
-        _write_file(final_body, body.data)
+        fsutil.write_synced(final_body, body.data)
     else:
-        fd = os.open(body.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsutil.fsync_file(body.path)
         os.rename(body.path, final_body)
-    tmp = paths.spool / f"{record.id}.json.tmp"
-    _write_file(tmp, record.to_json())
-    os.rename(tmp, paths.envelope(record.id))
-    _fsync_dir(paths.spool)
+    # One folder fsync makes both names durable: the envelope's rename comes last,
+    # so an envelope never names a body that is not there.
+    fsutil.atomic_write(paths.envelope(record.id), record.to_json())
 
 
 def write_record(paths: SpoolPaths, record: Record) -> None:
     """Replace a message's envelope durably (blocking)."""
-    tmp = paths.spool / f"{record.id}.json.tmp"
-    _write_file(tmp, record.to_json())
-    os.rename(tmp, paths.envelope(record.id))
-    _fsync_dir(paths.spool)
+    fsutil.atomic_write(paths.envelope(record.id), record.to_json())
 
 
 def remove(paths: SpoolPaths, qid: str, durable: bool = False) -> None:
@@ -244,7 +218,7 @@ def remove(paths: SpoolPaths, qid: str, durable: bool = False) -> None:
         except FileNotFoundError:
             pass
     if durable:
-        _fsync_dir(paths.spool)
+        fsutil.fsync_dir(paths.spool)
 
 
 def remove_many(paths: SpoolPaths, qids: list[str]) -> None:

@@ -46,12 +46,12 @@ from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite import workers
+from mailsuite import fsutil, workers
 from mailsuite.store import index as index_mod, names
 from mailsuite.store.errors import FolderGone, MessageGone
 from mailsuite.store.index import Cache, IndexState, MessageRecord
 from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
-from mailsuite.store.maildir import _fsync_dir
+from mailsuite.fsutil import fsync_dir as _fsync_dir
 from mailsuite.store.uidlist import FolderLock, UidList
 
 log = Logger(namespace="mailsuite.store")
@@ -507,7 +507,7 @@ class FolderDisk:
             with os.fdopen(fd, "wb") as f:
                 size, wire = _write_lf(f, source)
                 f.flush()
-                os.fsync(f.fileno())
+                fsutil.fsync_fd(f.fileno())
             if internaldate is not None:
                 os.utime(tmp, (internaldate, internaldate))
             name = names.with_flags(names.with_sizes(base, size, wire), letters)
@@ -669,7 +669,7 @@ def _link_or_copy(src: Path, dst: Path, tmp_dir: Path, date: float) -> bool:
         with open(src, "rb") as s, open(tmp, "wb") as d:
             shutil.copyfileobj(s, d, _CHUNK)
             d.flush()
-            os.fsync(d.fileno())
+            fsutil.fsync_fd(d.fileno())
         os.utime(tmp, (date, date))
         os.link(tmp, dst)
         return True

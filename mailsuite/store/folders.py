@@ -27,9 +27,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailsuite import mutf7
+from mailsuite import fsutil, mutf7
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
-from mailsuite.store.maildir import SPECIAL_FOLDERS, _fsync_dir, make_maildir
+from mailsuite.fsutil import fsync_dir as _fsync_dir
+from mailsuite.store.maildir import SPECIAL_FOLDERS, make_maildir
 
 DELIMITER = "."
 INBOX = "INBOX"
@@ -136,13 +137,7 @@ def read_subscriptions(root: Path) -> list[str]:
 
 
 def _write_subscriptions(root: Path, names: list[str]) -> None:
-    tmp = root / f"{SUBSCRIPTIONS}.tmp.{uuid.uuid4().hex}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(n + "\n" for n in names))
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, root / SUBSCRIPTIONS)
-    _fsync_dir(root)
+    fsutil.atomic_write(root / SUBSCRIPTIONS, "".join(n + "\n" for n in names).encode("utf-8"))
 
 
 def list_folders(root: Path) -> list[FolderInfo]:

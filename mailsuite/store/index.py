@@ -17,10 +17,10 @@ lazily, dropped when UIDVALIDITY changes, compacted when mostly dead.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from mailsuite import fsutil
 
 INDEX = "mailsuite-index"
 CACHE = "mailsuite-cache"
@@ -87,19 +87,9 @@ def save(folder: Path, state: IndexState) -> None:
         "cur_mtime": state.cur_mtime,
         "records": state.records,
     }
-    tmp = folder / f"{INDEX}.tmp.{os.getpid()}.{time.monotonic_ns()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, folder / INDEX)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Rebuildable: after a crash an old index is fine (it is checked against the
+    # uid list and the folders' mtimes), a torn one is not.
+    fsutil.atomic_write(folder / INDEX, json.dumps(doc, separators=(",", ":")).encode("utf-8"), sync_dir=False)
 
 
 class Cache:
@@ -161,10 +151,7 @@ class Cache:
             f.write(data)
 
     def _rewrite(self, values: dict[tuple[int, str], Any]) -> None:
-        tmp = self.path.with_name(f"{CACHE}.tmp.{os.getpid()}.{time.monotonic_ns()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"V{self.uidvalidity}\n")
-            for (uid, key), value in values.items():
-                f.write(json.dumps([uid, key, value], separators=(",", ":")) + "\n")
-        os.rename(tmp, self.path)
+        lines = [f"V{self.uidvalidity}\n"]
+        lines += [json.dumps([uid, key, value], separators=(",", ":")) + "\n" for (uid, key), value in values.items()]
+        fsutil.atomic_write(self.path, "".join(lines).encode("utf-8"), sync=False, sync_dir=False)
         self.pending, self.dead = [], 0

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import string
-import time
 from pathlib import Path
 
+from mailsuite import fsutil
 from mailsuite.store.errors import TooManyKeywords
 
 KEYWORDS_FILE = "dovecot-keywords"
@@ -83,12 +83,9 @@ class Keywords:
 
     def _write(self) -> None:
         text = "".join(f"{KEYWORD_LETTERS.index(l)} {n}\n" for l, n in sorted(self.names.items()))
-        tmp = self.path.with_name(f"{KEYWORDS_FILE}.tmp.{os.getpid()}.{time.monotonic_ns()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path)
+        # Durable with the folder fsynced: a message's file name holds keyword letters,
+        # which mean nothing if the mapping is lost in a crash.
+        fsutil.atomic_write(self.path, text.encode("utf-8"))
         self.mtime_ns = os.stat(self.path).st_mtime_ns
 
     def can_add(self) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from mailsuite import workers
+from mailsuite import fsutil, workers
 from mailsuite.handoff import BodyFile
 from mailsuite.store import names, notify
 
@@ -52,14 +52,6 @@ def account_dir(mail_dir: Path, account: str) -> Path:
     return mail_dir / _check_component(domain, "domain") / _check_component(local, "local part")
 
 
-def _fsync_dir(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_maildir(path: Path, folder_marker: bool = False) -> None:
     for sub in ("cur", "new", "tmp"):
         os.makedirs(path / sub, mode=0o700, exist_ok=True)
@@ -79,22 +71,6 @@ def ensure_account(mail_dir: Path, account: str) -> Path:
         if not (path / "new").is_dir():
             make_maildir(path, folder_marker=True)
     return root
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _copy_into(fd: int, src: str, size: int) -> None:
-    with open(src, "rb") as f:
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(fd, f.fileno(), offset, size - offset)
-            if sent == 0:
-                raise DeliveryError(f"{src} is shorter than expected")
-            offset += sent
 
 
 def _already_delivered(maildir: Path, base: str) -> str | None:
@@ -129,12 +105,7 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str |
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags, 0o600)
     try:
         try:
-            if body.data is not None:
-                _write_all(fd, prefix + body.data)
-            else:
-                _write_all(fd, prefix)
-                _copy_into(fd, body.path, body.size)
-            os.fsync(fd)
+            fsutil.copy_synced(fd, prefix, body.data, body.path, body.size)
         finally:
             os.close(fd)
         size = len(prefix) + body.size
@@ -146,7 +117,7 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str |
         except OSError:
             pass
         raise
-    _fsync_dir(maildir / "new")
+    fsutil.fsync_dir(maildir / "new")
     return final
 
 
@@ -189,7 +160,7 @@ def deliver_copies(mail_dir: Path, prefixes: dict[str, bytes], body: BodyFile,
             try:
                 os.unlink(made)
                 # Durably gone, or a crash now would keep a copy the client's retry repeats.
-                _fsync_dir(made.parent)
+                fsutil.fsync_dir(made.parent)
             except OSError:
                 pass
         code = errno.errorcode.get(e.errno or 0, "error")

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from mailsuite.store.maildir import _fsync_dir
+from mailsuite import fsutil
 
 UIDLIST = "mailsuite-uidlist"
 LOCKFILE = "mailsuite.lock"
@@ -154,13 +154,7 @@ class UidList:
     def _write(self, uidvalidity: int, uidnext: int, uids: dict[str, int]) -> None:
         lines = [f"{_MAGIC} 1 V{uidvalidity} N{uidnext}\n"]
         lines += [f"{uid} {base}\n" for base, uid in sorted(uids.items(), key=lambda kv: kv[1])]
-        tmp = self.folder / f"{UIDLIST}.tmp.{os.getpid()}.{time.monotonic_ns()}"
-        with open(tmp, "wb") as f:
-            f.write("".join(lines).encode("utf-8", "surrogateescape"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path)
-        _fsync_dir(self.folder)
+        fsutil.atomic_write(self.path, "".join(lines).encode("utf-8", "surrogateescape"))
 
     def assign(self, bases: Iterable[str]) -> dict[str, int]:
         """Give each base without a UID the next UID, in the order given; returns
@@ -186,8 +180,8 @@ class UidList:
         try:
             size = os.fstat(fd).st_size
             if size == self.offset:
-                os.write(fd, data)
-                os.fsync(fd)
+                fsutil.write_all(fd, data)
+                fsutil.fsync_fd(fd)
                 self.offset = size + len(data)
                 return out
         finally:
