@@ -35,6 +35,7 @@ from mailsuite.handoff import IMessageSink, clean_incoming
 from mailsuite.queue.scheduler import QueueManager
 from mailsuite.queue.service import build_queue
 from mailsuite.smtp.policy import Policy
+from mailsuite.frontend import ConnectionCounts
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
 from mailsuite.store.maildir import MaildirStore, clean_tmp
 from mailsuite.tls import HandshakeGateFactory, ReloadableContextFactory, TLSConfigError, generate_self_signed
@@ -228,7 +229,7 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
         )
         # One count of connections per client IP for all listeners of a role (587 and
         # 465 together), taken once the TLS handshake of an implicit-TLS one is done.
-        per_ip: dict[str, int] = {}
+        connections = ConnectionCounts()
         for desc, implicit in [(d, False) for d in svc_cfg.listen] + [(d, True) for d in svc_cfg.listen_tls]:
             conf = SMTPFactoryConfig(
                 hostname=cfg.server.hostname,
@@ -248,7 +249,7 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
                 add_missing_headers=submission and cfg.submission.add_missing_headers,
             )
             suite.listener(
-                parent, desc, SMTPServerFactory(conf, per_ip), implicit,
+                parent, desc, SMTPServerFactory(conf, connections), implicit,
                 context=suite.tls_for(role), max_handshakes_per_ip=cfg.tls.max_handshakes_per_ip,
             )
 

@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 
 from mailsuite.auth.throttle import AuthRefused
 from mailsuite.directory.interface import DirectoryUnavailable
+from mailsuite.frontend import ConnectionCounts
 from mailsuite.pop3.server import (
     MaildropLocks,
     POP3Account,
@@ -101,7 +102,7 @@ def records(n: int) -> list[MessageRecord]:
 def connect(portal: Any = None, store: Any = None, throttle: Any = None) -> tuple[POP3Server, StringTransport]:
     conf = POP3FactoryConfig("mail.test", Svc(), store or FakeStore(FakeFolder(records(3))), portal or FakePortal(),
                              throttle, None, True, False)
-    factory = POP3ServerFactory(conf, {}, MaildropLocks())
+    factory = POP3ServerFactory(conf, ConnectionCounts(), MaildropLocks())
     proto = factory.buildProtocol(None)
     proto.callLater = task.Clock().callLater  # type: ignore[method-assign]
     transport = StringTransport()

@@ -25,15 +25,12 @@ transport is paused past a bound), so responses keep their order.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -42,6 +39,10 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from mailsuite.frontend import (
+    IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
+    SASLExchange, Slot, set_no_delay, start_tls,
+)
 from mailsuite.imap import parser as P
 from mailsuite.imap.commands import MailboxCommands
 from mailsuite.imap import wire
@@ -116,12 +117,20 @@ class IMAPFactoryConfig:
     spool_dir: Path | None = None  # where big APPEND literals are written while they arrive
 
 
+def _answer(outcome: Outcome) -> No:
+    """The tagged NO or BAD for a login or SASL outcome (frontend/answers.py)."""
+    kind, code, text = IMAP_ANSWERS[outcome]
+    return (Bad if kind == "BAD" else No)(text, code)
+
+
 class IMAPServerFactory(Factory):
     noisy = False
 
-    def __init__(self, conf: IMAPFactoryConfig) -> None:
+    def __init__(self, conf: IMAPFactoryConfig, connections: ConnectionCounts | None = None) -> None:
         self.conf = conf
-        self.per_ip: dict[str, int] = {}
+        # Connections per client IP; shared by the listeners (143 and 993).
+        self.connections = ConnectionCounts() if connections is None else connections
+        self.logins = LoginGate(conf.portal, conf.throttle, "imap")
         self.sessions: set["IMAPServer"] = set()
 
     def shutdown(self) -> None:
@@ -154,22 +163,6 @@ ANSWERED = object()  # a handler's result when it wrote the tagged response itse
 NO_EXPUNGE_REPORT = {"FETCH", "STORE", "SEARCH", "UID FETCH", "UID STORE", "UID SEARCH"}
 
 
-def _no_delay(transport: Any) -> None:
-    """TCP_NODELAY on the socket under any TLS/gate wrappers: without it a reply that
-    follows a small write waits for the peer's delayed ACK (~40 ms)."""
-    for _ in range(4):
-        if transport is None:
-            return
-        setter = getattr(transport, "setTcpNoDelay", None)
-        if setter is not None:
-            try:
-                setter(True)
-            except (OSError, socket.error):
-                pass
-            return
-        transport = getattr(transport, "transport", None)
-
-
 def _auth_failed() -> None:
     raise No("Authentication failed", "AUTHENTICATIONFAILED")
 
@@ -185,8 +178,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self.selected: Any = None
         self._logout: Callable[[], None] | None = None
         self.ip = ""
-        self._counted = False
-        self._buf = bytearray()
+        self._slot: Slot | None = None
+        self._buf = LineBuffer(conf.service.max_line_length, MAX_BUFFERED)
         self._segs: list[bytes] = []
         self._lits: list[bytes] = []
         self._seg_total = 0
@@ -195,9 +188,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self._lit_discard = False
         self._spool: SpooledLiteral | None = None  # a big APPEND literal being written
         self._reject: bytes | None = None  # response for a command being skipped
-        self._skip_line = False
         self._busy = False
-        self._paused = False
         self._closing = False
         self._errors = 0
         self._continuation: Callable[[bytes], None] | None = None  # AUTHENTICATE / IDLE
@@ -208,16 +199,14 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.ip = getattr(peer, "host", "") or ""
-        _no_delay(self.transport)
-        counts = self.factory.per_ip
-        if counts.get(self.ip, 0) >= self.svc.max_connections_per_ip:
+        set_no_delay(self.transport)
+        self._slot = self.factory.connections.admit(self.ip, self.svc.max_connections_per_ip)
+        if self._slot is None:
             log.warn("imap: connection from [{ip}] refused: too many connections", ip=self.ip)
             self.transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             self._closing = True
             self._hang_up()
             return
-        counts[self.ip] = counts.get(self.ip, 0) + 1
-        self._counted = True
         self.factory.sessions.add(self)
         try:
             # We produce big FETCH responses: the transport tells us when to wait.
@@ -232,12 +221,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self.setTimeout(None)
         self._closing = True
         self.factory.sessions.discard(self)
-        if self._counted:
-            counts = self.factory.per_ip
-            counts[self.ip] -= 1
-            if counts[self.ip] <= 0:
-                del counts[self.ip]
-            self._counted = False
+        if self._slot is not None:
+            self._slot.release()
         if self._lit_left or self._segs:
             if self._segs and self._segs[0][:40].upper().find(b"APPEND") >= 0:
                 log.info("imap: [{ip}] disconnected during APPEND; nothing stored", ip=self.ip)
@@ -322,20 +307,19 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
-        self._buf += data
+        self._buf.feed(data)
         self._process()
 
     def _process(self) -> None:
         buf = self._buf
         while not self._closing and buf and (not self._busy or self._continuation is not None):
             if self._lit_left:
-                take = min(self._lit_left, len(buf))
+                chunk = buf.take(self._lit_left)
                 if self._spool is not None:
-                    self._spool.write(buf[:take])
+                    self._spool.write(chunk)
                 elif not self._lit_discard:
-                    self._lit_chunks.append(bytes(buf[:take]))
-                del buf[:take]
-                self._lit_left -= take
+                    self._lit_chunks.append(chunk)
+                self._lit_left -= len(chunk)
                 if self._lit_left == 0:
                     if self._spool is not None:
                         self._spool.finish()
@@ -345,40 +329,23 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                         self._lits.append(b"".join(self._lit_chunks))
                     self._lit_chunks = []
                 continue
-            i = buf.find(b"\n")
-            if i < 0:
-                if len(buf) > self.svc.max_line_length:
-                    self._line_too_long(bytes(buf[:200]))
-                    buf.clear()
-                    self._skip_line = True
+            line = buf.next_line()
+            if line is None:
                 break
-            line = bytes(buf[:i])
-            del buf[: i + 1]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if self._skip_line:
-                self._skip_line = False
-                continue
-            if len(line) > self.svc.max_line_length:
+            if line is TOO_LONG:
                 if self._continuation is not None:
                     # An over-long AUTHENTICATE/IDLE answer: end that exchange (BAD).
                     step, self._continuation = self._continuation, None
                     step(b"*" * 2)
                     continue
-                self._line_too_long(line[:200])
+                self._line_too_long(buf.head)
                 continue
             if self._continuation is not None:
                 step, self._continuation = self._continuation, None
                 step(line)
                 continue
             self._line(line)
-        self._flow_control()
-
-    def _flow_control(self) -> None:
-        want = self._busy and self._continuation is None and len(self._buf) > MAX_BUFFERED
-        if want != self._paused and self.transport is not None:
-            self._paused = want
-            (self.transport.pauseProducing if want else self.transport.resumeProducing)()
+        buf.hold(self.transport, self._busy and self._continuation is None)
 
     def _line_too_long(self, head: bytes) -> None:
         tag = P.peek_tag_and_name(self._segs[0] if self._segs else head)[0]
@@ -581,18 +548,14 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         if self.tls:
             raise Bad("TLS already active")
         self.write(cmd.tag + b" OK Begin TLS negotiation now\r\n")
-        if self._buf:
-            # Plaintext pipelined behind STARTTLS must not run inside TLS (CVE-2011-0411 class).
-            log.warn("imap: [{ip}] discarded {n} bytes pipelined after STARTTLS", ip=self.ip, n=len(self._buf))
-            self._buf.clear()
-        self.transport.startTLS(self.conf.tls_context)
+        start_tls(self.transport, self.conf.tls_context, self._buf, "imap", self.ip)
         self.tls = True
         return ANSWERED
 
     def do_LOGIN(self, cmd: P.Command) -> defer.Deferred:
         if self._plaintext_refused():
             raise No("LOGIN is disabled before STARTTLS", "PRIVACYREQUIRED")
-        return self._authenticate(cmd.args["user"], cmd.args["password"])
+        return self._authenticate(Credentials(cmd.args["user"], cmd.args["password"]))
 
     def do_AUTHENTICATE(self, cmd: P.Command) -> defer.Deferred:
         mech = cmd.args["mechanism"]
@@ -602,102 +565,46 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             raise No("Authentication is disabled before STARTTLS", "PRIVACYREQUIRED")
         waiter: defer.Deferred = defer.Deferred()
 
-        def decode(line: bytes) -> bytes | None:
-            if line == b"*":
-                waiter.errback(Failure(Bad("AUTHENTICATE cancelled")))
-                return None
-            try:
-                return base64.b64decode(line, validate=True)
-            except (binascii.Error, ValueError):
-                waiter.errback(Failure(Bad("Invalid base64 in AUTHENTICATE")))
-                return None
-
-        def plain(data: bytes) -> None:
-            parts = data.split(b"\x00")
-            if len(parts) != 3:
-                waiter.errback(Failure(Bad("Malformed PLAIN response")))
+        def next_step(step: bytes | Credentials) -> None:
+            if isinstance(step, Credentials):
+                self._authenticate(step).chainDeferred(waiter)
                 return
-            _authzid, user, password = parts
-            self._authenticate(user, password).chainDeferred(waiter)
 
-        def ask(prompt: bytes, then: Callable[[bytes], None]) -> None:
-            def step(line: bytes) -> None:
-                data = decode(line)
-                if data is not None:
-                    then(data)
-
-            self._continuation = step
-            self.write(b"+ " + base64.b64encode(prompt) + b"\r\n")
-
-        def login_user(user: bytes) -> None:
-            ask(b"Password:", lambda password: self._authenticate(user, password).chainDeferred(waiter))
-
-        initial = cmd.args["initial"]
-        if mech == "PLAIN":
-            if initial is None:
-                ask(b"", plain)
-            else:
+            def respond(line: bytes) -> None:
                 try:
-                    plain(base64.b64decode(initial, validate=True))
-                except (binascii.Error, ValueError):
-                    raise Bad("Invalid base64 in AUTHENTICATE") from None
-        else:
-            if initial:
-                try:
-                    login_user(base64.b64decode(initial, validate=True))
-                except (binascii.Error, ValueError):
-                    raise Bad("Invalid base64 in AUTHENTICATE") from None
-            else:
-                ask(b"Username:", login_user)
+                    next_step(exchange.respond(line))
+                except SASLError as e:
+                    waiter.errback(Failure(_answer(e.outcome)))
+
+            self._continuation = respond
+            self.write(b"+ " + base64.b64encode(step) + b"\r\n")
+
+        try:
+            exchange = SASLExchange(mech)
+            next_step(exchange.start(cmd.args["initial"]))
+        except SASLError as e:
+            raise _answer(e.outcome) from None
         return waiter
 
-    def _authenticate(self, user: bytes, password: bytes) -> defer.Deferred:
-        login = user.decode("utf-8", "replace")
-        throttle = self.conf.throttle
-        creds = credentials.UsernamePassword(user, password)
-
-        def check(_: Any) -> defer.Deferred:
-            return self.conf.portal.login(creds, None, IIMAPAccount)
-
-        def refused(f: Failure) -> None:
-            from mailsuite.auth.throttle import AuthRefused
-
-            f.trap(AuthRefused)
-            log.info("imap: [{ip}] login {login!r} refused: cool-down", ip=self.ip, login=login[:64])
-            raise No("Too many failed logins; try again later", "UNAVAILABLE")
-
-        if throttle is not None:
-            d = throttle.before_auth(self.ip, login)
-            d.addCallbacks(check, refused)
-        else:
-            d = check(None)
-
-        def ok(result: tuple) -> str:
-            _iface, avatar, logout = result
-            if throttle is not None:
-                throttle.auth_succeeded(self.ip, login)
-            self.account = avatar
-            self._logout = logout
+    def _authenticate(self, creds: Credentials) -> defer.Deferred:
+        def ok(login: Any) -> str:
+            self.account = login.avatar
+            self._logout = login.logout
             self.state = "auth"
             self.setTimeout(self.svc.idle_timeout)
-            log.info("imap: [{ip}] login {user}", ip=self.ip, user=avatar.name)
+            log.info("imap: [{ip}] login {user}", ip=self.ip, user=login.name)
             self.write(b"* CAPABILITY " + self.capabilities() + b"\r\n")
             return "Logged in"
 
-        def failed(f: Failure) -> None:
-            if f.check(No):
-                return f
-            if f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
-                if throttle is not None:
-                    throttle.auth_failed(self.ip, login, proto="imap")
-                    raise No("Authentication failed", "AUTHENTICATIONFAILED")
+        def failed(f: Failure) -> Any:
+            f.trap(LoginFailed)
+            outcome = f.value.outcome
+            if outcome is Outcome.INVALID and self.conf.throttle is None:
                 # Without the shared throttle, slow every failure down on this connection.
                 from twisted.internet import reactor, task
 
                 self._errors += 1
                 return task.deferLater(reactor, min(self._errors, 5), _auth_failed)
-            return f
+            raise _answer(outcome)
 
-        d.addCallbacks(ok, failed)
-        return d
-
+        return self.factory.logins.login(self.ip, creds, IIMAPAccount).addCallbacks(ok, failed)

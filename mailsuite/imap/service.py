@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.application import service
 
+from mailsuite.frontend import ConnectionCounts
 from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.server import IIMAPAccount, IMAPFactoryConfig, IMAPServerFactory
 
@@ -49,6 +50,7 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
     shutdown.setServiceParent(parent)
     tls_for = getattr(suite, "tls_for", None)
     ctx = tls_for("imap") if tls_for is not None else suite.tls
+    connections = ConnectionCounts()  # one count per client IP for 143 and 993 together
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
         conf = IMAPFactoryConfig(
             hostname=cfg.server.hostname,
@@ -64,6 +66,6 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
         extra = {}
         if implicit and tls_for is not None:
             extra = {"context": ctx, "max_handshakes_per_ip": cfg.tls.max_handshakes_per_ip}
-        factory = IMAPServerFactory(conf)
+        factory = IMAPServerFactory(conf, connections)
         shutdown.factories.append(factory)
         suite.listener(parent, desc, factory, implicit, **extra)

@@ -39,19 +39,19 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 import base64
-import binascii
-import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer, interfaces, protocol, reactor, tcp
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from mailsuite.directory.interface import DirectoryUnavailable
+from mailsuite.frontend import (
+    POP3_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
+    SASLExchange, Slot, set_no_delay, start_tls,
+)
 from mailsuite.pop3.stream import CHUNK, encode_all, iter_encoded, top_lines
 from mailsuite.store.errors import MessageGone
 
@@ -107,10 +107,11 @@ class POP3FactoryConfig:
 class POP3ServerFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, conf: POP3FactoryConfig, per_ip: dict[str, int], locks: MaildropLocks) -> None:
+    def __init__(self, conf: POP3FactoryConfig, connections: ConnectionCounts, locks: MaildropLocks) -> None:
         self.conf = conf
-        self.per_ip = per_ip
+        self.connections = connections  # per client IP, shared by 110 and 995
         self.locks = locks
+        self.logins = LoginGate(conf.portal, conf.throttle, "pop3")
 
     def buildProtocol(self, addr: Any) -> "POP3Server":
         p = POP3Server(self.conf)
@@ -186,17 +187,15 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self.state = AUTHORIZATION
         self.ip = ""
         self.tls = conf.implicit_tls
-        self._buffer = b""
-        self._discarding = False
+        self._buffer = LineBuffer(conf.service.max_line_length, _MAX_BUFFERED)
         self._busy = False
         self._processing = False
-        self._paused = False
         self._closing = False
-        self._counted_ip: str | None = None
+        self._slot: Slot | None = None
         self._errors = 0
         self._auth_failures = 0
         self._user: bytes | None = None
-        self._sasl: Callable[[bytes], Any] | None = None
+        self._sasl: Callable[[bytes], Any] | None = None  # the next step of AUTH
         self.account: str | None = None
         self._logout: Callable[[], None] | None = None
         self._folder: Any = None
@@ -215,18 +214,13 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.ip = getattr(peer, "host", "") or ""
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError, socket.error):
-            pass
-        counts = self.factory.per_ip
-        if counts.get(self.ip, 0) >= self.svc.max_connections_per_ip:
+        set_no_delay(self.transport)
+        self._slot = self.factory.connections.admit(self.ip, self.svc.max_connections_per_ip)
+        if self._slot is None:
             log.warn("pop3: connection from [{ip}] refused: too many connections", ip=self.ip)
             self._send(b"-ERR [SYS/TEMP] Too many connections from your address")
             self._close()
             return
-        counts[self.ip] = counts.get(self.ip, 0) + 1
-        self._counted_ip = self.ip
         self._direct = type(self.transport) is tcp.Server
         self.setTimeout(self.svc.idle_timeout)
         self._send(b"+OK mailsuite POP3 server ready.")
@@ -234,12 +228,8 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
         self._closing = True
-        if self._counted_ip is not None:
-            counts = self.factory.per_ip
-            counts[self._counted_ip] -= 1
-            if counts[self._counted_ip] <= 0:
-                del counts[self._counted_ip]
-            self._counted_ip = None
+        if self._slot is not None:
+            self._slot.release()
         if self.state != UPDATE:
             if self._folder is not None and self._deleted:
                 log.info("pop3: {user} [{ip}] disconnected without QUIT: {n} deletion(s) not done",
@@ -312,7 +302,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
-        self._buffer += data
+        self._buffer.feed(data)
         self._process()
 
     def _process(self) -> None:
@@ -320,33 +310,19 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             return
         self._processing = True
         try:
-            limit = self.svc.max_line_length
-            while not self._busy and not self._closing and self._buffer:
-                i = self._buffer.find(b"\n")
-                if i < 0:
-                    if len(self._buffer) > limit:
-                        self._buffer = b""
-                        self._discarding = True
-                        self._bad(b"-ERR Line too long.", "line too long")
+            buffer = self._buffer
+            while not self._busy and not self._closing and buffer:
+                line = buffer.next_line()
+                if line is None:
                     break
-                line, self._buffer = self._buffer[:i], self._buffer[i + 1 :]
-                if self._discarding:
-                    self._discarding = False
-                    continue
-                if len(line) > limit:
+                if line is TOO_LONG:
                     self._bad(b"-ERR Line too long.", "line too long")
                     continue
-                if line.endswith(b"\r"):
-                    line = line[:-1]
                 self._line(line)
         finally:
             self._processing = False
-        if self._busy and len(self._buffer) > _MAX_BUFFERED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif self._paused and not self._busy:
-            self._paused = False
-            self.transport.resumeProducing()
+        if not self._closing:
+            self._buffer.hold(self.transport, self._busy)
 
     def _bad(self, reply: bytes, why: str) -> None:
         """An -ERR for bad input: logged, counted, and the connection closed at the limit."""
@@ -449,11 +425,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         if self.conf.tls_context is None:
             raise _Reply("TLS is not available on this server.")
         self._send(b"+OK Begin TLS negotiation now.")
-        if self._buffer:
-            # Bytes sent before the handshake must not count as commands (RFC 2595 4).
-            log.warn("pop3: [{ip}] discarded {n} bytes pipelined after STLS", ip=self.ip, n=len(self._buffer))
-            self._buffer = b""
-        self.transport.startTLS(self.conf.tls_context)
+        start_tls(self.transport, self.conf.tls_context, self._buffer, "pop3", self.ip)
         self.tls = True
         self._direct = False
         self._user = None
@@ -474,7 +446,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             raise _Reply("Give USER first.")
         user, self._user = self._user, None
         # RFC 1939 7: the password may contain spaces; only the CRLF ends it.
-        return self._login(user, arg)
+        return self._login(Credentials(user, arg))
 
     def do_APOP(self, arg: bytes) -> None:
         raise _Reply("APOP is not supported.")
@@ -489,67 +461,41 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             return None
         if mech.upper() != b"PLAIN":
             raise _Reply("Unsupported authentication mechanism.")
-        if initial:
-            return self._plain(initial.strip())
-        self._send(b"+ ")
-        self._sasl = self._plain
+        exchange = SASLExchange(mech)
+        return self._sasl_step(exchange, lambda: exchange.start(initial.strip() or None))
+
+    def _sasl_step(self, exchange: SASLExchange, step: Callable[[], bytes | Credentials]) -> Any:
+        """Run one step of an AUTH exchange: a challenge (``+ ``) or the login."""
+        try:
+            result = step()
+        except SASLError as e:
+            raise _Reply(POP3_ANSWERS[e.outcome][len(b"-ERR "):].decode()) from None
+        if isinstance(result, Credentials):
+            return self._login(result)
+        self._send(b"+ " + base64.b64encode(result))
+        self._sasl = lambda line: self._sasl_step(exchange, lambda: exchange.respond(line))
         return None
 
-    def _plain(self, response: bytes) -> Any:
-        if response == b"*":
-            raise _Reply("Authentication cancelled.")
-        if response == b"=":
-            response = b""
-        try:
-            decoded = base64.b64decode(response, validate=True)
-        except (binascii.Error, ValueError):
-            raise _Reply("Invalid base64 data.") from None
-        parts = decoded.split(b"\x00")
-        if len(parts) != 3 or not parts[1]:
-            raise _Reply("[AUTH] Invalid PLAIN response.")
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
-            raise _Reply("[AUTH] Logging in as another user is not allowed.")
-        return self._login(authcid, password)
+    def _login(self, creds: Credentials) -> defer.Deferred:
+        d = self.factory.logins.login(self.ip, creds, IPOP3Account)
+        return d.addCallbacks(self._authenticated, self._auth_failed)
 
-    def _login(self, user: bytes, password: bytes) -> defer.Deferred:
-        login = user.decode("utf-8", "replace")
-        throttle = self.conf.throttle
-        d = throttle.before_auth(self.ip, login) if throttle is not None else defer.succeed(None)
-        d.addCallback(lambda _: self.conf.portal.login(credentials.UsernamePassword(user, password), None, IPOP3Account))
-        return d.addCallbacks(self._authenticated, self._auth_failed, errbackArgs=(login,))
-
-    def _auth_failed(self, failure: Failure, login: str) -> None:
+    def _auth_failed(self, failure: Failure) -> None:
+        failure.trap(LoginFailed)
         if self._closing:
             return
-        from mailsuite.auth.throttle import AuthRefused
-
-        if failure.check(AuthRefused):
-            log.info("pop3: [{ip}] login {user} refused: cool-down", ip=self.ip, user=login[:64])
-            self._send(b"-ERR [AUTH] Too many authentication failures; try again later.")
+        outcome = failure.value.outcome
+        self._send(POP3_ANSWERS[outcome])
+        if outcome is Outcome.REFUSED:
             self._close()
-            return
-        if failure.check(DirectoryUnavailable):
-            log.warn("pop3: [{ip}] directory unavailable: {e}", ip=self.ip, e=failure.getErrorMessage())
-            self._send(b"-ERR [SYS/TEMP] Authentication is temporarily unavailable; try again later.")
-            return
-        if not failure.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
-            log.failure("pop3: authentication error", failure)
-            self._send(b"-ERR [SYS/TEMP] Internal error; try again later.")
-            return
-        if self.conf.throttle is not None:
-            self.conf.throttle.auth_failed(self.ip, login, proto="pop3")
-        self._auth_failures += 1
-        self._send(b"-ERR [AUTH] Authentication failed.")
-        if self._auth_failures >= _MAX_AUTH_FAILURES:
-            log.info("pop3: [{ip}] {n} failed logins; closing", ip=self.ip, n=self._auth_failures)
-            self._close()
+        elif outcome is Outcome.INVALID:
+            self._auth_failures += 1
+            if self._auth_failures >= _MAX_AUTH_FAILURES:
+                log.info("pop3: [{ip}] {n} failed logins; closing", ip=self.ip, n=self._auth_failures)
+                self._close()
 
-    def _authenticated(self, result: tuple[Any, Any, Callable[[], None]]) -> Any:
-        _iface, avatar, logout = result
-        account = avatar.name
-        if self.conf.throttle is not None:
-            self.conf.throttle.auth_succeeded(self.ip, account)
+    def _authenticated(self, login: Any) -> Any:
+        account, logout = login.name, login.logout
         if self._closing:
             logout()
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailsuite.frontend import ConnectionCounts
 from mailsuite.pop3.server import IPOP3Account, MaildropLocks, POP3Account, POP3FactoryConfig, POP3ServerFactory
 
 
@@ -15,7 +16,7 @@ def add_services(suite: Any, parent: Any) -> None:
     if not (svc.listen or svc.listen_tls):
         return
     suite.realm.register(IPOP3Account, lambda account: POP3Account(account.name))
-    per_ip: dict[str, int] = {}
+    connections = ConnectionCounts()
     locks = MaildropLocks()
     tls = suite.tls_for("pop3") if hasattr(suite, "tls_for") else suite.tls
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
@@ -29,7 +30,7 @@ def add_services(suite: Any, parent: Any) -> None:
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
         )
-        factory = POP3ServerFactory(conf, per_ip, locks)
+        factory = POP3ServerFactory(conf, connections, locks)
         if implicit:
             suite.listener(parent, desc, factory, True, context=tls,
                            max_handshakes_per_ip=cfg.tls.max_handshakes_per_ip)

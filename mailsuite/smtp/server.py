@@ -25,15 +25,12 @@ and a handshake that does not finish in ``tls.handshake_timeout`` is aborted.
 from __future__ import annotations
 
 import base64
-import binascii
-import socket
 import time
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, Callable
 
-from twisted.cred import credentials, error as cred_error
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener
@@ -43,7 +40,10 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from mailsuite.auth.throttle import AuthRefused
+from mailsuite.frontend import (
+    SMTP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
+    SASLExchange, Slot, set_no_delay, start_tls,
+)
 from mailsuite.handoff import (Envelope, IMessageSink, IncomingMessage, PermanentFailure, TemporaryFailure,
                                new_queue_id)
 from mailsuite.smtp.address import BadPath, parse_path
@@ -83,13 +83,18 @@ class SMTPFactoryConfig:
     add_missing_headers: bool = False  # Message-ID and Date (submission)
 
 
+def _answer(outcome: Outcome) -> Reply:
+    return Reply(*SMTP_ANSWERS[outcome])
+
+
 class SMTPServerFactory(Factory):
     noisy = False
 
-    def __init__(self, conf: SMTPFactoryConfig, per_ip: dict[str, int] | None = None) -> None:
+    def __init__(self, conf: SMTPFactoryConfig, connections: ConnectionCounts | None = None) -> None:
         self.conf = conf
         # Connections per client IP; shared by the listeners of one role (587 + 465).
-        self.per_ip: dict[str, int] = {} if per_ip is None else per_ip
+        self.connections = ConnectionCounts() if connections is None else connections
+        self.logins = LoginGate(conf.portal, conf.throttle, "smtp")
 
     def buildProtocol(self, addr: Any) -> "SMTPServer":
         p = SMTPServer(self.conf, self)
@@ -103,17 +108,15 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.conf = conf
         self.svc = conf.service
         self.session: Session | None = None
-        self._buffer = b""
+        self._buffer = LineBuffer(MAX_COMMAND_LINE - 2, MAX_BUFFERED)
         self._busy = False
         self._closing = False
-        self._skip_line = False
         self._errors = 0
         self._data: DataReader | None = None
         self._incoming: IncomingMessage | None = None
         self._queue_id = ""
         self._auth_step: Callable[[bytes], None] | None = None
-        self._paused = False
-        self._counted_ip: str | None = None
+        self._slot: Slot | None = None
         self._tls_pending = False  # a TLS handshake is under way
         self._auth_refusals = 0
         self._headers: HeaderScanner | None = None
@@ -124,19 +127,14 @@ class SMTPServer(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         ip = getattr(peer, "host", "") or ""
         self.session = Session(client_ip=ip, submission=self.conf.submission)
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError, socket.error):
-            pass
-        counts = self.factory.per_ip
-        if counts.get(ip, 0) >= self.svc.max_connections_per_ip:
+        set_no_delay(self.transport)
+        self._slot = self.factory.connections.admit(ip, self.svc.max_connections_per_ip)
+        if self._slot is None:
             log.warn("smtp: connection from [{ip}] refused: too many connections", ip=ip)
             self._send(Reply(421, "4.7.0", f"{self.conf.hostname} Too many connections from your address"))
             self.transport.loseConnection()
             self._closing = True
             return
-        counts[ip] = counts.get(ip, 0) + 1
-        self._counted_ip = ip
         self.setTimeout(self.svc.command_timeout)
         if self.conf.implicit_tls:
             # Behind the handshake gate (tls.py) the handshake is already done; without
@@ -162,12 +160,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         if self._tls_pending and self.session is not None:
             log.info("smtp: [{ip}] TLS handshake failed: {why}", ip=self.session.client_ip,
                      why=reason.getErrorMessage() if reason is not None else "connection lost")
-        if self._counted_ip is not None:
-            counts = self.factory.per_ip
-            counts[self._counted_ip] -= 1
-            if counts[self._counted_ip] <= 0:
-                del counts[self._counted_ip]
-            self._counted_ip = None
+        if self._slot is not None:
+            self._slot.release()
         if self._incoming is not None:
             log.info(
                 "smtp: {qid}: client [{ip}] disconnected during DATA; message discarded",
@@ -202,7 +196,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
-        self._buffer += data
+        self._buffer.feed(data)
         self._process()
 
     def _process(self) -> None:
@@ -211,31 +205,14 @@ class SMTPServer(Protocol, TimeoutMixin):
             if self._data is not None:
                 self._feed_data()
                 continue
-            i = self._buffer.find(b"\n")
-            if i < 0:
-                if len(self._buffer) > MAX_COMMAND_LINE:
-                    if not self._skip_line:
-                        self._command_error(Reply(500, "5.5.2", "Error: line too long"), "line too long")
-                    self._skip_line = True
-                    self._buffer = b""
+            line = self._buffer.next_line()
+            if line is None:
                 break
-            line, self._buffer = self._buffer[:i], self._buffer[i + 1 :]
-            if self._skip_line:  # the tail of an over-long line
-                self._skip_line = False
-                continue
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) + 2 > MAX_COMMAND_LINE:
+            if line is TOO_LONG:
                 self._command_error(Reply(500, "5.5.2", "Error: line too long"), "line too long")
                 continue
             self._line(line)
-        self._flow_control()
-
-    def _flow_control(self) -> None:
-        want_pause = self._busy and len(self._buffer) > MAX_BUFFERED
-        if want_pause != self._paused and self.transport is not None:
-            self._paused = want_pause
-            (self.transport.pauseProducing if want_pause else self.transport.resumeProducing)()
+        self._buffer.hold(self.transport, self._busy)
 
     def _line(self, raw: bytes) -> None:
         if self._auth_step is not None:
@@ -449,12 +426,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if s.auth_user:
             raise Reply(503, "5.5.1", "Error: already authenticated")
         self._send(Reply(220, "2.0.0", "Ready to start TLS"))
-        if self._buffer:
-            # Plaintext sent behind STARTTLS must not run inside the TLS session
-            # (CVE-2011-0411 class): throw it away.
-            log.warn("smtp: [{ip}] discarded {n} bytes pipelined after STARTTLS", ip=s.client_ip, n=len(self._buffer))
-            self._buffer = b""
-        self.transport.startTLS(self.conf.tls_context)
+        start_tls(self.transport, self.conf.tls_context, self._buffer, "smtp", s.client_ip)
         self._tls_pending = True
         self.setTimeout(self.conf.handshake_timeout)
         # RFC 3207 4.2: forget everything learnt before TLS.
@@ -476,117 +448,55 @@ class SMTPServer(Protocol, TimeoutMixin):
         if not s.tls and not self.conf.allow_plaintext_auth:
             raise Reply(530, "5.7.0", "Must issue a STARTTLS command first")
         mech, _, initial = arg.partition(" ")
-        mech = mech.upper()
-        if mech not in ("PLAIN", "LOGIN"):
-            raise Reply(504, "5.5.4", "Unrecognized authentication type")
         waiter: defer.Deferred = defer.Deferred()
-        if mech == "PLAIN":
-            if initial:
-                self._auth_plain(initial.encode(), waiter)
-            else:
-                self._challenge(b"", lambda line: self._auth_plain(line, waiter), waiter)
-        else:
-            if initial and initial != "=":
-                self._auth_login_user(initial.encode(), waiter)
-            else:
-                self._challenge(b"Username:", lambda line: self._auth_login_user(line, waiter), waiter)
+        try:
+            exchange = SASLExchange(mech)
+            self._auth_next(exchange, exchange.start(initial.encode() if initial else None), waiter)
+        except SASLError as e:
+            raise _answer(e.outcome) from None
         return waiter
 
-    def _challenge(self, prompt: bytes, step: Callable[[bytes], None], waiter: defer.Deferred) -> None:
-        self.transport.write(b"334 " + base64.b64encode(prompt) + b"\r\n")
-        self._auth_step = step
-
-    def _decode_b64(self, line: bytes, waiter: defer.Deferred) -> bytes | None:
-        line = line.strip()
-        if line == b"*":
-            self._auth_done(waiter, Reply(501, "5.7.0", "Authentication cancelled"))
-            return None
-        try:
-            return base64.b64decode(line, validate=True)
-        except (binascii.Error, ValueError):
-            self._auth_done(waiter, Reply(501, "5.5.2", "Cannot decode response"))
-            return None
-
-    def _auth_plain(self, line: bytes, waiter: defer.Deferred) -> None:
-        raw = self._decode_b64(line, waiter)
-        if raw is None:
+    def _auth_next(self, exchange: SASLExchange, step: bytes | Credentials, waiter: defer.Deferred) -> None:
+        """Send the next challenge (334) or, with the credentials complete, log in."""
+        if isinstance(step, Credentials):
+            self._login(step, waiter)
             return
-        parts = raw.split(b"\x00")
-        if len(parts) != 3:
-            self._auth_done(waiter, Reply(501, "5.5.2", "Malformed PLAIN response"))
-            return
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
-            # RFC 4616 2: acting for another identity needs a right nobody here has.
-            log.info("smtp: [{ip}] AUTH PLAIN as {authz!r} for {authc!r} refused", ip=self.session.client_ip,
-                     authz=authzid[:64], authc=authcid[:64])
-            self._auth_done(waiter, Reply(535, "5.7.8", "Authentication credentials invalid"))
-            return
-        self._login(authcid, password, waiter)
 
-    def _auth_login_user(self, line: bytes, waiter: defer.Deferred) -> None:
-        user = self._decode_b64(line, waiter)
-        if user is None:
-            return
-        self._challenge(b"Password:", lambda l2: self._auth_login_pass(user, l2, waiter), waiter)
+        def respond(line: bytes) -> None:
+            try:
+                self._auth_next(exchange, exchange.respond(line), waiter)
+            except SASLError as e:
+                self._auth_done(waiter, _answer(e.outcome))
 
-    def _auth_login_pass(self, user: bytes, line: bytes, waiter: defer.Deferred) -> None:
-        password = self._decode_b64(line, waiter)
-        if password is None:
-            return
-        self._login(user, password, waiter)
+        self.transport.write(b"334 " + base64.b64encode(step) + b"\r\n")
+        self._auth_step = respond
 
-    def _login(self, user: bytes, password: bytes, waiter: defer.Deferred) -> None:
-        creds = credentials.UsernamePassword(user, password)
-        login_text = user.decode("utf-8", "replace")
+    def _login(self, creds: Credentials, waiter: defer.Deferred) -> None:
         ip = self.session.client_ip
-        throttle = self.conf.throttle
-        # The throttle delays the answer for a login or IP with recent failures, and
-        # refuses it outright (without checking the password) during a cool-down.
-        d = throttle.before_auth(ip, login_text) if throttle is not None else defer.succeed(None)
-        d.addCallback(lambda _: self.conf.portal.login(creds, None, ISMTPAvatar))
 
-        def ok(result: Any) -> None:
-            _iface, avatar, logout = result
-            self.session.auth_user = getattr(avatar, "name", None) or login_text
-            if throttle is not None:
-                throttle.auth_succeeded(ip, login_text)
-            log.info("smtp: [{ip}] authenticated as {user}", ip=ip, user=self.session.auth_user)
+        def ok(login: Any) -> None:
+            self.session.auth_user = login.name
+            log.info("smtp: [{ip}] authenticated as {user}", ip=ip, user=login.name)
             self._auth_done(waiter, Reply(235, "2.7.0", "Authentication successful"))
 
         def bad(f: Failure) -> None:
-            from mailsuite.directory.interface import DirectoryUnavailable
-
+            f.trap(LoginFailed)
             if self.transport is None or self._closing:
                 if not waiter.called:
                     waiter.callback(None)
                 return
-            if f.check(AuthRefused):
+            failure = f.value
+            if failure.outcome is Outcome.REFUSED:
                 self._auth_refusals += 1
-                log.info("smtp: [{ip}] AUTH refused during a cool-down ({why})", ip=ip, why=str(f.value))
                 if self._auth_refusals > 1:
                     self._auth_close(waiter)
-                else:
-                    self._auth_done(waiter, Reply(454, "4.7.0", "Too many authentication failures, try again later"))
-                return
-            if f.check(DirectoryUnavailable):
-                self._auth_done(waiter, Reply(454, "4.7.0", "Temporary authentication failure"))
-                return
-            if not f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
-                # A fault of ours, not a wrong password: temporary, and not counted.
-                log.failure("smtp: AUTH error", f)
-                self._auth_done(waiter, Reply(454, "4.7.0", "Temporary authentication failure"))
-                return
-            if throttle is None:
-                log.info("smtp: [{ip}] authentication failed for {user}", ip=ip, user=login_text[:64])
-            else:
-                throttle.auth_failed(ip, login_text, proto="smtp")
-                if throttle.is_refused(ip, login_text):
-                    self._auth_close(waiter)
                     return
-            self._auth_done(waiter, Reply(535, "5.7.8", "Authentication credentials invalid"))
+            elif failure.refused_now:
+                self._auth_close(waiter)
+                return
+            self._auth_done(waiter, _answer(failure.outcome))
 
-        d.addCallbacks(ok, bad)
+        self.factory.logins.login(ip, creds, ISMTPAvatar).addCallbacks(ok, bad)
 
     def _auth_close(self, waiter: defer.Deferred) -> None:
         """421 and close: this client keeps failing (or keeps trying while refused)."""
@@ -637,8 +547,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _feed_data(self) -> None:
         assert self._data is not None
-        fed = self._data.feed(self._buffer)
-        self._buffer = b""
+        fed = self._data.feed(self._buffer.take_all())
         body = fed.body
         if self._headers is not None and not self._data.rejected:
             body = self._headers.feed(body)
@@ -652,7 +561,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                 self._incoming.discard()
                 self._incoming = None
         if fed.finished:
-            self._buffer = fed.rest
+            self._buffer.unread(fed.rest)
             self._end_of_data()
 
     def _end_data_state(self) -> None:
