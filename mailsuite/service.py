@@ -28,6 +28,7 @@ from mailsuite.auth.portal import make_portal
 from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
 from mailsuite.dns import resolver as dns_resolver
+from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
 from mailsuite.directory.interface import IDirectory
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import LocalDelivery
@@ -206,8 +207,16 @@ def build_suite(cfg: config_mod.Config) -> Suite:
     resolver = dns_resolver.from_config(cfg.dns, reactor)
     store = MaildirStore(cfg.mail_dir)
     local = LocalDelivery(store)
-    queue = build_queue(cfg, local, directory, resolver, reactor)
-    dispatcher = Dispatcher(local, queue)
+    # DKIM: our own users' mail and our DSNs are signed once, as they enter.
+    keyring = KeyRing(cfg.dkim, cfg.server.data_dir, cfg.server.domains)
+    for line in keyring.problems:
+        log.warn("{line}", line=line)
+
+    def signing(inner: IMessageSink) -> IMessageSink:
+        return SigningSink(inner, keyring, SignPolicy(cfg.server.relay_networks), workers.run)
+
+    queue = build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing)
+    dispatcher = signing(Dispatcher(local, queue))
     return Suite(
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),

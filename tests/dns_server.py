@@ -14,6 +14,9 @@ an empty answer.  ``[0, ""]`` is a null MX.  TXT values longer than 255 bytes ar
 sent as several strings of one record (as a 2048-bit DKIM key is published).  TLSA
 is ``[usage, selector, matching type, hex data]``; ``"AD": true`` sets the
 authenticated-data bit on answers for that name, as a validating resolver would.
+``python tests/dns_server.py 53 ZONE.json 127.0.53.7`` serves port 53 of another
+loopback address instead, for programs that only ask the resolv.conf servers
+(opendkim-testmsg, dkimverify; see tests/test_dkim_sign.py).
 A top-level ``"*DROP*": true`` makes the server ignore every query (timeouts).
 The zone file is read again on every query, so a test can change it while the
 server runs.  Prints "ready" once listening on 127.0.0.1:PORT (UDP and TCP).
@@ -100,12 +103,13 @@ class ZoneServerFactory(server.DNSServerFactory):
 
 def main() -> None:
     port, path = int(sys.argv[1]), sys.argv[2]
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     factory = ZoneServerFactory(path)
     factory.noisy = False
     proto = dns.DNSDatagramProtocol(factory)
     proto.noisy = False
-    reactor.listenUDP(port, proto, interface="127.0.0.1")
-    reactor.listenTCP(port, factory, interface="127.0.0.1")
+    reactor.listenUDP(port, proto, interface=host)
+    reactor.listenTCP(port, factory, interface=host)
     print("ready", flush=True)
     reactor.run()
 

@@ -91,13 +91,18 @@ class Sink:
 
 
 class DNS:
-    def __init__(self, root: Path, zone: dict[str, Any]) -> None:
+    """tests/dns_server.py in a child process on 127.0.0.1:<free port>, or on
+    ``host``:``port`` when given (port 53 of a spare loopback address for programs
+    that read /etc/resolv.conf)."""
+
+    def __init__(self, root: Path, zone: dict[str, Any], host: str = "127.0.0.1", port: int | None = None) -> None:
         self.zone_path = root / "zone.json"
         root.mkdir(parents=True, exist_ok=True)
         self.set(zone)
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "dns_server.py"), str(self.port), str(self.zone_path)],
+            [sys.executable, str(HERE / "dns_server.py"), str(self.port), str(self.zone_path), host],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else b""
@@ -106,7 +111,7 @@ class DNS:
 
     @property
     def server(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def set(self, zone: dict[str, Any]) -> None:
         tmp = self.zone_path.with_suffix(".tmp")

@@ -93,6 +93,7 @@ class QueueManager(service.Service):
         router: Router,
         reactor: Any = None,
         clock: Callable[[], float] = time.time,
+        wrap_dsn_sink: Callable[[Any], Any] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -105,7 +106,10 @@ class QueueManager(service.Service):
         self.directory = directory
         # DSNs enter like any message: local senders' through local delivery at once,
         # remote ones into this queue.
+        # (wrapped by the DKIM signer: DSNs leave signed, like our users' mail).
         self.dsn_sink = Dispatcher(local, self)
+        if wrap_dsn_sink is not None:
+            self.dsn_sink = wrap_dsn_sink(self.dsn_sink)
         self.relay = relay
         self.router = router
         self.reactor = reactor

@@ -13,11 +13,13 @@ from mailsuite.queue.route import Router, read_auth_file
 from mailsuite.queue.scheduler import QueueManager
 
 
-def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, reactor: Any) -> QueueManager:
-    """``resolver``: the suite's one DNS resolver (mailsuite.dns) for MX lookups."""
+def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, reactor: Any,
+                wrap_dsn_sink: Any = None) -> QueueManager:
+    """``resolver``: the suite's one DNS resolver (mailsuite.dns) for MX lookups;
+    ``wrap_dsn_sink``: wraps the sink DSNs enter by (DKIM signing)."""
     relay_cfg = cfg.relay
     auth = read_auth_file(relay_cfg.smarthost_auth_file) if relay_cfg.smarthost_auth_file else None
     router = Router(relay_cfg, auth)
     mx = MXResolver(resolver)
     relay = Relay(relay_cfg, cfg.server.hostname, mx, reactor=reactor)
-    return QueueManager(cfg, local, directory, relay, router, reactor=reactor)
+    return QueueManager(cfg, local, directory, relay, router, reactor=reactor, wrap_dsn_sink=wrap_dsn_sink)
