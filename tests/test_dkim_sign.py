@@ -120,7 +120,7 @@ def test_oversigned_header_list() -> None:
 
 def test_who_counts_as_our_own_sender() -> None:
     import ipaddress
-    from mailsuite.queue.envelope import Envelope
+    from mailsuite.handoff import Envelope
 
     policy = SignPolicy((ipaddress.ip_network("10.1.0.0/16"),))
     assert policy.is_ours(Envelope("Q", "a@x", ("b@y",), client_ip="192.0.2.1", auth_user="alice@example.test"))
