@@ -152,6 +152,15 @@ class SMTPConfig(SMTPListenerConfig):
     listen: tuple[str, ...] = ("tcp:25",)
     # AUTH on the MX port: off, users submit on 587/465.
     offer_auth: bool = False
+    # SPF, DKIM, ARC and DMARC checks of mail from the world (not of authenticated
+    # or relay_networks clients), with one Authentication-Results field added.
+    check_authentication: bool = True
+    # DMARC p=reject failing: "reject" (550 5.7.1 after DATA) or "junk" (the
+    # recipients' Junk folder).  p=quarantine always goes to Junk.
+    dmarc_reject_action: Literal["reject", "junk"] = "reject"
+    # SPF "fail" (-all) without any DKIM pass (and no DMARC pass): "reject" (550 5.7.1),
+    # "junk", or "none" (only recorded in Authentication-Results).
+    spf_fail_action: Literal["reject", "junk", "none"] = "reject"
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ class Envelope:
     client_ip: str = ""
     helo: str = ""
     auth_user: str = ""
+    # The folder local copies go to ("" = INBOX): "Junk" when the sender checks
+    # (mailsuite.mailauth.inbound) say quarantine.  Kept in the spool record.
+    folder: str = ""
     arrival: float = field(default_factory=time.time)
 
 

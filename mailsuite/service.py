@@ -29,6 +29,7 @@ from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
 from mailsuite.dns import resolver as dns_resolver
 from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
+from mailsuite.mailauth.inbound import AuthChecker, CheckingSink, EnvelopeFolderFilter, InboundPolicy
 from mailsuite.directory.interface import IDirectory
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import LocalDelivery
@@ -206,7 +207,7 @@ def build_suite(cfg: config_mod.Config) -> Suite:
     # store -> local delivery -> queue -> dispatcher -> the SMTP listeners.
     resolver = dns_resolver.from_config(cfg.dns, reactor)
     store = MaildirStore(cfg.mail_dir)
-    local = LocalDelivery(store)
+    local = LocalDelivery(store, filters=[EnvelopeFolderFilter()])
     # DKIM: our own users' mail and our DSNs are signed once, as they enter.
     keyring = KeyRing(cfg.dkim, cfg.server.data_dir, cfg.server.domains)
     for line in keyring.problems:
@@ -217,6 +218,13 @@ def build_suite(cfg: config_mod.Config) -> Suite:
 
     queue = build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing)
     dispatcher = signing(Dispatcher(local, queue))
+    if cfg.smtp.check_authentication:
+        # Mail from the world is checked (SPF, DKIM, ARC, DMARC) before it is signed or
+        # delivered; our own senders pass through both wrappers' exemptions.
+        checker = AuthChecker(resolver, workers.run, InboundPolicy(
+            cfg.server.hostname, cfg.smtp.dmarc_reject_action, cfg.smtp.spf_fail_action))
+        dispatcher = CheckingSink(dispatcher, checker, SignPolicy(cfg.server.relay_networks), workers.run,
+                                  cfg.server.hostname)
     return Suite(
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),

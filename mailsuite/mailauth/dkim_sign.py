@@ -22,9 +22,7 @@ other call of dkimpy's untouched.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
-from email.utils import getaddresses
 from typing import Any, Callable
 
 import dkim
@@ -35,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailsuite.mailauth.dkim_keys import DKIMKey, DKIMKeyError, load
+from mailsuite.mailauth.headers import from_domain, header_block, header_names, header_values
 from mailsuite.handoff import BodyFile, IMessageSink, prepend_headers
 
 log = Logger()
@@ -94,54 +93,6 @@ _install_openssl_rsa()
 
 
 # -- the signing itself (blocking: worker pool) ------------------------------------------
-
-_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-
-
-def header_block(message: bytes) -> bytes:
-    """The header block of an LF (or CRLF) message, without the blank line."""
-    m = re.search(rb"\r?\n\r?\n", message)
-    return message[: m.start() + 1] if m else message
-
-
-def header_names(block: bytes) -> list[str]:
-    out = []
-    for line in block.split(b"\n"):
-        m = _FIELD.match(line)
-        if m:
-            out.append(m.group(1).decode("ascii").lower())
-    return out
-
-
-def header_values(block: bytes, name: str) -> list[str]:
-    """Unfolded values of every ``name`` field."""
-    out: list[str] = []
-    current: list[bytes] | None = None
-    want = name.lower().encode()
-    for line in block.split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if current is not None:
-                current.append(line)
-            continue
-        current = None
-        m = _FIELD.match(line)
-        if m and m.group(1).lower() == want:
-            current = [line[m.end():]]
-            out.append(current)  # type: ignore[arg-type]
-    return [b" ".join(p.strip() for p in parts).decode("utf-8", "replace").strip() for parts in out]  # type: ignore[union-attr]
-
-
-def from_domain(block: bytes) -> str | None:
-    """The domain of the single From: address (RFC 7489 6.6.1); None when there is no
-    From:, several From: fields or several addresses in it."""
-    values = header_values(block, "from")
-    if len(values) != 1:
-        return None
-    addrs = [a for _n, a in getaddresses(values) if a]
-    if len(addrs) != 1 or "@" not in addrs[0]:
-        return None
-    return addrs[0].rpartition("@")[2].strip().strip(">").lower().rstrip(".") or None
-
 
 def include_headers(block: bytes) -> list[bytes]:
     present = header_names(block)

@@ -68,7 +68,7 @@ def record_from_envelope(env: Envelope, size: int, lines: int) -> Record:
     rcpts += [Recipient(addr, "remote", orcpt=addr if addr in env.recipients else "") for addr in env.forwards]
     return Record(
         id=env.queue_id, sender=env.sender, arrival=env.arrival, recipients=tuple(rcpts), size=size,
-        lines=lines, client_ip=env.client_ip, helo=env.helo, auth_user=env.auth_user,
+        lines=lines, client_ip=env.client_ip, helo=env.helo, auth_user=env.auth_user, folder=env.folder,
     )
 
 
@@ -438,6 +438,7 @@ class QueueManager(service.Service):
             queue_id=rec.id, sender=rec.sender, recipients=tuple(rec.recipients[i].orcpt for i in idxs),
             mailboxes={rec.recipients[i].address: rec.recipients[i].orcpt for i in idxs},
             client_ip=rec.client_ip, helo=rec.helo, auth_user=rec.auth_user, arrival=rec.arrival,
+            folder=rec.folder,
         )
         try:
             results = await self.local.deliver(env, body, stable=True, check_existing=rec.id in self._recovered)

@@ -79,6 +79,7 @@ class Record:
     client_ip: str = ""
     helo: str = ""
     auth_user: str = ""
+    folder: str = ""  # local copies' folder ("" = INBOX; "Junk" after failed sender checks)
     delay_warned: bool = False
     version: int = VERSION
 
@@ -114,7 +115,7 @@ class Record:
                 id=_str(d["id"]), sender=_str(d["sender"]), arrival=_num(d["arrival"]), recipients=rcpts,
                 size=int(d.get("size", 0)), lines=int(d.get("lines", 0)),
                 client_ip=_str(d.get("client_ip", "")), helo=_str(d.get("helo", "")),
-                auth_user=_str(d.get("auth_user", "")), delay_warned=bool(d.get("delay_warned", False)),
+                auth_user=_str(d.get("auth_user", "")), folder=_str(d.get("folder", "")), delay_warned=bool(d.get("delay_warned", False)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptEnvelope(f"bad field: {e}") from None

@@ -1,0 +1,83 @@
+"""Reading a message's header block without parsing the whole message: field names,
+unfolded values, the From: domain (RFC 7489 6.6.1), tag=value lists (DKIM, ARC), and
+rewriting the block (dropping fields, adding fields on top)."""
+
+from __future__ import annotations
+
+import re
+from email.utils import getaddresses
+
+_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+def header_block(message: bytes) -> bytes:
+    """The header block of an LF (or CRLF) message, without the blank line."""
+    m = re.search(rb"\r?\n\r?\n", message)
+    return message[: m.start() + 1] if m else message
+
+
+def header_names(block: bytes) -> list[str]:
+    out = []
+    for line in block.split(b"\n"):
+        m = _FIELD.match(line)
+        if m:
+            out.append(m.group(1).decode("ascii").lower())
+    return out
+
+
+def header_values(block: bytes, name: str) -> list[str]:
+    """Unfolded values of every ``name`` field."""
+    out: list[str] = []
+    current: list[bytes] | None = None
+    want = name.lower().encode()
+    for line in block.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        current = None
+        m = _FIELD.match(line)
+        if m and m.group(1).lower() == want:
+            current = [line[m.end():]]
+            out.append(current)  # type: ignore[arg-type]
+    return [b" ".join(p.strip() for p in parts).decode("utf-8", "replace").strip() for parts in out]  # type: ignore[union-attr]
+
+
+def from_domain(block: bytes) -> str | None:
+    """The domain of the single From: address (RFC 7489 6.6.1); None when there is no
+    From:, several From: fields or several addresses in it."""
+    values = header_values(block, "from")
+    if len(values) != 1:
+        return None
+    addrs = [a for _n, a in getaddresses(values) if a]
+    if len(addrs) != 1 or "@" not in addrs[0]:
+        return None
+    return addrs[0].rpartition("@")[2].strip().strip(">").lower().rstrip(".") or None
+
+
+
+def tags(value: str) -> dict[str, str]:
+    """A DKIM/ARC tag list ("v=1; d=example.org; s=sel; ...") as a dict, whitespace
+    removed from values (RFC 6376 3.2)."""
+    out: dict[str, str] = {}
+    for part in value.split(";"):
+        k, sep, v = part.partition("=")
+        if sep:
+            out[k.strip().lower()] = re.sub(r"\s+", "", v)
+    return out
+
+
+def split_fields(block: bytes) -> list[bytes]:
+    """The header block as whole fields (each with its continuation lines and LF)."""
+    fields: list[bytes] = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def field_name(field: bytes) -> str:
+    m = _FIELD.match(field)
+    return m.group(1).decode("ascii").lower() if m else ""

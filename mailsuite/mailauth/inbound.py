@@ -1,0 +1,357 @@
+"""Checks of mail from the world: SPF, DKIM, ARC, DMARC; one Authentication-Results.
+
+Who is checked: mail that is not our own (see :meth:`SignPolicy.is_ours`: not
+authenticated, not from ``relay_networks``, not generated here).  The SMTP server
+knows nothing of this: :class:`CheckingSink` wraps the hand-off (``accept(envelope,
+body)``, mailsuite.handoff) and calls an :class:`IMessageChecker`; the verdict becomes
+
+* a 550 5.7.1 (:class:`~mailsuite.handoff.PermanentFailure`) for DMARC ``p=reject``
+  (``[smtp] dmarc_reject_action = "reject"``) or an SPF ``fail`` without a DKIM pass
+  (``[smtp] spf_fail_action = "reject"``);
+* a 451 4.7.0 (:class:`~mailsuite.handoff.TemporaryFailure`) when a DNS error leaves
+  a rejecting decision open: never a 5xx on a timeout;
+* delivery to the recipients' Junk folder (``envelope.folder``) for ``p=quarantine``
+  and the "junk" actions;
+* otherwise acceptance; every accepted message gets one ``Authentication-Results:``
+  field (RFC 8601, authserv-id = our host name) on top, and any incoming one that
+  claims our authserv-id is removed first (RFC 8601 5).
+
+How one check runs (:class:`AuthChecker`): the header block is read; then at the same
+time SPF (pyspf in the worker pool, its DNS through the suite resolver), the DKIM and
+ARC public keys (asynchronous TXT lookups) and the DMARC record; then the DKIM and
+ARC signatures are verified in the worker pool against the fetched keys (CPU only),
+and DMARC is decided (:mod:`mailsuite.mailauth.dmarc`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import authres
+import authres.arc
+import authres.dmarc
+import dkim
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from mailsuite.delivery.local import IDeliveryFilter
+from mailsuite.dns.resolver import DNSError, NotFound
+from mailsuite.handoff import BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body
+from mailsuite.mailauth import dmarc as dmarc_mod, spf_check
+from mailsuite.mailauth.dkim_sign import SignPolicy
+from mailsuite.mailauth.headers import field_name, from_domain, header_block, header_values, split_fields, tags
+
+log = Logger()
+
+HEAD_LIMIT = 256 * 1024
+JUNK = "Junk"
+
+
+@dataclass(frozen=True)
+class InboundPolicy:
+    authserv_id: str
+    dmarc_reject_action: str = "reject"  # reject | junk
+    spf_fail_action: str = "reject"  # reject | junk | none
+
+
+@dataclass
+class Verdict:
+    action: str  # accept | junk | reject | tempfail
+    header: bytes = b""  # the Authentication-Results field, LF-terminated
+    status: str = ""
+    text: str = ""
+    summary: str = ""  # for the log line
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+class IMessageChecker(Interface):
+    def check(envelope: Envelope, body: BodyFile) -> "defer.Deferred[Verdict]":
+        """Judge a message from the world; never fails (errors become a verdict)."""
+
+
+# -- blocking parts (worker pool) -------------------------------------------------------
+
+def read_head(body: BodyFile) -> bytes:
+    if body.data is not None:
+        return header_block(body.data)
+    with open(body.path, "rb") as f:
+        return header_block(f.read(HEAD_LIMIT))
+
+
+def _read_all(body: BodyFile) -> bytes:
+    if body.data is not None:
+        return body.data
+    with open(body.path, "rb") as f:
+        return f.read()
+
+
+def verify_signatures(body: BodyFile, n_dkim: int, keys: dict[str, bytes | None], want_arc: bool) -> tuple[list[bool], tuple[str, str]]:
+    """Verify every DKIM signature (by index) and the ARC chain against prefetched
+    keys: CPU only, no DNS (blocking)."""
+    message = _read_all(body)
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        return keys.get(name.decode("ascii", "replace").lower().rstrip("."))
+
+    out = []
+    for i in range(n_dkim):
+        try:
+            out.append(bool(dkim.DKIM(message).verify(idx=i, dnsfunc=dnsfunc)))
+        except Exception:  # noqa: BLE001 - dkimpy raises on malformed input: a failed signature
+            out.append(False)
+    arc = ("none", "")
+    if want_arc:
+        try:
+            cv, _results, reason = dkim.arc_verify(message, dnsfunc=dnsfunc)
+            arc = (cv.decode() if isinstance(cv, bytes) else str(cv), str(reason))
+        except Exception as e:  # noqa: BLE001
+            arc = ("fail", str(e))
+    return out, arc
+
+
+def rewrite_head(body: BodyFile, drop: Callable[[bytes], bool], top: bytes) -> BodyFile:
+    """``body`` without the header fields ``drop`` selects and with ``top`` in front
+    (blocking when the body is on disk: it is rewritten under the same name)."""
+    if body.data is not None:
+        block = header_block(body.data)
+        fields = split_fields(block)
+        kept = [f for f in fields if not drop(f)]
+        if len(kept) == len(fields):
+            new = top + body.data
+        else:
+            new = top + b"".join(kept) + body.data[len(block):]
+        return BodyFile(body.path, len(new), new.count(b"\n"), new)
+    with open(body.path, "rb") as f:
+        head = f.read(HEAD_LIMIT)
+    block = header_block(head)
+    fields = split_fields(block)
+    kept = [f for f in fields if not drop(f)]
+    new_head = top + b"".join(kept)
+    tmp = body.path + ".ar"
+    with open(body.path, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(new_head)
+        src.seek(len(block))
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    os.replace(tmp, body.path)
+    size = os.path.getsize(body.path)
+    removed = b"".join(f for f in fields if drop(f))
+    return BodyFile(body.path, size, body.lines + top.count(b"\n") - removed.count(b"\n"))
+
+
+# -- the checker -----------------------------------------------------------------------
+
+def _fold(line: str, width: int = 78) -> str:
+    """Fold an Authentication-Results value at "; " boundaries (RFC 5322 2.2.3)."""
+    parts = line.split("; ")
+    out, cur = [], parts[0]
+    for p in parts[1:]:
+        if len(cur) + 2 + len(p) > width:
+            out.append(cur + ";")
+            cur = "\t" + p
+        else:
+            cur += "; " + p
+    out.append(cur)
+    return "\n".join(out)
+
+
+@implementer(IMessageChecker)
+class AuthChecker:
+    def __init__(self, resolver: Any, run: Callable[..., defer.Deferred], policy: InboundPolicy) -> None:
+        self.resolver = resolver
+        self.run = run
+        self.policy = policy
+
+    def check(self, envelope: Envelope, body: BodyFile) -> defer.Deferred[Verdict]:
+        d = defer.ensureDeferred(self._check(envelope, body))
+
+        def broken(f: Any) -> Verdict:
+            # A bug here must not lose or bounce mail: try again later, with a log line.
+            log.failure("mailauth: {qid}: check failed", f, qid=envelope.queue_id)
+            return Verdict("tempfail", status="4.7.0", text="Temporary failure checking sender authentication, try again later",
+                           summary="error")
+
+        return d.addErrback(broken)
+
+    async def _key(self, name: str) -> tuple[str, bytes | None, str]:
+        """(name, key record, "" | "temperror" | "permerror")."""
+        try:
+            txts = await self.resolver.txt(name)
+        except NotFound:
+            return name, None, "permerror"
+        except DNSError:
+            return name, None, "temperror"
+        for t in txts:
+            if b"p=" in t:
+                return name, t, ""
+        return name, None, "permerror"
+
+    async def _dmarc(self, domain: str | None) -> tuple[Any, bool]:
+        if not domain:
+            return None, False
+        try:
+            return await dmarc_mod.fetch_record(self.resolver, domain), False
+        except DNSError:
+            return None, True
+
+    async def _check(self, envelope: Envelope, body: BodyFile) -> Verdict:
+        started = time.perf_counter()
+        head = header_block(body.data) if body.data is not None else await self.run(read_head, body)
+        sigs = [tags(v) for v in header_values(head, "dkim-signature")]
+        arc_present = bool(header_values(head, "arc-seal"))
+        key_names: set[str] = set()
+        for t in sigs + [tags(v) for v in header_values(head, "arc-message-signature") + header_values(head, "arc-seal")]:
+            if t.get("d") and t.get("s"):
+                key_names.add(f"{t['s']}._domainkey.{t['d']}".lower().rstrip("."))
+        fdom = from_domain(head)
+        spf_d = self.run(spf_check.check, self.resolver, envelope.client_ip, envelope.sender, envelope.helo)
+        keys_d = defer.gatherResults([defer.ensureDeferred(self._key(n)) for n in sorted(key_names)])
+        dmarc_d = defer.ensureDeferred(self._dmarc(fdom))
+        (spf_mf, spf_helo), key_list, (record, dmarc_temp) = await defer.gatherResults([spf_d, keys_d, dmarc_d])
+        keys = {n: k for n, k, _e in key_list}
+        key_err = {n: e for n, _k, e in key_list}
+        ok, (arc_cv, _arc_reason) = await self.run(verify_signatures, body, len(sigs), keys, arc_present)
+
+        dkim_results = []
+        for t, good in zip(sigs, ok):
+            name = f"{t.get('s', '')}._domainkey.{t.get('d', '')}".lower()
+            err = key_err.get(name, "permerror")
+            result = "pass" if good else (err or "fail")
+            dkim_results.append((result, t.get("d", "").lower(), t.get("s", ""), t.get("a", ""), t.get("b", "")[:8]))
+        passes = [d for r, d, *_ in dkim_results if r == "pass"]
+        dm = dmarc_mod.evaluate(fdom, record, spf_mf.result, spf_mf.domain, passes)
+        if dmarc_temp:
+            dm = dmarc_mod.DMARCResult("temperror", "", "none", fdom or "")
+
+        header = self._header(envelope, spf_mf, spf_helo, dkim_results, arc_cv, dm)
+        verdict = self._decide(spf_mf, dkim_results, dm, passes)
+        verdict.header = header
+        verdict.results = {"spf": spf_mf.result, "dkim": [r[0] for r in dkim_results], "dmarc": dm.result,
+                           "arc": arc_cv, "ms": (time.perf_counter() - started) * 1000}
+        verdict.summary = (f"spf={spf_mf.result} dkim={','.join(r[0] for r in dkim_results) or 'none'} "
+                           f"arc={arc_cv} dmarc={dm.result}"
+                           + (f" (p={dm.policy} dis={dm.disposition})" if dm.policy else "")
+                           + f" -> {verdict.action}")
+        return verdict
+
+    def _decide(self, spf_mf: Any, dkim_results: list, dm: Any, passes: list[str]) -> Verdict:
+        p = self.policy
+        temp_dkim = any(r[0] == "temperror" for r in dkim_results)
+        if dm.result == "temperror":
+            return Verdict("tempfail", status="4.7.0",
+                           text=f"Temporary DNS failure looking up the DMARC policy of {dm.from_domain}, try again later")
+        if dm.result == "fail" and dm.disposition in ("reject", "quarantine") and (spf_mf.result == "temperror" or temp_dkim):
+            # The failure may be the DNS error's: decide later, never bounce on it.
+            return Verdict("tempfail", status="4.7.0",
+                           text="Temporary DNS failure checking sender authentication, try again later")
+        if dm.result == "fail" and dm.disposition == "reject":
+            if p.dmarc_reject_action == "reject":
+                return Verdict("reject", status="5.7.1",
+                               text=f"Message rejected: the DMARC policy of {dm.from_domain} says reject "
+                                    "(From: domain not authenticated)")
+            return Verdict("junk")
+        if dm.result == "fail" and dm.disposition == "quarantine":
+            return Verdict("junk")
+        if spf_mf.result == "fail" and not passes and dm.result != "pass":
+            if p.spf_fail_action == "reject":
+                return Verdict("reject", status="5.7.1",
+                               text=f"Message rejected: SPF of {spf_mf.domain} does not allow this host to send for it")
+            if p.spf_fail_action == "junk":
+                return Verdict("junk")
+        return Verdict("accept")
+
+    def _header(self, envelope: Envelope, spf_mf: Any, spf_helo: Any, dkim_results: list, arc_cv: str, dm: Any) -> bytes:
+        results: list[Any] = []
+        if spf_mf.identity == "mailfrom":
+            results.append(authres.SPFAuthenticationResult(result=spf_mf.result, smtp_mailfrom=envelope.sender))
+        if envelope.helo:
+            results.append(authres.SPFAuthenticationResult(result=spf_helo.result, smtp_helo=envelope.helo))
+        if not dkim_results:
+            results.append(authres.AuthenticationResult(method="dkim", result="none"))
+        for result, d, s, a, b in dkim_results:
+            r = authres.DKIMAuthenticationResult(result=result, header_d=d or None, header_s=s or None,
+                                                 header_a=a or None)
+            if b:
+                r.properties.append(authres.AuthenticationResultProperty("header", "b", b))
+            results.append(r)
+        results.append(authres.arc.ARCAuthenticationResult(result=arc_cv if arc_cv in ("pass", "fail", "none") else "fail"))
+        if dm.from_domain:
+            comment = f"p={dm.policy.upper()} dis={dm.disposition.upper()}" if dm.policy else None
+            results.append(authres.dmarc.DMARCAuthenticationResult(result=dm.result, result_comment=comment,
+                                                                   header_from=dm.from_domain))
+        else:
+            results.append(authres.dmarc.DMARCAuthenticationResult(result="none"))
+        text = str(authres.AuthenticationResultsHeader(authserv_id=self.policy.authserv_id, results=results))
+        return (_fold(text) + "\n").encode("utf-8", "replace")
+
+
+# -- the hand-off wrapper ---------------------------------------------------------------
+
+def _claims(authserv_id: str) -> Callable[[bytes], bool]:
+    """Selects Authentication-Results fields naming ``authserv_id`` (forgeries of ours)."""
+    want = authserv_id.lower()
+
+    def drop(f: bytes) -> bool:
+        if field_name(f) != "authentication-results":
+            return False
+        value = f.partition(b":")[2].decode("utf-8", "replace")
+        # Comments may precede the id: "Authentication-Results: (x) mx.example.org; ..."
+        value = re.sub(r"\([^)]*\)", " ", value)
+        ident = value.split(";", 1)[0].split()
+        return bool(ident) and ident[0].lower() == want
+
+    return drop
+
+
+@implementer(IMessageSink)
+class CheckingSink:
+    """Runs the checker on mail from the world, acts on the verdict, passes it on."""
+
+    def __init__(self, inner: IMessageSink, checker: IMessageChecker, exempt: SignPolicy,
+                 run: Callable[..., defer.Deferred], authserv_id: str) -> None:
+        self.inner = inner
+        self.checker = checker
+        self.exempt = exempt
+        self.run = run
+        self.drop = _claims(authserv_id)
+
+    def accept(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
+        if self.exempt.is_ours(envelope):
+            return self.inner.accept(envelope, body)
+        return defer.ensureDeferred(self._accept(envelope, body))
+
+    async def _accept(self, envelope: Envelope, body: BodyFile) -> Any:
+        verdict = await self.checker.check(envelope, body)
+        log.info("mailauth: {qid}: {summary}", qid=envelope.queue_id, summary=verdict.summary)
+        if verdict.action == "reject":
+            discard_body(body)
+            raise PermanentFailure(verdict.text, verdict.status, verdict.text)
+        if verdict.action == "tempfail":
+            discard_body(body)
+            raise TemporaryFailure(verdict.text, verdict.status, verdict.text)
+        try:
+            new_body = await self.run(rewrite_head, body, self.drop, verdict.header)
+        except OSError as e:
+            discard_body(body)
+            raise TemporaryFailure(f"adding Authentication-Results failed: {e}") from None
+        if verdict.action == "junk":
+            envelope = replace(envelope, folder=JUNK)
+        return await self.inner.accept(envelope, new_body)
+
+
+@implementer(IDeliveryFilter)
+class EnvelopeFolderFilter:
+    """Delivery filter: a copy goes to ``envelope.folder`` (the Junk folder chosen by
+    the checks) unless a filter before it chose another folder."""
+
+    name = "junk"
+
+    def filter_copy(self, envelope: Envelope, body: BodyFile, copy: Any) -> None:
+        folder = getattr(envelope, "folder", "")
+        if folder and copy.folder == "INBOX":
+            copy.folder = folder
