@@ -48,3 +48,49 @@ def test_smtp_and_pop3_refuse_another_authzid_too(srv: Server) -> None:
             p._shortcmd("AUTH PLAIN " + token)
     finally:
         p.close()
+
+
+# -- finding 2: passwords over 72 bytes answer alike for known and unknown users -------------
+
+LONG_PW = "ä" * 40  # 80 bytes: bcrypt refused it, and the unknown-user path raised
+
+
+def test_a_long_password_gets_the_same_answer_for_known_and_unknown_users(srv: Server) -> None:
+    answers = {}
+    for user in (ALICE, "nobody@example.test"):
+        with Raw(srv.ports["submission"]) as r:
+            r.cmd("EHLO client.test")
+            smtp = r.cmd("AUTH PLAIN " + plain(user, LONG_PW))
+        with imaplib.IMAP4("127.0.0.1", srv.ports["imap"]) as m:
+            m._encoding = "utf-8"  # type: ignore[attr-defined]  # imaplib sends ASCII only by default
+            try:
+                m.login(user, LONG_PW)
+                imap = "OK"
+            except imaplib.IMAP4.error as e:
+                imap = str(e)
+        p = poplib.POP3("127.0.0.1", srv.ports["pop3"])
+        try:
+            p.user(user)
+            p.pass_(LONG_PW)
+            pop = "+OK"
+        except poplib.error_proto as e:
+            pop = str(e)
+        finally:
+            p.close()
+        answers[user] = (smtp, imap, pop)
+    assert answers[ALICE] == answers["nobody@example.test"]
+    smtp, imap, pop = answers[ALICE]
+    assert smtp[0] == 535 and "AUTHENTICATIONFAILED" in imap and "[AUTH]" in pop
+    log = srv.log()
+    assert "Traceback" not in log and "CRITICAL" not in log
+    # Each probe was counted by the throttle (its fail2ban line), the unknown user's too.
+    counted = [line for line in log.splitlines() if "mailsuite auth failure:" in line and "nobody@example.test" in line]
+    assert len(counted) == 3
+
+
+def test_an_account_with_a_long_password_logs_in(tmp_path_factory: pytest.TempPathFactory) -> None:
+    users = {ALICE: LONG_PW + "-ok"}
+    for s in started(tmp_path_factory.mktemp("long-pw") / "srv", users=users, server={"allow_plaintext_auth": True}):
+        with imaplib.IMAP4("127.0.0.1", s.ports["imap"]) as m:
+            m._encoding = "utf-8"  # type: ignore[attr-defined]
+            assert m.login(ALICE, LONG_PW + "-ok")[0] == "OK"

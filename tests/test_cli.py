@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import bcrypt
 import pytest
 
 from mailsuite import cli
+from mailsuite.directory.passwords import check_password
 
 CONFIG = """
 [server]
@@ -141,8 +141,17 @@ def test_user_add_stores_only_a_hash(cfg: Path) -> None:
     assert "s3cret-Pw" not in text
     address, hashed = text.strip().split(":", 1)
     assert address == "alice@example.test"
-    assert hashed.startswith("$2b$") and bcrypt.checkpw(b"s3cret-Pw", hashed.encode())
+    assert hashed.startswith("$argon2id$") and check_password("s3cret-Pw", hashed)
     assert stat.S_IMODE(users_file(cfg).stat().st_mode) == 0o600
+
+
+def test_user_add_takes_a_password_over_72_bytes(cfg: Path) -> None:
+    """Issue 16 finding 2: bcrypt refused these and the command crashed."""
+    long_pw = "ä" * 40 + "-and-more"  # 89 bytes in UTF-8
+    p = run("user", "add", "alice@example.test", "--password-stdin", "--config", str(cfg), stdin=long_pw + "\n")
+    assert p.returncode == 0, p.stderr
+    hashed = users_file(cfg).read_text().strip().split(":", 1)[1]
+    assert check_password(long_pw, hashed) and not check_password(long_pw[:-1], hashed)
 
 
 def test_user_add_with_quota_and_list(cfg: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,7 +202,7 @@ def test_user_passwd_changes_the_hash_atomically(cfg: Path) -> None:
     assert sorted(os.listdir(cfg.parent)) == ["mailsuite.toml", "users"]  # no temp file left
     lines = users_file(cfg).read_text().splitlines()
     a_hash = [l for l in lines if l.startswith("a@")][0].split(":", 1)[1]
-    assert bcrypt.checkpw(b"new-pw", a_hash.encode()) and not bcrypt.checkpw(b"old-pw", a_hash.encode())
+    assert check_password("new-pw", a_hash) and not check_password("old-pw", a_hash)
     assert [l for l in lines if l.startswith("b@")] == b_line  # other accounts untouched
 
 

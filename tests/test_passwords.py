@@ -1,9 +1,11 @@
-"""Password hashes: bcrypt for new ones, SHA512-crypt accepted, plaintext only if allowed."""
+"""Password hashes: argon2id for new ones, bcrypt and SHA512-crypt accepted, plaintext
+only if allowed; no password length makes a check raise (issue 16 finding 2)."""
 
 from __future__ import annotations
 
 import time
 
+import bcrypt
 import pytest
 
 from mailsuite.directory import passwords
@@ -13,10 +15,32 @@ from mailsuite.directory.passwords import check_password, hash_password, is_supp
 SHA512_SECRET = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1"
 
 
-def test_new_hashes_are_bcrypt() -> None:
+def test_new_hashes_are_argon2id() -> None:
     h = hash_password("correct horse")
-    assert h.startswith("$2b$")
+    assert h.startswith("$argon2id$")
     assert "correct horse" not in h
+
+
+def test_bcrypt_hashes_of_earlier_versions_still_check() -> None:
+    stored = bcrypt.hashpw(b"old-pw", bcrypt.gensalt(4)).decode()
+    assert is_supported(stored)
+    assert check_password("old-pw", stored) and not check_password("old-px", stored)
+
+
+LONG = "ä" * 40  # 80 bytes: bcrypt raises ValueError above 72
+
+
+def test_passwords_over_72_bytes_hash_and_check() -> None:
+    h = hash_password(LONG + "x")
+    assert check_password(LONG + "x", h) and not check_password(LONG + "y", h)
+
+
+@pytest.mark.parametrize("stored", [None, "", "$2b$04$" + "a" * 53, "{PLAIN}pw", "$1$md5$x"])
+def test_a_long_password_is_a_plain_mismatch_for_every_kind_of_entry(stored: str | None) -> None:
+    """Known user (bcrypt), unknown user, odd entries: all say no, none raises."""
+    if stored and stored.startswith("$2b$"):
+        stored = bcrypt.hashpw(b"short", bcrypt.gensalt(4)).decode()
+    assert check_password(LONG, stored, allow_plaintext=True) is False
 
 
 def test_hashes_are_salted() -> None:
