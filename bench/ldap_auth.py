@@ -2,7 +2,7 @@
 """Logins through the LDAP directory: throughput, p95 latency, and reactor stalls while
 LDAP hangs.
 
-Starts its own slapd (tests/slapd.py) with N bench users in the required group, and
+Starts its own slapd (tests/support/slapd.py) with N bench users in the required group, and
 mailsuite (``twistd -n mailsuite``, ``[directory] backend = "ldap"``) on free loopback
 ports, then runs LOGINS logins over CONCURRENCY connections (one login per connection:
 connect, greeting, login, quit) in these phases:
@@ -43,8 +43,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import Server, make_server  # noqa: E402
-from tests.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, free_port, make_ca  # noqa: E402
+from tests.support.server import Server, make_server  # noqa: E402
+from tests.support.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, free_port  # noqa: E402
+from tests.support.tls import make_ca  # noqa: E402
 
 
 def user(i: int) -> tuple[str, str]:

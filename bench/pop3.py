@@ -37,7 +37,7 @@ sys.path.insert(0, str(SHARED))
 from imap_bench import small_message  # noqa: E402
 from pop3_bench import Pop  # noqa: E402
 
-from tests.harness import make_server  # noqa: E402
+from tests.support.server import make_server  # noqa: E402
 
 
 def load(maildir: Path, count: int, chown: tuple[int, int] | None = None) -> None:

@@ -7,7 +7,10 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server, make_server
+from tests.support.server import Server, make_server
+
+# Fixtures shared by several modules: the IMAP server and its accounts, relay peers.
+pytest_plugins = ["tests.support.imap", "tests.support.relay"]
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-u
     """A MaildirStore in tmp_path whose blocking work runs inline (Deferreds fire at once)."""
     from mailsuite import workers
     from mailsuite.store.maildir import MaildirStore
-    from tests.store_helpers import inline_run
+    from tests.support.store import inline_run
 
     monkeypatch.setattr(workers, "run", inline_run)
     return MaildirStore(tmp_path / "mail", linger=0)

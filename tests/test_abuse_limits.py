@@ -14,8 +14,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.submission_client import HOST, Raw, client_context, message, plain, started, submit_session
+from tests.support.server import Server, started
+from tests.support.smtp import HOST, Raw, message, plain, submit_session
+from tests.support.tls import client_context
 
 REPO = Path(__file__).resolve().parent.parent
 FILTER = REPO / "etc" / "fail2ban" / "filter.d" / "mailsuite.conf"

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from mailsuite.store import names
-from tests.harness import Server, make_server
+from tests.support.server import Server, make_server
 
 CLIENTS = 6
 ROUNDS = 3

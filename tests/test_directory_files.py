@@ -23,7 +23,7 @@ from mailsuite.directory.files import (
     write_users,
 )
 from mailsuite.directory.interface import Account, Resolution
-from tests.harness import hashed
+from tests.support.server import hashed
 
 DOMAINS = ("example.test", "other.test")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server
-from tests.imap_helpers import PASSWORD, Accounts, accounts, deliver, imap_server  # noqa: F401
+from tests.support.server import Server
+from tests.support.imap import PASSWORD, Accounts, deliver
 
 
 @pytest.fixture

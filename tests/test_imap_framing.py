@@ -6,23 +6,18 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from hypothesis import given, settings, strategies as st
-from twisted.cred import error
-from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
 from mailsuite.config import IMAPConfig
 from mailsuite.imap.server import IMAPFactoryConfig, IMAPServerFactory
+from tests.support.fakes import FakePortal
+from tests.support.sockets import split_at
 
-
-class FakePortal:
-    def login(self, creds, mind, *ifaces):  # type: ignore[no-untyped-def]
-        if creds.username == b"us er" and creds.password == b"p\"w{3}":
-            return defer.succeed((ifaces[0], SimpleNamespace(name="user@example.test"), lambda: None))
-        return defer.fail(error.UnauthorizedLogin())
+PORTAL = FakePortal(lambda user, pw: (user, pw) == (b"us er", b"p\"w{3}"))
 
 
 def run(chunks: list[bytes]) -> bytes:
-    conf = IMAPFactoryConfig(hostname="h", service=IMAPConfig(), portal=FakePortal(), store=None,
+    conf = IMAPFactoryConfig(hostname="h", service=IMAPConfig(), portal=PORTAL, store=None,
                              allow_plaintext_auth=True, throttle=None)
     proto = IMAPServerFactory(conf).buildProtocol(None)
     tr = StringTransport(peerAddress=SimpleNamespace(host="127.0.0.1"))
@@ -45,20 +40,10 @@ SCRIPT = (
 )
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, prev = [], 0
-    for p in points:
-        out.append(data[prev:p])
-        prev = p
-    out.append(data[prev:])
-    return out
-
-
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
 def test_responses_do_not_depend_on_how_input_is_split(cuts: list[int]) -> None:
-    assert run(split(SCRIPT, cuts)) == run([SCRIPT])
+    assert run(split_at(SCRIPT, cuts)) == run([SCRIPT])
 
 
 def test_the_script_gets_the_expected_answers() -> None:

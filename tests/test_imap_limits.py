@@ -9,8 +9,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.imap_helpers import Raw, imap_tracebacks, start_imap_server, wait_for
+from tests.support.server import Server
+from tests.support.imap import Raw, imap_tracebacks, start_imap_server
+from tests.support.waiting import wait_for
 
 LIMIT = 20000
 
@@ -139,7 +140,7 @@ def test_big_literal_before_login_closes_the_connection(srv: Server) -> None:
     r.send(b"a LOGIN {100000+}\r\n")
     assert r.line().startswith(b"a BAD")
     assert r.line().startswith(b"* BYE")
-    assert r.closed()
+    assert r.closed_by_server()
 
 
 def test_too_many_errors_close_the_connection(srv: Server) -> None:
@@ -148,7 +149,7 @@ def test_too_many_errors_close_the_connection(srv: Server) -> None:
         r.send(b"x BOGUS\r\n")
     lines = [r.line() for _ in range(7)]
     assert lines[-1].startswith(b"* BYE")
-    assert r.closed()
+    assert r.closed_by_server()
 
 
 def test_per_ip_connection_limit(srv: Server) -> None:
@@ -213,7 +214,7 @@ def test_server_shutdown_says_bye_and_keeps_the_index(tmp_path) -> None:  # type
         r.cmd(b"SELECT INBOX")
         s.stop()
         assert r.line() == b"* BYE Server shutting down"
-        assert r.closed()
+        assert r.closed_by_server()
         assert (s.maildir("u1@example.test") / "mailsuite-index").exists()
     finally:
         s.stop()

@@ -12,8 +12,8 @@ from typing import Iterator
 import imapclient
 import pytest
 
-from tests.harness import Server
-from tests.imap_helpers import PASSWORD, deliver, imap_tracebacks, start_imap_server, tls_context
+from tests.support.server import Server
+from tests.support.imap import PASSWORD, deliver, imap_tracebacks, start_imap_server, tls_context
 
 USER = "u0@example.test"
 MBSYNC = shutil.which("mbsync")

@@ -382,24 +382,17 @@ def _wire_query(tokens: list) -> bytes:
 )
 def test_live_dovecot_finds_the_same_messages() -> None:
     import re
-    import shutil
-    import tempfile
-    from pathlib import Path
 
     from mailsuite.imap import mime
-    from tests.test_imap_mime import DOVECOT_CORPUS, _dovecot_fetch, realistic_messages
+    from tests.support.dovecot import DOVECOT_CORPUS, dovecot_fetch, nobody_tmp, realistic_messages
 
     msgs = list(realistic_messages(120, seed=11).values()) + [v[0] for v in DOVECOT_CORPUS.values()] + LIVE_EXTRA
-    tmp = Path(tempfile.mkdtemp(prefix="mailsuite-dovecot-"))
-    try:
-        tmp.chmod(0o755)
+    with nobody_tmp() as tmp:
         cmds = b"\r\n".join(b"s%d SEARCH CHARSET UTF-8 %s" % (j, _wire_query(q)) for j, q in enumerate(LIVE_QUERIES))
-        # _dovecot_fetch sends "a1 FETCH 1:* <items>"; FLAGS keeps that cheap, the searches follow it.
+        # dovecot_fetch sends "a1 FETCH 1:* <items>"; FLAGS keeps that cheap, the searches follow it.
         flags = [_live_flags(i) for i in range(len(msgs))]
         mtimes = [_live_mtime(i) for i in range(len(msgs))]
-        out = _dovecot_fetch(tmp / "dc", msgs, b"(FLAGS)\r\n" + cmds, flags, mtimes)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        out = dovecot_fetch(tmp / "dc", msgs, b"(FLAGS)\r\n" + cmds, flags, mtimes)
     assert not re.findall(rb"s\d+ (?:NO|BAD)[^\r]*", out)
     found = [set(map(int, line.split())) for line in re.findall(rb"\* SEARCH([ \d]*)\r\n", out)]
     assert len(found) == len(LIVE_QUERIES), out[-300:]

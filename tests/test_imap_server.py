@@ -10,8 +10,9 @@ import time
 import imapclient
 import pytest
 
-from tests.harness import Server
-from tests.imap_helpers import PASSWORD, Accounts, Raw, accounts, deliver, imap_server, login, wait_for  # noqa: F401
+from tests.support.server import Server
+from tests.support.imap import PASSWORD, Accounts, Raw, deliver, login
+from tests.support.waiting import wait_for
 
 SIMPLE = b"From: Ann <ann@remote.test>\r\nTo: u@example.test\r\nSubject: hello\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nline one\r\nline two\r\n"
 MULTI = (
@@ -566,7 +567,7 @@ def test_logout_says_bye(imap_server: Server, user: str) -> None:
     r = Raw(imap_server.ports["imap"])
     untagged, tagged = r.cmd(b"LOGOUT")
     assert untagged[0].startswith(b"* BYE") and b"OK" in tagged
-    assert r.closed()
+    assert r.closed_by_server()
 
 
 def test_big_append_streams_through_a_spool_file_and_round_trips(imap_server: Server, user: str) -> None:

@@ -8,8 +8,8 @@ import time
 import imapclient
 import pytest
 
-from tests.harness import Server
-from tests.imap_helpers import PASSWORD, Accounts, Raw, accounts, deliver, imap_server  # noqa: F401
+from tests.support.server import Server
+from tests.support.imap import PASSWORD, Accounts, Raw, deliver
 
 MSG = b"From: a@remote.test\r\nSubject: s\r\n\r\nbody\r\n"
 

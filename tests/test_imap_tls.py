@@ -7,8 +7,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.imap_helpers import PASSWORD, Raw, start_imap_server, tls_context
+from tests.support.server import Server
+from tests.support.imap import PASSWORD, Raw, start_imap_server, tls_context
 
 USER = "u0@example.test"
 
@@ -81,4 +81,4 @@ def test_logout_over_tls_closes_the_connection(strict_server: Server) -> None:
     r = Raw(strict_server.ports["imaps"], tls=tls_context(strict_server))
     untagged, tagged = r.cmd(b"LOGOUT")
     assert untagged[0].startswith(b"* BYE") and b"OK" in tagged
-    assert r.closed(timeout=3)
+    assert r.closed_by_server(3)

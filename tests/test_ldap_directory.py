@@ -22,7 +22,8 @@ from mailsuite.config import LDAPConfig
 from mailsuite.directory.interface import Account, DirectoryUnavailable, Resolution
 from mailsuite.directory.ldap import LDAPDirectory
 from mailsuite.directory.ldap_client import LDAPClient
-from tests.slapd import ADMIN_DN, ADMIN_PW, MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, make_ca, require_slapd
+from tests.support.slapd import ADMIN_DN, ADMIN_PW, MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, require_slapd
+from tests.support.tls import make_ca
 
 require_slapd()
 

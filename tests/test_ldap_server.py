@@ -11,31 +11,24 @@ import imaplib
 import poplib
 import shutil
 import smtplib
-import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.harness import Server, make_server
-from tests.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, make_ca, require_slapd
+from tests.support.server import Server, free_port, make_server
+from tests.support.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Slapd, require_slapd
+from tests.support.tls import client_context, make_ca
+from tests.support.waiting import wait_for
 
 require_slapd()
 
 HAVE_IMAP = importlib.util.find_spec("mailsuite.imap.service") is not None
 HAVE_POP3 = importlib.util.find_spec("mailsuite.pop3.service") is not None
 MSG = b"Subject: hello\r\n\r\nhello\r\n"
-
-
-def tls_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,7 @@ def server(tmp_path: Path, shared_slapd: Slapd, ca: Any) -> Iterator[Server]:
 
 def submission(srv: Server) -> smtplib.SMTP:
     s = smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=10)
-    s.starttls(context=tls_context())
+    s.starttls(context=client_context())
     return s
 
 
@@ -186,7 +179,7 @@ def test_hung_ldap_gives_temporary_answers_then_recovers(tmp_path: Path, own_sla
                 s.login("alice", "alice-pw")
             assert e.value.smtp_code == 454  # temporary: the client keeps the password
         own_slapd.resume()
-        assert wait_for(lambda: rcpt(srv, "bob@example.test")[0] == 250)
+        assert wait_for(lambda: rcpt(srv, "bob@example.test")[0] == 250, 6, "bob accepted", interval=0.2)
         with submission(srv) as s:
             assert s.login("alice", "alice-pw")[0] == 235
     finally:
@@ -203,7 +196,7 @@ def test_stopped_ldap_gives_temporary_answers_and_recovers_after_restart(tmp_pat
         assert rcpt(srv, "alice@example.test")[0] == 451
         assert rcpt(srv, "nobody@example.test")[0] == 451  # unknown is not claimed while LDAP is down
         own_slapd.start()
-        assert wait_for(lambda: rcpt(srv, "alice@example.test")[0] == 250)
+        assert wait_for(lambda: rcpt(srv, "alice@example.test")[0] == 250, 6, "alice accepted", interval=0.2)
         assert rcpt(srv, "nobody@example.test")[0] == 550
     finally:
         srv.stop()
@@ -230,15 +223,6 @@ def test_ldaps_with_the_test_ca(tmp_path: Path, shared_slapd: Slapd, ca: Any) ->
         srv.stop()
 
 
-def wait_for(check: Any, timeout: float = 6.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 # -- IMAP and POP3 (when built) --------------------------------------------------------
 
 
@@ -246,13 +230,13 @@ def wait_for(check: Any, timeout: float = 6.0) -> bool:
 def test_imap_login_through_ldap(tmp_path: Path, own_slapd: Slapd, ca: Any) -> None:
     srv = ldap_server(tmp_path / "srv", [own_slapd.url], ca, auth_cache_ttl=0).start()
     try:
-        with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=tls_context()) as c:
+        with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_context()) as c:
             assert c.login("alice", "alice-pw")[0] == "OK"
-        with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=tls_context()) as c:
+        with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_context()) as c:
             with pytest.raises(imaplib.IMAP4.error):
                 c.login("alice", "wrong")
         own_slapd.pause()
-        with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=tls_context()) as c:
+        with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_context()) as c:
             with pytest.raises(imaplib.IMAP4.error, match=r"UNAVAILABLE"):
                 c.login("bob", "bob-pw")
     finally:
@@ -264,12 +248,12 @@ def test_imap_login_through_ldap(tmp_path: Path, own_slapd: Slapd, ca: Any) -> N
 def test_pop3_login_through_ldap(tmp_path: Path, own_slapd: Slapd, ca: Any) -> None:
     srv = ldap_server(tmp_path / "srv", [own_slapd.url], ca, auth_cache_ttl=0).start()
     try:
-        c = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=tls_context())
+        c = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=client_context())
         c.user("alice")
         assert c.pass_("alice-pw").startswith(b"+OK")
         c.quit()
         own_slapd.pause()
-        c = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=tls_context())
+        c = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=client_context())
         c.user("bob")
         with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
             c.pass_("bob-pw")
@@ -282,47 +266,39 @@ def test_pop3_login_through_ldap(tmp_path: Path, own_slapd: Slapd, ca: Any) -> N
 # -- mailsuite ldap ... ----------------------------------------------------------------
 
 
-def cli(srv: Server, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    srv.write_config()
-    return subprocess.run(
-        [sys.executable, "-m", "mailsuite.cli", *args, "--config", str(srv.config_path)],
-        input=stdin, capture_output=True, text=True, timeout=30,
-    )
-
-
 def test_cli_ldap_test_shows_the_entry_and_checks_the_password(tmp_path: Path, shared_slapd: Slapd, ca: Any) -> None:
     srv = ldap_server(tmp_path / "srv", [shared_slapd.url], ca)
-    r = cli(srv, "ldap", "test", "alice", "--password-stdin", stdin="alice-pw\n")
+    r = srv.cli("ldap", "test", "alice", "--password-stdin", stdin="alice-pw\n")
     assert r.returncode == 0, r.stderr
     assert "uid=alice,ou=people,dc=example,dc=test" in r.stdout
     assert "mailbox:    alice@example.test" in r.stdout
     assert "quota:      1073741824 bytes" in r.stdout
     assert "password accepted; logs in as alice@example.test" in r.stdout
     assert SERVICE_PW not in r.stdout + r.stderr and "alice-pw" not in r.stdout + r.stderr
-    r = cli(srv, "ldap", "test", "alice", "--password-stdin", stdin="wrong\n")
+    r = srv.cli("ldap", "test", "alice", "--password-stdin", stdin="wrong\n")
     assert r.returncode == 1 and "password refused" in r.stdout
 
 
 def test_cli_ldap_test_explains_a_user_outside_the_required_group(tmp_path: Path, shared_slapd: Slapd, ca: Any) -> None:
-    r = cli(ldap_server(tmp_path / "srv", [shared_slapd.url], ca), "ldap", "test", "carol", "--password-stdin", stdin="carol-pw\n")
+    r = ldap_server(tmp_path / "srv", [shared_slapd.url], ca).cli("ldap", "test", "carol", "--password-stdin", stdin="carol-pw\n")
     assert r.returncode == 1
     assert "NO (may not use mail)" in r.stdout
 
 
 def test_cli_ldap_lookup_shows_where_mail_goes(tmp_path: Path, shared_slapd: Slapd, ca: Any) -> None:
     srv = ldap_server(tmp_path / "srv", [shared_slapd.url], ca)
-    r = cli(srv, "ldap", "lookup", "team@example.test")
+    r = srv.cli("ldap", "lookup", "team@example.test")
     assert r.returncode == 0, r.stderr
     assert "delivers to mailbox alice@example.test" in r.stdout
     assert "delivers to mailbox bob@example.test" in r.stdout
     assert "forwards to dave@partner.test" in r.stdout
-    r = cli(srv, "ldap", "lookup", "nobody@example.test")
+    r = srv.cli("ldap", "lookup", "nobody@example.test")
     assert r.returncode == 1 and "550 5.1.1" in r.stdout
 
 
 def test_cli_ldap_lookup_when_ldap_is_down(tmp_path: Path, ca: Any) -> None:
     dead = f"ldap://127.0.0.1:{free_port()}"
-    r = cli(ldap_server(tmp_path / "srv", [dead], ca), "ldap", "lookup", "alice@example.test")
+    r = ldap_server(tmp_path / "srv", [dead], ca).cli("ldap", "lookup", "alice@example.test")
     assert r.returncode == 3
     assert "451 4.4.3" in r.stderr
 
@@ -330,9 +306,3 @@ def test_cli_ldap_lookup_when_ldap_is_down(tmp_path: Path, ca: Any) -> None:
 def test_cli_ldap_help() -> None:
     r = subprocess.run([sys.executable, "-m", "mailsuite.cli", "ldap", "test", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--password-stdin" in r.stdout and "--config" in r.stdout
-
-
-def free_port() -> int:
-    from tests.slapd import free_port as fp
-
-    return fp()

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.harness import TWISTD, make_server
+from tests.support.server import TWISTD, make_server
 
 
 def twistd(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess:

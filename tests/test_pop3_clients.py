@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.pop3_helpers import PASSWORD, fresh_user, put, start_pop3_server
+from tests.support.server import Server
+from tests.support.pop3 import PASSWORD, fresh_user, put, start_pop3_server
 
 pytestmark = pytest.mark.skipif(not (shutil.which("fetchmail") and shutil.which("getmail") and shutil.which("setpriv")),
                                 reason="fetchmail/getmail6 not installed")

@@ -13,8 +13,9 @@ from typing import Iterator
 import pytest
 
 from mailsuite.store.folder import FolderDisk
-from tests.harness import Server
-from tests.pop3_helpers import PASSWORD, fresh_user, login, put, start_pop3_server, tls_context
+from tests.support.server import Server
+from tests.support.pop3 import PASSWORD, fresh_user, login, put, start_pop3_server
+from tests.support.tls import client_context
 
 HAVE_IMAP = importlib.util.find_spec("mailsuite.imap.service") is not None
 MSG = b"Subject: agree %d\n\nbody\n"
@@ -47,7 +48,7 @@ def pop3_uids(server: Server, user: str) -> tuple[list[int], int]:
 
 
 def imap(server: Server, user: str) -> imaplib.IMAP4_SSL:
-    c = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=tls_context(), timeout=20)
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=client_context(), timeout=20)
     c.login(user, PASSWORD)
     return c
 

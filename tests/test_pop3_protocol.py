@@ -7,7 +7,6 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.cred import error as cred_error
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
@@ -22,6 +21,7 @@ from mailsuite.pop3.server import (
     POP3ServerFactory,
 )
 from mailsuite.store.index import MessageRecord
+from tests.support.fakes import FakePortal
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,6 @@ class Svc:
     idle_timeout: int = 600
     max_line_length: int = 2048
     max_errors: int = 20
-
-
-class FakePortal:
-    def __init__(self, result: Any = None) -> None:
-        self.result = result
-
-    def login(self, creds: Any, mind: Any, *ifaces: Any) -> defer.Deferred:
-        if isinstance(self.result, Exception):
-            return defer.fail(self.result)
-        if creds.password != b"pw":
-            return defer.fail(cred_error.UnauthorizedLogin())
-        return defer.succeed((ifaces[0], POP3Account(creds.username.decode()), lambda: None))
 
 
 @dataclass
@@ -100,7 +88,7 @@ def records(n: int) -> list[MessageRecord]:
 
 
 def connect(portal: Any = None, store: Any = None, throttle: Any = None) -> tuple[POP3Server, StringTransport]:
-    conf = POP3FactoryConfig("mail.test", Svc(), store or FakeStore(FakeFolder(records(3))), portal or FakePortal(),
+    conf = POP3FactoryConfig("mail.test", Svc(), store or FakeStore(FakeFolder(records(3))), portal or FakePortal(avatar=POP3Account),
                              throttle, None, True, False)
     factory = POP3ServerFactory(conf, ConnectionCounts(), MaildropLocks())
     proto = factory.buildProtocol(None)
@@ -117,7 +105,7 @@ def talk(proto: POP3Server, transport: StringTransport, data: bytes) -> list[byt
 
 
 def test_directory_unavailable_is_a_temporary_error() -> None:
-    proto, t = connect(portal=FakePortal(DirectoryUnavailable("ldap down")))
+    proto, t = connect(portal=FakePortal(error=DirectoryUnavailable("ldap down")))
     assert talk(proto, t, b"USER a@x.test\r\nPASS pw\r\n")[1].startswith(b"-ERR [SYS/TEMP]")
     assert not t.disconnecting
 

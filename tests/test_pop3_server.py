@@ -13,8 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.pop3_helpers import PASSWORD, fresh_user, login, put, raw, start_pop3_server, tls_context
+from tests.support.server import Server
+from tests.support.pop3 import PASSWORD, fresh_user, login, put, raw, start_pop3_server
+from tests.support.tls import client_context
 
 MSG = b"From: a@remote.test\nSubject: hello\n\nline one\n.dot line\n..two dots\nlast\n"
 
@@ -53,7 +54,7 @@ def test_user_and_auth_before_tls_are_refused_with_a_reason(srv: Server) -> None
 
 def test_capa_after_stls_offers_user_and_sasl_plain(srv: Server) -> None:
     p = poplib.POP3("127.0.0.1", srv.ports["pop3"], timeout=10)
-    p.stls(tls_context())
+    p.stls(client_context())
     caps = p.capa()
     assert "USER" in caps and caps["SASL"] == ["PLAIN"] and "STLS" not in caps
     p.quit()
@@ -77,7 +78,7 @@ def test_user_pass_over_implicit_tls(srv: Server) -> None:
 
 def test_auth_plain_with_initial_response(srv: Server) -> None:
     user = fresh_user()
-    p = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=tls_context(), timeout=10)
+    p = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=client_context(), timeout=10)
     token = base64.b64encode(f"\0{user}\0{PASSWORD}".encode()).decode()
     assert p._shortcmd(f"AUTH PLAIN {token}").startswith(b"+OK")
     assert p.stat() == (0, 0)
@@ -108,7 +109,7 @@ def test_auth_without_mechanism_lists_plain(srv: Server) -> None:
 
 
 def test_wrong_password_gets_auth_code(srv: Server) -> None:
-    p = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=tls_context(), timeout=10)
+    p = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=client_context(), timeout=10)
     p.user(fresh_user())
     with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\] Authentication failed"):
         p.pass_("wrong")
@@ -117,7 +118,7 @@ def test_wrong_password_gets_auth_code(srv: Server) -> None:
 
 def test_repeated_auth_failures_slow_down(srv: Server) -> None:
     user = fresh_user()
-    p = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=tls_context(), timeout=10)
+    p = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=client_context(), timeout=10)
     timings = []
     for _ in range(3):
         p.user(user)
@@ -238,7 +239,7 @@ def test_retr_marks_seen_in_the_store(srv: Server) -> None:
 def test_second_session_gets_in_use(srv: Server) -> None:
     user = fresh_user()
     p = login(srv, user)
-    q = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=tls_context(), timeout=10)
+    q = poplib.POP3_SSL("127.0.0.1", srv.ports["pop3s"], context=client_context(), timeout=10)
     q.user(user)
     with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
         q.pass_(PASSWORD)
@@ -406,7 +407,7 @@ def test_commands_pipelined_behind_stls_are_discarded(srv: Server) -> None:
     f.readline()
     s.sendall(b"STLS\r\nCAPA\r\n")
     assert f.readline().startswith(b"+OK Begin TLS")
-    t = tls_context().wrap_socket(s)
+    t = client_context().wrap_socket(s)
     t.sendall(b"NOOP\r\n")
     g = t.makefile("rb")
     assert g.readline() == b"-ERR NOOP is not allowed in the AUTHORIZATION state.\r\n"

@@ -14,7 +14,7 @@ from mailsuite import workers
 from mailsuite.auth.portal import make_portal
 from mailsuite.directory.files import FileDirectory
 from mailsuite.directory.interface import Account
-from tests.harness import hashed
+from tests.support.server import hashed
 
 
 class IThing(Interface):

@@ -11,17 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server
-from tests.relay_support import Script, peers, relay_server, spool_files, status_of, wait_for  # noqa: F401
+from tests.support.server import Server
+from tests.support.relay import Script, relay_server, spool_files, status_of
+from tests.support.waiting import wait_for
 
 MAILSUITE = str(Path(sys.executable).with_name("mailsuite"))
-
-
-def queue_cli(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [MAILSUITE, "queue", *args, "--config", str(server.config_path)],
-        capture_output=True, text=True, input=stdin, timeout=30,
-    )
 
 
 def send(server: Server, rcpts: list[str], sender: str = "alice@example.test") -> str:
@@ -45,7 +39,7 @@ def test_list_shows_id_age_sender_recipient_state_and_last_error(deferring) -> N
     srv, _peer, _script = deferring
     qid = send(srv, ["r@remote.test"])
     wait_for(lambda: "deferred" in status_of(srv, "r@remote.test"), 10, "deferral", srv)
-    out = queue_cli(srv, "list")
+    out = srv.cli("queue", "list")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert re.match(rf"{qid}\s+\d+s\s+\d+\s+<alice@example.test>", lines[0])
@@ -56,7 +50,7 @@ def test_list_shows_id_age_sender_recipient_state_and_last_error(deferring) -> N
 
 def test_list_of_an_empty_queue(deferring) -> None:
     srv, _peer, _script = deferring
-    out = queue_cli(srv, "list")
+    out = srv.cli("queue", "list")
     assert out.stdout.strip() == "Mail queue is empty"
 
 
@@ -64,7 +58,7 @@ def test_show_prints_the_envelope_and_headers(deferring) -> None:
     srv, _peer, _script = deferring
     qid = send(srv, ["r@remote.test"])
     wait_for(lambda: "deferred" in status_of(srv, "r@remote.test"), 10, "deferral", srv)
-    out = queue_cli(srv, "show", qid)
+    out = srv.cli("queue", "show", qid)
     assert out.returncode == 0, out.stderr
     assert f"id:       {qid}" in out.stdout
     assert "sender:   <alice@example.test>" in out.stdout
@@ -76,13 +70,13 @@ def test_show_prints_the_envelope_and_headers(deferring) -> None:
 def test_show_body_prints_the_whole_message(deferring) -> None:
     srv, _peer, _script = deferring
     qid = send(srv, ["r@remote.test"])
-    out = queue_cli(srv, "show", qid, "--body")
+    out = srv.cli("queue", "show", qid, "--body")
     assert out.returncode == 0 and out.stdout.rstrip().endswith("Subject: queued one\n\nbody")
 
 
 def test_show_of_an_unknown_id_fails(deferring) -> None:
     srv, _peer, _script = deferring
-    out = queue_cli(srv, "show", "ABCDEF123456")
+    out = srv.cli("queue", "show", "ABCDEF123456")
     assert out.returncode == 1 and "no such message" in out.stderr
 
 
@@ -91,7 +85,7 @@ def test_retry_while_running_delivers_now(deferring) -> None:
     qid = send(srv, ["r@remote.test"])
     wait_for(lambda: "deferred" in status_of(srv, "r@remote.test"), 10, "deferral", srv)
     script.rcpt = lambda a: "250 2.1.5 Ok"
-    out = queue_cli(srv, "retry", qid)
+    out = srv.cli("queue", "retry", qid)
     assert out.returncode == 0 and f"{qid}: scheduled for delivery now" in out.stdout
     wait_for(lambda: peer.received, 10, "delivery", srv)
     wait_for(lambda: not spool_files(srv), 10, "empty spool", srv)
@@ -103,7 +97,7 @@ def test_flush_while_running_delivers_everything_now(deferring) -> None:
     send(srv, ["r2@remote.test"])
     wait_for(lambda: "deferred" in status_of(srv, "r2@remote.test"), 10, "deferral", srv)
     script.rcpt = lambda a: "250 2.1.5 Ok"
-    out = queue_cli(srv, "flush")
+    out = srv.cli("queue", "flush")
     assert out.returncode == 0 and "2 message(s) scheduled" in out.stdout
     wait_for(lambda: len(peer.received) == 2, 10, "deliveries", srv)
 
@@ -112,7 +106,7 @@ def test_delete_with_yes_removes_without_bounce(deferring) -> None:
     srv, peer, _script = deferring
     qid = send(srv, ["r@remote.test"])
     wait_for(lambda: "deferred" in status_of(srv, "r@remote.test"), 10, "deferral", srv)
-    out = queue_cli(srv, "delete", qid, "--yes")
+    out = srv.cli("queue", "delete", qid, "--yes")
     assert out.returncode == 0 and f"{qid}: deleted" in out.stdout
     assert not spool_files(srv)
     assert "removed by the administrator" in srv.log()
@@ -122,7 +116,7 @@ def test_delete_with_yes_removes_without_bounce(deferring) -> None:
 def test_delete_asks_for_confirmation(deferring) -> None:
     srv, _peer, _script = deferring
     qid = send(srv, ["r@remote.test"])
-    out = queue_cli(srv, "delete", qid, stdin="")
+    out = srv.cli("queue", "delete", qid, stdin="")
     assert out.returncode == 1 and "--yes" in out.stderr
     assert spool_files(srv)
 
@@ -133,10 +127,10 @@ def test_tools_work_on_the_spool_of_a_stopped_server(deferring) -> None:
     drop = send(srv, ["drop@remote.test"])
     wait_for(lambda: "deferred" in status_of(srv, "drop@remote.test"), 10, "deferral", srv)
     srv.stop()
-    assert queue_cli(srv, "delete", drop, "--yes").returncode == 0
-    out = queue_cli(srv, "retry", keep)
+    assert srv.cli("queue", "delete", drop, "--yes").returncode == 0
+    out = srv.cli("queue", "retry", keep)
     assert out.returncode == 0 and "marked due" in out.stdout
-    listing = queue_cli(srv, "list").stdout
+    listing = srv.cli("queue", "list").stdout
     assert keep in listing and drop not in listing
     script.rcpt = lambda a: "250 2.1.5 Ok"
     srv.start()

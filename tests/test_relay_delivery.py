@@ -8,17 +8,9 @@ import email
 import smtplib
 from email import policy as email_policy
 
-from tests.harness import Server
-from tests.relay_support import (  # noqa: F401 - fixtures
-    Script,
-    dns_factory,
-    peers,
-    relay_server,
-    sink,
-    spool_files,
-    status_of,
-    wait_for,
-)
+from tests.support.relay import Script, relay_server, spool_files, status_of
+from tests.support.server import Server, free_port
+from tests.support.waiting import wait_for
 
 
 def send(server: Server, sender: str, rcpts: list[str], body: bytes = b"Subject: test\r\n\r\nhello\r\n") -> None:
@@ -326,8 +318,6 @@ def test_garbage_reply_defers_with_a_protocol_error(server_factory, peers) -> No
 
 
 def test_refused_connection_defers(server_factory) -> None:
-    from tests.harness import free_port
-
     srv = relay_server(server_factory, transport={"remote.test": f"127.0.0.1:{free_port()}"}).start()
     send(srv, "alice@example.test", ["a@remote.test"])
     wait_status(srv, "a@remote.test", "deferred")
@@ -425,8 +415,6 @@ def test_servfail_defers_and_delivery_follows_when_dns_recovers(server_factory, 
 
 
 def test_mx_that_is_this_server_bounces_as_a_loop(server_factory, dns_factory) -> None:
-    from tests.harness import free_port
-
     dns = dns_factory({"loop.test": {"A": ["127.0.0.1"]}})
     port = free_port()
     srv = relay_server(server_factory, dns_servers=[dns.server], smtp_port=port)
@@ -461,9 +449,7 @@ def test_kill9_between_attempts_loses_nothing_and_delivers_no_local_copy_twice(s
     srv.sections["relay"]["backoff_min"] = 1
     srv.start()
     # The restart keeps the stored next attempt (an hour away): flush makes it due.
-    from tests.test_queue_tools import queue_cli
-
-    assert queue_cli(srv, "flush").returncode == 0
+    assert srv.cli("queue", "flush").returncode == 0
     wait_for(lambda: peer.received, 15, "delivery after restart", srv)
     wait_empty(srv)
     assert len(srv.messages("bob@example.test")) == 1
@@ -500,9 +486,7 @@ def test_every_acknowledged_message_survives_kill9_during_load(server_factory, p
         t.join()
     script.rcpt = lambda a: "250 2.1.5 Ok"
     srv.start()
-    from tests.test_queue_tools import queue_cli
-
-    assert queue_cli(srv, "flush").returncode == 0
+    assert srv.cli("queue", "flush").returncode == 0
     wait_for(lambda: not spool_files(srv), 30, "empty spool", srv)
     received = {r.data.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for r in peer.received}
     assert set(acked) <= received

@@ -6,20 +6,22 @@ from __future__ import annotations
 import smtplib
 from pathlib import Path
 
-from tests.harness import Server
-from tests.relay_support import make_test_ca, relay_server, spool_files, status_of, wait_for  # noqa: F401
+from tests.support.relay import relay_server, spool_files, status_of
+from tests.support.server import Server
+from tests.support.tls import make_ca
+from tests.support.waiting import wait_for
 
 
 def smarthost(server_factory, tmp_path: Path) -> tuple[Server, Path]:  # type: ignore[no-untyped-def]
-    ca, cert, key = make_test_ca(tmp_path / "ca", ("localhost",))
+    ca = make_ca(tmp_path / "ca", ("localhost",))
     # The smarthost lets an account send only as its own address: the relay logs in
     # as the sender's account there.
     dest = server_factory(
         "smarthost", users={"alice@example.test": "relay-pw", "dora@partner.test": "pw"},
         server={"hostname": "localhost", "domains": ["partner.test", "example.test"]},
-        tls={"certificate": str(cert), "private_key": str(key)},
+        tls={"certificate": str(ca.server_cert), "private_key": str(ca.server_key)},
     ).start()
-    return dest, ca
+    return dest, ca.ca_cert
 
 
 def send(server: Server, rcpt: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings, strategies as st
 
 from mailsuite.smtp.data import DataReader
+from tests.support.sockets import split_at
 
 BIG = 10**9
 
@@ -21,16 +22,6 @@ def feed_all(chunks: list[bytes], max_size: int = BIG, max_line: int = 1000) -> 
         if fed.finished:
             return body, True, fed.rest + b"".join(chunks[i + 1 :]), r
     return body, False, b"", r
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, prev = [], 0
-    for p in points:
-        out.append(data[prev:p])
-        prev = p
-    out.append(data[prev:])
-    return out
 
 
 def stuff(lines: list[bytes]) -> bytes:

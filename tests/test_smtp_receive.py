@@ -19,7 +19,9 @@ from typing import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.harness import Server, make_server
+from tests.support.server import Server, make_server
+from tests.support import smtp as smtp_client
+from tests.support.smtp import Raw
 
 MAX_SIZE = 200_000
 BOXES = [f"box{i:02d}@example.test" for i in range(60)]
@@ -49,61 +51,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s.start()
     yield s
     s.stop()
-
-
-class Raw:
-    """A line-level SMTP client over a plain socket, for exact replies and bad input."""
-
-    def __init__(self, port: int, source: str | None = None, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout,
-                                             source_address=(source, 0) if source else None)
-        self.buf = b""
-        self.greeting = self.reply()
-
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"closed; unread {self.buf!r}")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def reply(self) -> tuple[int, str]:
-        texts = []
-        while True:
-            line = self._line()
-            texts.append(line[4:].decode())
-            if line[3:4] != b"-":
-                return int(line[:3]), "\n".join(texts)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, line: str | bytes) -> tuple[int, str]:
-        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return self.reply()
-
-    def is_closed(self, wait: float = 3.0) -> bool:
-        self.sock.settimeout(wait)
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-        except socket.timeout:
-            return False
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "Raw":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def start_mail(c: Raw, sender: str = "s@remote.test", rcpts: tuple[str, ...] = ()) -> None:
@@ -299,7 +246,7 @@ def test_helo_rset_noop_vrfy_quit(srv: Server) -> None:
         assert c.cmd("NOOP")[0] == 250
         assert c.cmd("VRFY alice")[0] == 252
         assert c.cmd("QUIT")[0] == 221
-        assert c.is_closed()
+        assert c.closed_by_server(3)
 
 
 def test_several_messages_in_one_session(srv: Server) -> None:
@@ -620,8 +567,7 @@ needs_swaks = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks no
 
 
 def swaks(srv: Server, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(srv.ports["smtp"]),
-                           "--helo", "swaks.test", *args], capture_output=True, text=True, timeout=30)
+    return smtp_client.swaks("--port", str(srv.ports["smtp"]), "--helo", "swaks.test", *args)
 
 
 @needs_swaks
@@ -668,7 +614,7 @@ def test_connections_per_ip_are_limited(tmp_path: Path) -> None:
         first, second = Raw(s.ports["smtp"]), Raw(s.ports["smtp"])
         third = Raw(s.ports["smtp"])
         assert third.greeting[0] == 421 and third.greeting[1].startswith("4.7.0")
-        assert third.is_closed()
+        assert third.closed_by_server(3)
         # Another address is counted on its own.
         other = Raw(s.ports["smtp"], source="127.0.0.2")
         assert other.greeting[0] == 220
@@ -698,14 +644,14 @@ def test_idle_client_times_out(tmp_path: Path) -> None:
         code, text = c.reply()
         assert (code, text[:5]) == (421, "4.4.2")
         assert 0.5 < time.time() - t0 < 5
-        assert c.is_closed()
+        assert c.closed_by_server(3)
         # Also in the middle of DATA, and nothing is kept.
         c = Raw(s.ports["smtp"])
         start_mail(c, rcpts=("alice@example.test",))
         c.cmd("DATA")
         c.send(b"Subject: slow\r\n\r\npart")
         assert c.reply()[0] == 421
-        assert c.is_closed()
+        assert c.closed_by_server(3)
         assert s.messages("alice@example.test") == []
     finally:
         s.stop()
@@ -719,7 +665,7 @@ def test_too_many_errors_close_the_session(tmp_path: Path) -> None:
             for _ in range(3):
                 assert c.cmd("BOGUS")[0] == 500
             assert c.cmd("BOGUS")[0] == 421
-            assert c.is_closed()
+            assert c.closed_by_server(3)
     finally:
         s.stop()
 

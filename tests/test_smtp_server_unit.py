@@ -17,7 +17,7 @@ from mailsuite.directory.files import FileDirectory
 from mailsuite.handoff import PermanentFailure, TemporaryFailure
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import SMTPFactoryConfig, SMTPServerFactory
-from tests.harness import hashed
+from tests.support.server import hashed
 
 
 class SlowDispatcher:

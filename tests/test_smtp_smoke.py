@@ -2,7 +2,7 @@
 
 import smtplib
 
-from tests.harness import Server
+from tests.support.server import Server
 
 
 def test_message_to_local_user_lands_in_maildir(server: Server) -> None:

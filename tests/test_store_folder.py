@@ -15,7 +15,7 @@ from mailsuite.store import names
 from mailsuite.store.errors import MessageGone, TooManyKeywords
 from mailsuite.store.folder import FolderDisk
 from mailsuite.store.maildir import MaildirStore, account_dir
-from tests.store_helpers import ACCOUNT, deliver, resolve
+from tests.support.store import ACCOUNT, deliver, resolve
 
 MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
 

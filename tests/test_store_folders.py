@@ -11,7 +11,7 @@ import pytest
 from mailsuite.store import folders
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
 from mailsuite.store.maildir import MaildirStore, account_dir
-from tests.store_helpers import ACCOUNT, deliver, resolve
+from tests.support.store import ACCOUNT, deliver, resolve
 
 MSG = b"Subject: x\n\nbody\n"
 

@@ -9,18 +9,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.submission_client import (
-    HOST,
-    Raw,
-    b64,
-    client_context,
-    message,
-    plain,
-    started,
-    submit_session,
-    swaks,
-)
+from tests.support.server import Server, started
+from tests.support.smtp import HOST, Raw, b64, message, plain, submit_session, swaks
+from tests.support.tls import client_context
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +310,7 @@ def test_commands_pipelined_behind_starttls_are_discarded(srv: Server) -> None:
         r.cmd("EHLO client.test")
         r.send(b"STARTTLS\r\nRSET\r\n")
         assert r.reply()[0] == 220
-        assert r._buf == b""
+        assert r.buf == b""
         r.sock = client_context().wrap_socket(r.sock)
         # Nothing may arrive on its own: the RSET was thrown away.
         r.sock.settimeout(0.5)

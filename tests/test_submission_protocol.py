@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.cred.portal import Portal
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
 from mailsuite.auth.throttle import AuthThrottle
@@ -14,15 +13,8 @@ from mailsuite.config import LimitsConfig, SubmissionConfig
 from mailsuite.directory.interface import DirectoryUnavailable
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import SMTPFactoryConfig, SMTPServerFactory
-from tests.submission_client import plain
-
-
-class FailingPortal(Portal):
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def login(self, credentials, mind, *interfaces):  # type: ignore[no-untyped-def]
-        return defer.fail(self.error)
+from tests.support.fakes import FakePortal
+from tests.support.smtp import plain
 
 
 def session(error: Exception, tmp_path: Path) -> tuple[StringTransport, AuthThrottle]:
@@ -30,7 +22,7 @@ def session(error: Exception, tmp_path: Path) -> tuple[StringTransport, AuthThro
     conf = SMTPFactoryConfig(
         hostname="mail.example.test", service=SubmissionConfig(),
         policy=Policy(directory=None, domains=("example.test",), relay_networks=()),  # type: ignore[arg-type]
-        dispatcher=None, incoming_dir=tmp_path, portal=FailingPortal(error),  # type: ignore[arg-type]
+        dispatcher=None, incoming_dir=tmp_path, portal=FakePortal(error=error),  # type: ignore[arg-type]
         submission=True, allow_plaintext_auth=True, throttle=throttle,
     )
     proto = SMTPServerFactory(conf).buildProtocol(None)

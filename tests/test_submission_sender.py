@@ -10,8 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.submission_client import HOST, client_context, message, started, submit_session
+from tests.support.server import Server, started
+from tests.support.smtp import HOST, message, submit_session
+from tests.support.tls import client_context
 
 ALIASES = "sales@example.test: alice\nteam@example.test: alice, bob\n"
 

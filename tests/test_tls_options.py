@@ -11,8 +11,8 @@ import pytest
 
 from mailsuite.config import DEFAULT_CIPHERS
 from mailsuite.tls import ReloadableContextFactory, TLSConfigError, build_options, generate_self_signed, is_self_signed
-from tests.harness import Server
-from tests.submission_client import make_chain, s_client
+from tests.support.server import Server
+from tests.support.tls import make_chain, s_client
 
 
 @pytest.fixture

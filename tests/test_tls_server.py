@@ -14,8 +14,10 @@ import pytest
 from cryptography import x509
 
 from mailsuite.tls import generate_self_signed
-from tests.harness import Server
-from tests.submission_client import HOST, Raw, make_chain, peer_certificate, s_client, started
+from tests.support.server import Server, started
+from tests.support.smtp import HOST, Raw
+from tests.support.sockets import closed
+from tests.support.tls import make_chain, peer_certificate, s_client
 
 # Debian's OpenSSL refuses TLS 1.1 on the client side at the default security level;
 # level 0 makes sure it is the server that says no.
@@ -42,17 +44,6 @@ def chain_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def listeners(server: Server) -> list[tuple[int, bool]]:
     return [(server.ports["submissions"], False), (server.ports["submission"], True), (server.ports["smtp"], True)]
-
-
-def closed(sock: socket.socket, wait: float) -> bool:
-    """True if the server closes (or resets) ``sock`` within ``wait`` seconds."""
-    sock.settimeout(wait)
-    try:
-        return sock.recv(100) == b""
-    except ConnectionResetError:  # an aborted connection arrives as a reset
-        return True
-    except socket.timeout:
-        return False
 
 
 def handshake_ok(result) -> bool:  # type: ignore[no-untyped-def]

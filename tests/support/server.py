@@ -8,7 +8,6 @@ is stopped (SIGTERM, then SIGKILL) when the test ends.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import argon2
 
@@ -25,6 +24,7 @@ from mailsuite.tls import generate_self_signed
 DOMAIN = "example.test"
 USERS = {"alice@example.test": "alice-pw", "bob@example.test": "bob-pw", "carol@other.test": "carol-pw"}
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+MAILSUITE = str(Path(sys.executable).with_name("mailsuite"))
 
 _hash_cache: dict[str, str] = {}
 _CHEAP = argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
@@ -96,6 +96,12 @@ class Server:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """``mailsuite ARGS... --config`` this server's config, as an admin runs it."""
+        self.write_config()
+        return subprocess.run([MAILSUITE, *args, "--config", str(self.config_path)],
+                              input=stdin, capture_output=True, text=True, timeout=30)
 
     def write_config(self) -> None:
         lines = []
@@ -210,5 +216,11 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
     return Server(root, sections, ports, active)
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+def started(root: Path, **overrides: Any) -> Iterator[Server]:
+    """A generator for module-scoped fixtures: a started server, stopped at the end."""
+    srv = make_server(root, **overrides)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

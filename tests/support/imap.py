@@ -8,13 +8,14 @@ import re
 import smtplib
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.harness import Server, make_server
+from tests.support.server import Server, make_server
+from tests.support.sockets import LineClient
+from tests.support.tls import verifying_context
 
 PASSWORD = "imap-test-pw"
 N_USERS = 60
@@ -64,41 +65,20 @@ def login(server: Server, user: str) -> imaplib.IMAP4:
 
 
 def tls_context(server: Server) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(server.root / "tls" / "cert.pem"))
+    """A client context that trusts the server's own (self-signed) certificate."""
+    return verifying_context(server.root / "tls" / "cert.pem")
 
 
-class Raw:
+class Raw(LineClient):
     """A raw IMAP connection: send exact bytes, read exact responses."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         sock = socket.create_connection((host, port), timeout=timeout)
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname="mail.example.test")
-        self.sock = sock
-        self.buf = b""
+        super().__init__(sock)
         self.n = 0
         self.greeting = self.line()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed; pending {self.buf!r}")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
 
     def response(self, tag: bytes) -> tuple[list[bytes], bytes]:
         """Untagged lines (literals inlined) and the tagged line."""
@@ -124,34 +104,6 @@ class Raw:
     def login(self, user: str, password: str = PASSWORD) -> None:
         _, tagged = self.cmd(b"LOGIN " + user.encode() + b" " + password.encode())
         assert b" OK " in tagged, tagged
-
-    def closed(self, timeout: float = 5.0) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                self.buf += data
-        except (ConnectionError, OSError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def wait_for(pred: Any, timeout: float = 5.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 @pytest.fixture(scope="module")

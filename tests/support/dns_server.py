@@ -1,4 +1,4 @@
-"""A tiny authoritative DNS server for tests: ``python tests/dns_server.py PORT ZONE.json``.
+"""A tiny authoritative DNS server for tests: ``python tests/support/dns_server.py PORT ZONE.json``.
 
 Built on twisted.names.server with a custom authority.  The zone file maps names to
 records::

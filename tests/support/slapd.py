@@ -4,7 +4,7 @@
 (``ldap://`` and ``ldaps://``, StartTLS offered on the first), loads :func:`base_ldif`
 with ``slapadd`` before the first start, and can be paused (SIGSTOP: the server accepts
 TCP but never answers), resumed, stopped and restarted on the same ports.  Certificates
-come from a CA made here with ``cryptography``.
+come from a CA made by :func:`tests.support.tls.make_ca`.
 
 Without a slapd binary the LDAP tests are skipped, except under ``CI=true`` where that
 is a failure (scripts/test installs slapd with apt).
@@ -13,9 +13,7 @@ is a failure (scripts/test installs slapd with apt).
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -24,6 +22,9 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.server import free_port
+from tests.support.tls import TestCA
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -68,84 +69,10 @@ def require_slapd() -> None:
     pytest.skip(f"slapd not found at {SLAPD}; install slapd and ldap-utils (scripts/test does)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ssha(password: str) -> str:
     salt = os.urandom(8)
     digest = hashlib.sha1(password.encode() + salt).digest()
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
-
-
-# ---------------------------------------------------------------------------
-# Test CA and server certificate.
-
-
-@dataclass(frozen=True)
-class TestCA:
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    other_ca_cert: Path  # a CA that signed nothing here: verification must fail with it
-
-
-def make_ca(folder: Path, hostnames: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ()) -> TestCA:
-    """A CA and a server certificate for ``hostnames`` (by default "localhost" only, so
-    that ldaps://127.0.0.1 is a name the certificate does not cover)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn)).issuer_name(name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return cert, key
-
-    ca_cert, ca_key = ca("mailsuite test CA")
-    other_cert, _ = ca("some other CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name(hostnames[0])).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    out = TestCA(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "other-ca.pem")
-    out.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-    out.other_ca_cert.write_bytes(other_cert.public_bytes(pem))
-    out.server_cert.write_bytes(cert.public_bytes(pem))
-    out.server_key.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(out.server_key, 0o600)
-    return out
 
 
 # ---------------------------------------------------------------------------

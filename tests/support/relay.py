@@ -1,6 +1,6 @@
 """Peers for relay tests, all on loopback: Postfix's smtp-sink, a scripted SMTP peer
 (4xx then 2xx, 5xx, drops, stalls, broken STARTTLS), and the twisted.names DNS server
-of tests/dns_server.py in a child process."""
+of tests/support/dns_server.py in a child process."""
 
 from __future__ import annotations
 
@@ -21,21 +21,10 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.harness import Server, free_port
+from tests.support.server import Server, free_port
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 HERE = Path(__file__).parent
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition", server: Server | None = None) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    extra = f"\n--- server log ---\n{server.log()[-6000:]}" if server is not None else ""
-    raise AssertionError(f"timed out waiting for {what}{extra}")
 
 
 def relay_lines(server: Server) -> list[str]:
@@ -345,53 +334,3 @@ def spool_files(server: Server) -> list[str]:
 
 def rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------
-# A test CA
-
-
-def make_test_ca(root: Path, names: tuple[str, ...] = ("localhost",)) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate it signed for ``names``; (ca.pem, cert.pem, key.pem)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    root.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailsuite test CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            sans.append(x509.DNSName(n))
-    cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (root / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (root / "cert.pem").write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
-    (root / "key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return root / "ca.pem", root / "cert.pem", root / "key.pem"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import poplib
-import ssl
+import socket
 from pathlib import Path
 from typing import Any
 
 from mailsuite.store.maildir import BodyFile, deliver_copies
-from tests.harness import Server, make_server
+from tests.support.server import Server, make_server
+from tests.support.tls import client_context
 
 PASSWORD = "pop-secret-pw"
 N_USERS = 60
@@ -33,13 +34,6 @@ def fresh_user() -> str:
     return f"u{next(_counter)}@example.test"
 
 
-def tls_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def put(server: Server, user: str, text: bytes) -> str:
     """Deliver ``text`` (LF line ends) into ``user``'s INBOX as SMTP would."""
     body = server.root / "body.tmp"
@@ -49,10 +43,10 @@ def put(server: Server, user: str, text: bytes) -> str:
 
 def login(server: Server, user: str, implicit: bool = True) -> poplib.POP3:
     if implicit:
-        p: poplib.POP3 = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=tls_context(), timeout=20)
+        p: poplib.POP3 = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=client_context(), timeout=20)
     else:
         p = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=20)
-        p.stls(tls_context())
+        p.stls(client_context())
     p.user(user)
     p.pass_(PASSWORD)
     return p
@@ -60,11 +54,9 @@ def login(server: Server, user: str, implicit: bool = True) -> poplib.POP3:
 
 def raw(server: Server, implicit: bool = True) -> Any:
     """A raw socket (TLS on the implicit port) with the greeting read."""
-    import socket
-
     s = socket.create_connection(("127.0.0.1", server.ports["pop3s" if implicit else "pop3"]), timeout=10)
     if implicit:
-        s = tls_context().wrap_socket(s)
+        s = client_context().wrap_socket(s)
     f = s.makefile("rb")
     greeting = f.readline()
     assert greeting.startswith(b"+OK")

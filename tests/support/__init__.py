@@ -1,0 +1,12 @@
+"""Shared helpers for the tests, one copy each.
+
+- ``server``: the real mailsuite (``twistd -n mailsuite``) on free loopback ports.
+- ``smtp``, ``imap``, ``pop3``: raw line clients and client shortcuts per protocol.
+- ``tls``: client TLS contexts, throw-away CAs and chains, ``openssl s_client``.
+- ``waiting``: poll until a condition holds.
+- ``fakes``: test doubles for the seams (a cred portal).
+- ``relay``: relay peers (smtp-sink, a scripted SMTP peer, a DNS server process).
+- ``dns_server``: the twisted.names DNS server that ``relay`` starts.
+- ``slapd``: a real OpenLDAP server.
+- ``store``: inline workers and direct Maildir delivery for store unit tests.
+"""
