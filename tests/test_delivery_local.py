@@ -15,7 +15,7 @@ from zope.interface.verify import verifyObject
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import IDeliveryFilter, ILocalDelivery, LocalDelivery
 from mailsuite.handoff import BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, prepend_headers
-from tests.store_helpers import resolve
+from tests.support.store import resolve
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
 MESSAGE = b"Subject: hi\n\nhello\n"

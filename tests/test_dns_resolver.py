@@ -19,7 +19,7 @@ from twisted.trial import unittest
 
 from mailsuite.config import ConfigError, parse
 from mailsuite.dns.resolver import MX, TLSA, DNSTimeout, NotFound, Resolver, TemporaryDNSError, parse_nameserver
-from tests.relay_support import DNS
+from tests.support.relay import DNS
 
 DIGEST = "ab" * 32  # a SHA-256 (matching type 1) is 32 bytes: dnspython checks
 LONG_KEY = "v=DKIM1; k=rsa; p=" + "A" * 380  # longer than one 255-byte TXT string

@@ -13,7 +13,8 @@ import imapclient
 import pytest
 
 from tests.support.server import Server
-from tests.support.imap import PASSWORD, deliver, imap_tracebacks, start_imap_server, tls_context
+from tests.support.imap import PASSWORD, deliver, imap_tracebacks, start_imap_server
+from tests.support.tls import trusting_context
 
 USER = "u0@example.test"
 MBSYNC = shutil.which("mbsync")
@@ -85,7 +86,7 @@ def local_files(tmp: Path, folder: str) -> dict[str, str]:
 
 
 def remote(srv: Server) -> imapclient.IMAPClient:
-    c = imapclient.IMAPClient("127.0.0.1", port=srv.ports["imaps"], ssl=True, ssl_context=tls_context(srv))
+    c = imapclient.IMAPClient("127.0.0.1", port=srv.ports["imaps"], ssl=True, ssl_context=trusting_context(srv))
     c.login(USER, PASSWORD)
     return c
 

@@ -8,7 +8,8 @@ from typing import Iterator
 import pytest
 
 from tests.support.server import Server
-from tests.support.imap import PASSWORD, Raw, start_imap_server, tls_context
+from tests.support.imap import PASSWORD, Raw, start_imap_server
+from tests.support.tls import trusting_context
 
 USER = "u0@example.test"
 
@@ -42,7 +43,7 @@ def test_login_before_tls_is_refused(strict_server: Server) -> None:
 
 def test_starttls_then_login_with_imaplib(strict_server: Server) -> None:
     m = imaplib.IMAP4("127.0.0.1", strict_server.ports["imap"])
-    m.starttls(ssl_context=tls_context(strict_server))
+    m.starttls(ssl_context=trusting_context(strict_server))
     caps = m.capability()[1][0].split()
     assert b"STARTTLS" not in caps and b"LOGINDISABLED" not in caps and b"AUTH=PLAIN" in caps
     assert m.login(USER, PASSWORD)[0] == "OK"
@@ -51,7 +52,7 @@ def test_starttls_then_login_with_imaplib(strict_server: Server) -> None:
 
 
 def test_implicit_tls_port(strict_server: Server) -> None:
-    m = imaplib.IMAP4_SSL("127.0.0.1", strict_server.ports["imaps"], ssl_context=tls_context(strict_server))
+    m = imaplib.IMAP4_SSL("127.0.0.1", strict_server.ports["imaps"], ssl_context=trusting_context(strict_server))
     assert b"AUTH=PLAIN" in m.capability()[1][0].split()
     assert m.login(USER, PASSWORD)[0] == "OK"
     m.logout()
@@ -61,7 +62,7 @@ def test_plaintext_pipelined_behind_starttls_is_discarded(strict_server: Server)
     r = Raw(strict_server.ports["imap"])
     r.send(b"a STARTTLS\r\nb LOGIN " + USER.encode() + b" " + PASSWORD.encode() + b"\r\n")
     assert r.line().startswith(b"a OK")
-    r.sock = tls_context(strict_server).wrap_socket(r.sock, server_hostname="mail.example.test")
+    r.sock = trusting_context(strict_server).wrap_socket(r.sock, server_hostname="mail.example.test")
     r.buf = b""
     # the injected LOGIN never ran: we are still not authenticated
     untagged, tagged = r.cmd(b"SELECT INBOX")
@@ -71,14 +72,14 @@ def test_plaintext_pipelined_behind_starttls_is_discarded(strict_server: Server)
 
 def test_starttls_twice_is_bad(strict_server: Server) -> None:
     m = imaplib.IMAP4("127.0.0.1", strict_server.ports["imap"])
-    m.starttls(ssl_context=tls_context(strict_server))
+    m.starttls(ssl_context=trusting_context(strict_server))
     with pytest.raises(imaplib.IMAP4.error, match="TLS already active"):
         m._simple_command("STARTTLS")
     m.logout()
 
 
 def test_logout_over_tls_closes_the_connection(strict_server: Server) -> None:
-    r = Raw(strict_server.ports["imaps"], tls=tls_context(strict_server))
+    r = Raw(strict_server.ports["imaps"], tls=trusting_context(strict_server))
     untagged, tagged = r.cmd(b"LOGOUT")
     assert untagged[0].startswith(b"* BYE") and b"OK" in tagged
     assert r.closed_by_server(3)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.web_helpers import get, request
+from tests.support.web import get, request
 
 SCHEMA = Path(__file__).parent / "schemas" / "thunderbird-autoconfig-v1.1.xsd"
 HOST = "mail.example.test"

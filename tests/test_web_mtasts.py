@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.web_helpers import get
+from tests.support.web import get
 
 PATH = "/.well-known/mta-sts.txt"
 

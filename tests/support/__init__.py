@@ -2,7 +2,10 @@
 
 - ``server``: the real mailsuite (``twistd -n mailsuite``) on free loopback ports.
 - ``smtp``, ``imap``, ``pop3``: raw line clients and client shortcuts per protocol.
+- ``sockets``: the line client under the raw protocol clients; TCP-like chunking.
+- ``web``: one HTTP(S) request to the web listeners, with any Host header.
 - ``tls``: client TLS contexts, throw-away CAs and chains, ``openssl s_client``.
+- ``dovecot``: Dovecot's imap binary as the reference, and its answers for a corpus.
 - ``waiting``: poll until a condition holds.
 - ``fakes``: test doubles for the seams (a cred portal).
 - ``relay``: relay peers (smtp-sink, a scripted SMTP peer, a DNS server process).

@@ -15,7 +15,6 @@ import pytest
 
 from tests.support.server import Server, make_server
 from tests.support.sockets import LineClient
-from tests.support.tls import verifying_context
 
 PASSWORD = "imap-test-pw"
 N_USERS = 60
@@ -62,11 +61,6 @@ def login(server: Server, user: str) -> imaplib.IMAP4:
     m = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
     m.login(user, PASSWORD if user.startswith("u") else "alice-pw")
     return m
-
-
-def tls_context(server: Server) -> ssl.SSLContext:
-    """A client context that trusts the server's own (self-signed) certificate."""
-    return verifying_context(server.root / "tls" / "cert.pem")
 
 
 class Raw(LineClient):

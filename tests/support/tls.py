@@ -37,6 +37,12 @@ def verifying_context(cafile: Path | str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cafile))
 
 
+def trusting_context(server: Any) -> ssl.SSLContext:
+    """A client context that trusts a test server's own self-signed certificate
+    (issued for mail.example.test, localhost and 127.0.0.1) and nothing else."""
+    return verifying_context(server.root / "tls" / "cert.pem")
+
+
 # -- certificates ------------------------------------------------------------------------
 
 

@@ -5,8 +5,9 @@ the server's loopback listener, with any Host header (the tests cannot resolve
 from __future__ import annotations
 
 import http.client
-import ssl
 from dataclasses import dataclass
+
+from tests.support.tls import trusting_context
 
 
 @dataclass
@@ -19,16 +20,11 @@ class Reply:
         return self.headers.get(name, "")
 
 
-def tls_context(server) -> ssl.SSLContext:  # type: ignore[no-untyped-def]
-    """Trusts the test server's self-signed certificate (issued for 127.0.0.1 too)."""
-    return ssl.create_default_context(cafile=str(server.root / "tls" / "cert.pem"))
-
-
 def request(server, method: str, path: str, *, host: str | None = None, tls: bool = False,  # type: ignore[no-untyped-def]
             body: bytes | None = None, headers: dict[str, str] | None = None, port: int | None = None) -> Reply:
     if tls:
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", port or server.ports["https"], context=tls_context(server), timeout=10)
+            "127.0.0.1", port or server.ports["https"], context=trusting_context(server), timeout=10)
     else:
         conn = http.client.HTTPConnection("127.0.0.1", port or server.ports["http"], timeout=10)
     hdrs = dict(headers or {})
