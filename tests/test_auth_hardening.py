@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server
-from tests.submission_client import Raw, plain, started
+from tests.support.server import Server, started
+from tests.support.smtp import Raw, plain
 
 ALICE, ALICE_PW = "alice@example.test", "alice-pw"
 

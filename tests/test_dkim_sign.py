@@ -27,9 +27,10 @@ import pytest
 
 from mailsuite.mailauth import dkim_keys
 from mailsuite.mailauth.dkim_sign import SignPolicy, include_headers
-from tests.harness import Server, make_server
-from tests.relay_support import DNS, wait_for
-from tests.submission_client import submit_session
+from tests.support.server import Server, make_server
+from tests.support.relay import DNS
+from tests.support.waiting import wait_for
+from tests.support.smtp import submit_session
 
 MAILSUITE = str(Path(sys.executable).with_name("mailsuite"))
 DKIMVERIFY = str(Path(sys.executable).with_name("dkimverify"))
