@@ -23,8 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import Server, make_server
-from tests.relay_support import DNS, wait_for
+from tests.support.server import Server, make_server
+from tests.support.relay import DNS
+from tests.support.waiting import wait_for
 
 _key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PEM = _key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
