@@ -161,6 +161,12 @@ class SMTPConfig(SMTPListenerConfig):
     # SPF "fail" (-all) without any DKIM pass (and no DMARC pass): "reject" (550 5.7.1),
     # "junk", or "none" (only recorded in Authentication-Results).
     spf_fail_action: Literal["reject", "junk", "none"] = "reject"
+    # DNS block lists (e.g. "zen.spamhaus.org"): a listed client outside relay_networks
+    # is refused with 554 5.7.1 and the list's reason, at the greeting ("connect") or
+    # at each RCPT except to postmaster@ ("rcpt").  Clients on a dnswl zone are exempt.
+    dnsbl: tuple[str, ...] = ()
+    dnswl: tuple[str, ...] = ()
+    dnsbl_check_at: Literal["connect", "rcpt"] = "connect"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.files import FileDirectory
 from mailsuite.dns import resolver as dns_resolver
 from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
+from mailsuite.mailauth.dnsbl import DNSBL
 from mailsuite.mailauth.inbound import AuthChecker, CheckingSink, EnvelopeFolderFilter, InboundPolicy
 from mailsuite.directory.interface import IDirectory
 from mailsuite.delivery.dispatch import Dispatcher
@@ -247,6 +248,9 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
         # One count of connections per client IP for all listeners of a role (587 and
         # 465 together), taken once the TLS handshake of an implicit-TLS one is done.
         connections = ConnectionCounts()
+        client_check = None
+        if not submission and cfg.smtp.dnsbl:
+            client_check = DNSBL(suite.resolver, cfg.smtp.dnsbl, cfg.smtp.dnswl)
         for desc, implicit in [(d, False) for d in svc_cfg.listen] + [(d, True) for d in svc_cfg.listen_tls]:
             conf = SMTPFactoryConfig(
                 hostname=cfg.server.hostname,
@@ -264,6 +268,8 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
                 throttle=suite.throttle,
                 handshake_timeout=cfg.tls.handshake_timeout,
                 add_missing_headers=submission and cfg.submission.add_missing_headers,
+                client_check=client_check,
+                client_check_at=cfg.smtp.dnsbl_check_at,
             )
             suite.listener(
                 parent, desc, SMTPServerFactory(conf, connections), implicit,

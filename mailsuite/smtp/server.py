@@ -81,10 +81,18 @@ class SMTPFactoryConfig:
     throttle: Any = None  # auth.throttle.AuthThrottle; None: no failure counting
     handshake_timeout: float = 30.0
     add_missing_headers: bool = False  # Message-ID and Date (submission)
+    # DNS block lists (mailsuite.mailauth.dnsbl.IClientCheck): asked when a client
+    # outside relay_networks connects; a listed client is refused at the greeting
+    # ("connect") or at each RCPT except to postmaster@ ("rcpt").
+    client_check: Any = None
+    client_check_at: str = "connect"
 
 
 def _answer(outcome: Outcome) -> Reply:
     return Reply(*SMTP_ANSWERS[outcome])
+
+
+_PENDING = object()  # a block list answer not yet known
 
 
 class SMTPServerFactory(Factory):
@@ -120,6 +128,10 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._tls_pending = False  # a TLS handshake is under way
         self._auth_refusals = 0
         self._headers: HeaderScanner | None = None
+        # Block list verdict: _PENDING until known, then a Listing or None.
+        self._listing: Any = None
+        self._listing_waiters: list[defer.Deferred] = []
+        self._refused: Reply | None = None  # a 554 greeting: every command but QUIT gets 503
 
     # -- connection ------------------------------------------------------------------
 
@@ -143,7 +155,44 @@ class SMTPServer(Protocol, TimeoutMixin):
             if self.session.tls == "TLS":
                 self._tls_pending = True
                 self.setTimeout(self.conf.handshake_timeout)
+        check = self.conf.client_check
+        if check is not None and not self.conf.policy.may_relay(self.session):
+            self._listing = _PENDING
+            d = check.check(ip)
+            d.addErrback(lambda f: log.failure("smtp: block list check failed", f) and None)
+            d.addCallback(self._listed)
+            if self.conf.client_check_at == "connect" and self._listing is _PENDING:
+                # The greeting waits for the answer (the resolver's cache makes repeat
+                # clients quick); commands sent before it wait in the buffer.
+                self._busy = True
+                return
+        self._greet()
+
+    def _greet(self) -> None:
+        listing = self._listing
+        if self.conf.client_check_at == "connect" and listing not in (None, _PENDING):
+            ip = self.session.client_ip if self.session else ""
+            self._refused = Reply(554, "5.7.1", listing.reply_text(ip))
+            log.info("smtp: [{ip}] refused at connect: {zone} ({code})", ip=ip, zone=listing.zone, code=listing.code)
+            self._send(self._refused)
+            return
         self._send(Reply(220, "", f"{self.conf.hostname} ESMTP mailsuite"))
+
+    def _listed(self, listing: Any) -> None:
+        self._listing = listing
+        waiters, self._listing_waiters = self._listing_waiters, []
+        for w in waiters:
+            w.callback(listing)
+        if self.conf.client_check_at == "connect" and self._busy and not self._closing and self.transport is not None:
+            self._greet()
+            self._resume()
+
+    def _when_listed(self) -> defer.Deferred:
+        if self._listing is not _PENDING:
+            return defer.succeed(self._listing)
+        d: defer.Deferred = defer.Deferred()
+        self._listing_waiters.append(d)
+        return d
 
     def handshakeCompleted(self) -> None:
         """IHandshakeListener: TLS is up (implicit TLS, or after STARTTLS)."""
@@ -228,6 +277,10 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._command_error(Reply(500, "5.5.2", "Error: non-ASCII characters in command"), "non-ASCII command")
             return
         verb, _, arg = line.partition(" ")
+        if self._refused is not None and verb.upper() != "QUIT":
+            # RFC 5321 3.1: after a 554 greeting the server answers 503 until QUIT.
+            self._command_error(Reply(503, "5.7.1", self._refused.text), "refused client")
+            return
         handler = getattr(self, f"do_{verb.upper()}", None) if verb.isalpha() else None
         if handler is None:
             self._command_error(Reply(500, "5.5.2", "Error: command not recognized"), f"unknown command {verb[:20]!r}")
@@ -363,7 +416,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             raise Reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}")
         if len(s.recipients) >= self.svc.max_recipients:
             raise Reply(452, "4.5.3", "Error: too many recipients")
-        d = self.conf.policy.check_recipient(s, rcpt)
+        if self.conf.client_check_at == "rcpt" and self._listing is not None:
+            d = self._when_listed().addCallback(self._rcpt_allowed, rcpt)
+            d.addCallback(lambda _: self.conf.policy.check_recipient(s, rcpt))
+        else:
+            d = self.conf.policy.check_recipient(s, rcpt)
 
         def ok(resolution: Any) -> None:
             s.recipients.append(rcpt)
@@ -371,6 +428,15 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._send(Reply(250, "2.1.5", "Ok"))
 
         return d.addCallback(ok)
+
+    def _rcpt_allowed(self, listing: Any, rcpt: str) -> None:
+        """A listed client may still write to postmaster (RFC 5321 4.5.1), so that a
+        wrongly listed sender can reach us."""
+        s = self.session
+        if listing is None or (s is not None and s.auth_user) or rcpt.partition("@")[0].lower() == "postmaster":
+            return
+        ip = s.client_ip if s else ""
+        raise Reply(554, "5.7.1", f"<{rcpt}>: {listing.reply_text(ip)}")
 
     def do_DATA(self, arg: str) -> None:
         s = self.session
