@@ -13,8 +13,8 @@ from typing import Iterator
 import pytest
 
 from mailsuite.mailauth.dnsbl import reverse_name
-from tests.harness import Server, make_server
-from tests.relay_support import DNS
+from tests.support.server import Server, make_server
+from tests.support.relay import DNS
 
 ZONE = {
     "1.0.0.127.bl.test": {"A": ["127.0.0.2"], "TXT": ["Listed for spam, see https://bl.test/127.0.0.1"]},
