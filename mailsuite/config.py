@@ -39,6 +39,9 @@ def _default_hostname() -> str:
 class ServerConfig:
     hostname: str = field(default_factory=_default_hostname)
     data_dir: Path = Path("data")
+    # The mail tree; default <data_dir>/mail.  Nodes sharing one tree on NFSv4/CephFS
+    # point this at the shared mount and keep data_dir (spool, caches) local.
+    mail_dir: Path | None = None
     domains: tuple[str, ...] = ()
     relay_networks: tuple[IPNetwork, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -48,6 +51,8 @@ class ServerConfig:
     postmaster: str = ""
     # Threads for blocking work (fsync, password hashing, LDAP).
     thread_pool_size: int = 16
+    # Worker processes serving the protocols; 0 = one per core, 1 = one process.
+    processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -354,7 +359,7 @@ class Config:
 
     @property
     def mail_dir(self) -> Path:
-        return self.server.data_dir / "mail"
+        return self.server.mail_dir or self.server.data_dir / "mail"
 
     @property
     def queue_dir(self) -> Path:
@@ -524,6 +529,8 @@ def _check(cfg: Config, problems: list[str]) -> None:
             problems.append(f"server.domains: {d!r} is not a lower-case domain name")
     if cfg.server.postmaster and "@" not in cfg.server.postmaster:
         problems.append("server.postmaster: expected an address like postmaster@example.org")
+    if cfg.server.processes < 0:
+        problems.append("server.processes: expected 0 (one per core) or more")
     if cfg.server.thread_pool_size < 1:
         problems.append("server.thread_pool_size: expected at least 1")
     for name in ("smtp", "submission", "imap", "pop3", "http"):

@@ -52,6 +52,14 @@ from mailsuite import fsutil
 _seq = itertools.count(int.from_bytes(os.urandom(2), "big"))
 
 
+def use_process_slot(index: int, count: int) -> None:
+    """With several processes, start each one's sequence in its own part of the 4096
+    values (worker ``index`` of ``count``; 0 = the parent), so two processes collide
+    only if one takes more than 4096/(count+1) ids in one millisecond."""
+    global _seq
+    _seq = itertools.count(index * (4096 // (count + 1)))
+
+
 def new_queue_id() -> str:
     """12 upper-case hex digits, time-ordered like Postfix's short queue ids; unique
     within a process for up to 4096 ids per millisecond."""

@@ -10,14 +10,13 @@ has dropped privileges, so they belong to the service user.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.application import service, strports
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.error import CannotListenError
+from twisted.application import service
 from twisted.internet import reactor, task
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -37,6 +36,10 @@ from mailsuite.delivery.local import LocalDelivery
 from mailsuite.handoff import IMessageSink, clean_incoming
 from mailsuite.queue.scheduler import QueueManager
 from mailsuite.queue.service import build_queue
+from mailsuite.handoff import use_process_slot
+from mailsuite.process.listeners import EndpointBinder, IListenerBinder, SharingBinder
+from mailsuite.process.roles import PARENT, SINGLE, ProcessRole
+from mailsuite.queue.handover import SpoolWriter
 from mailsuite.smtp.policy import Policy
 from mailsuite.frontend import ConnectionCounts
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
@@ -57,7 +60,8 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        path = self["config"] or config_mod.default_path()
+        path = os.path.abspath(self["config"] or config_mod.default_path())
+        self["config_path"] = path  # absolute: worker processes load it again
         try:
             cfg = config_mod.load(path)
             problems = runtime_problems(cfg)
@@ -111,7 +115,7 @@ class Suite:
     realm: Any
     store: MaildirStore
     local: LocalDelivery  # local delivery, written once (delivery/local.py)
-    queue: QueueManager  # the spool and relay queue (a child service)
+    queue: IMessageSink  # the spool and relay queue (a child service); a worker's SpoolWriter
     dispatcher: IMessageSink  # what the front ends hand messages to (handoff.py)
     tls: ReloadableContextFactory | None
     on_start: list[Callable[[], Any]] = field(default_factory=list)
@@ -123,6 +127,9 @@ class Suite:
     tls_overrides: dict[str, ReloadableContextFactory] = field(default_factory=dict)
     # The one DNS resolver ([dns]): relay MX lookups, mail authentication, DNSBL.
     resolver: Any = None
+    # Where listeners get their sockets, and this process's part ([server] processes).
+    binder: IListenerBinder = field(default_factory=EndpointBinder)
+    role: ProcessRole = SINGLE
 
     def tls_for(self, service_name: str) -> ReloadableContextFactory | None:
         """The TLS context factory of ``service_name`` ("smtp", "submission", "imap",
@@ -154,21 +161,7 @@ class Suite:
                 raise TLSConfigError("implicit TLS listener without a certificate")
             gate = HandshakeGateFactory(factory, self.config.tls.handshake_timeout, max_handshakes_per_ip)
             factory = TLSMemoryBIOFactory(ctx, False, gate)
-        svc = strports.service(desc, factory)
-        svc.__class__ = _ListenerService
-        svc.setServiceParent(parent)
-
-
-class _ListenerService(StreamServerEndpointService):
-    """A listener that reports a port it cannot bind in one line, not a traceback."""
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            # twistd has already pointed stderr at its log by now, so this lands there.
-            sys.stderr.write(f"mailsuite: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}\n")
-            raise SystemExit(1) from None
+        self.binder.bind(parent, desc, factory)
 
 
 def load_tls(cfg: config_mod.Config) -> ReloadableContextFactory | None:
@@ -199,8 +192,10 @@ def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFac
     return out
 
 
-def build_suite(cfg: config_mod.Config) -> Suite:
+def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE) -> Suite:
     workers.configure(cfg.server.thread_pool_size)
+    if role.kind != "single":
+        use_process_slot(role.index, role.count)
     directory = make_directory(cfg)
     portal, realm = make_portal(directory)
     realm.register(ISMTPAvatar, lambda account: account)
@@ -217,7 +212,10 @@ def build_suite(cfg: config_mod.Config) -> Suite:
     def signing(inner: IMessageSink) -> IMessageSink:
         return SigningSink(inner, keyring, SignPolicy(cfg.server.relay_networks), workers.run)
 
-    queue = build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing)
+    # With several processes the parent alone runs the queue; a worker writes the
+    # spool and hands the message over (queue/handover.py).
+    queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel) if role.kind == "worker"
+                           else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing))
     dispatcher = signing(Dispatcher(local, queue))
     if cfg.smtp.check_authentication:
         # Mail from the world is checked (SPF, DKIM, ARC, DMARC) before it is signed or
@@ -230,7 +228,7 @@ def build_suite(cfg: config_mod.Config) -> Suite:
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
-        resolver=resolver,
+        resolver=resolver, binder=binder or EndpointBinder(), role=role,
     )
 
 
@@ -319,7 +317,8 @@ class _Lifecycle(service.Service):
         super().startService()
         cfg = self.suite.config
         cfg.mail_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        n = clean_incoming(cfg.queue_dir / "incoming")
+        owns_state = self.suite.role.owns_state
+        n = clean_incoming(cfg.queue_dir / "incoming") if owns_state else 0
         if n:
             log.info("queue: removed {n} incomplete incoming file(s) left by a crash", n=n)
         if self.suite.tls is not None or self.suite.tls_overrides:
@@ -329,8 +328,11 @@ class _Lifecycle(service.Service):
                 pass
         for hook in self.suite.on_start:
             hook()
-        self._tmp_cleaner = task.LoopingCall(self._clean_tmp)
-        self._tmp_cleaner.start(6 * 3600, now=True)
+        if owns_state:
+            self._tmp_cleaner = task.LoopingCall(self._clean_tmp)
+            self._tmp_cleaner.start(6 * 3600, now=True)
+        if self.suite.role.kind == "worker":
+            return
         for line in inactive_services(cfg):
             log.warn("{line}", line=line)
         log.info("mailsuite started for domains {domains}", domains=", ".join(cfg.server.domains))
@@ -351,17 +353,39 @@ class _Lifecycle(service.Service):
             hook()
 
 
-def build_service(cfg: config_mod.Config) -> tuple[service.MultiService, Suite]:
-    suite = build_suite(cfg)
+def build_service(
+    cfg: config_mod.Config, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE
+) -> tuple[service.MultiService, Suite]:
+    suite = build_suite(cfg, binder, role)
     top = service.MultiService()
     _Lifecycle(suite).setServiceParent(top)
-    suite.queue.setServiceParent(top)
+    if isinstance(suite.queue, QueueManager):
+        suite.queue.setServiceParent(top)
     _optional_builders()
     for build in LISTENER_BUILDERS.values():
         build(suite, top)
     return top, suite
 
 
+def process_count(cfg: config_mod.Config) -> int:
+    """``[server] processes``: 0 means one worker per core."""
+    return cfg.server.processes or os.cpu_count() or 1
+
+
 def makeService(options: Options) -> service.IService:
-    top, _suite = build_service(options["parsed"])
+    cfg = options["parsed"]
+    n = process_count(cfg)
+    if n == 1:
+        top, _suite = build_service(cfg)
+        return top
+    # Several processes: this one binds every listener (as root, before twistd drops
+    # privileges), runs the relay queue, and starts n workers that serve the protocols.
+    from mailsuite.process.supervisor import WorkerSupervisor
+
+    binder = SharingBinder(reactor)
+    top, suite = build_service(cfg, binder, PARENT)
+    manager = suite.queue
+    WorkerSupervisor(
+        reactor, n, options["config_path"], binder, on_queued=manager.adopt, ready=manager.when_loaded,
+    ).setServiceParent(top)
     return top

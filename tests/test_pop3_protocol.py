@@ -4,7 +4,9 @@ the UPDATE-state bookkeeping that are hard to provoke with a real server."""
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
@@ -87,10 +89,12 @@ def records(n: int) -> list[MessageRecord]:
     return [MessageRecord(i, f"b{i}:2,", frozenset(), 20, 0.0, 1) for i in range(1, n + 1)]
 
 
-def connect(portal: Any = None, store: Any = None, throttle: Any = None) -> tuple[POP3Server, StringTransport]:
+def connect(portal: Any = None, store: Any = None, throttle: Any = None,
+            lock_dir: Path | None = None) -> tuple[POP3Server, StringTransport]:
+    lock_dir = lock_dir or Path(tempfile.mkdtemp(prefix="pop3locks-"))
     conf = POP3FactoryConfig("mail.test", Svc(), store or FakeStore(FakeFolder(records(3))), portal or FakePortal(avatar=POP3Account),
                              throttle, None, True, False)
-    factory = POP3ServerFactory(conf, ConnectionCounts(), MaildropLocks())
+    factory = POP3ServerFactory(conf, ConnectionCounts(), MaildropLocks(lambda account: lock_dir / account))
     proto = factory.buildProtocol(None)
     proto.callLater = task.Clock().callLater  # type: ignore[method-assign]
     transport = StringTransport()

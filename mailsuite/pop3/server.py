@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet import defer, interfaces, protocol, reactor, tcp
@@ -48,6 +49,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from mailsuite import filelock
 from mailsuite.frontend import (
     POP3_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
     SASLExchange, Slot, set_no_delay, start_tls,
@@ -77,19 +79,37 @@ class POP3Account:
 
 
 class MaildropLocks:
-    """Accounts with a POP3 session in the TRANSACTION state (RFC 1939: exclusive)."""
+    """Accounts with a POP3 session in the TRANSACTION state (RFC 1939: exclusive).
 
-    def __init__(self) -> None:
-        self._held: set[str] = set()
+    An flock on ``mailsuite-pop3.lock`` in the account's Maildir, so that a session in
+    another worker process, or on another node sharing the mail tree, finds the
+    maildrop in use too; a process killed with -9 releases it with its descriptors.
+    Taking it is one open() and a non-blocking flock, quick enough for the reactor.
+    """
+
+    LOCK_NAME = "mailsuite-pop3.lock"
+
+    def __init__(self, account_dir: Callable[[str], Path]) -> None:
+        self.account_dir = account_dir
+        self._held: dict[str, int] = {}
 
     def acquire(self, account: str) -> bool:
         if account in self._held:
             return False
-        self._held.add(account)
+        try:
+            fd = filelock.try_lock(self.account_dir(account) / self.LOCK_NAME)
+        except OSError as e:
+            log.error("pop3: {user}: cannot take the maildrop lock: {why}", user=account, why=e)
+            return False
+        if fd is None:
+            return False
+        self._held[account] = fd
         return True
 
     def release(self, account: str) -> None:
-        self._held.discard(account)
+        fd = self._held.pop(account, None)
+        if fd is not None:
+            filelock.unlock(fd)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def add_services(suite: Any, parent: Any) -> None:
         return
     suite.realm.register(IPOP3Account, lambda account: POP3Account(account.name))
     connections = ConnectionCounts()
-    locks = MaildropLocks()
+    locks = MaildropLocks(suite.store.account_dir)
     tls = suite.tls_for("pop3") if hasattr(suite, "tls_for") else suite.tls
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
         conf = POP3FactoryConfig(

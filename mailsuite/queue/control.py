@@ -18,12 +18,12 @@ exceed the 108-byte limit, and files need no listener to secure.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import time
 from pathlib import Path
+
+from mailsuite import filelock
 from typing import Any
 
 from mailsuite import fsutil
@@ -37,21 +37,13 @@ class QueueLocked(Exception):
 
 def try_lock(path: Path) -> int:
     """An fd holding the exclusive lock on ``path``; raises QueueLocked."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise QueueLocked(str(path)) from None
-        raise
+    fd = filelock.try_lock(path)
+    if fd is None:
+        raise QueueLocked(str(path))
     return fd
 
 
-def unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+unlock = filelock.unlock
 
 
 # -- the server side (blocking; run in the worker pool) -------------------------------

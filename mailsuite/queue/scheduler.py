@@ -41,7 +41,7 @@ from mailsuite import workers
 from mailsuite.queue import control, dsn, spool
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import PERMANENT, TEMPORARY, ILocalDelivery
-from mailsuite.handoff import BodyFile, Envelope, IMessageSink, TemporaryFailure, new_queue_id
+from mailsuite.handoff import BodyFile, Envelope, IMessageSink, new_queue_id
 from mailsuite.queue.relay import Outcome, Relay
 from mailsuite.queue.route import Router
 from mailsuite.queue.spool import Record, Recipient, SpoolPaths
@@ -182,6 +182,25 @@ class QueueManager(service.Service):
         grace.addErrback(lambda f: log.warn("queue: removal at stop failed: {why}", why=f.getErrorMessage()))
         return grace.addCallback(stopped)
 
+    def when_loaded(self) -> defer.Deferred:
+        """Fires once the start-up scan of the spool is done."""
+        return self._when_loaded()
+
+    def adopt(self, qid: str) -> None:
+        """A worker process wrote ``qid`` to the spool (fsynced): deliver it."""
+        if qid in self.entries:
+            return
+        d = self._when_loaded()
+        d.addCallback(lambda _: workers.run(spool.read_record, self.paths, qid))
+
+        def got(rec: Record) -> None:
+            if qid not in self.entries and self.running:
+                self.entries[qid] = Entry(rec)
+                self._schedule(self.entries[qid])
+
+        d.addCallbacks(got, lambda f: log.error("queue: {qid}: cannot read the message a worker spooled: {why}",
+                                                 qid=qid, why=f.getErrorMessage()))
+
     def _when_loaded(self) -> defer.Deferred:
         if self._is_loaded:
             return defer.succeed(None)
@@ -219,7 +238,7 @@ class QueueManager(service.Service):
         rec = record_from_envelope(envelope, body.size, body.lines)
         # Not before the start-up scan is done: it removes bodies without envelopes.
         d = self._when_loaded()
-        d.addCallback(lambda _: workers.run(spool.write_new, self.paths, rec, body))
+        d.addCallback(lambda _: spool.write_durably(self.paths, rec, body))
 
         def written(_: object) -> str:
             entry = Entry(rec, data=body.data)
@@ -228,16 +247,7 @@ class QueueManager(service.Service):
             entry.timer = self.reactor.callLater(0, self._start, rec.id)
             return "queued"
 
-        def failed(f: Any) -> None:
-            # Disk full, permissions: the client gets a 4xx and tries again later.
-            f.trap(OSError)
-            log.error("queue: {qid}: cannot write to the spool: {why}", qid=rec.id, why=f.getErrorMessage())
-            workers.run(spool.remove, self.paths, rec.id).addErrback(
-                lambda f2: log.warn("queue: {qid}: leftovers stay until the next start: {why}",
-                                    qid=rec.id, why=f2.getErrorMessage()))
-            raise TemporaryFailure(f"spool write failed: {f.getErrorMessage()}")
-
-        return d.addCallbacks(written, failed)
+        return d.addCallback(written)
 
     # -- admin operations ----------------------------------------------------------------
 

@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mailsuite import fsutil
-from mailsuite.handoff import BodyFile
+from twisted.logger import Logger
+
+from mailsuite.handoff import BodyFile, TemporaryFailure
 
 VERSION = 1
 STATES = ("pending", "sent", "bounced")
@@ -302,3 +304,24 @@ def iter_headers(path: Path, limit: int = 64 * 1024) -> Iterator[bytes]:
     end = data.find(b"\n\n")
     head = data if end < 0 else data[: end + 1]
     yield from head.splitlines(keepends=True)
+
+
+def write_durably(paths: SpoolPaths, record: Record, body: BodyFile) -> Any:
+    """:func:`write_new` in the worker pool; a spool that cannot be written (disk full,
+    permissions) fails with TemporaryFailure, so the client tries again later, and
+    what was written is removed.  Used by the queue manager and by a worker
+    process's hand-over alike."""
+    from mailsuite import workers  # here: the queue CLI reads the spool without a reactor
+
+    log = Logger(namespace="mailsuite.queue")
+    d = workers.run(write_new, paths, record, body)
+
+    def failed(f: Any) -> None:
+        f.trap(OSError)
+        log.error("queue: {qid}: cannot write to the spool: {why}", qid=record.id, why=f.getErrorMessage())
+        workers.run(remove, paths, record.id).addErrback(
+            lambda f2: log.warn("queue: {qid}: leftovers stay until the next start: {why}",
+                                qid=record.id, why=f2.getErrorMessage()))
+        raise TemporaryFailure(f"spool write failed: {f.getErrorMessage()}")
+
+    return d.addErrback(failed)

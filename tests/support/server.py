@@ -183,7 +183,9 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         return [f"tcp:{ports[name]}:interface=127.0.0.1"]
 
     sections: dict[str, dict[str, Any]] = {
-        "server": {"hostname": "mail.example.test", "data_dir": "data", "domains": [DOMAIN, "other.test"]},
+        "server": {"hostname": "mail.example.test", "data_dir": "data", "domains": [DOMAIN, "other.test"],
+                   # One process unless a test is about several (tests/test_processes.py).
+                   "processes": 1},
         "tls": {"certificate": "tls/cert.pem", "private_key": "tls/key.pem"},
         "directory": {"users_file": "users", "aliases_file": "aliases"},
         "smtp": {"listen": ep("smtp")},
