@@ -112,6 +112,7 @@ def test_the_parent_runs_the_queue_for_messages_a_worker_spooled(tmp_path: Path)
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
             c.sendmail("alice@example.test", [f"bob@{PARTNER}", "bob@example.test"], "Subject: out\r\n\r\nhi\r\n")
         wait_for(lambda: peer.messages(f"bob@{PARTNER}"), what="relayed copy")
+        wait_for(lambda: srv.messages("bob@example.test"), what="local copy")
         assert subjects(srv.messages("bob@example.test")) == ["out"]
         sent = [line for line in srv.log().splitlines() if "status=sent" in line]
         # The local and the remote copy, both by the parent's queue (no worker tag).
