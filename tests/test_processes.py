@@ -18,19 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server, make_server
+from tests.support.server import Server, make_server
+from tests.support.waiting import wait_for
 
 PARTNER = "partner.test"
-
-
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def worker_pids(srv: Server) -> dict[int, int]:
@@ -63,7 +54,7 @@ def start_pair(tmp_path: Path, processes: int = 2) -> tuple[Server, Server]:
                       relay={"transport": {PARTNER: f"127.0.0.1:{peer.ports['smtp']}"}, "tls_policy": "none",
                              "backoff_min": 1})
     srv.start()
-    wait_for(lambda: len(set(re.findall(r"worker (\d+) serving", srv.log()))) == processes, timeout=60, what="workers serving")
+    wait_for(lambda: len(set(re.findall(r"worker (\d+) serving", srv.log()))) == processes, timeout=60, what="workers serving", server=srv)
     return srv, peer
 
 
@@ -111,8 +102,8 @@ def test_the_parent_runs_the_queue_for_messages_a_worker_spooled(tmp_path: Path)
     try:
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
             c.sendmail("alice@example.test", [f"bob@{PARTNER}", "bob@example.test"], "Subject: out\r\n\r\nhi\r\n")
-        wait_for(lambda: peer.messages(f"bob@{PARTNER}"), what="relayed copy")
-        wait_for(lambda: srv.messages("bob@example.test"), what="local copy")
+        wait_for(lambda: peer.messages(f"bob@{PARTNER}"), timeout=20, what="relayed copy")
+        wait_for(lambda: srv.messages("bob@example.test"), timeout=20, what="local copy")
         assert subjects(srv.messages("bob@example.test")) == ["out"]
         sent = [line for line in srv.log().splitlines() if "status=sent" in line]
         # The local and the remote copy, both by the parent's queue (no worker tag).
@@ -127,7 +118,7 @@ def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:
     try:
         old = worker_pids(srv)
         os.kill(old[1], signal.SIGKILL)
-        wait_for(lambda: worker_pids(srv).get(1) not in (None, old[1]), what="worker 1 restarted")
+        wait_for(lambda: worker_pids(srv).get(1) not in (None, old[1]), timeout=20, what="worker 1 restarted")
         assert "worker 1 (pid" in srv.log() and "ended (signal 9)" in srv.log()
         for _ in range(5):  # whichever process accepts, mail is taken
             with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
@@ -145,7 +136,7 @@ def test_sighup_reaches_every_worker_and_a_clean_stop_ends_them_all(tmp_path: Pa
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: all(f"w{n}]" in "".join(line for line in srv.log().splitlines() if "reload" in line.lower())
-                             for n in pids), what="every worker reloaded its certificates")
+                             for n in pids), timeout=20, what="every worker reloaded its certificates")
         srv.stop()
         wait_for(lambda: not any(alive(p) for p in pids.values()), timeout=15, what="workers gone")
     finally:
@@ -180,7 +171,7 @@ def test_kill_9_of_workers_and_parent_under_load_loses_and_duplicates_nothing(tm
                 time.sleep(1.5)
                 pids = worker_pids(srv)
                 os.kill(pids[victim], signal.SIGKILL)
-                wait_for(lambda: worker_pids(srv).get(victim) != pids[victim], what="restart")
+                wait_for(lambda: worker_pids(srv).get(victim) != pids[victim], timeout=20, what="restart")
             time.sleep(1.5)
             # Then the parent: its workers stop with it (PR_SET_PDEATHSIG) ...
             pids = worker_pids(srv)
