@@ -169,6 +169,16 @@ def _convert_tlsa(answer: Any) -> TLSAAnswer:
     return TLSAAnswer(records, bool(answer.response.flags & dns.flags.AD))
 
 
+def _convert_cname(answer: Any) -> list[str]:
+    return [_name_text(rd.target) for rd in answer] if answer.rrset is not None else []
+
+
+def _convert_srv(answer: Any) -> list[str]:
+    if answer.rrset is None:
+        return []
+    return [f"{rd.priority} {rd.weight} {rd.port} {_name_text(rd.target) or '.'}" for rd in answer]
+
+
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "TXT": _convert_txt,
     "MX": _convert_mx,
@@ -176,6 +186,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "AAAA": _convert_address,
     "PTR": _convert_ptr,
     "TLSA": _convert_tlsa,
+    "CNAME": _convert_cname,  # for dns-check
+    "SRV": _convert_srv,  # "priority weight port target", for dns-check
 }
 
 

@@ -1,4 +1,5 @@
-"""``mailsuite dkim keygen`` and the DNS record tools (``dns-records``, ``dns-check``)."""
+"""``mailsuite dkim keygen`` and the DNS record tools (``dns-records``, ``dns-check``;
+the records come from mailsuite.mailauth.records, which the web admin page uses too)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,42 @@ def zone_txt(value: str) -> str:
     return quoted[0] if len(quoted) == 1 else "( " + " ".join(quoted) + " )"
 
 
+def cmd_dns_records(args: argparse.Namespace) -> int:
+    from mailsuite.mailauth.records import records_for
+
+    cfg = _config(args)
+    domain = args.domain.lower().rstrip(".")
+    if domain not in cfg.server.domains:
+        print(f"warning: {domain} is not in server.domains", file=sys.stderr)
+    print(f"; DNS records for {domain} (mailsuite dns-records)")
+    for rec in records_for(cfg, domain):
+        print(f"; {rec.purpose}")
+        print(rec.zone_line())
+    return 0
+
+
+def cmd_dns_check(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from mailsuite.dns.resolver import from_config
+    from mailsuite.mailauth.records import check, records_for
+
+    cfg = _config(args)
+    domain = args.domain.lower().rstrip(".")
+    resolver = from_config(cfg.dns, reactor)
+    bad = 0
+    for r in check(resolver, records_for(cfg, domain)):
+        line = f"{r.status:8} {r.record.rtype:5} {r.record.name}"
+        if r.status != "ok":
+            bad += 1
+            line += f"\n         want: {r.record.value}"
+            for f in r.found:
+                line += f"\n         found: {f}"
+        print(line)
+    print(f"{bad} record(s) missing or different" if bad else "all records published")
+    return 1 if bad else 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from mailsuite.cli import _add_config_arg
 
@@ -53,3 +90,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa", help="rsa (2048 bits, default) or ed25519")
     _add_config_arg(p)
     p.set_defaults(func=cmd_dkim_keygen)
+
+    p = sub.add_parser("dns-records", help="print the DNS records a domain should publish (zone-file lines)",
+                       description="Print, in zone-file syntax, every record to publish for DOMAIN: MX, SPF, "
+                                   "DKIM (each key on disk), DMARC, TLS-RPT, MTA-STS, RFC 6186 SRV records "
+                                   "and the autoconfig CNAMEs.")
+    p.add_argument("domain")
+    _add_config_arg(p)
+    p.set_defaults(func=cmd_dns_records)
+    p = sub.add_parser("dns-check", help="look up a domain's records and say which are missing or differ",
+                       description="Look up every record dns-records prints (through [dns]) and say which "
+                                   "are missing or differ.  Exit status 1 if any is.")
+    p.add_argument("domain")
+    _add_config_arg(p)
+    p.set_defaults(func=cmd_dns_check)
