@@ -110,7 +110,7 @@ class OwnServer(BenchServer):
             f'[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n{extra}'
             '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
             f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
-            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("submission", "imap", "pop3", "http"))
+            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("submission", "imap", "pop3", "http", "managesieve"))
         )
         super().__init__("mailsuite-bench-", config, {"smtp": self.port}, {RCPT: "alicepw"})
 

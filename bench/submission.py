@@ -82,7 +82,7 @@ class OwnServer(BenchServer):
             f'[submission]\nlisten = {ep("submission")}\nlisten_tls = {ep("submissions")}\n'
             'max_connections_per_ip = 1000\n'
             '[limits]\nmessages_per_user = 0\n'
-            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("imap", "pop3", "http"))
+            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("imap", "pop3", "http", "managesieve"))
         )
         super().__init__("mailsuite-subbench-", config, ports, {RCPT: "alicepw", USER: PASSWORD})
 

@@ -87,6 +87,7 @@ class TLSConfig:
     imap: TLSOverride = field(default_factory=TLSOverride)
     pop3: TLSOverride = field(default_factory=TLSOverride)
     http: TLSOverride = field(default_factory=TLSOverride)
+    managesieve: TLSOverride = field(default_factory=TLSOverride)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,37 @@ class POP3Config:
 
 
 @dataclass(frozen=True)
+class SieveConfig:
+    """Sieve filtering at local delivery (RFC 5228)."""
+
+    # Run the users' active scripts at delivery (false: every local copy goes to INBOX).
+    enabled: bool = True
+    # Admin scripts run before and after each user's script (e.g. file
+    # DMARC-quarantined mail into Junk).  A stop in any script ends the run.
+    before: Path | None = None
+    after: Path | None = None
+    # Where `include :global "name"` finds name.sieve.
+    global_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ManageSieveConfig:
+    """ManageSieve (RFC 5804): clients upload and activate their scripts."""
+
+    listen: tuple[str, ...] = ("tcp:4190",)
+    listen_tls: tuple[str, ...] = ()
+    # Scripts per user and bytes per script (PUTSCRIPT answers NO (QUOTA/...) beyond).
+    max_scripts: int = 20
+    max_script_size: int = 64 * 1024
+    max_connections_per_ip: int = 20
+    # Seconds of silence before the connection is closed, after and before login.
+    idle_timeout: int = 1800
+    login_timeout: int = 60
+    max_line_length: int = 8192
+    max_errors: int = 20
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """Outbound delivery: routing (smarthost, transport map, MX), TLS, retries."""
 
@@ -356,6 +388,8 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
+    managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
 
     @property
     def mail_dir(self) -> Path:
@@ -383,6 +417,8 @@ SECTIONS: dict[str, type] = {
     "dns": DNSConfig,
     "http": HTTPConfig,
     "dkim": DKIMConfig,
+    "sieve": SieveConfig,
+    "managesieve": ManageSieveConfig,
 }
 
 # Sections built by later work: accepted but named by check-config as not yet active.

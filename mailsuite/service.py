@@ -130,6 +130,8 @@ class Suite:
     # Where listeners get their sockets, and this process's part ([server] processes).
     binder: IListenerBinder = field(default_factory=EndpointBinder)
     role: ProcessRole = SINGLE
+    # The Sieve delivery filter (mailsuite.sieve.delivery), None when [sieve] is off.
+    sieve: Any = None
 
     def tls_for(self, service_name: str) -> ReloadableContextFactory | None:
         """The TLS context factory of ``service_name`` ("smtp", "submission", "imap",
@@ -182,7 +184,7 @@ def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFac
     """Contexts for services that name their own certificate in ``[tls.<service>]``."""
     t = cfg.tls
     out = {}
-    for name in ("smtp", "submission", "imap", "pop3", "http"):
+    for name in ("smtp", "submission", "imap", "pop3", "http", "managesieve"):
         o = getattr(t, name)
         if o.certificate is not None and o.private_key is not None:
             try:
@@ -190,6 +192,17 @@ def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFac
             except TLSConfigError as e:
                 raise TLSConfigError(f"tls.{name}.certificate: {e}") from None
     return out
+
+
+def make_sieve_filter(cfg: config_mod.Config, directory: IDirectory) -> Any:
+    """The Sieve delivery filter ([sieve]), or None when it is turned off."""
+    if not cfg.sieve.enabled:
+        return None
+    from mailsuite.sieve.delivery import SieveEngine, SieveFilter
+
+    engine = SieveEngine(cfg.mail_dir, cfg.sieve.before, cfg.sieve.after, cfg.sieve.global_dir,
+                         hostname=cfg.server.hostname)
+    return SieveFilter(engine, directory, cfg.server.domains, cfg.server.hostname, cfg.queue_dir / "incoming")
 
 
 def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE) -> Suite:
@@ -203,7 +216,8 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     # store -> local delivery -> queue -> dispatcher -> the SMTP listeners.
     resolver = dns_resolver.from_config(cfg.dns, reactor)
     store = MaildirStore(cfg.mail_dir)
-    local = LocalDelivery(store, filters=[EnvelopeFolderFilter()])
+    sieve = make_sieve_filter(cfg, directory)
+    local = LocalDelivery(store, filters=[EnvelopeFolderFilter()] + ([sieve] if sieve is not None else []))
     # DKIM: our own users' mail and our DSNs are signed once, as they enter.
     keyring = KeyRing(cfg.dkim, cfg.server.data_dir, cfg.server.domains)
     for line in keyring.problems:
@@ -217,6 +231,9 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel) if role.kind == "worker"
                            else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing))
     dispatcher = signing(Dispatcher(local, queue))
+    if sieve is not None:
+        # Redirects and vacation replies enter like our own users' mail: signed, not checked.
+        sieve.sink = dispatcher
     if cfg.smtp.check_authentication:
         # Mail from the world is checked (SPF, DKIM, ARC, DMARC) before it is signed or
         # delivered; our own senders pass through both wrappers' exemptions.
@@ -228,7 +245,7 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
         throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
-        resolver=resolver, binder=binder or EndpointBinder(), role=role,
+        resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve,
     )
 
 
@@ -285,7 +302,7 @@ def _optional_builders() -> None:
     """Import the protocol packages that provide listener builders, if built."""
     import importlib
 
-    for name in ("imap", "pop3", "web"):
+    for name in ("imap", "pop3", "web", "managesieve"):
         try:
             mod = importlib.import_module(f"mailsuite.{name}.service")
         except ModuleNotFoundError as e:

@@ -134,7 +134,7 @@ def test_tls_listener_needs_a_certificate() -> None:
 
 def test_no_tls_listener_needs_no_certificate() -> None:
     text = '[server]\ndomains = ["example.org"]\n' + "".join(
-        f"[{s}]\nlisten_tls = []\n" for s in ("submission", "imap", "pop3", "http")
+        f"[{s}]\nlisten_tls = []\n" for s in ("submission", "imap", "pop3", "http", "managesieve")
     )
     assert parse(text, Path("/x/m.toml")).tls.certificate is None
 

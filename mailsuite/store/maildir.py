@@ -87,8 +87,11 @@ def _already_delivered(maildir: Path, base: str) -> str | None:
 
 
 def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str | None = None,
-                check_existing: bool = False) -> str:
+                check_existing: bool = False, flags: str | None = None) -> str:
     """Write prefix + body into ``maildir``/new durably; return the file name (blocking).
+
+    With ``flags`` (Maildir info letters, e.g. "FS", from a Sieve ``:flags``) the copy
+    goes to cur/ with those flags, as an IMAP APPEND with flags would.
 
     ``stable_base`` (from :func:`names.stable_name`) names a delivery the queue may repeat
     after a crash; with ``check_existing`` a copy already in new/ or cur/ under that name
@@ -101,8 +104,8 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str |
     base = stable_base or names.unique_name()
     tmp = maildir / "tmp" / base
     # A stable name's tmp/ file can only be a crashed earlier attempt's: overwrite it.
-    flags = os.O_TRUNC if stable_base is not None else os.O_EXCL
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    mode = os.O_TRUNC if stable_base is not None else os.O_EXCL
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | mode, 0o600)
     try:
         try:
             fsutil.copy_synced(fd, prefix, body.data, body.path, body.size)
@@ -110,14 +113,17 @@ def deliver_one(maildir: Path, prefix: bytes, body: BodyFile, stable_base: str |
             os.close(fd)
         size = len(prefix) + body.size
         final = names.with_sizes(base, size, size + prefix.count(b"\n") + body.lines)
-        os.rename(tmp, maildir / "new" / final)
+        sub = "new"
+        if flags is not None:
+            final, sub = f"{final}:2,{flags}", "cur"
+        os.rename(tmp, maildir / sub / final)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    fsutil.fsync_dir(maildir / "new")
+    fsutil.fsync_dir(maildir / sub)
     return final
 
 

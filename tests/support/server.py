@@ -177,7 +177,8 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
     tls_dir = root / "tls"
     if not (tls_dir / "cert.pem").exists():
         generate_self_signed(tls_dir / "cert.pem", tls_dir / "key.pem", "mail.example.test")
-    ports = {name: free_port() for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")}
+    ports = {name: free_port() for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https",
+                                            "managesieve")}
 
     def ep(name: str) -> list[str]:
         return [f"tcp:{ports[name]}:interface=127.0.0.1"]
@@ -193,6 +194,7 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         "imap": {"listen": ep("imap"), "listen_tls": ep("imaps")},
         "pop3": {"listen": ep("pop3"), "listen_tls": ep("pop3s")},
         "http": {"listen": ep("http"), "listen_tls": ep("https")},
+        "managesieve": {"listen": ep("managesieve"), "listen_tls": []},
         # Test traffic stays on loopback: a test that relays without its own DNS
         # server gets no answer (deferred), never a query to the real resolver.
         "dns": {"nameservers": ["127.0.0.1:1"], "timeout": 2.0},
@@ -210,6 +212,8 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
         active.update(pop3=ports["pop3"], pop3s=ports["pop3s"])
     if "web" in LISTENER_BUILDERS:
         active.update(http=ports["http"], https=ports["https"])
+    if "managesieve" in LISTENER_BUILDERS:
+        active.update(managesieve=ports["managesieve"])
     for name in list(active):
         section = {"submissions": "submission", "imaps": "imap", "pop3s": "pop3", "https": "http"}.get(name, name)
         key = "listen_tls" if name in ("submissions", "imaps", "pop3s", "https") else "listen"

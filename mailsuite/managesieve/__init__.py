@@ -1,0 +1,1 @@
+"""ManageSieve (RFC 5804): clients list, upload, check and activate Sieve scripts."""

@@ -1,0 +1,167 @@
+"""ManageSieve (RFC 5804) with real clients: Debian's sieve-connect and sievelib's
+client over STARTTLS with the test certificate, plus the protocol's edges on a raw
+socket (literals, errors with their line, quotas, login only after TLS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server
+
+ALICE, PW = "alice@example.test", "alice-pw"
+HOST = "mail.example.test"  # the name in the test certificate
+GOOD = 'require "fileinto";\r\nif header :contains "subject" "[list]" { fileinto "Lists"; }\r\n'
+
+
+@pytest.fixture
+def srv(server_factory) -> Server:  # type: ignore[no-untyped-def]
+    s = server_factory(managesieve={"max_scripts": 3, "max_script_size": 2000})
+    return s.start()
+
+
+def sieve_connect(srv: Server, *args: str, password: str = PW) -> subprocess.CompletedProcess:
+    exe = shutil.which("sieve-connect")
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("sieve-connect is not installed")
+        pytest.skip("sieve-connect is not installed")
+    r, w = os.pipe()
+    os.write(w, password.encode() + b"\n")
+    os.close(w)
+    try:
+        return subprocess.run(
+            [exe, "-s", "127.0.0.1", "-p", str(srv.ports["managesieve"]), "-u", ALICE, "--passwordfd", str(r),
+             "--tlscafile", str(srv.root / "tls" / "cert.pem"), "--tlshostname", HOST, "--noclearauth", *args],
+            pass_fds=(r,), capture_output=True, text=True, timeout=30, cwd=srv.root)
+    finally:
+        os.close(r)
+
+
+def test_sieve_connect_upload_activate_list_download(srv: Server, tmp_path: Path) -> None:
+    local = tmp_path / "rules.sieve"
+    local.write_text(GOOD)
+    r = sieve_connect(srv, "--upload", "--localsieve", str(local), "--remotesieve", "rules")
+    assert r.returncode == 0, r.stderr
+    r = sieve_connect(srv, "--activate", "--remotesieve", "rules")
+    assert r.returncode == 0, r.stderr
+    r = sieve_connect(srv, "--list")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ['"rules" ACTIVE']
+    out = tmp_path / "back.sieve"
+    r = sieve_connect(srv, "--download", "--remotesieve", "rules", "--localsieve", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes().replace(b"\r\n", b"\n") == GOOD.replace("\r\n", "\n").encode()
+    # On disk: sieve/rules.sieve and the active link (Pigeonhole's ~/sieve layout).
+    d = srv.maildir(ALICE) / "sieve"
+    assert os.readlink(d / "active") == "rules.sieve"
+    bad = tmp_path / "bad.sieve"
+    bad.write_text('require "fileinto";\nfileinto "x"\nkeep;\n')
+    r = sieve_connect(srv, "--checkscript", "--localsieve", str(bad))
+    assert r.returncode != 0 and "line 2" in (r.stdout + r.stderr)
+    r = sieve_connect(srv, "--list", password="wrong")
+    assert r.returncode != 0
+
+
+def test_sievelib_client(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sievelib.managesieve import Client
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(srv.root / "tls" / "cert.pem"))
+    c = Client("127.0.0.1", srv.ports["managesieve"], srvhostname=HOST)
+    assert c.connect(ALICE, PW, starttls=True, authmech="PLAIN")
+    assert "vacation" in c.get_sieve_capabilities() and "editheader" in c.get_sieve_capabilities()
+    assert c.checkscript(GOOD)
+    assert not c.checkscript('if true { keep; ')
+    assert c.putscript("a", GOOD) and c.putscript("b", 'require "vacation"; vacation "away";')
+    assert c.havespace("c", 100)
+    assert not c.havespace("c", 5000)  # over max_script_size
+    assert c.setactive("b")
+    active, others = c.listscripts()
+    assert active == "b" and others == ["a"]
+    assert c.getscript("a").replace("\r\n", "\n").rstrip() == GOOD.replace("\r\n", "\n").rstrip()
+    assert not c.deletescript("b")  # the active script cannot be deleted
+    assert c.renamescript("b", "vacation")
+    active, others = c.listscripts()
+    assert active == "vacation"
+    assert c.putscript("c", "keep;")
+    assert not c.putscript("d", "keep;")  # max_scripts = 3
+    assert c.setactive("") and c.listscripts()[0] is None
+    assert c.deletescript("c") and c.deletescript("a")
+    c.logout()
+
+
+class Raw:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+
+    def read_until_status(self) -> bytes:
+        while True:
+            for line in self.buf.split(b"\r\n"):
+                if line[:2] in (b"OK", b"NO") or line[:3] == b"BYE":
+                    end = self.buf.index(line) + len(line) + 2
+                    out, self.buf = self.buf[:end], self.buf[end:]
+                    return out
+            data = self.sock.recv(65536)
+            if not data:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += data
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        out, _, self.buf = self.buf.partition(b"\r\n")
+        return out
+
+    def cmd(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.read_until_status()
+
+    def starttls(self, cafile: Path) -> bytes:
+        assert self.cmd(b"STARTTLS").startswith(b"OK")
+        ctx = ssl.create_default_context(cafile=str(cafile))
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=HOST)
+        return self.read_until_status()
+
+
+def test_protocol_edges(srv: Server) -> None:
+    import base64
+
+    c = Raw(srv.ports["managesieve"])
+    greeting = c.read_until_status()
+    assert b'"STARTTLS"' in greeting and b'"SASL" ""' in greeting and b'"VERSION" "1.0"' in greeting
+    plain = base64.b64encode(f"\0{ALICE}\0{PW}".encode())
+    assert c.cmd(b'AUTHENTICATE "PLAIN" "' + plain + b'"').startswith(b"NO (ENCRYPT-NEEDED)")
+    assert c.cmd(b"LISTSCRIPTS").startswith(b"NO")  # not logged in
+    caps = c.starttls(srv.root / "tls" / "cert.pem")
+    assert b'"SASL" "PLAIN LOGIN"' in caps and b"STARTTLS" not in caps
+    # SASL LOGIN with its two challenges
+    c.sock.sendall(b'AUTHENTICATE "LOGIN"\r\n')
+    assert c.line() == b'"VXNlcm5hbWU6"'  # "Username:"
+    c.sock.sendall(b'"' + base64.b64encode(ALICE.encode()) + b'"\r\n')
+    assert c.line() == b'"UGFzc3dvcmQ6"'  # "Password:"
+    c.sock.sendall(b"{%d+}\r\n" % len(base64.b64encode(PW.encode())) + base64.b64encode(PW.encode()) + b"\r\n")
+    assert c.read_until_status().startswith(b"OK")
+    # PUTSCRIPT with a non-synchronizing literal; an error names its line.
+    script = b'require "fileinto";\r\nfileinto "x"\r\nkeep;\r\n'
+    r = c.cmd(b'PUTSCRIPT "x" {%d+}\r\n' % len(script) + script)
+    assert r.startswith(b"NO") and b"line 2" in r
+    # A literal over max_script_size is skipped, not buffered, and the session goes on.
+    big = b"#" * 5000 + b"\r\n"
+    r = c.cmd(b'PUTSCRIPT "big" {%d+}\r\n' % len(big) + big)
+    assert r.startswith(b"NO (QUOTA/MAXSIZE)")
+    assert c.cmd(b'NOOP "abc"') == b'OK (TAG "abc") "Done."\r\n'
+    assert c.cmd(b'SETACTIVE "nosuch"').startswith(b"NO (NONEXISTENT)")
+    assert c.cmd(b'PUTSCRIPT "../evil" "keep;"').startswith(b"NO")
+    assert c.cmd(b'GETSCRIPT "nosuch"').startswith(b"NO (NONEXISTENT)")
+    assert c.cmd(b"BOGUS").startswith(b"NO")
+    assert c.cmd(b"UNAUTHENTICATE").startswith(b"OK")
+    assert c.cmd(b"LISTSCRIPTS").startswith(b"NO")
+    assert c.cmd(b"LOGOUT").startswith(b"OK")

@@ -1,0 +1,145 @@
+"""Sieve at delivery, end to end: real mailsuite, real SMTP client, Maildirs on disk.
+
+Each test installs a script the way ManageSieve would (``sieve/<name>.sieve`` and the
+``sieve/active`` link in the account's Maildir root) and sends mail with smtplib.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server
+
+ALICE, BOB, CAROL = "alice@example.test", "bob@example.test", "carol@other.test"
+
+
+def install(server: Server, account: str, script: str, name: str = "main") -> None:
+    d = server.maildir(account) / "sieve"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.sieve").write_text(script)
+    link = d / "active"
+    if link.is_symlink():
+        link.unlink()
+    os.symlink(f"{name}.sieve", link)
+
+
+def send(server: Server, sender: str, rcpts: list[str], headers: str = "", subject: str = "hello",
+         body: str = "Hi there.\n") -> None:
+    to = rcpts[0]
+    msg = f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{time.time_ns()}@t>\r\n" \
+          f"{headers}\r\n{body}"
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
+        s.sendmail(sender, rcpts, msg.encode())
+
+
+def wait_for(cond, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = cond()
+        if result:
+            return result
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture
+def srv(server: Server) -> Server:
+    return server
+
+
+def test_fileinto_create_and_flags(srv: Server) -> None:
+    install(srv, ALICE, r'''require ["fileinto", "mailbox", "imap4flags"];
+        if header :contains "subject" "[list]" { fileinto :create :flags "\\Seen" "Lists.Coyotes"; stop; }
+        if header :contains "subject" "missing" { fileinto "Nowhere"; }''')
+    send(srv, BOB, [ALICE], subject="[list] news")
+    files = os.listdir(srv.maildir(ALICE, "Lists.Coyotes") / "cur")
+    assert len(files) == 1 and files[0].endswith(":2,S")
+    assert srv.messages(ALICE) == []
+    # fileinto a folder that does not exist (no :create): kept in INBOX, nothing lost
+    send(srv, BOB, [ALICE], subject="missing folder")
+    assert len(srv.messages(ALICE)) == 1
+    assert "no such folder" in srv.log()
+
+
+def test_reject_at_data_when_every_recipient_rejects(srv: Server) -> None:
+    install(srv, ALICE, 'require "reject"; if header :contains "subject" "offer" { reject "No offers, thanks."; }')
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        send(srv, CAROL, [ALICE], subject="great offer")
+    assert info.value.smtp_code == 550 and b"No offers" in info.value.smtp_error
+    assert srv.messages(ALICE) == []
+    # Alice rejects, Bob accepts: 250, Bob has it, the sender gets a DSN for Alice.
+    send(srv, CAROL, [ALICE, BOB], subject="another offer")
+    assert len(srv.messages(BOB)) == 1 and srv.messages(ALICE) == []
+    dsn = wait_for(lambda: srv.messages(CAROL))
+    assert len(dsn) == 1 and b"multipart/report" in dsn[0] and b"No offers" in dsn[0]
+    assert b"Return-Path: <>" in dsn[0]
+
+
+def test_redirect_and_redirect_loop(srv: Server) -> None:
+    install(srv, ALICE, f'redirect "{BOB}";')
+    send(srv, CAROL, [ALICE], subject="for bob")
+    got = wait_for(lambda: srv.messages(BOB))
+    assert len(got) == 1 and f"Delivered-To: {ALICE}".encode() in got[0]
+    assert f"Return-Path: <{CAROL}>".encode() in got[0]  # RFC 5228 4.2: the original sender
+    assert srv.messages(ALICE) == []
+    # Bob sends everything back to Alice: the loop stops at Alice, who keeps it.
+    install(srv, BOB, f'redirect "{ALICE}";')
+    send(srv, CAROL, [ALICE], subject="ping pong")
+    assert wait_for(lambda: len(srv.messages(ALICE)) == 1)
+    time.sleep(0.5)
+    assert len(srv.messages(ALICE)) == 1 and len(srv.messages(BOB)) == 1
+    assert "redirect loop" in srv.log()
+
+
+def test_vacation_conversation(srv: Server) -> None:
+    install(srv, ALICE, 'require "vacation"; vacation :days 7 :subject "Out of office" "I am away until Monday.";')
+    send(srv, CAROL, [ALICE], subject="question")
+    replies = wait_for(lambda: srv.messages(CAROL))
+    assert len(replies) == 1
+    r = replies[0]
+    assert b"Subject: Out of office" in r and b"Auto-Submitted: auto-replied" in r
+    assert b"Return-Path: <>" in r and b"In-Reply-To: <" in r and b"I am away until Monday." in r
+    assert len(srv.messages(ALICE)) == 1  # vacation keeps the message
+    # Once per :days per sender.
+    send(srv, CAROL, [ALICE], subject="second question")
+    # Never to lists, bulk, auto-submitted mail, or ourselves.
+    send(srv, CAROL, [ALICE], headers="List-Id: <talk.lists.other.test>\r\n", subject="list")
+    send(srv, BOB, [ALICE], headers="Precedence: bulk\r\n", subject="bulk")
+    send(srv, BOB, [ALICE], headers="Auto-Submitted: auto-generated\r\n", subject="robot")
+    send(srv, ALICE, [ALICE], subject="note to self")
+    assert wait_for(lambda: len(srv.messages(ALICE)) == 6)
+    time.sleep(0.5)
+    assert len(srv.messages(CAROL)) == 1 and srv.messages(BOB) == []
+    log = srv.log()
+    for why in ("already answered", "mailing list", "precedence bulk", "auto-submitted", "sender is the recipient"):
+        assert why in log, why
+    # Bob, not on a list, gets his own first reply.
+    send(srv, BOB, [ALICE], subject="hello from bob")
+    assert wait_for(lambda: len(srv.messages(BOB)) == 1)
+
+
+def test_script_error_keeps_message_and_tells_user_once(srv: Server) -> None:
+    install(srv, ALICE, 'if header :bogus "x" { discard; }')
+    send(srv, BOB, [ALICE], subject="one")
+    send(srv, BOB, [ALICE], subject="two")
+    msgs = srv.messages(ALICE)
+    notices = [m for m in msgs if b"Your mail filter (Sieve script) failed" in m]
+    assert len(msgs) == 3 and len(notices) == 1
+    assert b"line 1" in notices[0]
+
+
+def test_global_before_script(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    before = tmp_path / "before.sieve"
+    before.write_text('require "fileinto"; if header :contains "subject" "[SPAM]" { fileinto "Junk"; stop; }')
+    srv = server_factory(sieve={"before": str(before)})
+    srv.start()
+    install(srv, ALICE, 'discard;')
+    send(srv, BOB, [ALICE], subject="[SPAM] pills")
+    assert len(srv.messages(ALICE, "Junk")) == 1
+    send(srv, BOB, [ALICE], subject="normal")
+    assert srv.messages(ALICE) == []  # the user's discard ran
