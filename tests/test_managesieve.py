@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server
+from tests.support.server import Server
 
 ALICE, PW = "alice@example.test", "alice-pw"
 HOST = "mail.example.test"  # the name in the test certificate

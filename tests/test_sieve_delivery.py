@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server
+from tests.support.server import Server
+from tests.support.waiting import wait_for
 
 ALICE, BOB, CAROL = "alice@example.test", "bob@example.test", "carol@other.test"
 
@@ -35,16 +36,6 @@ def send(server: Server, sender: str, rcpts: list[str], headers: str = "", subje
           f"{headers}\r\n{body}"
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
         s.sendmail(sender, rcpts, msg.encode())
-
-
-def wait_for(cond, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        result = cond()
-        if result:
-            return result
-        time.sleep(0.05)
-    return cond()
 
 
 @pytest.fixture
@@ -90,7 +81,7 @@ def test_redirect_and_redirect_loop(srv: Server) -> None:
     # Bob sends everything back to Alice: the loop stops at Alice, who keeps it.
     install(srv, BOB, f'redirect "{ALICE}";')
     send(srv, CAROL, [ALICE], subject="ping pong")
-    assert wait_for(lambda: len(srv.messages(ALICE)) == 1)
+    wait_for(lambda: len(srv.messages(ALICE)) == 1, what="the message back at Alice", server=srv)
     time.sleep(0.5)
     assert len(srv.messages(ALICE)) == 1 and len(srv.messages(BOB)) == 1
     assert "redirect loop" in srv.log()
@@ -112,7 +103,7 @@ def test_vacation_conversation(srv: Server) -> None:
     send(srv, BOB, [ALICE], headers="Precedence: bulk\r\n", subject="bulk")
     send(srv, BOB, [ALICE], headers="Auto-Submitted: auto-generated\r\n", subject="robot")
     send(srv, ALICE, [ALICE], subject="note to self")
-    assert wait_for(lambda: len(srv.messages(ALICE)) == 6)
+    wait_for(lambda: len(srv.messages(ALICE)) == 6, what="six messages for Alice", server=srv)
     time.sleep(0.5)
     assert len(srv.messages(CAROL)) == 1 and srv.messages(BOB) == []
     log = srv.log()
@@ -120,7 +111,7 @@ def test_vacation_conversation(srv: Server) -> None:
         assert why in log, why
     # Bob, not on a list, gets his own first reply.
     send(srv, BOB, [ALICE], subject="hello from bob")
-    assert wait_for(lambda: len(srv.messages(BOB)) == 1)
+    wait_for(lambda: len(srv.messages(BOB)) == 1, what="Bob's vacation reply", server=srv)
 
 
 def test_script_error_keeps_message_and_tells_user_once(srv: Server) -> None:
