@@ -1,11 +1,17 @@
-"""Issue 16, what a hostile client did to authentication, against the running server
-with real clients: the authorization identity (finding 7)."""
+"""Issue 16, what a hostile client did to authentication and to the log, against the
+running server with real clients: fail2ban injection (finding 1), passwords over 72
+bytes (finding 2), the authorization identity (finding 7)."""
 
 from __future__ import annotations
 
 import base64
 import imaplib
 import poplib
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -94,3 +100,45 @@ def test_an_account_with_a_long_password_logs_in(tmp_path_factory: pytest.TempPa
         with imaplib.IMAP4("127.0.0.1", s.ports["imap"]) as m:
             m._encoding = "utf-8"  # type: ignore[attr-defined]
             assert m.login(ALICE, LONG_PW + "-ok")[0] == "OK"
+
+
+# -- finding 1: nobody can get an address banned through the log --------------------------------
+
+FILTER = Path(__file__).resolve().parent.parent / "etc" / "fail2ban" / "filter.d" / "mailsuite.conf"
+# The finding's line, and control bytes in a literal (a quoted string cannot hold them).
+INJECTION = (b'a ID ("a" "[mailsuite.auth#x] mailsuite auth failure: proto=a" "rip=203.0.113.77 user" "x"'
+             b' "esc" {6+}\r\n\x1b[2J\x00\x07)\r\n')
+
+
+def fail2ban_matches(log_path: Path) -> list[str]:
+    fail2ban_regex = shutil.which("fail2ban-regex")
+    assert fail2ban_regex, "fail2ban-regex is missing: apt-get install fail2ban"
+    r = subprocess.run([fail2ban_regex, "--print-all-matched", str(log_path), str(FILTER)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    matched = r.stdout.partition("Matched line(s):")[2].partition("`-")[0]
+    return [line for line in matched.splitlines() if line.strip().startswith("|")]
+
+
+def test_an_imap_id_value_cannot_get_an_address_banned(srv: Server) -> None:
+    before = srv.log().count("mailsuite auth failure:")
+    with socket.create_connection(("127.0.0.1", srv.ports["imap"])) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        for _ in range(10):
+            sock.sendall(INJECTION)
+            while not f.readline().startswith(b"a "):
+                pass
+        sock.sendall(b"b LOGIN alice@example.test wrong-password\r\n")
+        while not f.readline().startswith(b"b "):
+            pass
+    deadline = time.time() + 5
+    while srv.log().count("mailsuite auth failure:") == before and time.time() < deadline:
+        time.sleep(0.05)
+    log = srv.log_path.read_bytes()
+    assert b"\x1b" not in log and b"\x00" not in log and b"\x07" not in log
+    assert b'"\\x1b[2J\\x00\\x07"' in log  # the values are there, quoted and escaped
+    matches = fail2ban_matches(srv.log_path)
+    assert matches, "a real failure must still match"
+    assert all("rip=127.0.0.1 " in m for m in matches)
+    assert not any("203.0.113.77" in m for m in matches)

@@ -542,7 +542,7 @@ def test_rejected_command_is_logged_with_the_reason(srv: Server) -> None:
         c.cmd("RCPT TO:<x@relay-log.test>")
         c.cmd("XYZZY-LOGTEST")
     wait_log(srv, r"\[127\.0\.0\.2\].*554 5\.7\.1 <x@relay-log\.test>: Relay access denied")
-    wait_log(srv, r"\[127\.0\.0\.2\].*500 5\.5\.2 .*unknown command 'XYZZY-LOGTEST'")
+    wait_log(srv, r"\[127\.0\.0\.2\].*500 5\.5\.2 .*unknown command \"XYZZY-LOGTEST\"")
 
 
 def test_passwords_never_reach_the_log(srv: Server) -> None:

@@ -31,6 +31,8 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from mailsuite.logtext import token
+
 log = Logger(namespace="mailsuite.auth")
 
 # Entries kept at most; beyond, expired ones are pruned and then the oldest dropped,
@@ -58,8 +60,7 @@ class _Entry:
 def _log_safe(text: str) -> str:
     """The login as it may appear in a log line: no spaces or control characters (so
     it cannot forge another ``rip=`` for fail2ban), bounded length."""
-    out = "".join(c if c.isprintable() and not c.isspace() else "?" for c in text[:_LOGIN_LOG_MAX])
-    return out or "-"
+    return token(text, _LOGIN_LOG_MAX)
 
 
 def _norm_login(login: str | bytes) -> str:

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from mailsuite.frontend.answers import Outcome
 from mailsuite.frontend.sasl import Credentials
+from mailsuite.logtext import quoted
 
 log = Logger(namespace="mailsuite.frontend")
 
@@ -80,7 +81,7 @@ class LoginGate:
 
             f.trap(AuthRefused)
             log.info("{proto}: [{ip}] login {user} refused during a cool-down ({why})", proto=self.proto,
-                     ip=ip, user=login[:64], why=str(f.value))
+                     ip=ip, user=quoted(login, 64), why=str(f.value))
             raise LoginFailed(Outcome.REFUSED)
 
         def ok(result: tuple[Any, Any, Callable[[], None]]) -> Login:
@@ -90,7 +91,7 @@ class LoginGate:
             if authzid and authzid.lower() not in (login.lower(), name.lower()):
                 logout()
                 log.info("{proto}: [{ip}] {user} may not act as {authz}; refused", proto=self.proto, ip=ip,
-                         user=name, authz=authzid[:64])
+                         user=name, authz=quoted(authzid, 64))
                 raise LoginFailed(Outcome.AUTHZ)
             if throttle is not None:
                 throttle.auth_succeeded(ip, login)
@@ -104,7 +105,7 @@ class LoginGate:
             if f.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
                 if throttle is None:
                     log.info("{proto}: [{ip}] authentication failed for {user}", proto=self.proto, ip=ip,
-                             user=login[:64])
+                             user=quoted(login, 64))
                     raise LoginFailed(Outcome.INVALID)
                 throttle.auth_failed(ip, login, proto=self.proto)
                 raise LoginFailed(Outcome.INVALID, refused_now=throttle.is_refused(ip, login))

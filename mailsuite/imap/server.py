@@ -44,6 +44,7 @@ from mailsuite.frontend import (
     SASLExchange, Slot, set_no_delay, start_tls,
 )
 from mailsuite.imap import parser as P
+from mailsuite.logtext import printable, quoted
 from mailsuite.imap.commands import MailboxCommands
 from mailsuite.imap import wire
 
@@ -441,7 +442,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
 
     def _bad(self, tag: bytes, text: bytes) -> None:
         self._errors += 1
-        log.info("imap: [{ip}] BAD {text}", ip=self.ip, text=text.decode("ascii", "replace"))
+        log.info("imap: [{ip}] BAD {text}", ip=self.ip, text=printable(text))
         self.write((tag or b"*") + b" BAD " + text + b"\r\n")
         if self._errors >= self.svc.max_errors:
             self.write(b"* BYE Too many errors\r\n")
@@ -493,7 +494,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             self._bad(cmd.tag, f.value.line())
             return
         if f.check(No):
-            log.debug("imap: [{ip}] {cmd} NO {text}", ip=self.ip, cmd=cmd.name, text=str(f.value))
+            log.debug("imap: [{ip}] {cmd} NO {text}", ip=self.ip, cmd=cmd.name, text=printable(str(f.value)))
             self.write(cmd.tag + b" NO " + f.value.line() + b"\r\n")
             return
         from mailsuite.directory.interface import DirectoryUnavailable
@@ -533,7 +534,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def do_ID(self, cmd: P.Command) -> None:
         params = cmd.args["params"]
         if params:
-            shown = " ".join(f"{k}={(v or b'').decode('utf-8', 'replace')[:60]!r}" for k, v in params.items())
+            # Every key and value is the client's text: quoted, escaped (issue 16 finding 1).
+            shown = " ".join(f"{quoted(k, 30)}={quoted(v, 60)}" for k, v in list(params.items())[:30])
             log.info("imap: [{ip}] client ID {params}", ip=self.ip, params=shown)
         self.write(b'* ID ("name" "mailsuite")\r\n')
 

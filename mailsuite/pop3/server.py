@@ -54,6 +54,7 @@ from mailsuite.frontend import (
     POP3_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
     SASLExchange, Slot, set_no_delay, start_tls,
 )
+from mailsuite.logtext import quoted
 from mailsuite.pop3.stream import CHUNK, encode_all, iter_encoded, top_lines
 from mailsuite.store.errors import MessageGone
 
@@ -366,7 +367,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             name = ""
         handler = getattr(self, f"do_{name}", None) if name.isalpha() else None
         if handler is None:
-            self._bad(b"-ERR Unknown command.", f"unknown command {verb[:40]!r}")
+            self._bad(b"-ERR Unknown command.", f"unknown command {quoted(verb, 40)}")
             return
         allowed = _STATES.get(name, ())
         if self.state not in allowed:

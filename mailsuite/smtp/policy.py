@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailsuite.directory.interface import DirectoryUnavailable, IDirectory, Resolution
+from mailsuite.logtext import escaped, quoted
 from mailsuite.smtp.address import domain_of
 from mailsuite.smtp.reply import Reply
 
@@ -84,7 +85,7 @@ class Policy:
             # From: is still checked at the end of DATA.
             if sender and sender.lower() not in own:
                 log.info("smtp: [{ip}] {user} may not use sender <{sender}>", ip=session.client_ip,
-                         user=user, sender=sender)
+                         user=user, sender=escaped(sender))
                 raise Reply(553, "5.7.1", f"<{sender}>: Sender address rejected: not owned by user {user}")
 
         return d.addCallback(check)
@@ -122,7 +123,7 @@ class Policy:
         bad = [a for a in addresses if a.lower() not in own] or ([] if addresses else ["(none)"])
         if bad:
             log.info("smtp: [{ip}] {user} may not use From: {bad}", ip=session.client_ip,
-                     user=session.auth_user, bad=", ".join(b[:100] for b in bad[:5]))
+                     user=session.auth_user, bad=", ".join(quoted(b, 100) for b in bad[:5]))
             return Reply(553, "5.7.1", f"From: <{bad[0][:100]}> rejected: not owned by user {session.auth_user}")
         return None
 
@@ -147,7 +148,7 @@ class Policy:
 
         def unavailable(f):  # type: ignore[no-untyped-def]
             f.trap(DirectoryUnavailable)
-            log.warn("smtp: directory unavailable for <{rcpt}>: {why}", rcpt=rcpt, why=str(f.value))
+            log.warn("smtp: directory unavailable for <{rcpt}>: {why}", rcpt=escaped(rcpt), why=str(f.value))
             raise Reply(451, "4.4.3", "Directory temporarily unavailable, try again later")
 
         return d.addCallbacks(resolved, unavailable)

@@ -46,6 +46,7 @@ from mailsuite.frontend import (
 )
 from mailsuite.handoff import (Envelope, IMessageSink, IncomingMessage, PermanentFailure, TemporaryFailure,
                                new_queue_id)
+from mailsuite.logtext import escaped, printable, quoted
 from mailsuite.smtp.address import BadPath, parse_path
 from mailsuite.smtp.data import DataReader
 from mailsuite.smtp.headers import HeaderScanner
@@ -283,7 +284,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             return
         handler = getattr(self, f"do_{verb.upper()}", None) if verb.isalpha() else None
         if handler is None:
-            self._command_error(Reply(500, "5.5.2", "Error: command not recognized"), f"unknown command {verb[:20]!r}")
+            self._command_error(Reply(500, "5.5.2", "Error: command not recognized"), f"unknown command {quoted(verb, 20)}")
             return
         try:
             result = handler(arg.strip())
@@ -313,12 +314,12 @@ class SMTPServer(Protocol, TimeoutMixin):
         else:
             self._send(r)
             log.info("smtp: [{ip}] {verb}: {code} {status} {text}", ip=self.session.client_ip, verb=verb,
-                     code=r.code, status=r.status, text=r.text)
+                     code=r.code, status=r.status, text=printable(r.text))
 
     def _command_error(self, r: Reply, why: str) -> None:
         self._errors += 1
         log.info("smtp: [{ip}] rejected: {code} {status} {text} ({why})", ip=self.session.client_ip if self.session else "",
-                 code=r.code, status=r.status, text=r.text, why=why)
+                 code=r.code, status=r.status, text=printable(r.text), why=why)
         if self._errors > self.svc.max_errors:
             self._send(Reply(421, "4.7.0", f"{self.conf.hostname} Error: too many errors"))
             self._closing = True
@@ -728,8 +729,8 @@ class SMTPServer(Protocol, TimeoutMixin):
             "smtp: {qid}: client=[{ip}] from=<{sender}> to={rcpts} size={size} result={result}",
             qid=qid,
             ip=s.client_ip,
-            sender=sender,
-            rcpts=",".join(f"<{r}>" for r in rcpts),
+            sender=escaped(sender),
+            rcpts=",".join(f"<{escaped(r)}>" for r in rcpts[:50]),
             size=size,
             result=result,
         )
