@@ -203,7 +203,8 @@ def _load_extra(sub: argparse._SubParsersAction) -> None:
     """Subcommand groups from other packages (queue, ldap), if they are built."""
     import importlib
 
-    for module in ("mailsuite.queue.cli", "mailsuite.directory.ldap_cli", "mailsuite.mailauth.cli"):
+    for module in ("mailsuite.queue.cli", "mailsuite.directory.ldap_cli", "mailsuite.mailauth.cli",
+                   "mailsuite.sieve.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
