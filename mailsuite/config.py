@@ -355,6 +355,8 @@ class HTTPConfig:
     public_hostname: str = ""
     # Seconds an admin session lasts without a request.
     session_timeout: int = 3600
+    # Collect Prometheus metrics (served at /metrics, shown on the admin dashboard).
+    metrics: bool = True
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
 
 

@@ -31,6 +31,7 @@ from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
 from mailsuite.mailauth.dnsbl import DNSBL
 from mailsuite.mailauth.inbound import AuthChecker, CheckingSink, EnvelopeFolderFilter, InboundPolicy
 from mailsuite.directory.interface import IDirectory
+from mailsuite.metrics import NULL as NULL_METRICS, Metrics
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import LocalDelivery
 from mailsuite.handoff import IMessageSink, clean_incoming
@@ -90,12 +91,12 @@ def runtime_problems(cfg: config_mod.Config) -> list[str]:
     return problems
 
 
-def make_directory(cfg: config_mod.Config) -> IDirectory:
+def make_directory(cfg: config_mod.Config, metrics: Any = NULL_METRICS) -> IDirectory:
     d = cfg.directory
     if d.backend == "ldap":
         from mailsuite.directory.ldap import make_ldap_directory  # built in its own issue
 
-        return make_ldap_directory(cfg)
+        return make_ldap_directory(cfg, metrics)
     return FileDirectory(
         d.users_file,
         d.aliases_file,
@@ -132,6 +133,8 @@ class Suite:
     role: ProcessRole = SINGLE
     # The Sieve delivery filter (mailsuite.sieve.delivery), None when [sieve] is off.
     sieve: Any = None
+    # Prometheus metrics (mailsuite/metrics.py); NULL when [http] metrics = false.
+    metrics: Any = NULL_METRICS
 
     def tls_for(self, service_name: str) -> ReloadableContextFactory | None:
         """The TLS context factory of ``service_name`` ("smtp", "submission", "imap",
@@ -157,6 +160,7 @@ class Suite:
         (``context``, default the shared certificate) behind a handshake gate: the
         protocol is connected only after the handshake, which must finish within
         ``tls.handshake_timeout`` seconds."""
+        factory = self.metrics.count_connections(factory, _protocol_of(self.config, desc, implicit_tls), desc)
         if implicit_tls:
             ctx = context if context is not None else self.tls
             if ctx is None:
@@ -164,6 +168,15 @@ class Suite:
             gate = HandshakeGateFactory(factory, self.config.tls.handshake_timeout, max_handshakes_per_ip)
             factory = TLSMemoryBIOFactory(ctx, False, gate)
         self.binder.bind(parent, desc, factory)
+
+
+def _protocol_of(cfg: config_mod.Config, desc: str, implicit_tls: bool) -> str:
+    """The config section that lists listener ``desc`` (the metrics' protocol label)."""
+    key = "listen_tls" if implicit_tls else "listen"
+    for name in ("smtp", "submission", "imap", "pop3", "http"):
+        if desc in getattr(getattr(cfg, name), key, ()):
+            return name
+    return "other"
 
 
 def load_tls(cfg: config_mod.Config) -> ReloadableContextFactory | None:
@@ -209,7 +222,8 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     workers.configure(cfg.server.thread_pool_size)
     if role.kind != "single":
         use_process_slot(role.index, role.count)
-    directory = make_directory(cfg)
+    metrics = Metrics(probe_dir=cfg.server.data_dir, pool_stats=workers.statistics) if cfg.http.metrics else NULL_METRICS
+    directory = make_directory(cfg, metrics)
     portal, realm = make_portal(directory)
     realm.register(ISMTPAvatar, lambda account: account)
     # Built in order, each part handed to the next (nothing patched in afterwards):
@@ -229,8 +243,8 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     # With several processes the parent alone runs the queue; a worker writes the
     # spool and hands the message over (queue/handover.py).
     queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel) if role.kind == "worker"
-                           else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing))
-    dispatcher = signing(Dispatcher(local, queue))
+                           else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing, metrics=metrics))
+    dispatcher = signing(Dispatcher(local, queue, metrics=metrics))
     if sieve is not None:
         # Redirects and vacation replies enter like our own users' mail: signed, not checked.
         sieve.sink = dispatcher
@@ -241,12 +255,16 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
             cfg.server.hostname, cfg.smtp.dmarc_reject_action, cfg.smtp.spf_fail_action))
         dispatcher = CheckingSink(dispatcher, checker, SignPolicy(cfg.server.relay_networks), workers.run,
                                   cfg.server.hostname)
-    return Suite(
+    suite = Suite(
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
-        throttle=AuthThrottle(cfg.limits), message_rate=MessageRate(cfg.limits),
+        throttle=AuthThrottle(cfg.limits, metrics=metrics), message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
         resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve,
+        metrics=metrics,
     )
+    suite.on_start.append(metrics.start)
+    suite.on_stop.append(metrics.stop)
+    return suite
 
 
 def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
@@ -285,6 +303,7 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
                 add_missing_headers=submission and cfg.submission.add_missing_headers,
                 client_check=client_check,
                 client_check_at=cfg.smtp.dnsbl_check_at,
+                metrics=suite.metrics,
             )
             suite.listener(
                 parent, desc, SMTPServerFactory(conf, connections), implicit,

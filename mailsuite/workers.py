@@ -43,6 +43,17 @@ def _stop() -> None:
         _pool = None
 
 
+class _Idle:
+    idleWorkerCount = busyWorkerCount = backloggedWorkCount = 0
+
+
+def statistics() -> Any:
+    """Busy threads and waiting jobs (``busyWorkerCount``, ``backloggedWorkCount``)."""
+    if _pool is None:
+        return _Idle()
+    return _pool._team.statistics()  # noqa: SLF001 - ThreadPool exposes no public counter
+
+
 def run(f: Callable[..., T], *args: Any, **kwargs: Any) -> "Deferred[T]":
     """Run ``f`` in the pool; the Deferred fires in the reactor thread."""
     return deferToThreadPool(reactor, pool(), f, *args, **kwargs)

@@ -72,9 +72,12 @@ def _norm_login(login: str | bytes) -> str:
 class AuthThrottle:
     """Counts auth failures per client IP and per login; see the module docstring."""
 
-    def __init__(self, limits: Any, clock: Any = None) -> None:
+    def __init__(self, limits: Any, clock: Any = None, metrics: Any = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        if metrics is None:
+            from mailsuite.metrics import NULL as metrics  # type: ignore[no-redef]
+        self.metrics = metrics
         self.limits = limits
         self.clock = clock
         self._entries: dict[tuple[str, str], _Entry] = {}
@@ -97,14 +100,17 @@ class AuthThrottle:
                 refused = max(refused, e.refused_until - now)
             delay = max(delay, self._delay_for(e.failures, delay_after))
         if refused:
+            self.metrics.throttle_event("refused")
             return defer.fail(AuthRefused(refused))
         if delay <= 0:
             return defer.succeed(None)
+        self.metrics.throttle_event("delayed")
         return task.deferLater(self.clock, delay, lambda: None)
 
     def auth_failed(self, ip: str, login: str | bytes, proto: str = "") -> None:
         """Count a failed authentication and log the fail2ban line."""
         name = _norm_login(login)
+        self.metrics.login(proto or "-", False)
         log.info(
             "mailsuite auth failure: proto={proto} rip={ip} user={user}",
             proto=proto or "-",
@@ -131,8 +137,9 @@ class AuthThrottle:
                     ip=ip or "-",
                 )
 
-    def auth_succeeded(self, ip: str, login: str | bytes) -> None:
+    def auth_succeeded(self, ip: str, login: str | bytes, proto: str = "") -> None:
         """Forget the failures of this IP and this login."""
+        self.metrics.login(proto or "-", True)
         for key, _ in self._keys(ip, login):
             e = self._entries.get(key)
             if e is not None and e.refused_until <= self.clock.seconds():

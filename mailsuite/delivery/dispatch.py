@@ -20,6 +20,7 @@ Fast-path answers, from the per-account results of local delivery:
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -27,14 +28,16 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from mailsuite.delivery.local import TEMPORARY, CopyResult, ILocalDelivery
+from mailsuite.metrics import NULL as NULL_METRICS
 from mailsuite.handoff import BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body
 
 
 @implementer(IMessageSink)
 class Dispatcher:
-    def __init__(self, local: ILocalDelivery, queue: IMessageSink) -> None:
+    def __init__(self, local: ILocalDelivery, queue: IMessageSink, metrics: Any = None) -> None:
         self.local = local
         self.queue = queue
+        self.metrics = metrics if metrics is not None else NULL_METRICS
 
     def accept(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
         """Fires with "delivered" or "queued" once the message is durable; fails with
@@ -42,11 +45,13 @@ class Dispatcher:
         if envelope.forwards:
             # The queue takes a body in memory as well as on disk (it writes it once).
             return self.queue.accept(envelope, body)
+        started = time.perf_counter()
         d = self.local.deliver(envelope, body)
 
         def delivered(results: dict[str, CopyResult]) -> Any:
             failed = {account: r for account, r in results.items() if not r.ok}
             if not failed:
+                self.metrics.local_delivery(time.perf_counter() - started)
                 discard_body(body)
                 return "delivered"
             if len(failed) == len(results):

@@ -145,7 +145,11 @@ class BoundedPool:
 
 @implementer(IDirectory)
 class LDAPDirectory:
-    def __init__(self, client: LDAPClient, cfg: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: LDAPClient, cfg: Any, clock: Callable[[], float] = time.monotonic,
+                 metrics: Any = None) -> None:
+        from mailsuite.metrics import NULL
+
+        self.metrics = metrics if metrics is not None else NULL
         self.client = client
         self.cfg = cfg
         self.domains = client.domains
@@ -188,7 +192,8 @@ class LDAPDirectory:
                 self._last_warning = (reason, now)
             return f
 
-        return self.pool.run(f, *args).addCallbacks(ok, failed)
+        d = self.metrics.ldap_request(getattr(f, "__name__", "request"), self.pool.run(f, *args))
+        return d.addCallbacks(ok, failed)
 
     def _cached(self, key: Hashable, f: Callable[..., Any], *args: Any) -> defer.Deferred:
         hit = self.cache.get(key)
@@ -295,7 +300,7 @@ def make_client(cfg: Any, warn: Callable[[str], None] = lambda msg: None) -> LDA
     return LDAPClient(lc, password, cfg.server.domains, postmaster=cfg.server.postmaster, warn=warn)
 
 
-def make_ldap_directory(cfg: Any) -> LDAPDirectory:
+def make_ldap_directory(cfg: Any, metrics: Any = None) -> LDAPDirectory:
     """The directory for ``[directory] backend = "ldap"`` (called by service.py)."""
 
     def warn(msg: str) -> None:
@@ -303,4 +308,4 @@ def make_ldap_directory(cfg: Any) -> LDAPDirectory:
         reactor.callFromThread(log.warn, "ldap: {msg}", msg=msg)  # type: ignore[attr-defined]
 
     client = make_client(cfg, warn)
-    return LDAPDirectory(client, cfg.directory.ldap)
+    return LDAPDirectory(client, cfg.directory.ldap, metrics=metrics)

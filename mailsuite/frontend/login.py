@@ -94,7 +94,7 @@ class LoginGate:
                          user=name, authz=quoted(authzid, 64))
                 raise LoginFailed(Outcome.AUTHZ)
             if throttle is not None:
-                throttle.auth_succeeded(ip, login)
+                throttle.auth_succeeded(ip, login, proto=self.proto)
             return Login(name, avatar, logout)
 
         def failed(f: Failure) -> None:

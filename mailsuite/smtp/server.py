@@ -44,6 +44,7 @@ from mailsuite.frontend import (
     SMTP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
     SASLExchange, Slot, set_no_delay, start_tls,
 )
+from mailsuite.metrics import NULL as NULL_METRICS
 from mailsuite.handoff import (Envelope, IMessageSink, IncomingMessage, PermanentFailure, TemporaryFailure,
                                new_queue_id)
 from mailsuite.logtext import escaped, printable, quoted
@@ -87,6 +88,7 @@ class SMTPFactoryConfig:
     # ("connect") or at each RCPT except to postmaster@ ("rcpt").
     client_check: Any = None
     client_check_at: str = "connect"
+    metrics: Any = NULL_METRICS
 
 
 def _answer(outcome: Outcome) -> Reply:
@@ -238,6 +240,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def _send(self, reply: Reply) -> None:
+        if reply.code >= 400:
+            self.conf.metrics.smtp_reply("submission" if self.conf.submission else "smtp", reply.code, reply.status)
         self.transport.write(reply.lines())
 
     # -- input -----------------------------------------------------------------------
@@ -694,6 +698,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
         def accepted(result: str) -> None:
             self.conf.policy.message_accepted(s)
+            self.conf.metrics.message_received("submission" if self.conf.submission else "smtp")
             self._log_message(qid, reader.size, result, env)
             self._send(Reply(250, "2.0.0", f"Ok: queued as {qid}"))
 

@@ -15,7 +15,7 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
     cfg = suite.config
     if not (cfg.http.listen or cfg.http.listen_tls):
         return
-    site = WebSite(build_root(cfg))
+    site = WebSite(build_root(cfg, suite.metrics))
     for desc in cfg.http.listen:
         suite.listener(parent, desc, site, False)
     for desc in cfg.http.listen_tls:

@@ -20,6 +20,7 @@ from twisted.web import resource, server
 
 from mailsuite import config as config_mod
 from mailsuite.web.autoconfig import AutodiscoverJSON, AutodiscoverXML, MobileConfig, ThunderbirdConfig
+from mailsuite.web.metrics_page import MetricsPage
 from mailsuite.web.mtasts import MTASTSPolicy
 
 MAX_BODY = 64 * 1024
@@ -75,8 +76,10 @@ class _Index(resource.Resource):
         return _INDEX
 
 
-def build_root(cfg: config_mod.Config) -> resource.Resource:
+def build_root(cfg: config_mod.Config, metrics: Any = None) -> resource.Resource:
     root = _Index()
+    if metrics is not None:
+        root.putChild(b"metrics", MetricsPage(metrics, cfg.http.metrics_networks))
     thunderbird = ThunderbirdConfig(cfg)
     well_known = resource.Resource()
     root.putChild(b".well-known", well_known)
