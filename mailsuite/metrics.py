@@ -346,6 +346,11 @@ class _CountingFactory(Factory):
         self.open_gauge = metrics.conn_open.labels(protocol, listener)
         self.total = metrics.conn_total.labels(protocol, listener)
 
+    def logPrefix(self) -> str:
+        # "SMTPServerFactory starting on 25" in the log, not this wrapper's name.
+        inner = getattr(self.wrappedFactory, "logPrefix", None)
+        return inner() if inner is not None else type(self.wrappedFactory).__name__
+
     def doStart(self) -> None:
         self.wrappedFactory.doStart()
 
