@@ -13,8 +13,9 @@ import ssl
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.relay_support import Script, peers, relay_server, wait_for  # noqa: F401
-from tests.web_helpers import get
+from tests.support.relay import Script, relay_server
+from tests.support.waiting import wait_for
+from tests.support.web import get
 
 
 def scrape(server) -> dict[str, list]:  # type: ignore[no-untyped-def]
