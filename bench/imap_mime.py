@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mailsuite.imap import mime, search
+from mailsuite import mime
+from mailsuite.imap import msgdata, search
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "shared" / "bench"))
@@ -128,14 +129,14 @@ def main() -> None:
     timed("to_wire", n, lambda: [mime.to_wire(m) for m in msgs])
     timed("parse", n, lambda: [mime.parse(m) for m in msgs])
     parsed = [mime.parse(m) for m in msgs]
-    timed("ENVELOPE", n, lambda: [mime.envelope(p) for p in parsed])
-    timed("BODYSTRUCTURE", n, lambda: [mime.bodystructure(p) for p in parsed])
+    timed("ENVELOPE", n, lambda: [msgdata.envelope(p) for p in parsed])
+    timed("BODYSTRUCTURE", n, lambda: [msgdata.bodystructure(p) for p in parsed])
     timed("parse+ENVELOPE+BODYSTRUCTURE (cold)", n, lambda: [
-        (mime.envelope(p), mime.bodystructure(p)) for p in (mime.parse(m) for m in msgs)])
-    fields = mime.parse_section("HEADER.FIELDS (From To Subject Date Message-ID)")
-    timed("BODY[HEADER.FIELDS (5 fields)]", n, lambda: [mime.section(p, fields) for p in parsed])
-    text = mime.Section(text="TEXT")
-    timed("BODY[TEXT]", n, lambda: [mime.section(p, text) for p in parsed])
+        (msgdata.envelope(p), msgdata.bodystructure(p)) for p in (mime.parse(m) for m in msgs)])
+    fields = msgdata.parse_section("HEADER.FIELDS (From To Subject Date Message-ID)")
+    timed("BODY[HEADER.FIELDS (5 fields)]", n, lambda: [msgdata.section(p, fields) for p in parsed])
+    text = msgdata.Section(text="TEXT")
+    timed("BODY[TEXT]", n, lambda: [msgdata.section(p, text) for p in parsed])
     srcs = [Src(m) for m in msgs]
     for tokens in (["FROM", b"sender42@"], ["SUBJECT", b"about"], ["BODY", b"needle-77"], ["TEXT", b"needle-77"]):
         matcher = search.Matcher(search.parse(tokens), max_seq=n, max_uid=n)

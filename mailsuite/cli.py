@@ -84,7 +84,8 @@ def _users_file(cfg: config_mod.Config) -> Path:
 
 def _check_address(cfg: config_mod.Config, address: str) -> str:
     from mailsuite.directory.interface import normalize_address
-    from mailsuite.store.maildir import UnsafeName, account_dir
+    from mailsuite.store.errors import UnsafeName
+    from mailsuite.store.maildir import account_dir
 
     address = normalize_address(address)
     local, _, domain = address.rpartition("@")

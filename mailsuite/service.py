@@ -44,7 +44,8 @@ from mailsuite.queue.handover import SpoolWriter
 from mailsuite.smtp.policy import Policy
 from mailsuite.frontend import ConnectionCounts
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
-from mailsuite.store.maildir import MaildirStore, clean_tmp
+from mailsuite.store.mailstore import MaildirStore
+from mailsuite.store.maildir import clean_tmp
 from mailsuite.tls import HandshakeGateFactory, ReloadableContextFactory, TLSConfigError, generate_self_signed
 
 log = Logger(namespace="mailsuite.service")

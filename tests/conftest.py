@@ -41,7 +41,7 @@ def server_factory(tmp_path: Path) -> Iterator:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A MaildirStore in tmp_path whose blocking work runs inline (Deferreds fire at once)."""
     from mailsuite import workers
-    from mailsuite.store.maildir import MaildirStore
+    from mailsuite.store.mailstore import MaildirStore
     from tests.support.store import inline_run
 
     monkeypatch.setattr(workers, "run", inline_run)

@@ -17,7 +17,7 @@ PORTAL = FakePortal(lambda user, pw: (user, pw) == (b"us er", b"p\"w{3}"))
 
 
 def run(chunks: list[bytes]) -> bytes:
-    conf = IMAPFactoryConfig(hostname="h", service=IMAPConfig(), portal=PORTAL, store=None,
+    conf = IMAPFactoryConfig(hostname="h", service=IMAPConfig(), portal=PORTAL,
                              allow_plaintext_auth=True, throttle=None)
     proto = IMAPServerFactory(conf).buildProtocol(None)
     tr = StringTransport(peerAddress=SimpleNamespace(host="127.0.0.1"))

@@ -318,7 +318,7 @@ _plain_messages = st.tuples(
 @settings(max_examples=300, deadline=None)
 @given(_plain_messages, st.sampled_from([b"needle", b"hidden", b"hello", b"xyz", b"NeEdLe"]))
 def test_quick_body_scan_agrees_with_full_decoding(parts: tuple, needle: bytes) -> None:
-    from mailsuite.imap import mime
+    from mailsuite import mime
 
     headers, body = parts
     raw = b"\n".join(headers) + b"\n\n" + body
@@ -383,7 +383,7 @@ def _wire_query(tokens: list) -> bytes:
 def test_live_dovecot_finds_the_same_messages() -> None:
     import re
 
-    from mailsuite.imap import mime
+    from mailsuite import mime
     from tests.support.dovecot import DOVECOT_CORPUS, dovecot_fetch, nobody_tmp, realistic_messages
 
     msgs = list(realistic_messages(120, seed=11).values()) + [v[0] for v in DOVECOT_CORPUS.values()] + LIVE_EXTRA

@@ -31,7 +31,9 @@ class FakeFolder:
     def messages(self) -> list[Rec]:
         return self.records
 
-    def claim_recent(self) -> set[int]:
+    def claim_recent(self, readonly: bool = False) -> set[int]:
+        if readonly:
+            return set(self.unclaimed)
         out, self.unclaimed = self.unclaimed, set()
         return out
 

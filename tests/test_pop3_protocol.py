@@ -61,10 +61,13 @@ class FakeFolder:
 
 
 class FakeStore:
+    """An IAccountStore with one folder (or an error for opening it)."""
+
     def __init__(self, folder: FakeFolder | Exception) -> None:
         self.folder = folder
+        self.name = ""
 
-    def open_folder(self, account: str, name: str) -> defer.Deferred:
+    def open(self, name: str) -> defer.Deferred:
         if isinstance(self.folder, Exception):
             return defer.fail(self.folder)
         return defer.succeed(self.folder)
@@ -92,8 +95,14 @@ def records(n: int) -> list[MessageRecord]:
 def connect(portal: Any = None, store: Any = None, throttle: Any = None,
             lock_dir: Path | None = None) -> tuple[POP3Server, StringTransport]:
     lock_dir = lock_dir or Path(tempfile.mkdtemp(prefix="pop3locks-"))
-    conf = POP3FactoryConfig("mail.test", Svc(), store or FakeStore(FakeFolder(records(3))), portal or FakePortal(avatar=POP3Account),
-                             throttle, None, True, False)
+    store = store or FakeStore(FakeFolder(records(3)))
+
+    def avatar(name: str) -> POP3Account:
+        store.name = name
+        return POP3Account(store)
+
+    portal = portal or FakePortal(avatar=avatar)
+    conf = POP3FactoryConfig("mail.test", Svc(), portal, throttle, None, True, False)
     factory = POP3ServerFactory(conf, ConnectionCounts(), MaildropLocks(lambda account: lock_dir / account))
     proto = factory.buildProtocol(None)
     proto.callLater = task.Clock().callLater  # type: ignore[method-assign]

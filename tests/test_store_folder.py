@@ -14,7 +14,8 @@ import pytest
 from mailsuite.store import names
 from mailsuite.store.errors import MessageGone, TooManyKeywords
 from mailsuite.store.folder import FolderDisk
-from mailsuite.store.maildir import MaildirStore, account_dir
+from mailsuite.store.maildir import account_dir
+from mailsuite.store.mailstore import MaildirStore
 from tests.support.store import ACCOUNT, deliver, resolve
 
 MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
@@ -299,9 +300,9 @@ def test_two_stores_agree_on_uids_flags_and_expunges(store: MaildirStore) -> Non
     assert [r.uid for r in b.messages()] == [1]
     uid = resolve(a.append(b"x\r\n", [], None))
     deliver(store.mail_dir, MSG)
-    b._disk.dirty = True
+    b.mark_dirty()
     resolve(b.sync())
-    a._disk.dirty = True
+    a.mark_dirty()
     resolve(a.sync())
     assert [(r.uid, r.base) for r in a.messages()] == [(r.uid, r.base) for r in b.messages()] == [
         (r.uid, r.base) for r in a.messages()
@@ -309,7 +310,7 @@ def test_two_stores_agree_on_uids_flags_and_expunges(store: MaildirStore) -> Non
     assert uid == 2 and [r.uid for r in a.messages()] == [1, 2, 3]
     resolve(b.store_flags([1], ["\\Seen"], "+"))
     resolve(b.expunge([2]))
-    a._disk.dirty = True
+    a.mark_dirty()
     changes = resolve(a.sync())
     assert changes.expunged == [2] and changes.flags == [1]
 
@@ -427,7 +428,7 @@ def test_message_moved_back_to_new_keeps_its_uid(store: MaildirStore) -> None:
     path = inbox_dir(store)
     name = again.get(1).filename
     os.rename(path / "cur" / name, path / "new" / names.base_name(name))
-    again._disk.dirty = True
+    again.mark_dirty()
     changes = resolve(again.sync())
     assert [r.uid for r in again.messages()] == [1, 2] and not changes.added
 
@@ -444,7 +445,7 @@ def test_uidlist_is_compacted_when_mostly_expunged_and_keeps_uidnext(store: Mail
     lines = (path / "mailsuite-uidlist").read_text().splitlines()
     assert lines[0].endswith("N1101") and lines[1:] == [f"1100 {folder.get(1100).base}"]
     deliver(store.mail_dir, MSG)
-    folder._disk.dirty = True
+    folder.mark_dirty()
     assert resolve(folder.sync()).added == [1101]
 
 
@@ -458,7 +459,7 @@ def test_a_torn_last_uidlist_line_is_repaired(store: MaildirStore, from_index: b
     with open(inbox_dir(store) / "mailsuite-uidlist", "a") as f:
         f.write("7 half-writ")  # a writer died mid-append
     deliver(store.mail_dir, MSG)
-    folder._disk.dirty = True
+    folder.mark_dirty()
     assert resolve(folder.sync()).added == [2]
     lines = (inbox_dir(store) / "mailsuite-uidlist").read_text().splitlines()
     assert [l.split()[0] for l in lines[1:]] == ["1", "2"]

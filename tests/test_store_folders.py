@@ -10,7 +10,8 @@ import pytest
 
 from mailsuite.store import folders
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
-from mailsuite.store.maildir import MaildirStore, account_dir
+from mailsuite.store.maildir import account_dir
+from mailsuite.store.mailstore import MaildirStore
 from tests.support.store import ACCOUNT, deliver, resolve
 
 MSG = b"Subject: x\n\nbody\n"

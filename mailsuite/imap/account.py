@@ -1,56 +1,57 @@
-"""The IMAP avatar: one logged-in account's folders, as the store offers them.
+"""The IMAP avatar: one logged-in account's folders, through the storage interface.
 
 The realm builds an :class:`IMAPAccount` per login (``realm.register(IIMAPAccount,
-...)`` in service.py); it holds only the account name and the shared store, so an idle
-authenticated connection costs little memory.  Folder names are Unicode with ``.`` as
-the hierarchy delimiter; the protocol converts them from and to modified UTF-7.
+...)`` in imap/service.py) around the store's
+:class:`~mailsuite.store.interface.IAccountStore` for that account; it holds nothing
+else, so an idle authenticated connection costs little memory.  Folder names are
+Unicode with ``.`` as the hierarchy delimiter; the protocol converts them from and to
+modified UTF-7.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
 from twisted.internet import defer
 
-from mailsuite.store import folders as store_folders
+from mailsuite.store.interface import IAccountStore, IFolder
 
 
 class IMAPAccount:
-    __slots__ = ("name", "store")
+    __slots__ = ("mailbox",)
 
-    def __init__(self, name: str, store: Any) -> None:
-        self.name = name
-        self.store = store
+    def __init__(self, mailbox: IAccountStore) -> None:
+        self.mailbox = mailbox
+
+    @property
+    def name(self) -> str:
+        return self.mailbox.name
 
     def prepare(self) -> defer.Deferred:
         """Make sure INBOX and the special folders exist (first login of a new account)."""
-        return self.store.ensure_account(self.name).addCallback(lambda _: self)
+        return self.mailbox.prepare().addCallback(lambda _: self)
 
     def open(self, name: str) -> defer.Deferred:
-        """The shared Folder (caller closes it); fails with NoSuchFolder / UnsafeName."""
-        return self.store.open_folder(self.name, name)
+        """The shared IFolder (caller closes it); fails with NoSuchFolder / UnsafeName."""
+        return self.mailbox.open(name)
 
     def list_folders(self) -> defer.Deferred:
-        return defer.succeed(self.store.folder_names(self.name))
+        return self.mailbox.list_folders()
 
     def subscriptions(self) -> defer.Deferred:
-        root = self.store.account_dir(self.name)
-        return defer.succeed(store_folders.read_subscriptions(root))
+        return self.mailbox.subscriptions()
 
     def create(self, name: str) -> defer.Deferred:
-        return defer.maybeDeferred(self.store.create_folder, self.name, name)
+        return self.mailbox.create(name)
 
     def delete(self, name: str) -> defer.Deferred:
-        return defer.maybeDeferred(self.store.delete_folder, self.name, name)
+        return self.mailbox.delete(name)
 
     def rename(self, old: str, new: str) -> defer.Deferred:
-        return defer.maybeDeferred(self.store.rename_folder, self.name, old, new)
+        return self.mailbox.rename(old, new)
 
     def subscribe(self, name: str, on: bool) -> defer.Deferred:
-        f = self.store.subscribe if on else self.store.unsubscribe
-        return defer.maybeDeferred(f, self.name, name)
+        return self.mailbox.subscribe(name, on)
 
-    def keywords(self, folder: Any, records: Iterable[Any]) -> list[str]:
+    def keywords(self, folder: IFolder) -> list[str]:
         return list(folder.keywords())
 
     def logout(self) -> None:

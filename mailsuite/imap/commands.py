@@ -9,20 +9,23 @@ RFC 5530 response codes ([NONEXISTENT], [ALREADYEXISTS], [TRYCREATE], [LIMIT], .
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Callable
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite import mutf7
-from mailsuite.imap import mime, search, wire
+from mailsuite import mutf7, workers
+from mailsuite import mime
+from mailsuite.imap import msgdata, search, wire
+from mailsuite.imap.account import IMAPAccount
+from mailsuite.imap.errors import Bad, No, store_error, trap_store
 from mailsuite.imap.fetch import FetchPlan
 from mailsuite.imap.parser import Command
-from mailsuite import workers
-from mailsuite.imap.selected import (SEARCH_FIELDS, SelectedMailbox, cached, flags_bytes, linger, read_header,
-                                     read_message, search_fields)
+from mailsuite.imap.selected import SelectedMailbox, linger
+from mailsuite.imap.wire import flags_bytes, uid_set_text
 from mailsuite.store import errors as store_errors
+from mailsuite.store.interface import SEARCH_FIELDS, FolderInfo, IFolder, MessageRecord
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -34,50 +37,8 @@ READ_AHEAD_BYTES = 8 * 1024 * 1024  # ...or this many bytes of them
 _KEYWORD_RE = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~\x80-\U0010ffff]+$")
 
 
-def _store_error(e: Exception) -> Exception:
-    from mailsuite.imap.server import No
-
-    if isinstance(e, store_errors.NoSuchFolder):
-        return No(str(e) or "No such mailbox", "NONEXISTENT")
-    if isinstance(e, store_errors.FolderExists):
-        return No(str(e) or "Mailbox exists", "ALREADYEXISTS")
-    if isinstance(e, store_errors.UnsafeName):
-        return No("Invalid mailbox name", "CANNOT")
-    if isinstance(e, store_errors.TooManyKeywords):
-        return No(str(e) or "Too many keywords", "LIMIT")
-    if isinstance(e, store_errors.FolderHasChildren):
-        return No(str(e) or "Mailbox has children", "CANNOT")
-    if isinstance(e, store_errors.StoreError):
-        return No(str(e) or "Operation failed", "CANNOT")
-    return e
-
-
-def _trap_store(f: Failure) -> Failure:
-    f.trap(store_errors.StoreError, store_errors.UnsafeName)
-    raise _store_error(f.value)
-
-
-def uid_set_text(uids: Iterable[int]) -> bytes:
-    """``[1, 2, 3, 5]`` → ``b"1:3,5"`` (order kept, runs compressed)."""
-    out: list[str] = []
-    start = prev = None
-    for u in uids:
-        if start is None:
-            start = prev = u
-        elif u == prev + 1:
-            prev = u
-        else:
-            out.append(str(start) if start == prev else f"{start}:{prev}")
-            start = prev = u
-    if start is not None:
-        out.append(str(start) if start == prev else f"{start}:{prev}")
-    return ",".join(out).encode("ascii")
-
-
 def normalize_flags(flags: list[str]) -> list[str]:
     """Client flags in canonical spelling; \\Recent is dropped (it cannot be set)."""
-    from mailsuite.imap.server import Bad
-
     out = []
     for f in flags:
         if f.startswith("\\"):
@@ -98,13 +59,11 @@ class MailboxCommands:
     """Mixed into IMAPServer; uses self.write, self.account, self.selected, self.state."""
 
     selected: SelectedMailbox | None
-    account: Any
+    account: IMAPAccount
 
     # -- helpers -------------------------------------------------------------------
 
     def _name(self, raw: bytes) -> str:
-        from mailsuite.imap.server import No
-
         try:
             name = mutf7.decode(raw)
         except ValueError:
@@ -120,12 +79,10 @@ class MailboxCommands:
             if self.state == "selected":
                 self.state = "auth"
 
-    async def _open(self, name: str, trycreate: bool = False) -> Any:
+    async def _open(self, name: str, trycreate: bool = False) -> IFolder:
         """The shared store Folder ``name`` (the caller gives it back with linger() or
         through its view); a missing folder is NO [NONEXISTENT], or NO [TRYCREATE] where
         the client may offer to create it (APPEND, COPY, MOVE: RFC 3501 6.3.11)."""
-        from mailsuite.imap.server import No
-
         try:
             return await self.account.open(name)
         except store_errors.NoSuchFolder:
@@ -133,11 +90,9 @@ class MailboxCommands:
                 raise No("Mailbox does not exist", "TRYCREATE") from None
             raise No("Mailbox does not exist", "NONEXISTENT") from None
         except (store_errors.StoreError, store_errors.UnsafeName) as e:
-            raise _store_error(e) from None
+            raise store_error(e) from None
 
     def _require_writable(self) -> None:
-        from mailsuite.imap.server import No
-
         if self.selected is None or self.selected.readonly:
             raise No("Mailbox is read-only", "READ-ONLY")
 
@@ -167,14 +122,14 @@ class MailboxCommands:
         self.state = "selected"
         view.listen(self._folder_changed)
         records = folder.messages()
-        keywords = sorted(self.account.keywords(folder, records))
+        keywords = sorted(folder.keywords())
         flags = " ".join(SYSTEM_FLAGS + tuple(keywords))
         out = [b"* FLAGS (%s)\r\n" % flags.encode("utf-8", "replace")]
         if readonly:
             out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
         else:
             # \* only while a keyword letter is free (the store maps keywords to a..z).
-            star = " \\*" if getattr(folder, "can_add_keywords", lambda: True)() else ""
+            star = " \\*" if folder.can_add_keywords() else ""
             out.append(b"* OK [PERMANENTFLAGS (%s%s)] Flags permitted\r\n" % (flags.encode("utf-8", "replace"), star.encode()))
         out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
         for i, r in enumerate(records):
@@ -204,8 +159,6 @@ class MailboxCommands:
     _idle_poll: task.LoopingCall | None = None
 
     def do_IDLE(self, cmd: Command) -> defer.Deferred:
-        from mailsuite.imap.server import Bad
-
         waiter: defer.Deferred = defer.Deferred()
 
         def step(line: bytes) -> None:
@@ -236,8 +189,6 @@ class MailboxCommands:
     # -- folders ------------------------------------------------------------------------
 
     def do_CREATE(self, cmd: Command) -> defer.Deferred:
-        from mailsuite.imap.server import No
-
         name = self._name(cmd.args["mailbox"])
         if name.endswith(DELIM):
             name = name.rstrip(DELIM)
@@ -245,28 +196,26 @@ class MailboxCommands:
             raise No("INBOX exists already", "ALREADYEXISTS")
         if cmd.args["use"]:
             raise No("Special-use folders are fixed on this server", "USEATTR")
-        return self.account.create(name).addCallbacks(lambda _: "CREATE completed", _trap_store)
+        return self.account.create(name).addCallbacks(lambda _: "CREATE completed", trap_store)
 
     def do_DELETE(self, cmd: Command) -> defer.Deferred:
-        from mailsuite.imap.server import No
-
         name = self._name(cmd.args["mailbox"])
         if name == "INBOX":
             raise No("INBOX cannot be deleted", "CANNOT")
-        return self.account.delete(name).addCallbacks(lambda _: "DELETE completed", _trap_store)
+        return self.account.delete(name).addCallbacks(lambda _: "DELETE completed", trap_store)
 
     def do_RENAME(self, cmd: Command) -> defer.Deferred:
         old = self._name(cmd.args["old"])
         new = self._name(cmd.args["new"])
-        return self.account.rename(old, new).addCallbacks(lambda _: "RENAME completed", _trap_store)
+        return self.account.rename(old, new).addCallbacks(lambda _: "RENAME completed", trap_store)
 
     def do_SUBSCRIBE(self, cmd: Command) -> defer.Deferred:
         name = self._name(cmd.args["mailbox"])
-        return self.account.subscribe(name, True).addCallbacks(lambda _: "SUBSCRIBE completed", _trap_store)
+        return self.account.subscribe(name, True).addCallbacks(lambda _: "SUBSCRIBE completed", trap_store)
 
     def do_UNSUBSCRIBE(self, cmd: Command) -> defer.Deferred:
         name = self._name(cmd.args["mailbox"])
-        return self.account.subscribe(name, False).addCallbacks(lambda _: "UNSUBSCRIBE completed", _trap_store)
+        return self.account.subscribe(name, False).addCallbacks(lambda _: "UNSUBSCRIBE completed", trap_store)
 
     def do_NAMESPACE(self, cmd: Command) -> None:
         self.write(b'* NAMESPACE (("" ".")) NIL NIL\r\n')
@@ -348,7 +297,7 @@ class MailboxCommands:
                 if item == "MESSAGES":
                     v = len(records)
                 elif item == "RECENT":
-                    v = sum(1 for r in records if r.recent)
+                    v = folder.recent_count()  # not yet claimed by a read-write SELECT
                 elif item == "UIDNEXT":
                     v = folder.uidnext
                 elif item == "UIDVALIDITY":
@@ -382,14 +331,12 @@ class MailboxCommands:
         return d
 
     async def _append(self, cmd: Command) -> str:
-        from mailsuite.imap.server import Bad, No
-
         name = self._name(cmd.args["mailbox"])
         flags = normalize_flags(cmd.args["flags"])
         date = None
         if cmd.args["date"] is not None:
             try:
-                date = mime.parse_internaldate(cmd.args["date"])
+                date = msgdata.parse_internaldate(cmd.args["date"])
             except ValueError:
                 raise Bad("Invalid date-time in APPEND") from None
         message: bytes = cmd.args["message"]
@@ -401,7 +348,7 @@ class MailboxCommands:
             uid = await folder.append(source, flags, date)
             uidvalidity = folder.uidvalidity
         except store_errors.StoreError as e:
-            raise _store_error(e) from None
+            raise store_error(e) from None
         finally:
             linger(folder)
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
@@ -424,7 +371,7 @@ class MailboxCommands:
 
         if not deleted:
             return closed(None)
-        return sel.folder.expunge(deleted).addCallbacks(closed, _trap_store)
+        return sel.folder.expunge(deleted).addCallbacks(closed, trap_store)
 
     def do_UNSELECT(self, cmd: Command) -> str:
         self._close_selected()
@@ -446,7 +393,7 @@ class MailboxCommands:
             try:
                 done = await sel.folder.expunge(uids)
             except store_errors.StoreError as e:
-                raise _store_error(e) from None
+                raise store_error(e) from None
             sel.forget_expunged(done if done is not None else uids, self.write)
         return "EXPUNGE completed"
 
@@ -458,8 +405,6 @@ class MailboxCommands:
         return defer.ensureDeferred(self._search(cmd, uid=True))
 
     async def _search(self, cmd: Command, uid: bool) -> str:
-        from mailsuite.imap.server import Bad, No
-
         tokens = cmd.args["tokens"]
         if tokens and isinstance(tokens[0], str) and tokens[0].upper() == "RETURN":
             raise Bad("ESEARCH is not supported")
@@ -485,14 +430,14 @@ class MailboxCommands:
             found = await self._search_cached_headers(matcher, key, pairs, uid)
         else:
             # Reading message files blocks: do it in the worker pool, in batches.
-            def scan(batch: list[tuple[int, Any]]) -> list[int]:
+            def scan(batch: list[tuple[int, MessageRecord]]) -> list[int]:
                 hits = []
                 for seq, r in batch:
-                    src = _Source(folder, r)
+                    src = _Source(folder, r.uid)
                     try:
                         if matcher.match(_SearchRecord(r, r.uid in recent), seq, src):
                             hits.append(r.uid if uid else seq)
-                    except (store_errors.MessageGone, FileNotFoundError):
+                    except store_errors.MessageGone:
                         continue
                 return hits
 
@@ -502,29 +447,30 @@ class MailboxCommands:
         self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
         return f"{'UID ' if uid else ''}SEARCH completed"
 
-    async def _search_cached_headers(self, matcher: Any, matcher_key: Any, pairs: list[tuple[int, Any]],
+    async def _search_cached_headers(self, matcher: search.Matcher, matcher_key: Any, pairs: list[tuple[int, MessageRecord]],
                                      uid: bool) -> list[int]:
         """A search on From/To/Cc/Bcc/Subject: the fields come from the folder cache
         (read from the files in the worker pool on a miss, then cached)."""
         sel = self.selected
         folder = sel.folder
         recent = sel.recent
-        cache_get = folder.cache_get
-        missing = [r for _, r in pairs if cache_get(r.uid, "hdr") is None]
+        has = folder.has_search_header
+        missing = [r for _, r in pairs if not has(r.uid)]
 
-        def load(batch: list[Any]) -> list[tuple[int, bytes | None]]:
+        def load(batch: list[MessageRecord]) -> list[tuple[int, bytes | None]]:
             out: list[tuple[int, bytes | None]] = []
             for r in batch:
                 try:
-                    out.append((r.uid, search_fields(read_header(folder, r))))
-                except (store_errors.MessageGone, FileNotFoundError):
+                    out.append((r.uid, folder.read_header(r.uid)))
+                except store_errors.MessageGone:
                     out.append((r.uid, None))
             return out
 
         for i in range(0, len(missing), 2000):
             for u, data in await workers.run(load, missing[i : i + 2000]):
                 if data is not None:
-                    folder.cache_put(u, "hdr", data.decode("latin-1"))
+                    folder.remember_header(u, data)
+        cache_get = folder.cache_get
         found = []
         # One record and one source object, refilled per message (the matcher keeps neither).
         rec = _SearchRecord(None, False)
@@ -553,8 +499,6 @@ class MailboxCommands:
         return defer.ensureDeferred(self._fetch(cmd, uid=True))
 
     async def _fetch(self, cmd: Command, uid: bool) -> str:
-        from mailsuite.imap.server import Bad
-
         sel = self.selected
         try:
             plan = FetchPlan(cmd.args["atts"], uid)
@@ -589,38 +533,37 @@ class MailboxCommands:
         heads: dict[int, bytes] = {}
         header_only = not plan.needs_message and plan.cached == ["envelope"]
 
-        def must_read(r: Any) -> bool:
+        def must_read(r: MessageRecord) -> bool:
             return plan.needs_message or any(folder.cache_get(r.uid, k) is None for k in plan.cached)
 
-        def read_many(batch: list[Any]) -> list[tuple[int, bytes | None]]:
+        def read_many(batch: list[MessageRecord]) -> list[tuple[int, bytes | None]]:
             got: list[tuple[int, bytes | None]] = []
             for r in batch:
                 try:
-                    got.append((r.uid, read_header(folder, r) if header_only else read_message(folder, r)))
-                except (store_errors.MessageGone, FileNotFoundError):
+                    got.append((r.uid, folder.read_header(r.uid) if header_only else folder.read_message(r.uid)))
+                except store_errors.MessageGone:
                     got.append((r.uid, None))
             return got
 
-        def read(r: Any) -> bytes:
+        def read(r: MessageRecord) -> bytes:
             data = ahead.pop(r.uid, None)
-            return data if data is not None else read_message(folder, r)
+            return data if data is not None else folder.read_message(r.uid)
 
-        def read_head(r: Any) -> bytes:
+        def read_head(r: MessageRecord) -> bytes:
             head = heads.pop(r.uid, None)
             if head is None:
-                head = read_header(folder, r)
-            if folder.cache_get(r.uid, "hdr") is None:
-                folder.cache_put(r.uid, "hdr", search_fields(head).decode("latin-1"))
+                head = folder.read_header(r.uid)
+            folder.remember_header(r.uid, head)
             return head
 
-        def cache(r: Any, key: str, compute: Any) -> bytes:
-            return cached(folder, r, key, compute)
+        def cache(r: MessageRecord, key: str, compute: Callable[[], bytes]) -> bytes:
+            return folder.cached(r.uid, key, compute)
 
-        def was_read(r: Any, stored: bytes) -> None:
+        def was_read(r: MessageRecord, stored: bytes) -> None:
             # The file is in hand: keep its search fields too (SEARCH FROM/SUBJECT...).
-            if folder.cache_get(r.uid, "hdr") is None:
+            if not folder.has_search_header(r.uid):
                 header, _ = mime.split_header(stored)
-                folder.cache_put(r.uid, "hdr", search_fields(header).decode("latin-1"))
+                folder.remember_header(r.uid, header)
 
         out: list[bytes] = []
         size = 0
@@ -660,13 +603,13 @@ class MailboxCommands:
             return "Some messages were expunged meanwhile; FETCH completed"
         return f"{'UID ' if uid else ''}FETCH completed"
 
-    async def _set_flags(self, uids: list[int], flags: list[str], mode: str) -> list[Any]:
+    async def _set_flags(self, uids: list[int], flags: list[str], mode: str) -> list[MessageRecord]:
         sel = self.selected
         before = sel.folder.highest_modseq
         try:
             changed = await sel.folder.store_flags(uids, flags, mode)
         except store_errors.StoreError as e:
-            raise _store_error(e) from None
+            raise store_error(e) from None
         if sel.reported_modseq >= before:
             # Our own change: reported by the command itself, not again as "news".
             sel.reported_modseq = sel.folder.highest_modseq
@@ -680,8 +623,6 @@ class MailboxCommands:
         return defer.ensureDeferred(self._store(cmd, uid=True))
 
     async def _store(self, cmd: Command, uid: bool) -> str:
-        from mailsuite.imap.server import Bad
-
         self._require_writable()
         sel = self.selected
         a = cmd.args
@@ -725,8 +666,6 @@ class MailboxCommands:
         return defer.ensureDeferred(self._copy(cmd, uid=True, move=True))
 
     async def _copy(self, cmd: Command, uid: bool, move: bool) -> str:
-        from mailsuite.imap.server import Bad
-
         if move:
             self._require_writable()
         sel = self.selected
@@ -748,7 +687,7 @@ class MailboxCommands:
                 else:
                     mapping = await sel.folder.copy(uids, dest)
             except store_errors.StoreError as e:
-                raise _store_error(e) from None
+                raise store_error(e) from None
             code = b"COPYUID %d %s %s" % (dest.uidvalidity, uid_set_text(s for s, _ in mapping),
                                          uid_set_text(d for _, d in mapping))
         finally:
@@ -760,7 +699,7 @@ class MailboxCommands:
         return f"[{code.decode()}] {word} completed"
 
 
-def _attrs(info: Any, lsub: bool, show_subscribed: bool) -> bytes:
+def _attrs(info: FolderInfo, lsub: bool, show_subscribed: bool) -> bytes:
     attrs = []
     if info.noselect:
         attrs.append("\\Noselect")
@@ -790,11 +729,11 @@ class _SearchRecord:
 
     __slots__ = ("uid", "flags", "keywords", "size", "internaldate", "recent")
 
-    def __init__(self, r: Any, recent: bool) -> None:
+    def __init__(self, r: MessageRecord | None, recent: bool) -> None:
         if r is not None:
             self.fill(r, recent)
 
-    def fill(self, r: Any, recent: bool) -> None:
+    def fill(self, r: MessageRecord, recent: bool) -> None:
         self.uid = r.uid
         self.flags = r.flags
         self.keywords = r.flags
@@ -804,17 +743,19 @@ class _SearchRecord:
 
 
 class _Source:
-    __slots__ = ("folder", "rec")
+    """A MessageSource reading one message of a folder (in the worker pool)."""
 
-    def __init__(self, folder: Any, rec: Any) -> None:
+    __slots__ = ("folder", "uid")
+
+    def __init__(self, folder: IFolder, uid: int) -> None:
         self.folder = folder
-        self.rec = rec
+        self.uid = uid
 
     def header(self) -> bytes:
-        return read_header(self.folder, self.rec)
+        return self.folder.read_header(self.uid)
 
     def message(self) -> bytes:
-        return read_message(self.folder, self.rec)
+        return self.folder.read_message(self.uid)
 
 
 class _Header:

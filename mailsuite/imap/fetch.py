@@ -1,4 +1,4 @@
-"""FETCH responses: one message's data items, formatted by mime.py, from the store.
+"""FETCH responses: one message's data items, formatted by msgdata.py (parsed by mailsuite.mime), from the store.
 
 A :class:`FetchPlan` is built once per FETCH command from its attributes: it knows
 whether message bytes are needed at all (FLAGS/UID/SIZE/INTERNALDATE come from the
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from mailsuite.imap import mime
+from mailsuite import mime
+from mailsuite.imap import msgdata
 from mailsuite.imap.parser import FetchAtt
-from mailsuite.imap.selected import flags_bytes
+from mailsuite.imap.wire import flags_bytes
+from mailsuite.store.interface import MessageRecord
 
 CACHED = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
 INDEX_ITEMS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "RFC822.SIZE": b"RFC822.SIZE %d",
@@ -29,12 +31,12 @@ class FetchPlan:
         if uid_command and "UID" not in names:
             atts = [FetchAtt("UID")] + list(atts)
         self.atts = atts
-        self.sections: dict[int, mime.Section] = {}
+        self.sections: dict[int, msgdata.Section] = {}
         self.needs_message = False
         self.sets_seen = False
         for i, a in enumerate(atts):
             if a.name == "BODY[]":
-                self.sections[i] = mime.parse_section(a.section or b"")  # ValueError -> BAD
+                self.sections[i] = msgdata.parse_section(a.section or b"")  # ValueError -> BAD
                 self.needs_message = True
                 if not a.peek:
                     self.sets_seen = True
@@ -47,7 +49,7 @@ class FetchPlan:
         self.cached = [CACHED[n] for n in names if n in CACHED]
         self.index_only = all(a.name in INDEX_ITEMS for a in self.atts)
 
-    def render_index_only(self, pairs: list[tuple[int, Any]], recent: set[int]) -> list[bytes]:
+    def render_index_only(self, pairs: list[tuple[int, MessageRecord]], recent: set[int]) -> list[bytes]:
         """FETCH responses for items the index record holds (UID, FLAGS, RFC822.SIZE,
         INTERNALDATE, MODSEQ): the common sync command ``UID FETCH 1:* (FLAGS)`` over a
         big folder, formatted with one %-template per message."""
@@ -66,15 +68,16 @@ class FetchPlan:
                 elif g == "RFC822.SIZE":
                     values.append(r.size)
                 elif g == "INTERNALDATE":
-                    values.append(mime.format_internaldate(r.internaldate))
+                    values.append(msgdata.format_internaldate(r.internaldate))
                 else:
                     values.append(r.modseq)
             out.append(template % tuple(values))
         return out
 
-    def render(self, seq: int, rec: Any, recent: bool, read: Callable[[Any], bytes], read_header: Callable[[Any], bytes],
-               cache: Callable[[Any, str, Callable[[], bytes]], bytes], add_flags: bool = False,
-               was_read: Callable[[Any, bytes], None] | None = None) -> list[bytes]:
+    def render(self, seq: int, rec: MessageRecord, recent: bool, read: Callable[[MessageRecord], bytes],
+               read_header: Callable[[MessageRecord], bytes],
+               cache: Callable[[MessageRecord, str, Callable[[], bytes]], bytes], add_flags: bool = False,
+               was_read: Callable[[MessageRecord, bytes], None] | None = None) -> list[bytes]:
         """``read(rec)`` → the stored bytes of the message; ``cache(rec, key, compute)``
         → a cached value computed by ``compute`` on a miss; ``was_read(rec, stored)``
         is told when the message file had to be read (to fill other caches)."""
@@ -122,21 +125,21 @@ class FetchPlan:
             elif n == "RFC822.SIZE":
                 item(b"RFC822.SIZE %d" % rec.size)
             elif n == "INTERNALDATE":
-                item(b"INTERNALDATE " + mime.format_internaldate(rec.internaldate))
+                item(b"INTERNALDATE " + msgdata.format_internaldate(rec.internaldate))
             elif n == "ENVELOPE":
-                item(b"ENVELOPE " + cache(rec, "envelope", lambda: mime.envelope(header_only())))
+                item(b"ENVELOPE " + cache(rec, "envelope", lambda: msgdata.envelope(header_only())))
             elif n == "BODYSTRUCTURE":
-                item(b"BODYSTRUCTURE " + cache(rec, "bodystructure", lambda: mime.bodystructure(message(), True)))
+                item(b"BODYSTRUCTURE " + cache(rec, "bodystructure", lambda: msgdata.bodystructure(message(), True)))
             elif n == "BODY":
-                item(b"BODY " + cache(rec, "body", lambda: mime.bodystructure(message(), False)))
+                item(b"BODY " + cache(rec, "body", lambda: msgdata.bodystructure(message(), False)))
             elif n == "MODSEQ":
                 item(b"MODSEQ (%d)" % rec.modseq)
             elif n == "RFC822":
                 lit(b"RFC822", message().data)
             elif n == "RFC822.HEADER":
-                lit(b"RFC822.HEADER", mime.section(message(), mime.Section(text="HEADER")) or b"")
+                lit(b"RFC822.HEADER", msgdata.section(message(), msgdata.Section(text="HEADER")) or b"")
             elif n == "RFC822.TEXT":
-                lit(b"RFC822.TEXT", mime.section(message(), mime.Section(text="TEXT")) or b"")
+                lit(b"RFC822.TEXT", msgdata.section(message(), msgdata.Section(text="TEXT")) or b"")
             elif n == "BODY[]":
                 sec = self.sections[i]
                 if not sec.parts and not sec.text:
@@ -144,13 +147,13 @@ class FetchPlan:
                         stored = read(rec)
                     data = _wire(stored, rec.size) if msg is None else msg.data
                 else:
-                    data = mime.section(message(), sec)
-                label = b"BODY[" + mime.section_label(sec) + b"]"
+                    data = msgdata.section(message(), sec)
+                label = b"BODY[" + msgdata.section_label(sec) + b"]"
                 if a.partial is not None:
                     origin, length = a.partial
                     label += b"<%d>" % origin
                     if data is not None:
-                        data = mime.partial(data, origin, length)
+                        data = msgdata.partial(data, origin, length)
                 if data is None:
                     item(label + b" NIL")
                 elif not data:

@@ -319,7 +319,7 @@ class Reader:
         return parse_seqset(s)
 
     def date_time(self) -> bytes:
-        """The date-time of APPEND, quoted; its text (validated by mime.parse_internaldate)."""
+        """The date-time of APPEND, quoted; its text (validated by msgdata.parse_internaldate)."""
         return self.quoted()
 
     def tokens(self, depth: int = 0) -> list[Any]:

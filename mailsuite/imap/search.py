@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence, Union
 
-from mailsuite.imap import mime
+from mailsuite import mime
 
 __all__ = [
     "Token",

@@ -16,31 +16,14 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable, Sequence
 from weakref import WeakKeyDictionary
 
 from twisted.internet import defer
 
 from mailsuite.imap.parser import SeqSet
-
-_flag_text: dict[tuple[frozenset, bool], bytes] = {}
-
-
-def flags_bytes(flags: frozenset[str], recent: bool = False) -> bytes:
-    """``(\\Flagged \\Seen)``; memoised: a folder has few distinct flag sets, and
-    FETCH 1:* (FLAGS) formats one per message."""
-    key = (flags, recent)
-    out = _flag_text.get(key)
-    if out is None:
-        items = sorted(flags)
-        if recent:
-            items.append("\\Recent")
-        out = ("(" + " ".join(items) + ")").encode("utf-8", "replace")
-        if len(_flag_text) > 4096:
-            _flag_text.clear()
-        _flag_text[key] = out
-    return out
-
+from mailsuite.imap.wire import flags_bytes
+from mailsuite.store.interface import IFolder, MessageRecord
 
 # A folder stays open this long after its last session left: clients that connect anew
 # for every check (phones, mbsync, webmail) then find it warm instead of reloading the
@@ -48,7 +31,7 @@ def flags_bytes(flags: frozenset[str], recent: bool = False) -> bytes:
 LINGER_SECONDS = 120.0
 
 
-def linger(folder: Any) -> None:
+def linger(folder: IFolder) -> None:
     """Give back a session's reference to ``folder`` a little later (see LINGER_SECONDS)."""
     from twisted.internet import reactor
 
@@ -62,10 +45,10 @@ def linger(folder: Any) -> None:
 # session whose view is exactly the folder (the usual case): a session then costs a
 # few hundred bytes instead of 4 bytes per message.  Keyed by the folder; valid while
 # the folder's record list is the same object (the store replaces it on any change).
-_shared: "WeakKeyDictionary[Any, tuple[Any, array]]" = WeakKeyDictionary()
+_shared: "WeakKeyDictionary[IFolder, tuple[Sequence[MessageRecord], array]]" = WeakKeyDictionary()
 
 
-def shared_uids(folder: Any) -> array:
+def shared_uids(folder: IFolder) -> array:
     records = folder.messages()
     hit = _shared.get(folder)
     if hit is not None and hit[0] is records:
@@ -79,7 +62,7 @@ class SelectedMailbox:
     __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "_uidnext_seen",
                  "_listener", "__weakref__")
 
-    def __init__(self, folder: Any, readonly: bool) -> None:
+    def __init__(self, folder: IFolder, readonly: bool) -> None:
         self.folder = folder
         self.readonly = readonly
         self.uids = array("I")
@@ -93,7 +76,7 @@ class SelectedMailbox:
     def open(self) -> None:
         """Take the folder's current messages as the initial view (SELECT/EXAMINE)."""
         self.uids = shared_uids(self.folder)
-        self.recent = self.folder.claim_recent()
+        self.recent = self.folder.claim_recent(self.readonly)
         self.reported_modseq = self.folder.highest_modseq
         self._uidnext_seen = self.folder.uidnext
 
@@ -154,7 +137,7 @@ class SelectedMailbox:
             out.update(range(lo, hi + 1))
         return sorted(out)
 
-    def records_for(self, seqs: list[int]) -> list[tuple[int, Any]]:
+    def records_for(self, seqs: list[int]) -> list[tuple[int, MessageRecord]]:
         """``(seq, record)`` for each sequence number whose message still exists in the
         folder (a message expunged by someone else but not yet reported has none)."""
         records = self.folder.messages()
@@ -204,7 +187,7 @@ class SelectedMailbox:
             start = bisect.bisect_right(current, top)
             added = len(current) - start
             if added:
-                self.recent |= folder.claim_recent()
+                self.recent |= folder.claim_recent(self.readonly)
                 out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view) + added, len(self.recent)))
             if expunges or not _missing(view, current):
                 # The view is now exactly the folder: share the folder's UID array.
@@ -243,7 +226,7 @@ class SelectedMailbox:
             write(b"".join(out))
 
 
-def _uid(r: Any) -> int:
+def _uid(r: MessageRecord) -> int:
     return r.uid
 
 
@@ -255,73 +238,3 @@ def _missing(view: array, current: array) -> list[int]:
             return []
     have = set(current)
     return [u for u in view if u not in have]
-
-
-# -- reading messages through the store -------------------------------------------------
-
-
-def read_message(folder: Any, rec: Any) -> bytes:
-    """The stored bytes (LF line ends) of a message; raises MessageGone."""
-    with folder.open_message(rec.uid) as f:
-        return f.read()
-
-
-def read_header(folder: Any, rec: Any) -> bytes:
-    """The header block of a message (up to and including the blank line), reading only
-    as much of the file as it takes."""
-    with folder.open_message(rec.uid) as f:
-        data = f.read(8192)
-        while True:
-            end = data.find(b"\n\n")
-            if end < 0:
-                end2 = data.find(b"\r\n\r\n")
-                if end2 >= 0:
-                    return data[: end2 + 4]
-            else:
-                return data[: end + 2]
-            more = f.read(65536)
-            if not more:
-                return data
-            data += more
-
-
-def cached(folder: Any, rec: Any, key: str, compute: Callable[[], bytes]) -> bytes:
-    """A per-message value kept in the folder's cache (ENVELOPE, BODYSTRUCTURE): the
-    cache holds JSON, so the bytes are kept as a latin-1 string."""
-    value = folder.cache_get(rec.uid, key)
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    data = compute()
-    folder.cache_put(rec.uid, key, data.decode("latin-1"))
-    return data
-
-
-# Header fields SEARCH asks for most (FROM/TO/CC/BCC/SUBJECT keys), cached per message in
-# the folder's cache so a repeated header search does not open every file again.
-SEARCH_FIELDS = (b"from", b"to", b"cc", b"bcc", b"subject")
-
-
-def search_fields(header: bytes) -> bytes:
-    """The SEARCH_FIELDS lines (with their folded continuations) of a header block."""
-    out = []
-    keep = False
-    for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if keep:
-                out.append(line)
-            continue
-        name = line.partition(b":")[0].strip().lower()
-        keep = name in SEARCH_FIELDS
-        if keep:
-            out.append(line)
-    return b"".join(out) + b"\n"
-
-
-def cached_search_header(folder: Any, rec: Any) -> bytes:
-    """The SEARCH_FIELDS part of a message's header, from the cache or the file."""
-    value = folder.cache_get(rec.uid, "hdr")
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    data = search_fields(read_header(folder, rec))
-    folder.cache_put(rec.uid, "hdr", data.decode("latin-1"))
-    return data

@@ -45,8 +45,11 @@ from mailsuite.frontend import (
 )
 from mailsuite.imap import parser as P
 from mailsuite.logtext import printable, quoted
-from mailsuite.imap.commands import MailboxCommands
 from mailsuite.imap import wire
+from mailsuite.imap.account import IMAPAccount
+from mailsuite.imap.commands import MailboxCommands
+from mailsuite.imap.errors import Bad, No
+from mailsuite.imap.selected import SelectedMailbox
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -89,28 +92,11 @@ class IIMAPAccount(Interface):
     """What IMAP asks the realm for: an :class:`mailsuite.imap.account.IMAPAccount`."""
 
 
-class No(Exception):
-    """A tagged NO; ``code`` is the response code without brackets (e.g. TRYCREATE)."""
-
-    def __init__(self, text: str, code: str | None = None) -> None:
-        super().__init__(text)
-        self.code = code
-
-    def line(self) -> bytes:
-        prefix = f"[{self.code}] " if self.code else ""
-        return wire.text(prefix + str(self))
-
-
-class Bad(No):
-    """A tagged BAD."""
-
-
 @dataclass
 class IMAPFactoryConfig:
     hostname: str
     service: Any  # IMAPConfig
     portal: Any
-    store: Any
     tls_context: Any = None
     implicit_tls: bool = False
     allow_plaintext_auth: bool = False
@@ -175,8 +161,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self.svc = conf.service
         self.state = "notauth"
         self.tls = conf.implicit_tls
-        self.account: Any = None
-        self.selected: Any = None
+        self.account: IMAPAccount | None = None
+        self.selected: SelectedMailbox | None = None
         self._logout: Callable[[], None] | None = None
         self.ip = ""
         self._slot: Slot | None = None

@@ -13,6 +13,7 @@ from twisted.application import service
 from mailsuite.frontend import ConnectionCounts
 from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.server import IIMAPAccount, IMAPFactoryConfig, IMAPServerFactory
+from mailsuite.store.interface import IMailStore
 
 
 class _Shutdown(service.Service):
@@ -20,7 +21,7 @@ class _Shutdown(service.Service):
     still open (sessions, lingering folders), so the next start opens big folders
     without a rescan."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: IMailStore) -> None:
         self.store = store
         self.factories: list[IMAPServerFactory] = []
 
@@ -28,14 +29,13 @@ class _Shutdown(service.Service):
         super().stopService()
         for factory in self.factories:
             factory.shutdown()
-        close_all = getattr(self.store, "close_all", None)
-        return close_all() if close_all is not None else None
+        return self.store.close_all()
 
 
 def add_services(suite: Any, parent: service.MultiService) -> None:
     cfg = suite.config
     store = suite.store
-    suite.realm.register(IIMAPAccount, lambda account: IMAPAccount(account.name, store).prepare())
+    suite.realm.register(IIMAPAccount, lambda account: IMAPAccount(store.account(account.name)).prepare())
     svc = cfg.imap
     spool = cfg.server.data_dir / "imap-spool"
 
@@ -56,7 +56,6 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
             hostname=cfg.server.hostname,
             service=svc,
             portal=suite.portal,
-            store=store,
             tls_context=ctx,
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,

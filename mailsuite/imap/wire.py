@@ -1,8 +1,8 @@
 """Small IMAP response formatting helpers: strings, mailbox names, flag lists.
 
 Everything returns bytes ready to be joined into a response line.  Message data
-(ENVELOPE, BODYSTRUCTURE, sections) is formatted by mime.py; this module covers what
-the protocol itself says.
+(ENVELOPE, BODYSTRUCTURE, sections) is formatted by bodystructure.py; this module covers
+what the protocol itself says (strings, mailbox names, flag lists, UID sets).
 """
 
 from __future__ import annotations
@@ -30,6 +30,42 @@ def mailbox(name: str) -> bytes:
 
 def flag_list(flags: Iterable[str]) -> bytes:
     return b"(" + " ".join(flags).encode("ascii", "replace") + b")"
+
+
+_flag_text: dict[tuple[frozenset, bool], bytes] = {}
+
+
+def flags_bytes(flags: frozenset[str], recent: bool = False) -> bytes:
+    """``(\\Flagged \\Seen)``; memoised: a folder has few distinct flag sets, and
+    FETCH 1:* (FLAGS) formats one per message."""
+    key = (flags, recent)
+    out = _flag_text.get(key)
+    if out is None:
+        items = sorted(flags)
+        if recent:
+            items.append("\\Recent")
+        out = ("(" + " ".join(items) + ")").encode("utf-8", "replace")
+        if len(_flag_text) > 4096:
+            _flag_text.clear()
+        _flag_text[key] = out
+    return out
+
+
+def uid_set_text(uids: Iterable[int]) -> bytes:
+    """``[1, 2, 3, 5]`` → ``b"1:3,5"`` (order kept, runs compressed)."""
+    out: list[str] = []
+    start = prev = None
+    for u in uids:
+        if start is None:
+            start = prev = u
+        elif u == prev + 1:
+            prev = u
+        else:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+            start = prev = u
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out).encode("ascii")
 
 
 def text(value: str) -> bytes:

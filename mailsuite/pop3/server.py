@@ -41,9 +41,10 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, interfaces, protocol, reactor, tcp
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -57,6 +58,7 @@ from mailsuite.frontend import (
 from mailsuite.logtext import quoted
 from mailsuite.pop3.stream import CHUNK, encode_all, iter_encoded, top_lines
 from mailsuite.store.errors import MessageGone
+from mailsuite.store.interface import IAccountStore, IFolder, MessageRecord
 
 log = Logger(namespace="mailsuite.pop3")
 
@@ -68,15 +70,28 @@ _MAX_AUTH_FAILURES = 3
 
 
 class IPOP3Account(Interface):
-    """The POP3 avatar: whose maildrop a session opens."""
+    """The POP3 avatar: whose maildrop a session opens, and how."""
 
     name = Attribute("the account name, local@domain")
+
+    def open_maildrop() -> Deferred:
+        """Fire with the account's INBOX as an :class:`~mailsuite.store.interface.IFolder`
+        (the session closes it once)."""
 
 
 @implementer(IPOP3Account)
 @dataclass(frozen=True)
 class POP3Account:
-    name: str
+    """The avatar the realm builds per POP3 login, over the store's account."""
+
+    mailbox: IAccountStore
+
+    @property
+    def name(self) -> str:
+        return self.mailbox.name
+
+    def open_maildrop(self) -> Deferred:
+        return self.mailbox.open("INBOX")
 
 
 class MaildropLocks:
@@ -117,7 +132,6 @@ class MaildropLocks:
 class POP3FactoryConfig:
     hostname: str
     service: Any  # config.POP3Config
-    store: Any  # store.maildir.MaildirStore
     portal: Any
     throttle: Any  # auth.throttle.AuthThrottle or None
     tls_context: Any  # None when no certificate
@@ -219,8 +233,8 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self._sasl: Callable[[bytes], Any] | None = None  # the next step of AUTH
         self.account: str | None = None
         self._logout: Callable[[], None] | None = None
-        self._folder: Any = None
-        self._msgs: Any = ()
+        self._folder: IFolder | None = None
+        self._msgs: Sequence[MessageRecord] = ()
         self._uidvalidity = 0
         self._total = 0
         self._deleted: set[int] = set()
@@ -527,9 +541,9 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             return None
         self.account = account
         self._logout = logout
-        d = self.conf.store.open_folder(account, "INBOX")
+        d = login.avatar.open_maildrop()
 
-        def opened(folder: Any) -> None:
+        def opened(folder: IFolder) -> None:
             if self._closing:
                 self._folder = folder
                 self._end_session(mark_seen=False)

@@ -15,7 +15,8 @@ def add_services(suite: Any, parent: Any) -> None:
     svc = cfg.pop3
     if not (svc.listen or svc.listen_tls):
         return
-    suite.realm.register(IPOP3Account, lambda account: POP3Account(account.name))
+    store = suite.store
+    suite.realm.register(IPOP3Account, lambda account: POP3Account(store.account(account.name)))
     connections = ConnectionCounts()
     locks = MaildropLocks(suite.store.account_dir)
     tls = suite.tls_for("pop3") if hasattr(suite, "tls_for") else suite.tls
@@ -23,7 +24,6 @@ def add_services(suite: Any, parent: Any) -> None:
         conf = POP3FactoryConfig(
             hostname=cfg.server.hostname,
             service=svc,
-            store=suite.store,
             portal=suite.portal,
             throttle=getattr(suite, "throttle", None),
             tls_context=tls,

@@ -1,12 +1,10 @@
 """Errors the store raises to its callers (IMAP, POP3), each mapped to one protocol answer.
 
-``UnsafeName`` stays in :mod:`mailsuite.store.maildir` (delivery uses it) and is
-re-exported here so callers can import every store error from one place.
+A module of its own, importing nothing of the store, so that every store module and
+every caller can import it without a cycle.
 """
 
 from __future__ import annotations
-
-from mailsuite.store.maildir import UnsafeName
 
 __all__ = [
     "StoreError",
@@ -18,6 +16,10 @@ __all__ = [
     "TooManyKeywords",
     "MessageGone",
 ]
+
+
+class UnsafeName(ValueError):
+    """A login, address part or folder name that would leave the user's Maildir."""
 
 
 class StoreError(Exception):

@@ -40,18 +40,21 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, NamedTuple, Sequence
 
 from twisted.internet import defer, reactor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailsuite import fsutil, workers
 from mailsuite.store import index as index_mod, names
-from mailsuite.store.errors import FolderGone, MessageGone
+from mailsuite.store.errors import FolderGone, MessageGone, NoSuchFolder
 from mailsuite.store.index import Cache, IndexState, MessageRecord
+from mailsuite.store.interface import IFolder
 from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
 from mailsuite.fsutil import fsync_dir as _fsync_dir
+from mailsuite.store.messages import header_block, search_fields
 from mailsuite.store.uidlist import FolderLock, UidList
 
 log = Logger(namespace="mailsuite.store")
@@ -177,8 +180,6 @@ class FolderDisk:
     def open(self) -> Changes:
         """Load uidlist, keywords and index; rescan if anything changed since."""
         if not self.cur.is_dir():
-            from mailsuite.store.errors import NoSuchFolder
-
             raise NoSuchFolder(f"no folder at {self.path.name}")
         for sub in ("new", "tmp"):
             os.makedirs(self.path / sub, mode=0o700, exist_ok=True)
@@ -684,11 +685,12 @@ def _link_or_copy(src: Path, dst: Path, tmp_dir: Path, date: float) -> bool:
             pass
 
 
+@implementer(IFolder)
 class Folder:
     """The shared, reactor-side view of one open folder (see the module docstring)."""
 
-    def __init__(self, store: Any, account: str, name: str, disk: FolderDisk) -> None:
-        self.store = store
+    def __init__(self, release: Callable[["Folder"], defer.Deferred], account: str, name: str, disk: FolderDisk) -> None:
+        self._release = release  # the store's: count down the users, unload at the last
         self.account = account
         self.name = name
         self._disk = disk
@@ -741,12 +743,24 @@ class Folder:
         """Whether PERMANENTFLAGS may include \\* (a keyword letter is free)."""
         return self._disk.keywords.can_add()
 
-    def claim_recent(self) -> set[int]:
-        """The UIDs that are \\Recent and not yet given to a session; the caller gets
-        them and no later caller does."""
-        out = {u for u in self._unclaimed if u in self._by_uid}
-        self._unclaimed.clear()
+    def claim_recent(self, readonly: bool = False) -> set[int]:
+        """The UIDs that are \\Recent and not yet given to a session.  A read-write
+        caller gets them and no later caller does; a read-only one (EXAMINE) only looks:
+        it must not take \\Recent from the next SELECT (RFC 3501 6.3.2)."""
+        unclaimed = self._unclaimed
+        if not unclaimed:
+            return set()
+        out = {u for u in unclaimed if u in self._by_uid}
+        if readonly:
+            unclaimed.intersection_update(out)  # forget expunged ones
+        else:
+            unclaimed.clear()
         return out
+
+    def recent_count(self) -> int:
+        """How many messages are \\Recent and not claimed by a session yet (STATUS)."""
+        by_uid = self._by_uid
+        return sum(1 for u in self._unclaimed if u in by_uid)
 
     def _publish(self) -> Changes | None:
         disk = self._disk
@@ -876,17 +890,56 @@ class Folder:
             raise MessageGone(f"message {uid} was expunged")
         return self._disk.cur / rec.filename
 
-    def open_message(self, uid: int) -> Any:
+    def open_message(self, uid: int) -> BinaryIO:
         """The message file opened for binary reading (LF line ends on disk; send each
         bare LF as CRLF).  If another agent renamed it (flags) it is looked up again (a
-        listing of cur/, rare).  Raises MessageGone."""
+        listing of cur/, rare).  Raises MessageGone.  Blocking."""
         rec = self._by_uid.get(uid)
         if rec is None:
             raise MessageGone(f"message {uid} was expunged")
         try:
             return open(self._disk.cur_prefix + rec.filename, "rb")
         except FileNotFoundError:
-            return open(self._disk.locate(uid), "rb")
+            try:
+                return open(self._disk.locate(uid), "rb")
+            except FileNotFoundError:
+                raise MessageGone(f"message {uid} was expunged") from None
+
+    def read_message(self, uid: int) -> bytes:
+        """The stored bytes (LF line ends) of a message.  MessageGone.  Blocking."""
+        with self.open_message(uid) as f:
+            return f.read()
+
+    def read_header(self, uid: int) -> bytes:
+        """The header block of a message (up to and including the blank line), reading
+        only as much of the file as it takes.  MessageGone.  Blocking."""
+        with self.open_message(uid) as f:
+            return header_block(f)
+
+    def cached(self, uid: int, key: str, compute: Callable[[], bytes]) -> bytes:
+        """A per-message value a protocol keeps in the folder's cache (ENVELOPE,
+        BODYSTRUCTURE), computed by ``compute()`` on a miss.  The cache holds JSON, so
+        the bytes are kept as a latin-1 string."""
+        value = self.cache_get(uid, key)
+        if isinstance(value, str):
+            return value.encode("latin-1")
+        data = compute()
+        self.cache_put(uid, key, data.decode("latin-1"))
+        return data
+
+    def search_header(self, uid: int) -> bytes | None:
+        """The cached SEARCH fields (From, To, Cc, Bcc, Subject) of a message's header,
+        or None when not cached yet (see :meth:`remember_header`)."""
+        value = self.cache_get(uid, "hdr")
+        return value.encode("latin-1") if isinstance(value, str) else None
+
+    def has_search_header(self, uid: int) -> bool:
+        return isinstance(self.cache_get(uid, "hdr"), str)
+
+    def remember_header(self, uid: int, header: bytes) -> None:
+        """Keep the SEARCH fields of a header block just read (FETCH, SEARCH)."""
+        if not self.has_search_header(uid):
+            self.cache_put(uid, "hdr", search_fields(header).decode("latin-1"))
 
     def cache_get(self, uid: int, key: str) -> Any:
         """A value a protocol cached for a message (None when absent).  The first call
@@ -911,6 +964,11 @@ class Folder:
         except ValueError:
             pass
 
+    def mark_dirty(self) -> None:
+        """Distrust the last listing (the folder was renamed or deleted): the next
+        sync rescans."""
+        self._disk.dirty = True
+
     def notified(self, account: str = "", folder: str = "") -> None:
         """store.notify callback: something (a delivery) changed the folder on disk."""
         self.sync().addErrback(lambda f: log.failure("store: sync after notice failed", f))
@@ -926,4 +984,4 @@ class Folder:
 
     def close(self) -> defer.Deferred:
         """Give back this user's reference; the last one saves the index."""
-        return self.store._release(self)
+        return self._release(self)

@@ -16,7 +16,7 @@ Subscriptions: the ``subscriptions`` file in the account root, one UTF-8 name pe
 rewritten atomically (temp, fsync, rename).
 
 These functions block (listdir, rename, rmtree, fsync): the reactor calls them through
-:class:`mailsuite.store.maildir.MaildirStore`, which runs them in the worker pool.
+:class:`mailsuite.store.mailstore.MaildirStore`, which runs them in the worker pool.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailsuite import fsutil, mutf7
 from mailsuite.store.errors import FolderExists, FolderHasChildren, NoSuchFolder, StoreError, UnsafeName
 from mailsuite.fsutil import fsync_dir as _fsync_dir
-from mailsuite.store.maildir import SPECIAL_FOLDERS, make_maildir
+from mailsuite.store.interface import FolderInfo
 
+SPECIAL_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
 DELIMITER = "."
 INBOX = "INBOX"
 SUBSCRIPTIONS = "subscriptions"
@@ -41,15 +41,15 @@ _MAX_NAME = 1000  # characters in a whole name
 _FORBIDDEN = set("/\\*%\x00\x7f")
 
 
-@dataclass(frozen=True)
-class FolderInfo:
-    """One entry of :func:`list_folders` (what IMAP LIST needs)."""
-
-    name: str  # Unicode, DELIMITER-separated, INBOX normalised
-    special_use: str | None  # "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive" or None
-    has_children: bool
-    subscribed: bool
-    noselect: bool = False  # a parent that exists only because children exist
+def make_maildir(path: Path, folder_marker: bool = False) -> None:
+    """cur/, new/ and tmp/ under ``path`` (and the ``maildirfolder`` marker of a
+    subfolder), leaving whatever exists."""
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(path / sub, mode=0o700, exist_ok=True)
+    if folder_marker:
+        marker = path / "maildirfolder"
+        if not marker.exists():
+            marker.touch(mode=0o600)
 
 
 def normalize(name: str) -> str:

@@ -1,27 +1,22 @@
-"""The IMAP view of one stored message: structure, ENVELOPE, BODYSTRUCTURE, BODY[section].
+"""MIME parsing of one stored message: the part tree, header fields, addresses, text.
 
-Pure functions over bytes; no I/O, no Twisted. The IMAP server and the store use it:
+Pure functions over bytes; no I/O, no Twisted, nothing of any protocol.  IMAP formats
+its message data from it (:mod:`mailsuite.imap.msgdata`: ENVELOPE, BODYSTRUCTURE,
+BODY[section]) and SEARCH reads it (:mod:`mailsuite.imap.search`); Sieve and DKIM code
+can use the same parser.
 
 - ``parse(data)`` splits a message ONCE into a tree of :class:`Part` (offsets of each
   part's header and body in the wire form) and returns a :class:`Message`
-  (``.data`` = the wire bytes, ``.root`` = the tree). Everything else formats from it.
-- ``envelope(msg)`` / ``bodystructure(msg)`` / ``body(msg)`` return complete IMAP
-  values as plain ``bytes`` (e.g. ``b'("Mon, 1 Jan ..." "subj" ((...)) ...)'``), ready to
-  put after ``ENVELOPE `` / ``BODYSTRUCTURE `` / ``BODY `` and cheap to cache in the
-  per-folder index.
-- ``header_only(sec)`` / ``header_section(header, sec)`` / ``header_envelope(header)``:
-  the same answers from the header block alone (``split_header``), for HEADER.FIELDS
-  and ENVELOPE without reading the body.
-- ``parse_section(b"1.2.HEADER.FIELDS (From To)")`` → :class:`Section`;
-  ``section(msg, sec)`` → the section's bytes (``b""`` when the part does not exist);
-  ``section_label(sec)`` → what to echo between the brackets in the response;
-  ``partial(data, origin, length)`` slices ``<origin.length>`` (the response echoes
-  only ``<origin>``, RFC 3501 §6.4.5).
-- ``quoted_or_literal(b)`` / ``nstring(b)``: IMAP string formatting used throughout.
-- ``format_internaldate(ts)`` / ``parse_internaldate(text)`` for INTERNALDATE and
-  APPEND's date-time.
-- For SEARCH: ``split_header(data)``, ``header_values(header, name)``,
-  ``decode_header_text(raw)``, ``body_text(msg)``, ``headers_text(msg)``,
+  (``.data`` = the wire bytes, ``.root`` = the tree); ``find_part(root, (1, 2))``
+  walks it by part numbers (RFC 3501 §6.4.5 numbering).
+- Header fields: ``split_header(data)``, ``header_values(header, name)``,
+  ``content_fields(data, part, root)``, ``unfold``; ``decode_header_text(raw)``
+  (RFC 2047 encoded words, charsets).
+- Structured values (RFC 5322 / RFC 2045 / RFC 2231): ``address_tokens``,
+  ``parse_addresses`` (address lists as (name, adl, mailbox, host) tuples, groups
+  included), ``parse_params`` / ``param`` (Content-Type parameters), ``skip_cfws``,
+  ``quoted_string``, ``TOKEN_RE``.
+- Text for searching: ``body_text(msg)``, ``headers_text(msg)``,
   ``parse_date_header(raw)``.
 
 Line ends: files are stored with LF; the wire form is CRLF (``to_wire``: every bare LF
@@ -31,27 +26,21 @@ size never changes otherwise, see ``wire_size``). All offsets in :class:`Part` a
 into the wire form. Parsing treats a bare CR as a line end too, so old Mac-style
 messages still get a structure (Dovecot sees one long header there).
 
-Fidelity: the output is byte-for-byte Dovecot 2.3's on a corpus of normal and broken
-messages (tests/test_imap_mime.py runs Dovecot's imap binary when it is installed),
-including its rules for broken MIME: a header ends only at an empty line; a boundary
-matches as a line prefix, innermost multipart first, even inside a part's header;
-repeated Subject/Date take the last value, repeated address fields add up; missing
-local parts and domains read MISSING_MAILBOX / MISSING_DOMAIN. The one deliberate
-difference: an unreadable Content-Type is text/plain (RFC 2045 §5.2), where Dovecot
-shows the broken type as-is.
+Fidelity: the structure is Dovecot 2.3's on a corpus of normal and broken messages
+(tests/test_imap_mime.py runs Dovecot's imap binary when it is installed), including
+its rules for broken MIME: a header ends only at an empty line; a boundary matches as
+a line prefix, innermost multipart first, even inside a part's header; repeated
+address fields add up; missing local parts and domains read MISSING_MAILBOX /
+MISSING_DOMAIN. The one deliberate difference: an unreadable Content-Type is
+text/plain (RFC 2045 §5.2), where Dovecot shows the broken type as-is.
 
-We generate everything ourselves instead of using Twisted's ``imap4`` helpers, which
-lower-case parameter values, split parameters naively (a trailing ';' drops the
-connection), never emit content-location and crash on 8-bit headers
-(research/twisted-mail.md §4.5). The stdlib ``email`` package is not used for
-structure either: it rewrites what it parses and is several times slower than
-scanning the bytes for header ends and boundary lines.
+The stdlib ``email`` package is not used for structure: it rewrites what it parses and
+is several times slower than scanning the bytes for header ends and boundary lines.
 
 Malformed input never raises: a missing boundary makes the multipart a part with no
-children (BODYSTRUCTURE then shows one empty text/plain child, like Dovecot), an
-unterminated multipart ends where its parent's next boundary is (or at the end), a
-message/rfc822 that cannot be parsed shows an empty envelope and body, and a
-multipart or message ``MAX_DEPTH`` levels deep is not descended into (it shows as
+children, an unterminated multipart ends where its parent's next boundary is (or at
+the end), a message/rfc822 that cannot be parsed has no ``message``, and a multipart or
+message ``MAX_DEPTH`` levels deep is not descended into (it shows as
 application/octet-stream, as in Dovecot).
 """
 
@@ -59,43 +48,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import bisect
 import codecs
 import functools
 import re
-import time
 from dataclasses import dataclass
-
-__all__ = [
-    "MAX_DEPTH",
-    "Part",
-    "Message",
-    "Section",
-    "to_wire",
-    "wire_size",
-    "parse",
-    "envelope",
-    "bodystructure",
-    "body",
-    "parse_section",
-    "section",
-    "section_label",
-    "header_only",
-    "header_section",
-    "header_envelope",
-    "partial",
-    "quoted_or_literal",
-    "nstring",
-    "format_internaldate",
-    "parse_internaldate",
-    "split_header",
-    "header_values",
-    "decode_header_text",
-    "body_text",
-    "headers_text",
-    "parse_date_header",
-]
 
 # Dovecot's limits: a multipart or message/rfc822 this deep is not descended into and
 # is shown as application/octet-stream (its parameters kept); after this many parts
@@ -134,20 +91,6 @@ class Message:
     root: Part
 
 
-@dataclass(frozen=True, slots=True)
-class Section:
-    """A BODY[...] section specifier (RFC 3501 §6.4.5).
-
-    ``parts``: the part number path ((), (1,), (1, 2), ...); ``text``: one of ``""``,
-    ``"HEADER"``, ``"HEADER.FIELDS"``, ``"HEADER.FIELDS.NOT"``, ``"TEXT"``, ``"MIME"``;
-    ``fields``: the header field names for the HEADER.FIELDS forms (as bytes, in the
-    order given)."""
-
-    parts: tuple[int, ...] = ()
-    text: str = ""
-    fields: tuple[bytes, ...] = ()
-
-
 # --- line ends ----------------------------------------------------------------------
 
 
@@ -169,15 +112,15 @@ def wire_size(data: bytes) -> int:
 
 # --- header scanning ----------------------------------------------------------------
 
-_EOL = rb"(?>\r\n|\r|\n)"
+EOL = rb"(?>\r\n|\r|\n)"
 # The header ends at the first empty line; lines that are no header field stay in the
 # header (as in Dovecot), so a stray line cannot turn the rest of the header into body.
-_BLANK_LINE = re.compile(_EOL + _EOL)
+_BLANK_LINE = re.compile(EOL + EOL)
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _FOLD = re.compile(rb"(?:\r\n|\r|\n)[ \t]*")
 
 
-def _unfold(value: bytes) -> bytes:
+def unfold(value: bytes) -> bytes:
     # Each fold (line end and the white space after it) becomes one space, as Dovecot
     # shows it in ENVELOPE; "a\r\n\tb" → "a b".
     if b"\n" in value or b"\r" in value:
@@ -245,7 +188,7 @@ def _content_scan(d: bytes, start: int, end: int) -> dict[bytes, bytes]:
             if v:
                 name = m.group()
                 if name not in out:
-                    out[name] = _unfold(v.group(1))
+                    out[name] = unfold(v.group(1))
         pos = _next_content_line(hl, pos + 1)
     return out
 
@@ -260,7 +203,7 @@ def _next_content_line(hl: bytes, pos: int) -> int:
     return b + 1
 
 
-_FIELD_VALUE = re.compile(rb"[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)")
+_FIELD_VALUE = re.compile(rb"[ \t]*:([^\r\n]*(?:" + EOL + rb"[ \t][^\r\n]*)*)")
 
 
 def header_values(header: bytes, name: bytes | str, lowered: bytes | None = None) -> list[bytes]:
@@ -280,7 +223,7 @@ def header_values(header: bytes, name: bytes | str, lowered: bytes | None = None
     while pos >= 0:
         m = _FIELD_VALUE.match(header, pos + len(name))
         if m:
-            out.append(_unfold(m.group(1)))
+            out.append(unfold(m.group(1)))
         pos = hl.find(b"\n" + name, pos + len(name))
         if pos >= 0:
             pos += 1
@@ -292,7 +235,7 @@ def header_values(header: bytes, name: bytes | str, lowered: bytes | None = None
 # Each token: (kind, text, raw). kind: "a" atom, "q" quoted string, "c" comment,
 # "d" domain literal, or the special character itself (b"<", b",", ...).
 _ATOM_RE = re.compile(rb'[^\x00-\x20()<>@,;:\\".\[\]\x7f]+')
-_TOKEN_RE = re.compile(rb'[^\x00-\x20()<>@,;:\\"/\[\]?=\x7f]+')
+TOKEN_RE = re.compile(rb'[^\x00-\x20()<>@,;:\\"/\[\]?=\x7f]+')
 _QUOTED_PAIR = re.compile(rb"\\(.)", re.DOTALL)
 
 
@@ -317,7 +260,7 @@ def _skip_comment(s: bytes, i: int) -> tuple[int, bytes]:
     return n, s[i + 1 :]
 
 
-def _quoted(s: bytes, i: int) -> tuple[int, bytes]:
+def quoted_string(s: bytes, i: int) -> tuple[int, bytes]:
     """``s[i]`` is '"'; returns (index after the closing quote, unescaped content)."""
     n = len(s)
     j = i + 1
@@ -347,7 +290,7 @@ def _quote_closes(s: bytes, i: int) -> bool:
     return False
 
 
-def _address_tokens(s: bytes) -> list[tuple[bytes, bytes, bytes]]:
+def address_tokens(s: bytes) -> list[tuple[bytes, bytes, bytes]]:
     out: list[tuple[bytes, bytes, bytes]] = []
     i = 0
     n = len(s)
@@ -360,7 +303,7 @@ def _address_tokens(s: bytes) -> list[tuple[bytes, bytes, bytes]]:
             out.append((b"c", text, s[i:j]))
             i = j
         elif c == 0x22:
-            j, text = _quoted(s, i)
+            j, text = quoted_string(s, i)
             out.append((b"q", text, s[i:j]))
             i = j
         elif c == 0x5B:
@@ -384,7 +327,7 @@ def _address_tokens(s: bytes) -> list[tuple[bytes, bytes, bytes]]:
 _RFC2231_NAME = re.compile(r"^(.*?)\*(\d+)(\*?)$")
 
 
-def _params(s: bytes, i: int) -> tuple[tuple[str, bytes], ...]:
+def parse_params(s: bytes, i: int) -> tuple[tuple[str, bytes], ...]:
     """``; name=value`` pairs from ``s[i:]``. Lenient: junk up to the next ';' is
     skipped, a trailing ';' is fine, quoted values are unquoted but kept in case,
     RFC 2231 continuations are joined."""
@@ -398,20 +341,20 @@ def _params(s: bytes, i: int) -> tuple[tuple[str, bytes], ...]:
         if c == 0x28:
             i = _skip_comment(s, i)[0]
             continue
-        m = _TOKEN_RE.match(s, i)
+        m = TOKEN_RE.match(s, i)
         if not m:
             i = _next_semicolon(s, i)
             continue
         name = m.group().decode("ascii", "replace")  # case kept, as Dovecot shows it
-        i = _skip_cfws(s, m.end())
+        i = skip_cfws(s, m.end())
         if i >= n or s[i] != 0x3D:  # no '='
             i = _next_semicolon(s, i)
             continue
-        i = _skip_cfws(s, i + 1)
+        i = skip_cfws(s, i + 1)
         if i < n and s[i] == 0x22:
             if not _quote_closes(s, i):
                 break  # unterminated quoted value: dropped, as Dovecot does
-            i, value = _quoted(s, i)
+            i, value = quoted_string(s, i)
         else:
             # Unquoted: a token, but be forgiving about specials inside (some mailers
             # write name=foo/bar.pdf or boundary==_x?y); stop at ';' or white space.
@@ -427,7 +370,7 @@ def _params(s: bytes, i: int) -> tuple[tuple[str, bytes], ...]:
     return _join_rfc2231(raw)
 
 
-def _skip_cfws(s: bytes, i: int) -> int:
+def skip_cfws(s: bytes, i: int) -> int:
     n = len(s)
     while i < n:
         c = s[i]
@@ -445,7 +388,7 @@ def _next_semicolon(s: bytes, i: int) -> int:
     while i < n and s[i] != 0x3B:
         c = s[i]
         if c == 0x22:
-            i = _quoted(s, i)[0]
+            i = quoted_string(s, i)[0]
         elif c == 0x28:
             i = _skip_comment(s, i)[0]
         else:
@@ -498,20 +441,20 @@ _TYPE_TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045 token, 
 
 
 def _content_type(value: bytes) -> tuple[str, str, tuple[tuple[str, bytes], ...]] | None:
-    i = _skip_cfws(value, 0)
+    i = skip_cfws(value, 0)
     m = _TYPE_TOKEN.match(value, i)
     if not m:
         return None
-    i = _skip_cfws(value, m.end())
+    i = skip_cfws(value, m.end())
     if i >= len(value) or value[i] != 0x2F:
         return None
-    m2 = _TYPE_TOKEN.match(value, _skip_cfws(value, i + 1))
+    m2 = _TYPE_TOKEN.match(value, skip_cfws(value, i + 1))
     if not m2:
         return None
-    return m.group().decode("ascii"), m2.group().decode("ascii"), _params(value, m2.end())
+    return m.group().decode("ascii"), m2.group().decode("ascii"), parse_params(value, m2.end())
 
 
-def _param(params: tuple[tuple[str, bytes], ...], name: str) -> bytes | None:
+def param(params: tuple[tuple[str, bytes], ...], name: str) -> bytes | None:
     for k, v in params:
         if k.lower() == name:
             return v
@@ -606,7 +549,7 @@ class _Scan:
         return out
 
 
-_BLANK_AHEAD = re.compile(rb"(?=" + _EOL + _EOL + rb")")
+_BLANK_AHEAD = re.compile(rb"(?=" + EOL + EOL + rb")")
 
 
 # A boundary line found while scanning: which multipart of the stack it belongs to
@@ -654,8 +597,8 @@ def _entity(
     hit: _Hit | None
     if cut:
         hit = first
-    elif depth < MAX_DEPTH and maintype == "multipart" and _param(params, "boundary"):
-        inner = stack + (b"--" + _param(params, "boundary"),)  # type: ignore[operator]
+    elif depth < MAX_DEPTH and maintype == "multipart" and param(params, "boundary"):
+        inner = stack + (b"--" + param(params, "boundary"),)  # type: ignore[operator]
         mine = len(inner) - 1
         hit = _next_boundary(scan, body_start, body_start, end, inner)  # skip the preamble
         parts: list[Part] = []
@@ -691,7 +634,7 @@ def _entity(
     return Part(start, body_start, part_end, maintype, subtype, params, children, message, shown), hit
 
 
-_EOL_RE = re.compile(_EOL)
+_EOL_RE = re.compile(EOL)
 
 
 @functools.lru_cache(maxsize=256)
@@ -736,38 +679,7 @@ def _next_boundary(scan: _Scan, pos: int, region_start: int, end: int, stack: tu
     return None
 
 
-# --- IMAP strings -------------------------------------------------------------------
-
-_QUOTED_MAX = 4096  # longer values go as literals, like most servers do
-
-
-def quoted_or_literal(value: bytes) -> bytes:
-    """``value`` as an IMAP string: quoted if it is 7-bit text without CR/LF/NUL (and
-    not huge), else a ``{n}\\r\\n`` literal (NUL, never allowed, becomes 0x80)."""
-    n = len(value)
-    if n <= _QUOTED_MAX and value.isascii():
-        # bytes.translate is the cheapest test for "none of these bytes" (5x a regex);
-        # this runs ~10 times per ENVELOPE.
-        if len(value.translate(None, b'\x00\r\n"\\')) == n:
-            return b'"' + value + b'"'
-        if len(value.translate(None, b"\x00\r\n")) == n:
-            return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    if b"\x00" in value:
-        value = value.replace(b"\x00", b"\x80")
-    return b"{%d}\r\n%s" % (n, value)
-
-
-def nstring(value: bytes | None) -> bytes:
-    """``NIL`` for None, else ``quoted_or_literal(value)``."""
-    return b"NIL" if value is None else quoted_or_literal(value)
-
-
-def _ns(value: bytes | None) -> bytes:
-    # A field that is present but empty is "" (as in Dovecot); only a missing one is NIL.
-    return b"NIL" if value is None else quoted_or_literal(value)
-
-
-# --- ENVELOPE -----------------------------------------------------------------------
+# --- addresses (RFC 5322) ------------------------------------------------------------
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
 
@@ -810,7 +722,7 @@ def parse_addresses(value: bytes) -> list[Address]:
 
 def parse_addresses_full(value: bytes) -> list[Address]:
     """``parse_addresses`` for any input (groups, comments, routes, broken syntax)."""
-    toks = _address_tokens(value)
+    toks = address_tokens(value)
     out: list[Address] = []
     n = len(toks)
     i = 0
@@ -947,314 +859,16 @@ def _addr_spec(toks: list[tuple[bytes, bytes, bytes]]) -> tuple[bytes, bytes]:
     return (local or b"MISSING_MAILBOX", host or b"MISSING_DOMAIN")
 
 
-def _no_tab(value: bytes | None) -> bytes:
-    # Dovecot shows a TAB in a subject or display name as a space.
-    return b"NIL" if value is None else quoted_or_literal(value.replace(b"\t", b" ") if b"\t" in value else value)
+# --- the part tree ---------------------------------------------------------------------
 
 
-def _address_list(values: list[bytes] | None) -> bytes:
-    if not values:
-        return b"NIL"
-    addrs = [a for v in values for a in parse_addresses(v)]
-    if not addrs:
-        return b"NIL"
-    return b"(" + b"".join(
-        b"(%s %s %s %s)" % (_no_tab(a[0]), nstring(a[1]), nstring(a[2]), nstring(a[3])) for a in addrs
-    ) + b")"
-
-
-_ADDRESS_FIELDS = frozenset((b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc"))
-
-
-_ENV_ALT = rb"(date|subject|from|sender|reply-to|to|cc|bcc|in-reply-to|message-id)[ \t]*:([^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*)"
-_ENVELOPE_FIELD = re.compile(rb"^" + _ENV_ALT, re.MULTILINE | re.IGNORECASE)
-# Also after a bare CR; three times slower, so only for headers that have one.
-_ENVELOPE_FIELD_CR = re.compile(rb"(?:^|(?<=\r))" + _ENV_ALT, re.MULTILINE | re.IGNORECASE)
-
-
-def _envelope_fields(header: bytes) -> tuple[dict[bytes, bytes], dict[bytes, list[bytes]]]:
-    # Like Dovecot: a repeated text field counts with its last value, a repeated
-    # address field adds its addresses.
-    text: dict[bytes, bytes] = {}
-    addrs: dict[bytes, list[bytes]] = {}
-    pattern = _ENVELOPE_FIELD if header.count(b"\r") == header.count(b"\r\n") else _ENVELOPE_FIELD_CR
-    for name, value in pattern.findall(header):
-        name = name.lower()
-        if name in _ADDRESS_FIELDS:
-            addrs.setdefault(name, []).append(_unfold(value))
-        else:
-            text[name] = _unfold(value)
-    return text, addrs
-
-
-def _envelope_of(d: bytes, part: Part) -> bytes:
-    f, a = _envelope_fields(d[part.start : part.body_start])
-    frm = _address_list(a.get(b"from"))
-    sender = _address_list(a.get(b"sender"))
-    reply_to = _address_list(a.get(b"reply-to"))
-    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
-        _ns(f.get(b"date")),
-        _no_tab(f.get(b"subject")),
-        frm,
-        frm if sender == b"NIL" else sender,  # RFC 3501: default to From
-        frm if reply_to == b"NIL" else reply_to,
-        _address_list(a.get(b"to")),
-        _address_list(a.get(b"cc")),
-        _address_list(a.get(b"bcc")),
-        _ns(f.get(b"in-reply-to")),
-        _ns(f.get(b"message-id")),
-    )
-
-
-def envelope(msg: Message) -> bytes:
-    """The ENVELOPE value of the message, e.g. ``b'("date" "subject" ((...)) ...)'``."""
-    return _envelope_of(msg.data, msg.root)
-
-
-# --- BODYSTRUCTURE ------------------------------------------------------------------
-
-_EMPTY_BODY = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
-_EMPTY_BODY_EXT = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL)'
-
-
-_EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
-
-
-def bodystructure(msg: Message, extended: bool = True) -> bytes:
-    """BODYSTRUCTURE (``extended=True``) or BODY (``extended=False``) value."""
-    out: list[bytes] = []
-    _write_part(msg.data, msg.root, extended, out, True)
-    return b"".join(out)
-
-
-def _param_list(params: tuple[tuple[str, bytes], ...]) -> bytes:
-    if not params:
-        return b"NIL"
-    return b"(" + b" ".join(quoted_or_literal(k.encode("ascii", "replace")) + b" " + quoted_or_literal(v) for k, v in params) + b")"
-
-
-def _content_fields(d: bytes, part: Part, message_root: bool) -> dict[bytes, bytes]:
+def content_fields(d: bytes, part: Part, message_root: bool) -> dict[bytes, bytes]:
+    """The Content-* fields (and MIME-Version) of a part's header, lower-case names; a
+    message root without Content-Type and MIME-Version has none (it is not MIME)."""
     f = _content_scan(d, part.start, part.body_start)
     if message_root and b"content-type" not in f and b"mime-version" not in f:
         return {}  # a message without Content-Type or MIME-Version is no MIME (Dovecot)
     return f
-
-
-def _disposition(value: bytes | None) -> bytes:
-    if value is None:
-        return b"NIL"
-    i = _skip_cfws(value, 0)
-    m = _TOKEN_RE.match(value, i)
-    if not m:
-        return b'("" NIL)'  # present but unreadable, as Dovecot shows it
-    return b"(%s %s)" % (quoted_or_literal(m.group()), _param_list(_params(value, m.end())))
-
-
-def _language(value: bytes | None) -> bytes:
-    if not value:
-        return b"NIL"
-    langs = [t[1] for t in _address_tokens(value) if t[0] == b"a"]
-    if not langs:
-        return b"NIL"
-    return b"(" + b" ".join(quoted_or_literal(x) for x in langs) + b")"
-
-
-def _lines(d: bytes, start: int, end: int) -> int:
-    # The number of line ends in the body, as Dovecot counts: a last line without one
-    # (before a boundary, whose CRLF belongs to the boundary) does not count.
-    return d.count(b"\n", start, end)
-
-
-def _write_part(d: bytes, part: Part, ext: bool, out: list[bytes], message_root: bool) -> None:
-    f = _content_fields(d, part, message_root)
-    if part.maintype == "multipart":
-        out.append(b"(")
-        if part.children:
-            for child in part.children:
-                _write_part(d, child, ext, out, False)
-        else:
-            out.append(_EMPTY_BODY_EXT if ext else _EMPTY_BODY)  # RFC 3501 wants ≥ 1 part
-        subtype = part.shown_type[1] if part.shown_type else part.subtype
-        out.append(b" " + quoted_or_literal(subtype.encode("ascii")))
-        if ext:
-            out.append(
-                b" %s %s %s %s"
-                % (
-                    _param_list(part.params),
-                    _disposition(f.get(b"content-disposition")),
-                    _language(f.get(b"content-language")),
-                    _ns(f.get(b"content-location")),
-                )
-            )
-        out.append(b")")
-        return
-    params = part.params
-    if part.maintype == "text" and _param(params, "charset") is None:
-        params = params + (("charset", b"us-ascii"),)  # RFC 2045's default, as Dovecot adds it
-    maintype, subtype = part.shown_type or (part.maintype, part.subtype)
-    if part.maintype == "message" and part.subtype == "rfc822":
-        maintype, subtype = "message", "rfc822"  # Dovecot writes this one in lower case
-    cte = f.get(b"content-transfer-encoding")
-    if cte and not _TOKEN_RE.fullmatch(cte):
-        cte = None  # not one token: "7bit", as Dovecot shows it
-    size = part.end - part.body_start
-    out.append(
-        b"(%s %s %s %s %s %s %d"
-        % (
-            quoted_or_literal(maintype.encode("ascii")),
-            quoted_or_literal(subtype.encode("ascii")),
-            _param_list(params),
-            _ns(f.get(b"content-id")),
-            _ns(f.get(b"content-description")),
-            quoted_or_literal(cte or b"7bit"),
-            size,
-        )
-    )
-    if part.message is not None:
-        out.append(b" " + _envelope_of(d, part.message) + b" ")
-        _write_part(d, part.message, ext, out, True)
-        out.append(b" %d" % _lines(d, part.body_start, part.end))
-    elif part.maintype == "message" and part.subtype == "rfc822":
-        # Not parsed (encoded, or nested too deep): still the message form the grammar
-        # and clients expect, with an empty envelope and body, as Dovecot answers.
-        empty = _EMPTY_BODY_EXT if ext else _EMPTY_BODY
-        out.append(b" %s %s %d" % (_EMPTY_ENVELOPE, empty, _lines(d, part.body_start, part.end)))
-    elif part.maintype == "text":
-        out.append(b" %d" % _lines(d, part.body_start, part.end))
-    if ext:
-        out.append(
-            b" %s %s %s %s"
-            % (
-                _ns(f.get(b"content-md5")),
-                _disposition(f.get(b"content-disposition")),
-                _language(f.get(b"content-language")),
-                _ns(f.get(b"content-location")),
-            )
-        )
-    out.append(b")")
-
-
-def body(msg: Message) -> bytes:
-    """The non-extensible BODY value (same as ``bodystructure(msg, extended=False)``)."""
-    return bodystructure(msg, extended=False)
-
-
-# --- BODY[section] ------------------------------------------------------------------
-
-_SECTION_TEXTS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
-_ASTRING_ATOM = re.compile(rb'[^\x00-\x20(){%*"\\\]\x7f-\xff]+')
-
-
-def parse_section(spec: bytes | str) -> Section:
-    """Parse what is between the brackets of ``BODY[...]``, e.g. ``b"1.2.MIME"`` or
-    ``b'HEADER.FIELDS (From "To")'``. Raises ValueError (→ BAD) for bad syntax."""
-    if isinstance(spec, str):
-        spec = spec.encode("utf-8")
-    s = spec
-    parts: list[int] = []
-    i = 0
-    n = len(s)
-    while i < n and 0x30 <= s[i] <= 0x39:
-        j = i
-        while j < n and 0x30 <= s[j] <= 0x39:
-            j += 1
-        num = int(s[i:j])
-        if s[i] == 0x30 or num > 0xFFFFFFFF:
-            raise ValueError("bad part number in section")
-        parts.append(num)
-        i = j
-        if i == n:
-            return Section(tuple(parts))
-        if s[i] != 0x2E:
-            raise ValueError("bad section specifier")
-        i += 1
-        if i == n:
-            raise ValueError("section ends with '.'")
-    rest = s[i:]
-    upper = rest.upper()
-    for text in _SECTION_TEXTS:
-        t = text.encode()
-        if upper.startswith(t) and (len(upper) == len(t) or not upper[len(t) : len(t) + 1].isalnum() and upper[len(t)] != 0x2E):
-            break
-    else:
-        if not rest and not parts:
-            return Section()
-        raise ValueError("unknown section text")
-    if text == "MIME" and not parts:
-        raise ValueError("MIME needs a part number")
-    tail = rest[len(text) :]
-    if not text.startswith("HEADER.FIELDS"):
-        if tail:
-            raise ValueError("junk after section text")
-        return Section(tuple(parts), text)
-    return Section(tuple(parts), text, _header_list(tail))
-
-
-def _header_list(tail: bytes) -> tuple[bytes, ...]:
-    if not tail.startswith(b" (") or not tail.endswith(b")"):
-        raise ValueError("HEADER.FIELDS needs a parenthesized list of field names")
-    s = tail[2:-1]
-    names: list[bytes] = []
-    i = 0
-    n = len(s)
-    while i < n:
-        if names:
-            if s[i] != 0x20:
-                raise ValueError("bad header field list")
-            i += 1
-        if i < n and s[i] == 0x22:
-            j, value = _quoted(s, i)
-            if j > n or s[j - 1] != 0x22 or j - 1 == i:
-                raise ValueError("unterminated quoted field name")
-            names.append(value)
-            i = j
-            continue
-        m = _ASTRING_ATOM.match(s, i)
-        if not m:
-            raise ValueError("bad header field name")
-        names.append(m.group())
-        i = m.end()
-    if not names:
-        raise ValueError("empty header field list")
-    return tuple(names)
-
-
-def header_only(sec: Section) -> bool:
-    """Whether ``sec`` needs nothing but the message's header block (HEADER,
-    HEADER.FIELDS, HEADER.FIELDS.NOT of the message itself): then ``header_section``
-    answers it from the start of the file, without reading or parsing the body."""
-    return not sec.parts and sec.text.startswith("HEADER")
-
-
-def header_section(header: bytes, sec: Section) -> bytes:
-    """The bytes of a ``header_only`` section from the header block alone (as
-    ``split_header`` returns it; stored or wire form): the same bytes that
-    ``section(parse(message), sec)`` gives. Clients fetch HEADER.FIELDS for every
-    message when they open a folder, so this path matters."""
-    wire = to_wire(header)
-    if sec.text == "HEADER":
-        return wire
-    return _header_fields(wire, sec.fields, sec.text == "HEADER.FIELDS.NOT")
-
-
-def header_envelope(header: bytes) -> bytes:
-    """ENVELOPE from the header block alone (same bytes as ``envelope(parse(message))``)."""
-    return envelope(parse(header))
-
-
-def section_label(sec: Section) -> bytes:
-    """The section as echoed in a FETCH response, e.g. ``b'1.HEADER.FIELDS (FROM TO)'``."""
-    out = b".".join(b"%d" % p for p in sec.parts)
-    if sec.text:
-        out = out + b"." + sec.text.encode() if out else sec.text.encode()
-    if sec.fields:
-        out += b" (" + b" ".join(_label_field(f) for f in sec.fields) + b")"
-    return out
-
-
-def _label_field(name: bytes) -> bytes:
-    name = name.upper()
-    return name if _ASTRING_ATOM.fullmatch(name) else quoted_or_literal(name)
 
 
 def _sub_parts(part: Part, message_root: bool) -> tuple[Part, ...]:
@@ -1290,106 +904,10 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
     return part
 
 
-def section(msg: Message, sec: Section) -> bytes:
-    """The bytes of ``sec`` in ``msg`` (wire form). A part that does not exist, or a
-    section text that does not apply to it (``1.HEADER`` of a text part), gives
-    ``b""``: Dovecot answers those with an empty string too, and clients cope."""
-    d = msg.data
-    part = find_part(msg.root, sec.parts)
-    if part is None:
-        return b""
-    text = sec.text
-    if sec.parts:
-        if text == "":
-            return d[part.body_start : part.end]
-        if text == "MIME":
-            return d[part.start : part.body_start]
-        if part.message is None:
-            return b""
-        part = part.message
-    elif text == "":
-        return d
-    if text == "HEADER":
-        return d[part.start : part.body_start]
-    if text == "TEXT":
-        return d[part.body_start : part.end]
-    return _header_fields(d[part.start : part.body_start], sec.fields, text == "HEADER.FIELDS.NOT")
-
-
-def _header_fields(header: bytes, names: tuple[bytes, ...], negate: bool) -> bytes:
-    wanted = {n.lower() for n in names}
-    out: list[bytes] = []
-    for m in _FIELD_LINE.finditer(header):
-        if (m.group(1).lower() in wanted) != negate:
-            line = m.group()
-            if line.endswith(b"\r\n"):
-                out.append(line)
-            else:  # the wire form always ends lines with CRLF
-                out.append(line.rstrip(b"\r\n") + b"\r\n")
-    if header.endswith((b"\n", b"\r")):  # the end of the header (Dovecot: unless its
-        out.append(b"\r\n")  # last line was cut off by the end of data or a boundary)
-    return b"".join(out)
-
-
-# A whole field, folds and final line end included.
-_FIELD_LINE = re.compile(
-    rb"(?:\A|(?<=[\r\n]))([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\r\n]*(?:" + _EOL + rb"[ \t][^\r\n]*)*(?:" + _EOL + rb"|\Z)"
-)
-
-
-def partial(data: bytes, origin: int, length: int | None) -> bytes:
-    """``data`` sliced for ``<origin.length>`` (empty past the end)."""
-    if origin >= len(data):
-        return b""
-    return data[origin:] if length is None else data[origin : origin + length]
-
-
 # --- dates --------------------------------------------------------------------------
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTH_NUM = {m.lower(): i + 1 for i, m in enumerate(_MONTHS)}
-
-
-def format_internaldate(ts: float, utcoffset: int | None = None) -> bytes:
-    """INTERNALDATE value (with quotes) for epoch seconds ``ts``, e.g.
-    ``b'"17-Jul-1996 02:44:25 -0700"'``. ``utcoffset`` in seconds; default: the
-    server's local time zone at that instant."""
-    secs = int(ts)
-    if utcoffset is None:
-        utcoffset = time.localtime(secs).tm_gmtoff
-    t = time.gmtime(secs + utcoffset)
-    sign = "-" if utcoffset < 0 else "+"
-    off = abs(utcoffset) // 60
-    return (
-        f'"{t.tm_mday:02d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} '
-        f'{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{off // 60:02d}{off % 60:02d}"'
-    ).encode("ascii")
-
-
-_IMAP_DATETIME = re.compile(
-    r'^"?([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"?$'
-)
-
-
-def parse_internaldate(text: bytes | str) -> float:
-    """Epoch seconds of an IMAP date-time (``"17-Jul-1996 02:44:25 -0700"``, quotes
-    optional). Raises ValueError."""
-    if isinstance(text, bytes):
-        text = text.decode("ascii", "replace")
-    m = _IMAP_DATETIME.match(text)
-    if not m:
-        raise ValueError(f"bad date-time: {text!r}")
-    day, mon, year, hh, mm, ss, sign, oh, om = m.groups()
-    month = _MONTH_NUM.get(mon.lower())
-    if month is None:
-        raise ValueError(f"bad month in date-time: {text!r}")
-    d, h, mi, s = int(day), int(hh), int(mm), int(ss)
-    if not (1 <= d <= calendar.monthrange(int(year), month)[1]) or h > 23 or mi > 59 or s > 60:
-        raise ValueError(f"date-time out of range: {text!r}")
-    off = (int(oh) * 60 + int(om)) * 60
-    if int(om) > 59:
-        raise ValueError(f"bad zone in date-time: {text!r}")
-    return float(calendar.timegm((int(year), month, d, h, mi, s, 0, 0, 0)) - (off if sign == "+" else -off))
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTH_NUM = {m.lower(): i + 1 for i, m in enumerate(MONTHS)}
 
 
 _DATE_HEADER = re.compile(rb"(\d{1,2})\s*[- ]?\s*([A-Za-z]{3})[a-z]*\.?\s*[- ]?\s*(\d{2,4})\b")
@@ -1401,7 +919,7 @@ def parse_date_header(raw: bytes) -> tuple[int, int, int] | None:
     m = _DATE_HEADER.search(raw)
     if not m:
         return None
-    month = _MONTH_NUM.get(m.group(2).decode("ascii").lower())
+    month = MONTH_NUM.get(m.group(2).decode("ascii").lower())
     if month is None:
         return None
     day = int(m.group(1))
@@ -1471,7 +989,7 @@ def _leaf_text(d: bytes, part: Part) -> str | None:
     if part.maintype != "text":
         return None
     raw = d[part.body_start : part.end]
-    cte = _content_fields(d, part, part.start == 0).get(b"content-transfer-encoding", b"").lower()
+    cte = content_fields(d, part, part.start == 0).get(b"content-transfer-encoding", b"").lower()
     try:
         if cte.startswith(b"base64"):
             raw = binascii.a2b_base64(raw)
@@ -1479,7 +997,7 @@ def _leaf_text(d: bytes, part: Part) -> str | None:
             raw = binascii.a2b_qp(raw)
     except (binascii.Error, ValueError):
         pass  # search the encoded text rather than nothing
-    charset = _param(part.params, "charset")
+    charset = param(part.params, "charset")
     return _charset_decode(raw, charset.decode("ascii", "replace")) if charset else _raw_text(raw)
 
 
