@@ -193,7 +193,8 @@ class SubmissionConfig(SMTPListenerConfig):
 class LimitsConfig:
     """``[limits]``: abuse limits shared by SMTP AUTH, IMAP and POP3 (auth/throttle.py)."""
 
-    # Failures of one login before each answer is delayed, and before it is refused.
+    # Failures of one login (any IP) before its answers are delayed; failures of one
+    # login from one IP before that pair is refused (auth/throttle.py).
     auth_delay_after: int = 3
     auth_refuse_after: int = 10
     # The same for one client IP (higher: an office shares one NAT address).

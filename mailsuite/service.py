@@ -258,7 +258,9 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
                                   cfg.server.hostname)
     suite = Suite(
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
-        throttle=AuthThrottle(cfg.limits, metrics=metrics), message_rate=MessageRate(cfg.limits),
+        throttle=AuthThrottle(cfg.limits, metrics=metrics,
+                              default_domain=cfg.server.domains[0] if cfg.server.domains else None),
+        message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
         resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve,
         metrics=metrics,

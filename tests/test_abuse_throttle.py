@@ -61,16 +61,52 @@ def test_delay_grows_per_failure_up_to_the_ceiling() -> None:
     assert t._delay_for(9, 2) == 1.5
 
 
-def test_login_is_refused_after_the_refuse_threshold_then_recovers() -> None:
+def test_failures_from_many_ips_delay_a_login_but_lock_nobody_out() -> None:
+    """Issue 16 finding 3: ten bad passwords from anywhere locked the account for
+    everyone for 15 minutes.  A login attacked from many addresses is slowed down; its
+    owner, from an address of its own, is never refused."""
     t, clock = make()
-    for i in range(4):
+    for i in range(10):
         t.auth_failed(f"192.0.2.{i}", "Alice@Example.test")  # several IPs, one login
-    assert t.is_refused("198.51.100.9", "alice@example.test")
-    d = t.before_auth("198.51.100.9", "alice@example.test")
-    assert state(d) == "refused"
-    assert state(t.before_auth("198.51.100.9", "bob@example.test")) == "ok"
-    clock.advance(60.1)
     assert not t.is_refused("198.51.100.9", "alice@example.test")
+    d = t.before_auth("198.51.100.9", "alice@example.test")
+    assert state(d) == "waiting"  # delayed: auth_max_delay at most
+    clock.advance(1.5)
+    assert state(d) == "ok"
+    assert state(t.before_auth("198.51.100.9", "bob@example.test")) == "ok"
+
+
+def test_the_ip_and_login_pair_is_refused_after_the_refuse_threshold_then_recovers() -> None:
+    t, clock = make()
+    for _ in range(4):
+        t.auth_failed("192.0.2.1", "alice@example.test")
+    assert t.is_refused("192.0.2.1", "alice@example.test")
+    assert state(t.before_auth("192.0.2.1", "alice@example.test")) == "refused"
+    assert not t.is_refused("192.0.2.2", "alice@example.test")  # the owner, elsewhere
+    assert not t.is_refused("192.0.2.1", "bob@example.test")
+    clock.advance(60.1)
+    assert not t.is_refused("192.0.2.1", "alice@example.test")
+
+
+def test_a_success_clears_only_that_logins_counter() -> None:
+    """Issue 16 finding 3: logging into one's own account every few guesses cleared
+    the IP's counter, which allowed unlimited guesses at other accounts."""
+    t, _ = make()
+    for round_ in range(3):
+        for i in range(2):
+            t.auth_failed("192.0.2.1", f"victim{round_}{i}@example.test")
+        t.auth_succeeded("192.0.2.1", "spray@example.test")
+    assert t.is_refused("192.0.2.1", "victim99@example.test")  # 6 failures: the IP threshold
+
+
+def test_logins_are_counted_by_their_canonical_name() -> None:
+    """``dave`` is ``dave@<first domain>``, as the directory reads it."""
+    t = AuthThrottle(LIMITS, task.Clock(), default_domain="example.test")
+    for login in ("dave", "DAVE@example.test", " dave ", "dave"):
+        t.auth_failed("192.0.2.1", login)
+    assert t.is_refused("192.0.2.1", "dave@example.test")
+    t.auth_succeeded("192.0.2.1", "dave@EXAMPLE.test")  # a refusal outlives a success
+    assert state(t.before_auth("192.0.2.1", "dave")) == "refused"
 
 
 def test_ip_is_refused_after_its_own_threshold() -> None:
@@ -100,9 +136,9 @@ def test_failures_are_forgotten_after_the_window() -> None:
     assert t._entries == {}
 
 
-def test_success_forgets_the_failures() -> None:
+def test_success_forgets_the_failures_of_that_login() -> None:
     t, _ = make()
-    for _ in range(3):
+    for _ in range(2):
         t.auth_failed("192.0.2.1", "alice@example.test")
     t.auth_succeeded("192.0.2.1", "alice@example.test")
     assert state(t.before_auth("192.0.2.1", "alice@example.test")) == "ok"

@@ -142,3 +142,58 @@ def test_an_imap_id_value_cannot_get_an_address_banned(srv: Server) -> None:
     assert matches, "a real failure must still match"
     assert all("rip=127.0.0.1 " in m for m in matches)
     assert not any("203.0.113.77" in m for m in matches)
+
+
+# -- finding 3: password spraying -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spray_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from started(tmp_path_factory.mktemp("spray") / "srv", server={"allow_plaintext_auth": True},
+                       limits={"auth_ip_delay_after": 0, "auth_ip_refuse_after": 6, "auth_delay_after": 0,
+                               "auth_refuse_after": 3, "auth_cooldown": 30})
+
+
+def imap_login(server: Server, user: str, password: str) -> str:
+    with imaplib.IMAP4("127.0.0.1", server.ports["imap"]) as m:
+        try:
+            return m.login(user, password)[0]
+        except imaplib.IMAP4.error as e:
+            return str(e)
+
+
+def test_logging_into_ones_own_account_does_not_reset_the_guess_count(spray_srv: Server) -> None:
+    """Two guesses, one good login of the attacker's own, over and over: the IP is
+    still refused after auth_ip_refuse_after guesses (it never was)."""
+    answers = []
+    for round_ in range(5):
+        for victim in ("bob@example.test", "carol@other.test"):
+            answers.append(imap_login(spray_srv, victim, f"guess-{round_}"))
+        imap_login(spray_srv, ALICE, ALICE_PW)
+    assert "UNAVAILABLE" in answers[-1]
+    assert sum("AUTHENTICATIONFAILED" in a for a in answers) == 6
+
+
+def test_bare_and_full_login_share_one_count_and_the_owner_elsewhere_gets_in(spray_srv: Server) -> None:
+    for login in ("bob", "bob@example.test", "BOB"):
+        assert "AUTHENTICATIONFAILED" in imap_login_from(spray_srv, "127.0.0.3", login, "wrong")
+    # That IP may not try bob any more; bob, from his own address, logs in.
+    assert "UNAVAILABLE" in imap_login_from(spray_srv, "127.0.0.3", "bob@example.test", "bob-pw")
+    assert imap_login_from(spray_srv, "127.0.0.4", "bob", "bob-pw") == "OK"
+
+
+def imap_login_from(server: Server, source: str, user: str, password: str) -> str:
+    sock = socket.create_connection(("127.0.0.1", server.ports["imap"]), source_address=(source, 0))
+    try:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b'a LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()))
+        while True:
+            line = f.readline()
+            if not line:
+                return "closed"
+            if line.startswith(b"a "):
+                text = line[2:].decode().strip()
+                return "OK" if text.startswith("OK") else text
+    finally:
+        sock.close()

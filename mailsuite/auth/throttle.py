@@ -10,16 +10,28 @@ One :class:`AuthThrottle` lives on the Suite (``suite.throttle``).  A protocol c
 * ``auth_failed(ip, login, proto=...)`` after a wrong password: it counts the failure
   and logs ``mailsuite auth failure: proto=<p> rip=<ip> user=<login>`` for fail2ban
   (etc/fail2ban/); the password never reaches this module;
-* ``auth_succeeded(ip, login)`` after a good one: it forgets both counters, as
-  Dovecot's auth penalty does.
+* ``auth_succeeded(ip, login)`` after a good one: it forgets the failures of this
+  login (from this IP and overall), never those of the IP: otherwise logging into
+  one's own account every few guesses would allow unlimited guesses at others
+  (password spraying, issue 16 finding 3).
 
-Counting: failures of a key (the IP, or the login lower-cased) are forgotten
-``auth_window`` seconds after the last one.  From ``*_delay_after`` failures on, every
-answer waits ``auth_delay`` seconds per failure beyond that (at most
-``auth_max_delay``); at ``*_refuse_after`` failures the key is refused for
-``auth_cooldown`` seconds (a threshold of 0 never applies).  After a cool-down the
-failures are still remembered, so the next failure refuses again at once.  Logins and IPs have their own thresholds because many
-users may share one office NAT address.  Only the reactor thread uses this module.
+Three counters, each forgotten ``auth_window`` seconds after its last failure:
+
+* the client IP: from ``auth_ip_delay_after`` failures on, its answers are delayed;
+  at ``auth_ip_refuse_after`` it is refused for ``auth_cooldown`` seconds;
+* the login, from any IP: from ``auth_delay_after`` failures on, answers for it are
+  delayed, never refused: a login attacked from many addresses is slowed down, but
+  its owner is not locked out (issue 16 finding 3);
+* the pair of IP and login: at ``auth_refuse_after`` failures that IP may not try that
+  login for ``auth_cooldown`` seconds.
+
+A delay is ``auth_delay`` seconds per failure beyond the threshold, at most
+``auth_max_delay``; a threshold of 0 never applies.  After a cool-down the failures
+are still remembered, so the next failure refuses again at once.  Logins are counted
+by their canonical name: lower case, and ``dave`` is ``dave@<default_domain>`` (the
+first local domain, as the directory reads a bare login), so both spellings share one
+count.  Logins and IPs have their own thresholds because many users may share one
+office NAT address.  Only the reactor thread uses this module.
 """
 
 from __future__ import annotations
@@ -63,16 +75,20 @@ def _log_safe(text: str) -> str:
     return token(text, _LOGIN_LOG_MAX)
 
 
-def _norm_login(login: str | bytes) -> str:
+def _norm_login(login: str | bytes, default_domain: str | None = None) -> str:
     if isinstance(login, bytes):
         login = login.decode("utf-8", "replace")
-    return login.strip().lower()[:256]
+    login = login.strip().lower()[:256]
+    if default_domain and login and "@" not in login:
+        login = f"{login}@{default_domain}"
+    return login
 
 
 class AuthThrottle:
     """Counts auth failures per client IP and per login; see the module docstring."""
 
-    def __init__(self, limits: Any, clock: Any = None, metrics: Any = None) -> None:
+    def __init__(self, limits: Any, clock: Any = None, metrics: Any = None,
+                 default_domain: str | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         if metrics is None:
@@ -80,6 +96,7 @@ class AuthThrottle:
         self.metrics = metrics
         self.limits = limits
         self.clock = clock
+        self.default_domain = default_domain.lower() if default_domain else None
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._exempt = tuple(limits.auth_exempt_networks)
 
@@ -92,7 +109,7 @@ class AuthThrottle:
         now = self.clock.seconds()
         refused = 0.0
         delay = 0.0
-        for key, delay_after in self._keys(ip, login):
+        for key, delay_after, _refuse_after in self._keys(ip, login):
             e = self._current(key, now)
             if e is None:
                 continue
@@ -109,7 +126,7 @@ class AuthThrottle:
 
     def auth_failed(self, ip: str, login: str | bytes, proto: str = "") -> None:
         """Count a failed authentication and log the fail2ban line."""
-        name = _norm_login(login)
+        name = _norm_login(login, self.default_domain)
         self.metrics.login(proto or "-", False)
         log.info(
             "mailsuite auth failure: proto={proto} rip={ip} user={user}",
@@ -120,7 +137,7 @@ class AuthThrottle:
         if self._is_exempt(ip):
             return
         now = self.clock.seconds()
-        for (key, _delay_after), refuse_after in zip(self._keys(ip, login), self._refuse_thresholds()):
+        for key, _delay_after, refuse_after in self._keys(ip, login):
             e = self._current(key, now) or self._new(key)
             e.failures += 1
             e.last = now
@@ -130,7 +147,7 @@ class AuthThrottle:
                     "mailsuite auth refused: {kind}={value} after {n} failures, for {secs:.0f}s "
                     "(proto={proto} rip={ip})",
                     kind=key[0],
-                    value=_log_safe(key[1]),
+                    value=_log_safe(key[1] if key[0] != "pair" else name),
                     n=e.failures,
                     secs=self.limits.auth_cooldown,
                     proto=proto or "-",
@@ -138,9 +155,11 @@ class AuthThrottle:
                 )
 
     def auth_succeeded(self, ip: str, login: str | bytes, proto: str = "") -> None:
-        """Forget the failures of this IP and this login."""
+        """Forget the failures of this login (never the IP's: see the docstring)."""
         self.metrics.login(proto or "-", True)
-        for key, _ in self._keys(ip, login):
+        for key, _, _ in self._keys(ip, login):
+            if key[0] == "ip":
+                continue
             e = self._entries.get(key)
             if e is not None and e.refused_until <= self.clock.seconds():
                 del self._entries[key]
@@ -151,7 +170,7 @@ class AuthThrottle:
         if self._is_exempt(ip):
             return False
         now = self.clock.seconds()
-        for key, _ in self._keys(ip, login):
+        for key, _, _ in self._keys(ip, login):
             e = self._current(key, now)
             if e is not None and e.refused_until > now:
                 return True
@@ -159,12 +178,16 @@ class AuthThrottle:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _keys(self, ip: str, login: str | bytes) -> list[tuple[tuple[str, str], int]]:
+    def _keys(self, ip: str, login: str | bytes) -> list[tuple[tuple[str, str], int, int]]:
+        """(key, delay threshold, refuse threshold) of each counter an attempt touches."""
         lim = self.limits
-        return [(("ip", ip or "-"), lim.auth_ip_delay_after), (("login", _norm_login(login)), lim.auth_delay_after)]
-
-    def _refuse_thresholds(self) -> tuple[int, int]:
-        return (self.limits.auth_ip_refuse_after, self.limits.auth_refuse_after)
+        ip = ip or "-"
+        name = _norm_login(login, self.default_domain)
+        return [
+            (("ip", ip), lim.auth_ip_delay_after, lim.auth_ip_refuse_after),
+            (("login", name), lim.auth_delay_after, 0),
+            (("pair", f"{ip} {name}"), 0, lim.auth_refuse_after),
+        ]
 
     def _delay_for(self, failures: int, delay_after: int) -> float:
         if not delay_after or failures < delay_after:
