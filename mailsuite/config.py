@@ -377,6 +377,17 @@ class DKIMConfig:
 
 
 @dataclass(frozen=True)
+class SRSConfig:
+    """``[srs]``: mail from the world forwarded by an alias to an outside address
+    (mailsuite.mailauth.srs): SRS envelope sender and an ARC seal."""
+
+    enabled: bool = True
+    # The domain of SRS addresses (and of the ARC seal's key); "": the first of
+    # server.domains.
+    domain: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig
@@ -393,6 +404,7 @@ class Config:
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
     managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
+    srs: SRSConfig = field(default_factory=SRSConfig)
 
     @property
     def mail_dir(self) -> Path:
@@ -422,6 +434,7 @@ SECTIONS: dict[str, type] = {
     "dkim": DKIMConfig,
     "sieve": SieveConfig,
     "managesieve": ManageSieveConfig,
+    "srs": SRSConfig,
 }
 
 # Sections built by later work: accepted but named by check-config as not yet active.

@@ -29,6 +29,7 @@ from mailsuite.directory.files import FileDirectory
 from mailsuite.dns import resolver as dns_resolver
 from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
 from mailsuite.mailauth.dnsbl import DNSBL
+from mailsuite.mailauth.srs import SRS, ArcSealSink, SenderRewriter, SRSDirectory, load_secrets
 from mailsuite.mailauth.inbound import AuthChecker, CheckingSink, EnvelopeFolderFilter, InboundPolicy
 from mailsuite.directory.interface import IDirectory
 from mailsuite.metrics import NULL as NULL_METRICS, Metrics
@@ -129,6 +130,8 @@ class Suite:
     tls_overrides: dict[str, ReloadableContextFactory] = field(default_factory=dict)
     # The one DNS resolver ([dns]): relay MX lookups, mail authentication, DNSBL.
     resolver: Any = None
+    # SRS for forwarded mail ([srs], mailsuite.mailauth.srs.SRS), or None.
+    srs: Any = None
     # Where listeners get their sockets, and this process's part ([server] processes).
     binder: IListenerBinder = field(default_factory=EndpointBinder)
     role: ProcessRole = SINGLE
@@ -241,14 +244,23 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     def signing(inner: IMessageSink) -> IMessageSink:
         return SigningSink(inner, keyring, SignPolicy(cfg.server.relay_networks), workers.run)
 
+    ours = SignPolicy(cfg.server.relay_networks)
+    srs = None
+    if cfg.srs.enabled and cfg.server.domains:
+        srs = SRS(*load_secrets(cfg.server.data_dir), cfg.srs.domain or cfg.server.domains[0])
+    rewriter = SenderRewriter(srs, ours, cfg.server.domains) if srs is not None else None
     # With several processes the parent alone runs the queue; a worker writes the
     # spool and hands the message over (queue/handover.py).
     queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel) if role.kind == "worker"
-                           else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing, metrics=metrics))
+                           else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing, metrics=metrics,
+                                            sender_rewriter=rewriter))
     dispatcher = signing(Dispatcher(local, queue, metrics=metrics))
     if sieve is not None:
         # Redirects and vacation replies enter like our own users' mail: signed, not checked.
         sieve.sink = dispatcher
+    if srs is not None:
+        # Mail from the world forwarded outside: an ARC seal over our checks' results.
+        dispatcher = ArcSealSink(dispatcher, keyring, srs.domain, cfg.server.hostname, ours, workers.run)
     if cfg.smtp.check_authentication:
         # Mail from the world is checked (SPF, DKIM, ARC, DMARC) before it is signed or
         # delivered; our own senders pass through both wrappers' exemptions.
@@ -262,7 +274,7 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
                               default_domain=cfg.server.domains[0] if cfg.server.domains else None),
         message_rate=MessageRate(cfg.limits),
         tls_overrides=load_tls_overrides(cfg),
-        resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve,
+        resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve, srs=srs,
         metrics=metrics,
     )
     suite.on_start.append(metrics.start)
@@ -274,7 +286,8 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
     cfg = suite.config
     for role, svc_cfg, submission in (("smtp", cfg.smtp, False), ("submission", cfg.submission, True)):
         policy = Policy(
-            suite.directory,
+            # The MX resolves our SRS addresses (bounces of forwarded mail) too.
+            SRSDirectory(suite.directory, suite.srs) if suite.srs is not None and not submission else suite.directory,
             cfg.server.domains,
             cfg.server.relay_networks,
             enforce_sender=submission and cfg.submission.enforce_sender,

@@ -96,6 +96,7 @@ class QueueManager(service.Service):
         clock: Callable[[], float] = time.time,
         wrap_dsn_sink: Callable[[Any], Any] | None = None,
         metrics: Any = None,
+        sender_rewriter: Callable[[Record], str] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -112,6 +113,9 @@ class QueueManager(service.Service):
         self.dsn_sink = Dispatcher(local, self)
         if wrap_dsn_sink is not None:
             self.dsn_sink = wrap_dsn_sink(self.dsn_sink)
+        # The MAIL FROM of remote transactions (SRS for forwarded mail); the record
+        # keeps the true sender for DSNs and local copies.
+        self.sender_for: Callable[[Record], str] = sender_rewriter or (lambda rec: rec.sender)
         self.relay = relay
         self.router = router
         self.reactor = reactor
@@ -473,7 +477,7 @@ class QueueManager(service.Service):
         await sem.acquire()
         try:
             addrs = [rec.recipients[i].address for i in idxs]
-            tx = Transaction(rec.sender, addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data)
+            tx = Transaction(self.sender_for(rec), addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data)
             started = time.perf_counter()
             try:
                 by_addr = await self.relay.deliver(dest, tx)

@@ -14,7 +14,7 @@ from mailsuite.queue.scheduler import QueueManager
 
 
 def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, reactor: Any,
-                wrap_dsn_sink: Any = None, metrics: Any = None) -> QueueManager:
+                wrap_dsn_sink: Any = None, metrics: Any = None, sender_rewriter: Any = None) -> QueueManager:
     """``resolver``: the suite's one DNS resolver (mailsuite.dns) for MX lookups;
     ``wrap_dsn_sink``: wraps the sink DSNs enter by (DKIM signing)."""
     relay_cfg = cfg.relay
@@ -23,4 +23,4 @@ def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, 
     mx = MXResolver(resolver)
     relay = Relay(relay_cfg, cfg.server.hostname, mx, reactor=reactor)
     return QueueManager(cfg, local, directory, relay, router, reactor=reactor, wrap_dsn_sink=wrap_dsn_sink,
-                        metrics=metrics)
+                        metrics=metrics, sender_rewriter=sender_rewriter)
