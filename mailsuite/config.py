@@ -230,6 +230,9 @@ class IMAPConfig:
     # Seconds between checks for changes by other processes while a client IDLEs
     # (changes made in this process are pushed at once).
     idle_check_interval: float = 10.0
+    # Seconds between checks of open folders for changes by other machines sharing
+    # the mail tree (NFS, CephFS), where inotify does not see them; 0 = inotify only.
+    change_poll_interval: float = 0.0
     # Protocol errors (BAD) after which the connection is closed.
     max_errors: int = 20
 

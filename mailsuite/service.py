@@ -47,6 +47,7 @@ from mailsuite.frontend import ConnectionCounts
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
 from mailsuite.store.mailstore import MaildirStore
 from mailsuite.store.maildir import clean_tmp
+from mailsuite.store.watch import make_watcher
 from mailsuite.tls import HandshakeGateFactory, ReloadableContextFactory, TLSConfigError, generate_self_signed
 
 log = Logger(namespace="mailsuite.service")
@@ -233,7 +234,7 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     # Built in order, each part handed to the next (nothing patched in afterwards):
     # store -> local delivery -> queue -> dispatcher -> the SMTP listeners.
     resolver = dns_resolver.from_config(cfg.dns, reactor)
-    store = MaildirStore(cfg.mail_dir)
+    store = MaildirStore(cfg.mail_dir, watcher=make_watcher(reactor, cfg.imap.change_poll_interval))
     sieve = make_sieve_filter(cfg, directory)
     local = LocalDelivery(store, filters=[EnvelopeFolderFilter()] + ([sieve] if sieve is not None else []))
     # DKIM: our own users' mail and our DSNs are signed once, as they enter.

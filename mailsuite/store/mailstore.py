@@ -27,6 +27,7 @@ from mailsuite.store import folders as folder_tree, notify
 from mailsuite.store.errors import UnsafeName
 from mailsuite.store.folder import Folder, FolderDisk
 from mailsuite.store.interface import FolderInfo, IAccountStore, IMailStore
+from mailsuite.store.watch import IFolderWatcher, NullWatcher
 from mailsuite.store.maildir import BodyFile, account_dir, deliver_copies, ensure_account, normalized_folder
 
 log = Logger(namespace="mailsuite.store")
@@ -73,8 +74,11 @@ class MaildirAccount:
 class MaildirStore:
     """The store as the reactor thread sees it (see the module docstring)."""
 
-    def __init__(self, mail_dir: Path, linger: float = 30.0) -> None:
+    def __init__(self, mail_dir: Path, linger: float = 30.0, watcher: IFolderWatcher | None = None) -> None:
         self.mail_dir = mail_dir
+        # Wakes a loaded folder when another process or node changes it (store/watch.py).
+        self.watcher: IFolderWatcher = watcher or NullWatcher()
+        self._watches: dict[tuple[str, str], Any] = {}
         # Seconds an open folder stays loaded after its last user closed it.
         self.linger = linger
         self._ensured: set[str] = set()
@@ -207,6 +211,7 @@ class MaildirStore:
             folder = Folder(self._release, key[0], key[1], disk)
             self._open[key] = folder
             notify.subscribe(key[0], key[1], folder.notified)
+            self._watches[key] = self.watcher.watch(path, folder.notified)
             for d in self._opening.pop(key):
                 folder.refs += 1
                 d.callback(folder)
@@ -240,6 +245,7 @@ class MaildirStore:
         if self._open.get(key) is folder:
             del self._open[key]
         notify.unsubscribe(key[0], key[1], folder.notified)
+        self.watcher.unwatch(self._watches.pop(key, None))
         return folder.save_index()
 
     def close_all(self) -> defer.Deferred:

@@ -1,0 +1,147 @@
+"""Changes made to a folder by another process, seen within a moment.
+
+A session in one worker must see a delivery, a flag change or an expunge made by
+another worker (or by another node on the shared tree, or by Dovecot or procmail on
+the same Maildirs).  The folder notices such changes by the mtimes of ``new/`` and
+``cur/`` whenever it syncs; this module makes it sync soon after they happen:
+
+- :class:`InotifyWatcher` watches ``new/`` and ``cur/`` of each loaded folder with
+  Linux inotify (through ``twisted.internet.inotify``, on the reactor: no thread) and
+  calls the folder back, at most once per ``DEBOUNCE`` seconds, so a burst of
+  deliveries costs one sync;
+- on NFS or CephFS inotify sees only this machine's changes: there the folders are
+  polled instead (:class:`PollWatcher`, every ``[imap] change_poll_interval``), and the
+  inotify watcher is kept for local changes.
+
+Our own changes wake the folder too; its sync then finds the mtimes it recorded
+itself and does nothing more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from zope.interface import Interface, implementer
+
+log = Logger(namespace="mailsuite.store")
+
+DEBOUNCE = 0.05  # seconds
+
+
+class IFolderWatcher(Interface):
+    def watch(path: Path, callback: Callable[[], None]) -> Any:
+        """Call ``callback`` (on the reactor) soon after ``path``'s new/ or cur/
+        changes; returns a handle for :meth:`unwatch`."""
+
+    def unwatch(handle: Any) -> None:
+        """Stop watching."""
+
+
+class _Watch:
+    def __init__(self, reactor: Any, callback: Callable[[], None]) -> None:
+        self.reactor = reactor
+        self.callback = callback
+        self.pending: Any = None
+        self.paths: list[FilePath] = []
+
+    def poke(self, *_: Any) -> None:
+        if self.pending is None:
+            self.pending = self.reactor.callLater(DEBOUNCE, self._fire)
+
+    def _fire(self) -> None:
+        self.pending = None
+        try:
+            self.callback()
+        except Exception:
+            log.failure("store: change callback failed")
+
+    def cancel(self) -> None:
+        if self.pending is not None and self.pending.active():
+            self.pending.cancel()
+        self.pending = None
+
+
+@implementer(IFolderWatcher)
+class NullWatcher:
+    """No watching (the folder still syncs at each command and at IDLE's interval)."""
+
+    def watch(self, path: Path, callback: Callable[[], None]) -> Any:
+        return None
+
+    def unwatch(self, handle: Any) -> None:
+        pass
+
+
+@implementer(IFolderWatcher)
+class InotifyWatcher:
+    def __init__(self, reactor: Any) -> None:
+        from twisted.internet import inotify
+
+        self.reactor = reactor
+        self._inotify = inotify.INotify(reactor)
+        self._inotify.startReading()
+        self._mask = (inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
+                      | inotify.IN_ATTRIB)
+
+    def watch(self, path: Path, callback: Callable[[], None]) -> Any:
+        w = _Watch(self.reactor, callback)
+        for sub in ("new", "cur"):
+            fp = FilePath(str(path / sub).encode())
+            try:
+                self._inotify.watch(fp, self._mask, callbacks=[w.poke])
+                w.paths.append(fp)
+            except Exception as e:  # no such folder yet, or out of watches (fs.inotify.max_user_watches)
+                log.warn("store: cannot watch {path} for changes: {why}", path=str(path / sub), why=str(e))
+        return w
+
+    def unwatch(self, handle: Any) -> None:
+        if handle is None:
+            return
+        handle.cancel()
+        for fp in handle.paths:
+            try:
+                self._inotify.ignore(fp)
+            except KeyError:
+                pass
+        handle.paths = []
+
+
+@implementer(IFolderWatcher)
+class PollWatcher:
+    """For shared filesystems where inotify does not see other machines' writes."""
+
+    def __init__(self, reactor: Any, interval: float, local: IFolderWatcher | None = None) -> None:
+        self.reactor = reactor
+        self.interval = interval
+        self.local = local or NullWatcher()
+
+    def watch(self, path: Path, callback: Callable[[], None]) -> Any:
+        from twisted.internet import task
+
+        loop = task.LoopingCall(callback)
+        loop.clock = self.reactor
+        loop.start(self.interval, now=False)
+        return loop, self.local.watch(path, callback)
+
+    def unwatch(self, handle: Any) -> None:
+        if handle is None:
+            return
+        loop, inner = handle
+        if loop.running:
+            loop.stop()
+        self.local.unwatch(inner)
+
+
+def make_watcher(reactor: Any, poll_interval: float) -> IFolderWatcher:
+    """inotify where the platform has it; plus polling every ``poll_interval``
+    seconds when that is above 0 (shared filesystems)."""
+    try:
+        local: IFolderWatcher = InotifyWatcher(reactor)
+    except Exception as e:  # not Linux, or inotify instances exhausted
+        log.warn("store: inotify unavailable ({why}); other processes' changes are seen by polling", why=str(e))
+        local = NullWatcher()
+        poll_interval = poll_interval or 1.0
+    return PollWatcher(reactor, poll_interval, local) if poll_interval > 0 else local
