@@ -40,12 +40,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a process (all its threads) so far; 0 without a pid."""
+    """User + system CPU so far of a process and its live descendants (the worker
+    processes of [server] processes), all threads; 0 without a pid."""
     if not pid:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            f = _stat(p)
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12])
+        todo.extend(children.get(p, []))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def count_maildir(d: Path) -> int:
@@ -81,8 +101,11 @@ class BenchServer:
         for port in ports.values():
             while True:
                 try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
+                    # Wait for the greeting, not just the connect: with several
+                    # processes the parent's socket accepts before a worker serves.
+                    with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                        if s.recv(1):
+                            break
                 except OSError:
                     if time.time() > deadline or self.proc.poll() is not None:
                         self.stop()
@@ -103,9 +126,10 @@ class BenchServer:
 class OwnServer(BenchServer):
     """mailsuite with only the MX listener, delivering to alice."""
 
-    def __init__(self, threads: int | None) -> None:
+    def __init__(self, threads: int | None, processes: int = 1) -> None:
         self.port = free_port()
         extra = f"thread_pool_size = {threads}\n" if threads else ""
+        extra += f"processes = {processes}\n"
         config = (
             f'[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n{extra}'
             '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
@@ -194,6 +218,8 @@ def main() -> int:
     ap.add_argument("--maildir", type=Path, help=f"the Maildir of {RCPT} on --server")
     ap.add_argument("--threads", type=int, help="server.thread_pool_size for the server started here")
     ap.add_argument("--server-pid", type=int, help="pid of --server, to report its CPU per message")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="[server] processes for the server started here (0 = one per core)")
     a = ap.parse_args()
     client = a.client
     if client == "auto":
@@ -207,13 +233,14 @@ def main() -> int:
             ap.error("--server needs --maildir")
         maildir = a.maildir
     else:
-        own = OwnServer(a.threads)
+        own = OwnServer(a.threads, a.processes)
         host, port, maildir = "127.0.0.1", own.port, own.maildir
         a.server_pid = own.proc.pid
     size = int(a.size_kb * 1024)
     rc = 0
     try:
-        print(f"mailsuite SMTP inbound: {a.count} x {a.size_kb:g} KB to {RCPT} at {host}:{port}, "
+        procs = "" if a.server else f", processes={a.processes or os.cpu_count()}"
+        print(f"mailsuite SMTP inbound{procs}: {a.count} x {a.size_kb:g} KB to {RCPT} at {host}:{port}, "
               f"client {client}{', reusing connections' if a.reuse else ', one connection per message'}")
         for c in a.concurrency:
             empty_maildir(maildir)
