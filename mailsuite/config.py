@@ -144,6 +144,12 @@ class SMTPListenerConfig:
     max_connections_per_ip: int = 20
     command_timeout: int = 300
     data_timeout: int = 600
+    # Slow clients (Postfix's smtpd_per_request_deadline and smtpd_min_data_rate): a
+    # request (a command line, a message's DATA, a literal) must arrive whole within
+    # request_deadline seconds plus one second per min_data_rate bytes received.
+    # 0 turns the deadline off (then only silence is timed).
+    request_deadline: int = 300
+    min_data_rate: int = 500
     max_line_length: int = 1000
     max_errors: int = 20
     # Received: lines after which a message is taken for a mail loop (554 5.4.6),
@@ -227,6 +233,12 @@ class IMAPConfig:
     # says at least 30 minutes) and before login.
     idle_timeout: int = 1800
     login_timeout: int = 60
+    # Slow clients (Postfix's smtpd_per_request_deadline and smtpd_min_data_rate): a
+    # request (a command line, a message's DATA, a literal) must arrive whole within
+    # request_deadline seconds plus one second per min_data_rate bytes received.
+    # 0 turns the deadline off (then only silence is timed).
+    request_deadline: int = 300
+    min_data_rate: int = 500
     # Seconds between checks for changes by other processes while a client IDLEs
     # (changes made in this process are pushed at once).
     idle_check_interval: float = 10.0
@@ -244,6 +256,12 @@ class POP3Config:
     max_connections_per_ip: int = 20
     # Seconds of silence before the server closes a session (RFC 1939: at least 600).
     idle_timeout: int = 600
+    # Slow clients (Postfix's smtpd_per_request_deadline and smtpd_min_data_rate): a
+    # request (a command line, a message's DATA, a literal) must arrive whole within
+    # request_deadline seconds plus one second per min_data_rate bytes received.
+    # 0 turns the deadline off (then only silence is timed).
+    request_deadline: int = 300
+    min_data_rate: int = 500
     # Longest command line in octets, CRLF included (an AUTH PLAIN response fits).
     max_line_length: int = 2048
     # Bad commands after which the connection is closed.
@@ -622,6 +640,12 @@ def _check(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{name}.max_line_length: expected at least 80")
     if cfg.pop3.max_line_length < 255:
         problems.append("pop3.max_line_length: expected at least 255 (RFC 2449 4)")
+    for name in ("smtp", "submission", "imap", "pop3"):
+        svc = getattr(cfg, name)
+        if svc.request_deadline < 0:
+            problems.append(f"{name}.request_deadline: expected 0 (off) or a number of seconds")
+        if svc.min_data_rate < 1:
+            problems.append(f"{name}.min_data_rate: expected at least 1 byte per second")
     for admin in cfg.http.admins:
         if "@" not in admin or admin != admin.strip().lower():
             problems.append(f"http.admins: {admin!r} is not a lower-case address")

@@ -240,3 +240,38 @@ def test_directory_down_or_a_fault_of_ours_is_temporary_and_not_counted(error: E
     for _ in range(3):
         assert outcome_of(g.login("192.0.2.1", Credentials(b"alice", b"pw"), None)) is Outcome.TEMPORARY
     assert not throttle.is_refused("192.0.2.1", "alice")
+
+
+# -- request deadline -------------------------------------------------------------------------------
+
+
+def test_a_request_must_arrive_within_the_deadline_stretched_by_the_data_rate() -> None:
+    from mailsuite.frontend import RequestDeadline
+
+    clock = task.Clock()
+    expired: list[float] = []
+    pace = RequestDeadline(2, 10, lambda: expired.append(clock.seconds()), clock)
+    pace.received(10)
+    pace.open(True)  # a partial line: 2 s + 10 bytes / 10 per s = 3 s
+    for _ in range(5):  # one byte a second
+        clock.advance(1)
+        pace.received(1)
+        pace.open(True)
+    assert expired and 3 <= expired[0] <= 4
+
+
+def test_no_deadline_while_no_request_is_open_or_when_turned_off() -> None:
+    from mailsuite.frontend import RequestDeadline
+
+    clock = task.Clock()
+    expired: list[bool] = []
+    pace = RequestDeadline(2, 10, lambda: expired.append(True), clock)
+    pace.received(6)
+    pace.open(True)
+    pace.open(False)  # the line was completed
+    clock.advance(100)
+    off = RequestDeadline(0, 10, lambda: expired.append(True), clock)
+    off.received(1)
+    off.open(True)
+    clock.advance(100)
+    assert expired == [] and clock.getDelayedCalls() == []

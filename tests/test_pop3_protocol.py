@@ -32,6 +32,8 @@ class Svc:
     idle_timeout: int = 600
     max_line_length: int = 2048
     max_errors: int = 20
+    request_deadline: int = 300
+    min_data_rate: int = 500
 
 
 @dataclass
@@ -84,8 +86,11 @@ class FakeThrottle:
     def auth_failed(self, ip: str, login: str, proto: str = "") -> None:
         self.events.append(("failed", proto))
 
-    def auth_succeeded(self, ip: str, login: str) -> None:
+    def auth_succeeded(self, ip: str, login: str, proto: str = "") -> None:
         self.events.append(("ok", login))
+
+    def is_refused(self, ip: str, login: str) -> bool:
+        return False
 
 
 def records(n: int) -> list[MessageRecord]:

@@ -25,6 +25,9 @@ protocol turns an outcome into its own answer through :mod:`.answers`):
   interface)`` fires with a :class:`Login` or fails with :class:`LoginFailed` whose
   ``outcome`` says which answer to give; it counts failures, logs the fail2ban line,
   refuses during a cool-down and applies the authorization-identity rule.
+* :class:`RequestDeadline` (pacing.py): a slow client's request (a command line,
+  DATA, a literal) must arrive within a deadline stretched by a minimum data rate;
+  ``received(n)`` per chunk, ``open(is_open)`` after each round, ``stop()`` at the end.
 * :class:`Outcome` and :func:`classify` (answers.py): the one mapping of failures to
   temporary or permanent answers, with each protocol's answer in one table.
 """
@@ -33,12 +36,13 @@ from mailsuite.frontend.answers import IMAP_ANSWERS, POP3_ANSWERS, SMTP_ANSWERS,
 from mailsuite.frontend.connections import ConnectionCounts, Slot, set_no_delay
 from mailsuite.frontend.framing import TOO_LONG, LineBuffer, start_tls
 from mailsuite.frontend.login import Login, LoginFailed, LoginGate
+from mailsuite.frontend.pacing import RequestDeadline
 from mailsuite.frontend.sasl import MECHANISMS, Credentials, SASLError, SASLExchange
 
 __all__ = [
     "IMAP_ANSWERS", "POP3_ANSWERS", "SMTP_ANSWERS", "Outcome", "classify",
     "ConnectionCounts", "Slot", "set_no_delay",
     "TOO_LONG", "LineBuffer", "start_tls",
-    "Login", "LoginFailed", "LoginGate",
+    "Login", "LoginFailed", "LoginGate", "RequestDeadline",
     "MECHANISMS", "Credentials", "SASLError", "SASLExchange",
 ]

@@ -40,8 +40,8 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from mailsuite.frontend import (
-    IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
-    SASLExchange, Slot, set_no_delay, start_tls,
+    IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
+    RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
 from mailsuite.imap import parser as P
 from mailsuite.logtext import printable, quoted
@@ -167,6 +167,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self.ip = ""
         self._slot: Slot | None = None
         self._buf = LineBuffer(conf.service.max_line_length, MAX_BUFFERED)
+        self._pace = RequestDeadline(conf.service.request_deadline, conf.service.min_data_rate, self._too_slow)
         self._segs: list[bytes] = []
         self._lits: list[bytes] = []
         self._seg_total = 0
@@ -206,6 +207,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
+        self._pace.stop()
         self._closing = True
         self.factory.sessions.discard(self)
         if self._slot is not None:
@@ -227,6 +229,15 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         log.info("imap: [{ip}] idle timeout, closing", ip=self.ip)
         self.transport.write(b"* BYE Autologout; idle for too long\r\n")
+        self._closing = True
+        self._hang_up()
+
+    def _too_slow(self) -> None:
+        """The request deadline passed (frontend/pacing.py): a trickling client."""
+        log.info("imap: [{ip}] {what} not received within the request deadline ({n}s + 1s per {rate} bytes); "
+                 "closing", ip=self.ip, what="literal" if self._lit_left else "command line",
+                 n=self.svc.request_deadline, rate=self.svc.min_data_rate)
+        self.write(b"* BYE Request too slow; closing\r\n")
         self._closing = True
         self._hang_up()
 
@@ -294,6 +305,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
+        self._pace.received(len(data))
         self._buf.feed(data)
         self._process()
 
@@ -333,6 +345,9 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 continue
             self._line(line)
         buf.hold(self.transport, self._busy and self._continuation is None)
+        # A request is open while the client owes us the rest of it (not while we work).
+        waiting = not self._busy or self._continuation is not None
+        self._pace.open(not self._closing and waiting and bool(buf or self._lit_left or self._segs))
 
     def _line_too_long(self, head: bytes) -> None:
         tag = P.peek_tag_and_name(self._segs[0] if self._segs else head)[0]

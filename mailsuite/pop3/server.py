@@ -52,8 +52,8 @@ from zope.interface import Attribute, Interface, implementer
 
 from mailsuite import filelock
 from mailsuite.frontend import (
-    POP3_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
-    SASLExchange, Slot, set_no_delay, start_tls,
+    POP3_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
+    RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
 from mailsuite.logtext import quoted
 from mailsuite.pop3.stream import CHUNK, encode_all, iter_encoded, top_lines
@@ -223,6 +223,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self.ip = ""
         self.tls = conf.implicit_tls
         self._buffer = LineBuffer(conf.service.max_line_length, _MAX_BUFFERED)
+        self._pace = RequestDeadline(conf.service.request_deadline, conf.service.min_data_rate, self._too_slow)
         self._busy = False
         self._processing = False
         self._closing = False
@@ -262,6 +263,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
+        self._pace.stop()
         self._closing = True
         if self._slot is not None:
             self._slot.release()
@@ -284,6 +286,13 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             return
         log.info("pop3: [{ip}] idle timeout", ip=self.ip)
         self._send(b"-ERR Disconnected for inactivity.")
+        self._close()
+
+    def _too_slow(self) -> None:
+        """The request deadline passed (frontend/pacing.py): a trickling client."""
+        log.info("pop3: [{ip}] command line not received within the request deadline ({n}s + 1s per {rate} "
+                 "bytes); closing", ip=self.ip, n=self.svc.request_deadline, rate=self.svc.min_data_rate)
+        self._send(b"-ERR Command too slow; closing.")
         self._close()
 
     def _close(self) -> None:
@@ -337,6 +346,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
+        self._pace.received(len(data))
         self._buffer.feed(data)
         self._process()
 
@@ -358,6 +368,10 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             self._processing = False
         if not self._closing:
             self._buffer.hold(self.transport, self._busy)
+            # A request is open while the client owes us the rest of it (not while we work).
+            self._pace.open(not self._busy and bool(self._buffer))
+        else:
+            self._pace.stop()
 
     def _bad(self, reply: bytes, why: str) -> None:
         """An -ERR for bad input: logged, counted, and the connection closed at the limit."""

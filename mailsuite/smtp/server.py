@@ -41,8 +41,8 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from mailsuite.frontend import (
-    SMTP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome, SASLError,
-    SASLExchange, Slot, set_no_delay, start_tls,
+    SMTP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
+    RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
 from mailsuite.metrics import NULL as NULL_METRICS
 from mailsuite.handoff import (Envelope, IMessageSink, IncomingMessage, PermanentFailure, TemporaryFailure,
@@ -120,6 +120,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.svc = conf.service
         self.session: Session | None = None
         self._buffer = LineBuffer(MAX_COMMAND_LINE - 2, MAX_BUFFERED)
+        self._pace = RequestDeadline(self.svc.request_deadline, self.svc.min_data_rate, self._too_slow)
         self._busy = False
         self._closing = False
         self._errors = 0
@@ -208,6 +209,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
+        self._pace.stop()
         self._closing = True
         if self._tls_pending and self.session is not None:
             log.info("smtp: [{ip}] TLS handshake failed: {why}", ip=self.session.client_ip,
@@ -232,6 +234,19 @@ class SMTPServer(Protocol, TimeoutMixin):
             self.transport.abortConnection()
             return
         log.info("smtp: timeout, closing connection from [{ip}]", ip=self.session.client_ip if self.session else "")
+        self._close_timed_out()
+
+    def _too_slow(self) -> None:
+        """The request deadline passed (frontend/pacing.py): a trickling client."""
+        log.info("smtp: [{ip}] {what} not received within the request deadline ({n}s + 1s per {rate} bytes); "
+                 "closing", ip=self.session.client_ip if self.session else "",
+                 what="message data" if self._data is not None else "command line",
+                 n=self.svc.request_deadline, rate=self.svc.min_data_rate)
+        self._close_timed_out()
+
+    def _close_timed_out(self) -> None:
+        self.setTimeout(None)
+        self._pace.stop()
         self._send(Reply(421, "4.4.2", f"{self.conf.hostname} Error: timeout exceeded"))
         if self._incoming is not None:
             self._incoming.discard()
@@ -250,6 +265,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
+        self._pace.received(len(data))
         self._buffer.feed(data)
         self._process()
 
@@ -267,6 +283,9 @@ class SMTPServer(Protocol, TimeoutMixin):
                 continue
             self._line(line)
         self._buffer.hold(self.transport, self._busy)
+        # A request is open while the client owes us the rest of it (not while we work).
+        waiting = not self._busy or self._auth_step is not None
+        self._pace.open(not self._closing and waiting and (self._data is not None or bool(self._buffer)))
 
     def _line(self, raw: bytes) -> None:
         if self._auth_step is not None:
