@@ -46,12 +46,12 @@ from mailsuite.sieve.interpreter import Envelope, FileInto, Interpreter, ISieveH
 from mailsuite.sieve.memory import Memory
 from mailsuite.sieve.message import Message
 from mailsuite.sieve.parser import SieveSyntaxError
-from mailsuite.sieve.scripts import SUFFIX, CompileCache, UserScripts, check_name
+from mailsuite.sieve.scripts import ACTIVE, SCRIPT_DIR, SUFFIX, CompileCache, UserScripts, check_name
 from mailsuite.sieve.vacation import reply_for
 from mailsuite.store import folders, names, notify
 from mailsuite.store.errors import StoreError
 from mailsuite.store.keywords import Keywords, split_flags
-from mailsuite.store.maildir import DeliveryError, UnsafeName, account_dir, deliver_one, ensure_account
+from mailsuite.store.maildir import SPECIAL_FOLDERS, DeliveryError, UnsafeName, account_dir, deliver_one, ensure_account
 
 log = Logger(namespace="mailsuite.sieve")
 HEAD_LIMIT = 1024 * 1024  # bytes of a big message a script sees (headers and the body's start)
@@ -63,6 +63,9 @@ class Plan:
 
     outcome: Outcome
     folder: str = "INBOX"  # the one folder for the store to write to ("" when none)
+    targets: list[tuple[str, str | None]] = field(default_factory=list)  # (folder, Maildir flags or None)
+    create: list[str] = field(default_factory=list)  # folders fileinto :create must make first
+    needs_worker: bool = False  # apply() has writes to do
     written: list[str] = field(default_factory=list)  # folders the engine wrote itself
     redirects: list[tuple[str, bytes]] = field(default_factory=list)  # (address, header block)
     message: Message | None = None
@@ -73,7 +76,6 @@ class _Host:
     def __init__(self, engine: "SieveEngine", root: Path) -> None:
         self.engine = engine
         self.root = root
-        self.duplicates = Memory(root, "duplicate")
 
     def load_script(self, location: str, name: str) -> Script | None:
         try:
@@ -101,7 +103,7 @@ class _Host:
         return name == folders.INBOX or folders.folder_exists(self.root, name)
 
     def duplicate_seen(self, handle: str, key: str) -> bool:
-        return self.duplicates.seen(handle, key)
+        return Memory(self.root, "duplicate").seen(handle, key)
 
 
 class SieveEngine:
@@ -117,6 +119,7 @@ class SieveEngine:
         self.hostname = hostname
         self.authserv_id = authserv_id or hostname
         self.cache = cache or CompileCache()
+        self._roots: dict[str, Path] = {}  # account -> Maildir root (pathlib joins are slow)
 
     def _global(self, path: Path | None) -> Script | None:
         if path is None:
@@ -129,86 +132,118 @@ class SieveEngine:
             log.error("sieve: global script {path} cannot be read, skipped: {e}", path=str(path), e=str(e))
         return None
 
-    def run(self, sender: str, account: str, rcpt: str, prefix: bytes, body: BodyFile, stable_base: str,
-            default: str = "INBOX", now: float | None = None) -> Plan | None:
-        """Run the scripts for one copy (blocking); None when no script applies.
+    def decide(self, sender: str, account: str, rcpt: str, body: BodyFile, default: str = "INBOX",
+               now: float | None = None) -> Plan | None:
+        """Run the scripts for one copy; None when no script applies.  Only reads
+        (a readlink, stats, a script file when it changed, the body when it is on
+        disk): with the body in memory this is cheap enough for the reactor thread.
         ``default`` is where keep (implicit or not) files the message: INBOX, or the
         folder an earlier filter chose (Junk, for mail that failed DMARC)."""
-        root = account_dir(self.mail_dir, account)
+        root = self._root(account)
         before, after = self._global(self.before), self._global(self.after)
         user = self._user_script(root, account)
         scripts = [s for s in (before, user, after) if isinstance(s, Script)]
         if not scripts and not isinstance(user, SieveSyntaxError):
             return None
-        if not (root / "new").is_dir():
-            ensure_account(self.mail_dir, account)  # fileinto "Junk" on a first delivery
-        head = _read_head(body)
-        msg = Message(head)
+        msg = Message(_read_head(body))
         msg.size_override = body.size + body.lines
+        env = Envelope(sender, rcpt, account)
         if isinstance(user, SieveSyntaxError):
             outcome = Outcome(deliveries=[FileInto("INBOX")], error=f"script does not compile: {user}")
-            if before is not None or after is not None:
+            if scripts:
                 # The admin's scripts still run; only the user's broken one is left out.
-                env = Envelope(sender, rcpt, account)
                 ran = Interpreter(msg, env, _Host(self, root), now, self.authserv_id).run(scripts)
                 ran.error = ran.error or outcome.error
                 outcome = ran
         else:
-            env = Envelope(sender, rcpt, account)
             outcome = Interpreter(msg, env, _Host(self, root), now, self.authserv_id).run(scripts)
         plan = Plan(outcome, message=msg)
-        if outcome.error:
-            self._report_error(root, account, outcome.error)
         self._loop_check(msg, account, outcome)
-        if outcome.reject is not None:
-            plan.folder = ""
-            return plan
-        targets: list[tuple[str, str | None]] = []
-        for d in outcome.deliveries:
-            if d.mailbox.upper() == "INBOX" and default != "INBOX":
-                d = FileInto(default, d.flags, True)
-            t = self._target(root, d, outcome)
-            if t[0] not in (x[0] for x in targets):
-                targets.append(t)
-        if len(targets) == 1 and targets[0][1] is None and not msg.edited:
-            plan.folder = targets[0][0]  # the common case: the store writes it
-        else:
-            plan.folder = ""
-            data = body if not msg.edited else _edited_body(msg, body)
-            made: list[Path] = []
-            try:
-                for folder, flags in targets:
-                    path = root if folder == folders.INBOX else folders.folder_path(root, folder)
-                    name = deliver_one(path, prefix, data, stable_base, True, flags)
-                    made.append(path / ("new" if flags is None else "cur") / name)
-                    plan.written.append(folder)
-            except OSError as e:
-                for path in made:  # all or nothing, as the store's own writes
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
-                code = errno.errorcode.get(e.errno or 0, "error")
-                raise DeliveryError(f"sieve delivery to {account} failed: {code} {e.strerror}") from e
         if outcome.redirects:
             copy = b"Delivered-To: " + account.encode() + b"\n" + msg.header_bytes() + b"\n"
             plan.redirects = [(addr, copy) for addr in outcome.redirects]
+        if outcome.reject is not None:
+            plan.folder = ""
+            return plan
+        for d in outcome.deliveries:
+            if d.mailbox.upper() == "INBOX" and default != "INBOX":
+                d = FileInto(default, d.flags, True)
+            t = self._target(root, d, outcome, plan.create)
+            if t[0] not in (x[0] for x in plan.targets):
+                plan.targets.append(t)
+        simple = len(plan.targets) == 1 and plan.targets[0][1] is None and not msg.edited
+        plan.folder = plan.targets[0][0] if simple else ""
+        plan.needs_worker = bool(outcome.error or outcome.duplicates or plan.create or not simple
+                                 and plan.targets)
+        return plan
+
+    def apply(self, plan: Plan, account: str, prefix: bytes, body: BodyFile, stable_base: str) -> None:
+        """The writes a plan needs (blocking): folders to create, the error notice,
+        duplicate memory, and the copies the store cannot make (several folders, flags,
+        edited headers), durably and all or nothing."""
+        root = account_dir(self.mail_dir, account)
+        if not os.path.isdir(os.path.join(root, "new")):
+            ensure_account(self.mail_dir, account)  # fileinto "Junk" on a first delivery
+        outcome = plan.outcome
+        if outcome.error:
+            self._report_error(root, account, outcome.error)
+        for name in plan.create:
+            try:
+                folders.create_folder(root, name)
+            except StoreError:
+                pass  # created meanwhile by another delivery
         if outcome.duplicates:
             mem = Memory(root, "duplicate")
             for handle, key, seconds in outcome.duplicates:
                 mem.record(handle, key, seconds)
-        return plan
+        if plan.folder or not plan.targets:
+            return
+        data = body if plan.message is None or not plan.message.edited else _edited_body(plan.message, body)
+        made: list[Path] = []
+        try:
+            for folder, flags in plan.targets:
+                path = root if folder == folders.INBOX else folders.folder_path(root, folder)
+                name = deliver_one(path, prefix, data, stable_base, True, flags)
+                made.append(path / ("new" if flags is None else "cur") / name)
+                plan.written.append(folder)
+        except OSError as e:
+            for path in made:  # all or nothing, as the store's own writes
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            code = errno.errorcode.get(e.errno or 0, "error")
+            raise DeliveryError(f"sieve delivery to {account} failed: {code} {e.strerror}") from e
+
+    def _root(self, account: str) -> Path:
+        root = self._roots.get(account)
+        if root is None:
+            if len(self._roots) > 10_000:
+                self._roots.clear()
+            root = self._roots[account] = account_dir(self.mail_dir, account)
+        return root
 
     def _user_script(self, root: Path, account: str) -> Script | SieveSyntaxError | None:
-        path = UserScripts(root).active_path()
-        if path is None:
+        # Plain strings, not pathlib: this runs for every message of an account with
+        # a script, and pathlib's joins cost more than the readlink and stat.
+        directory = os.path.join(str(root), SCRIPT_DIR)
+        try:
+            target = os.readlink(os.path.join(directory, ACTIVE))
+        except OSError:
+            return None
+        base = os.path.basename(target)
+        if not base.endswith(SUFFIX):
             return None
         try:
-            return self.cache.get(path, path.stem)
+            return self.cache.get(os.path.join(directory, base), base[: -len(SUFFIX)])
         except SieveSyntaxError as e:
             log.warn("sieve: {account}: active script {name} does not compile: {e}",
-                     account=account, name=path.stem, e=str(e))
+                     account=account, name=base[: -len(SUFFIX)], e=str(e))
             return e
+        except OSError as e:
+            log.warn("sieve: {account}: active script {name} cannot be read: {e}",
+                     account=account, name=base, e=str(e))
+            return SieveSyntaxError(f"cannot be read: {e.strerror}")
 
     def _loop_check(self, msg: Message, account: str, outcome: Outcome) -> None:
         if not outcome.redirects:
@@ -219,20 +254,19 @@ class SieveEngine:
             if not outcome.deliveries:
                 outcome.deliveries = [FileInto("INBOX")]
 
-    def _target(self, root: Path, d: FileInto, outcome: Outcome) -> tuple[str, str | None]:
+    def _target(self, root: Path, d: FileInto, outcome: Outcome, create: list[str]) -> tuple[str, str | None]:
         """(folder name, Maildir info letters or None) for a delivery; a folder that does
         not exist (and may not be created) or a bad name falls back to INBOX."""
         try:
-            name = folders.normalize(d.mailbox)
+            name = folders.INBOX if d.mailbox == folders.INBOX else folders.normalize(d.mailbox)
         except (UnsafeName, StoreError):
             outcome.log.append(f"fileinto {d.mailbox!r}: invalid folder name, kept in INBOX")
             name = folders.INBOX
-        if name != folders.INBOX and not folders.folder_exists(root, name):
+        if name != folders.INBOX and not folders.folder_exists(root, name) and not (
+                name in SPECIAL_FOLDERS and not os.path.isdir(os.path.join(root, "new"))):
+            # (A first delivery creates the account with its special folders.)
             if d.create:
-                try:
-                    folders.create_folder(root, name)
-                except StoreError:
-                    pass  # created meanwhile by another delivery
+                create.append(name)
             else:
                 outcome.log.append(f"fileinto {name}: no such folder, kept in INBOX")
                 name = folders.INBOX
@@ -331,15 +365,35 @@ class SieveFilter:
     def filter_copy(self, envelope: HandoffEnvelope, body: BodyFile, copy: LocalCopy) -> defer.Deferred | None:
         if not self._has_script(copy.account):
             return None
-        return defer.ensureDeferred(self._filter(envelope, body, copy))
+        args = (envelope.sender, copy.account, copy.rcpt, body, copy.folder)
+        if body.data is None:  # on disk: read it in the worker pool
+            d = workers.run(self.engine.decide, *args)
+            return d.addCallback(lambda plan: defer.ensureDeferred(self._finish(envelope, body, copy, plan)))
+        # A body in memory is decided on in the reactor thread (a 20-rule script takes
+        # about 0.1 ms; a trip through the worker pool and a coroutine cost more), and
+        # the common outcome (keep, one fileinto, discard, reject) returns at once.
+        plan = self.engine.decide(*args)
+        if plan is None:
+            return None
+        if plan.needs_worker or plan.redirects or plan.outcome.vacation is not None:
+            return defer.ensureDeferred(self._finish(envelope, body, copy, plan))
+        self._apply(envelope, copy, plan)
+        return None
 
-    async def _filter(self, envelope: HandoffEnvelope, body: BodyFile, copy: LocalCopy) -> None:
-        stable = names.stable_name(envelope.arrival, envelope.queue_id)
-        plan: Plan | None = await workers.run(
-            self.engine.run, envelope.sender, copy.account, copy.rcpt, b"".join(copy.headers), body, stable,
-            copy.folder)
+    async def _finish(self, envelope: HandoffEnvelope, body: BodyFile, copy: LocalCopy, plan: Plan | None) -> None:
         if plan is None:
             return
+        if plan.needs_worker:
+            stable = names.stable_name(envelope.arrival, envelope.queue_id)
+            await workers.run(self.engine.apply, plan, copy.account, b"".join(copy.headers), body, stable)
+        self._apply(envelope, copy, plan)
+        for addr, head in plan.redirects:
+            await self._redirect(envelope, copy, addr, head, body)
+        if plan.outcome.vacation is not None and plan.message is not None:
+            await self._vacation(envelope, copy, plan)
+
+    def _apply(self, envelope: HandoffEnvelope, copy: LocalCopy, plan: Plan) -> None:
+        """The plan's outcome, on the copy the store is about to write."""
         out = plan.outcome
         for line in out.log:
             log.info("sieve: {qid}: {account}: {line}", qid=envelope.queue_id, account=copy.account, line=line)
@@ -354,10 +408,6 @@ class SieveFilter:
             copy.discard("discarded by sieve")
         else:
             copy.folder = plan.folder
-        for addr, head in plan.redirects:
-            await self._redirect(envelope, copy, addr, head, body)
-        if out.vacation is not None and plan.message is not None:
-            await self._vacation(envelope, copy, plan)
 
     async def _redirect(self, envelope: HandoffEnvelope, copy: LocalCopy, addr: str, head: bytes,
                         body: BodyFile) -> None:

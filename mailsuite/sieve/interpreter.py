@@ -207,10 +207,10 @@ class Interpreter:
             self.depth -= 1
 
     def _tick(self) -> None:
-        self.steps += 1
+        """Every 64 steps: the step and time limits."""
         if self.steps > MAX_STEPS:
             raise SieveRuntimeError(f"script ran more than {MAX_STEPS} steps")
-        if self.steps % 64 == 0 and time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline:
             raise SieveRuntimeError(f"script ran longer than {MAX_SECONDS} seconds")
 
     # -- commands --------------------------------------------------------------------
@@ -218,7 +218,9 @@ class Interpreter:
     def _block(self, commands: list[Command], frame: _Frame) -> None:
         branch_taken = False
         for cmd in commands:
-            self._tick()
+            self.steps += 1
+            if self.steps & 63 == 0:
+                self._tick()
             name = cmd.name
             if name == "if":
                 branch_taken = self._test(cmd.tests[0], frame)
@@ -446,9 +448,10 @@ class Interpreter:
     # -- tests -----------------------------------------------------------------------
 
     def _test(self, test: Test, frame: _Frame) -> bool:
-        self._tick()
-        handler = getattr(self, "_test_" + test.name)
-        return bool(handler(test, frame))
+        self.steps += 1
+        if self.steps & 63 == 0:
+            self._tick()
+        return bool(getattr(self, "_test_" + test.name)(test, frame))
 
     def _test_true(self, test: Test, frame: _Frame) -> bool:
         return True
@@ -526,7 +529,7 @@ class Interpreter:
     def _test_address(self, test: Test, frame: _Frame) -> bool:
         values: list[str] = []
         for h in test.positional[0]:
-            found = addresses(self._indexed(test, self.msg.raw_values(self._expand(h, frame))))
+            found = [a for field in self._indexed(test, self.msg.addresses(self._expand(h, frame))) for a in field]
             values.extend(p for p in (self._address_part(test, a, frame) for a in found) if p is not None)
         return self._compare(test, frame, values, test.positional[1])
 

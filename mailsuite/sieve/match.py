@@ -104,33 +104,39 @@ def matches(values: list[str], keys: list[str], match: str = ":is", comparator: 
     if count:
         n = str(len(values))
         return any(_RELATION[relation or "eq"](_compare(n, k, comparator)) for k in keys), None
+    if not values:
+        return False, None
+    numeric_cmp = comparator == "i;ascii-numeric"
+    if numeric_cmp and match in (":contains", ":matches"):
+        raise ComparatorError(f"i;ascii-numeric cannot do {match}")
+    if match == ":value":
+        for value in values:
+            for key in keys:
+                if _RELATION[relation or "eq"](_compare(value[:MAX_VALUE], key, comparator)):
+                    return True, None
+        return False, None
+    if numeric_cmp:  # :is
+        wanted = {numeric(k) for k in keys}
+        return any(numeric(v) in wanted for v in values), None
+    # Case-fold each key and each value once, not once per pair.
+    folded_keys = [casefold(k, comparator) for k in keys]
     for value in values:
-        value = value[:MAX_VALUE]
-        for key in keys:
-            if match == ":is":
-                if comparator == "i;ascii-numeric":
-                    if numeric(value) == numeric(key):
-                        return True, None
-                elif casefold(value, comparator) == casefold(key, comparator):
+        v = casefold(value[:MAX_VALUE], comparator)
+        if match == ":is":
+            if v in folded_keys:
+                return True, None
+        elif match == ":contains":
+            for k in folded_keys:
+                if k in v:
                     return True, None
-            elif match == ":contains":
-                if comparator == "i;ascii-numeric":
-                    raise ComparatorError("i;ascii-numeric cannot do :contains")
-                if casefold(key, comparator) in casefold(value, comparator):
-                    return True, None
-            elif match == ":matches":
-                if comparator == "i;ascii-numeric":
-                    raise ComparatorError("i;ascii-numeric cannot do :matches")
-                v, k = casefold(value, comparator), casefold(key, comparator)
+        else:  # :matches
+            for k in folded_keys:
                 tokens, rx = _compile_glob(k)
                 if _glob_ok(v, tokens):
-                    m = rx.fullmatch(v)
-                    if m is None:  # cannot happen; keep the answer of the linear check
+                    mo = rx.fullmatch(v)
+                    if mo is None:  # cannot happen; keep the answer of the linear check
                         return True, [value]
                     # Captures are cut from the original value (case kept).
-                    caps = [value[m.start(i):m.end(i)] for i in range(1, (m.lastindex or 0) + 1)]
+                    caps = [value[mo.start(i):mo.end(i)] for i in range(1, (mo.lastindex or 0) + 1)]
                     return True, [value] + caps
-            elif match == ":value":
-                if _RELATION[relation or "eq"](_compare(value, key, comparator)):
-                    return True, None
     return False, None

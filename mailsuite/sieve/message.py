@@ -13,6 +13,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import re
 from email.header import decode_header, make_header
 from typing import Iterator
 
@@ -30,6 +31,7 @@ class Message:
         self.edited = False
         self.size_override: int | None = None  # the whole message's size when only its start was read
         self._decoded: dict[str, list[str]] | None = None
+        self._addresses: dict[str, list[list[str]]] = {}
         self._mime: email.message.Message | None = None
 
     @property
@@ -58,6 +60,14 @@ class Message:
             self._decoded = decoded
         return self._decoded.get(name.lower(), [])
 
+    def addresses(self, name: str) -> list[list[str]]:
+        """Per field called ``name``, the addresses in it (parsed once per message)."""
+        key = name.lower()
+        cached = self._addresses.get(key)
+        if cached is None:
+            cached = self._addresses[key] = [addresses([v]) for v in self.raw_values(name)]
+        return cached
+
     def raw_values(self, name: str) -> list[str]:
         lname = name.lower()
         return [_unfold(v).strip() for n, v in self.headers if v is not None and n.lower() == lname]
@@ -80,6 +90,7 @@ class Message:
     def _changed(self) -> None:
         self.edited = True
         self._decoded = None
+        self._addresses = {}
 
     def mime(self) -> email.message.Message:
         if self._mime is None:
@@ -153,10 +164,21 @@ def _decode(value: str) -> str:
         return value
 
 
+# "addr@x", "<addr@x>" and "Name <addr@x>": most From/To values, parsed without the
+# email package's tokenizer (a tenth of the time of a 20-rule script went there).
+_SIMPLE_ADDRESS = re.compile(
+    r'\s*(?:[^"<>,;:@()\\]*<([^<>\s,;:"()\\]+@[^<>\s,;:"()\\]+)>|([^<>\s,;:"()\\]+@[^<>\s,;:"()\\]+))\s*\Z')
+
+
 def addresses(values: list[str]) -> list[str]:
     """The addr-specs in address header values (groups flattened, bad ones skipped)."""
     out = []
-    for _, addr in email.utils.getaddresses(values):
-        if addr:
-            out.append(addr)
+    for value in values:
+        m = _SIMPLE_ADDRESS.match(value)
+        if m is not None:
+            out.append(m.group(1) or m.group(2))
+            continue
+        for _, addr in email.utils.getaddresses([value]):
+            if addr:
+                out.append(addr)
     return out

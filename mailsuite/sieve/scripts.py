@@ -55,7 +55,7 @@ class CompileCache:
         self.max_entries = max_entries
         self.compiles = 0  # for tests: how many times a file was really parsed
 
-    def get(self, path: Path, name: str | None = None) -> Script | None:
+    def get(self, path: Path | str, name: str | None = None) -> Script | None:
         """The compiled script at ``path``; None if there is no file; SieveSyntaxError
         (cached too) if it does not compile."""
         key = str(path)
@@ -75,7 +75,7 @@ class CompileCache:
             self.compiles += 1
             try:
                 commands, required = compile_script(src)
-                result = Script(name or path.stem, commands, required)
+                result = Script(name or Path(path).stem, commands, required)
             except SieveSyntaxError as e:
                 result = e
             with self._lock:
