@@ -4,11 +4,11 @@
   python bench/imap_folder.py [--count 10000] [--reps 3] [--conns 500] [--big]
                               [--dovecot-port 11143] [--no-dovecot] [--root DIR]
 
-Starts mailsuite (``twistd -n mailsuite``) on free loopback ports in ``--root`` with the
+Starts mailsuite (``twistd -n mailsuite``) on free loopback ports with the
 account alice@example.test, loads the folder ``bench`` straight into the Maildir (the
-shared harness's message generator, /work/shared/bench/imap_bench.py), then runs the
-shared harness alternately against Dovecot (the anchor from
-/work/shared/bench/setup_anchors.sh, if it answers on --dovecot-port) and mailsuite with
+anchor harness's message generator, bench/anchors/imap_bench.py), then runs that
+harness alternately against Dovecot (the anchor from bench/anchors/setup_anchors.sh,
+if it answers on --dovecot-port) and mailsuite with
 the same rep numbers, so the figures pair up per rep:
 
   LOGIN+SELECT, UID FETCH 1:* (FLAGS), FETCH 1:* (ENVELOPE), 200 full bodies,
@@ -19,7 +19,8 @@ connections (mailsuite restarted fresh first, as the harness README asks).
 ``--big`` adds a 100,000-message folder: cold SELECT (index build) and warm
 LOGIN+SELECT (target < 1 s once indexed), plus UID FETCH 1:* (FLAGS).
 
-Prints the harness output and a summary table (summarize.py --ref dovecot).
+Prints the harness output and a summary table (summarize.py --ref dovecot); the JSON
+lines stay in ``--root``/imap.jsonl.
 """
 
 from __future__ import annotations
@@ -28,94 +29,26 @@ import argparse
 import imaplib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SHARED = Path(os.environ.get("MAILSUITE_SHARED_BENCH", "/work/shared/bench"))
-sys.path.insert(0, str(REPO))
+from benchkit import BenchServer
+
+ANCHORS = Path(__file__).resolve().parent / "anchors"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def own_server() -> BenchServer:
+    """mailsuite with MX and IMAP listeners and the account alice@example.test."""
+    return BenchServer("mailsuite-imap-bench-", ["smtp", "imap"], {"alice@example.test": "alicepw"},
+                       {"server": {"allow_plaintext_auth": True}, "imap": {"max_connections_per_ip": 2000},
+                        "limits": {"auth_exempt_networks": ["127.0.0.0/8"]}})
 
 
-def write_config(root: Path, ports: dict[str, int]) -> Path:
-    from mailsuite.directory.passwords import hash_password
-
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "users").write_text(f"alice@example.test:{hash_password('alicepw')}\n")
-    (root / "aliases").write_text("")
-    cfg = root / "bench.toml"
-    cfg.write_text(f"""
-[server]
-hostname = "mail.example.test"
-data_dir = "data"
-domains = ["example.test"]
-allow_plaintext_auth = true
-[directory]
-users_file = "users"
-aliases_file = "aliases"
-[smtp]
-listen = ["tcp:{ports['smtp']}:interface=127.0.0.1"]
-[submission]
-listen = []
-listen_tls = []
-[imap]
-listen = ["tcp:{ports['imap']}:interface=127.0.0.1"]
-listen_tls = []
-max_connections_per_ip = 2000
-[pop3]
-listen = []
-listen_tls = []
-[http]
-listen = []
-listen_tls = []
-[managesieve]
-listen = []
-listen_tls = []
-[limits]
-auth_exempt_networks = ["127.0.0.0/8"]
-""")
-    return cfg
-
-
-class Mailsuite:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ports = {"smtp": free_port(), "imap": free_port()}
-        self.cfg = write_config(root, self.ports)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        twistd = str(Path(sys.executable).with_name("twistd"))
-        self.proc = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", f"--logfile={self.root / 'twistd.log'}", "mailsuite", "--config", str(self.cfg)],
-            cwd=self.root)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.ports["imap"]), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("mailsuite did not start; see " + str(self.root / "twistd.log"))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-            self.proc = None
-
-    def folder(self, name: str) -> Path:
-        return self.root / "data" / "mail" / "example.test" / "alice" / f".{name}"
+def restart(ms: BenchServer) -> None:
+    ms.stop(keep=True)
+    ms.start()
 
 
 def run(cmd: list[str], check: bool = True) -> None:
@@ -166,16 +99,16 @@ def main() -> None:
     root = Path(a.root)
     shutil.rmtree(root, ignore_errors=True)
     out = root / "imap.jsonl"
-    ms = Mailsuite(root / "mailsuite")
-    ms.start()
+    root.mkdir(parents=True)
+    ms = own_server().start()
     py = sys.executable
-    bench = str(SHARED / "imap_bench.py")
+    bench = str(ANCHORS / "imap_bench.py")
     dovecot = not a.no_dovecot and dovecot_up(a.dovecot_port)
     try:
         common = ["--count", str(a.count), "--json-out", str(out)]
         # Load both (Dovecot's anchor folder is reused when it already holds the messages).
         run([py, bench, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw", "--repeat", "0",
-             "--load", f"maildir:{ms.folder('bench')}", "--label", "mailsuite"] + common, check=False)
+             "--load", f"maildir:{ms.maildir('alice@example.test') / '.bench'}", "--label", "mailsuite"] + common, check=False)
         if dovecot:
             anchor = Path(os.environ.get("ANCHOR_ROOT", "/tmp/mailsuite-anchors"))
             run([py, bench, "127.0.0.1", str(a.dovecot_port), "alice", "alicepw", "--repeat", "0",
@@ -192,7 +125,7 @@ def main() -> None:
             run([py, bench, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw", "--load", "none",
                  "--repeat", "1", "--rep-offset", str(rep), "--label", "mailsuite",
                  "--server-pid", str(ms.proc.pid)] + common)
-        summarize = [py, str(SHARED / "summarize.py"), str(out)] + (["--ref", "dovecot"] if dovecot else [])
+        summarize = [py, str(ANCHORS / "summarize.py"), str(out)] + (["--ref", "dovecot"] if dovecot else [])
         run(summarize)
 
         if a.big:
@@ -200,11 +133,10 @@ def main() -> None:
             print(f"\n== {big}-message folder", flush=True)
             run([py, bench, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw", "--repeat", "0",
                  "--mailbox", "big", "--large", "0", "--count", str(big),
-                 "--load", f"maildir:{ms.folder('big')}", "--label", "mailsuite-big"], check=False)
+                 "--load", f"maildir:{ms.maildir('alice@example.test') / '.big'}", "--label", "mailsuite-big"], check=False)
             _, cold = timed_login_select(ms.ports["imap"], "alice@example.test", "big")
             print(f"100k cold SELECT (index build): {cold * 1000:.0f} ms")
-            ms.stop()  # the index must survive a restart
-            ms.start()
+            restart(ms)  # the index must survive a restart
             for i in range(3):
                 login, both = timed_login_select(ms.ports["imap"], "alice@example.test", "big")
                 print(f"100k LOGIN+SELECT after restart #{i}: {both * 1000:.0f} ms (login {login * 1000:.0f} ms)")
@@ -219,13 +151,11 @@ def main() -> None:
         if not a.conns:
             return
         # Memory per idle authenticated connection, on a fresh process.
-        ms.stop()
-        ms.start()
-        conn = str(SHARED / "conn_bench.py")
+        restart(ms)
+        conn = str(ANCHORS / "conn_bench.py")
         run([py, conn, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw",
              "--pid", str(ms.proc.pid), "-n", str(a.conns), "--label", "mailsuite", "--json-out", str(out)])
-        ms.stop()
-        ms.start()
+        restart(ms)
         run([py, conn, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw",
              "--pid", str(ms.proc.pid), "-n", str(a.conns), "--select", "INBOX",
              "--label", "mailsuite-select", "--json-out", str(out)])

@@ -26,13 +26,12 @@ from pathlib import Path
 from mailsuite import mime
 from mailsuite.imap import msgdata, search
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent / "shared" / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "anchors"))
 
 
 def messages(count: int) -> list[bytes]:
     try:
-        import imap_bench  # the shared harness: same messages as the anchors get
+        import imap_bench  # the anchor harness: same messages as the anchors get
 
         rnd = random.Random(1)
         return [imap_bench.small_message(i, rnd).replace(b"\r\n", b"\n") for i in range(count)]

@@ -2,7 +2,7 @@
 """Logins through the LDAP directory: throughput, p95 latency, and reactor stalls while
 LDAP hangs.
 
-Starts its own slapd (tests/support/slapd.py) with N bench users in the required group, and
+Starts its own slapd (benchkit.BenchSlapd) with N bench users in the required group, and
 mailsuite (``twistd -n mailsuite``, ``[directory] backend = "ldap"``) on free loopback
 ports, then runs LOGINS logins over CONCURRENCY connections (one login per connection:
 connect, greeting, login, quit) in these phases:
@@ -40,12 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.server import Server, make_server  # noqa: E402
-from tests.support.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, free_port  # noqa: E402
-from tests.support.tls import make_ca  # noqa: E402
+from benchkit import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, BenchServer, BenchSlapd, cpu_seconds, free_port
 
 
 def user(i: int) -> tuple[str, str]:
@@ -197,12 +192,11 @@ async def stall_probe(proto: str, host: str, port: int, login_port: int, users: 
 POOL_SIZE: dict = {}
 
 
-def mailsuite(root: Path, slapd: Slapd, ca, **ldap) -> Server:
-    srv = make_server(root)
-    (root / "ldap-password").write_text(SERVICE_PW + "\n")
-    srv.sections["server"]["allow_plaintext_auth"] = True
-    for section in ("submission", "imap", "pop3", "smtp"):
-        srv.sections.setdefault(section, {})["max_connections_per_ip"] = 1000
+def mailsuite(slapd: BenchSlapd, **ldap) -> BenchServer:
+    srv = BenchServer("mailsuite-ldap-bench-", ["smtp", "submission", "imap"], {},
+                      {"server": {"allow_plaintext_auth": True}, "dns": {"nameservers": ["127.0.0.1:1"]},
+                       **{s: {"max_connections_per_ip": 1000} for s in ("submission", "imap", "pop3", "smtp")}})
+    (srv.root / "ldap-password").write_text(SERVICE_PW + "\n")
     srv.sections["directory"] = {"backend": "ldap"}
     settings = {
         "servers": [slapd.url], "base_dn": SUFFIX, "bind_dn": SERVICE_DN, "bind_password_file": "ldap-password",
@@ -212,12 +206,6 @@ def mailsuite(root: Path, slapd: Slapd, ca, **ldap) -> Server:
     settings.update(ldap)
     srv.sections["directory.ldap"] = settings
     return srv
-
-
-def server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 DOVECOT_CONF = """\
@@ -277,7 +265,7 @@ pass_filter = (&(objectClass=inetOrgPerson)(uid=%u)(memberOf=*))
 MAIL_UID = 5000  # as in the anchor Dovecot; Dovecot refuses to run mail as root
 
 
-def start_dovecot(root: Path, slapd: Slapd, cache: bool) -> tuple[subprocess.Popen, int]:
+def start_dovecot(root: Path, slapd: BenchSlapd, cache: bool) -> tuple[subprocess.Popen, int]:
     import pwd
 
     root.mkdir(parents=True, exist_ok=True)
@@ -348,30 +336,27 @@ def main() -> int:
         proto = "imap" if importlib.util.find_spec("mailsuite.imap.service") else "smtp"
     tmp = Path(tempfile.mkdtemp(prefix="ldap-bench-"))
     os.chmod(tmp, 0o755)
-    ca = make_ca(tmp / "ca")
-    people = tuple(Person(*user(i), f"{user(i)[0]}@example.test") for i in range(args.logins + 100))
-    slapd = Slapd(tmp / "slapd", ca, ldif=base_ldif(people))
-    slapd.start()
+    slapd = BenchSlapd(tmp / "slapd", dict(user(i) for i in range(args.logins + 100)))
     users = [user(i) for i in range(args.logins)]
     results: dict = {"protocol": proto, "logins": args.logins, "concurrency": args.concurrency}
-    servers: list[Server] = []
+    servers: list[BenchServer] = []
     try:
-        def port_of(srv: Server) -> int:
+        def port_of(srv: BenchServer) -> int:
             return srv.ports["imap" if proto == "imap" else "submission"]
 
-        srv = mailsuite(tmp / "srv", slapd, ca)
+        srv = mailsuite(slapd)
         servers.append(srv)
         srv.start()
         assert srv.proc is not None
-        cpu0 = server_cpu(srv.proc.pid)
+        cpu0 = cpu_seconds(srv.proc.pid)
         results["cold"] = asyncio.run(run_logins(proto, "127.0.0.1", port_of(srv), users, args.concurrency))
-        cpu1 = server_cpu(srv.proc.pid)
+        cpu1 = cpu_seconds(srv.proc.pid)
         results["cold"]["server_cpu_ms_per_login"] = round(1000 * (cpu1 - cpu0) / args.logins, 2)
         results["warm"] = asyncio.run(run_logins(proto, "127.0.0.1", port_of(srv), users, args.concurrency))
-        results["warm"]["server_cpu_ms_per_login"] = round(1000 * (server_cpu(srv.proc.pid) - cpu1) / args.logins, 2)
+        results["warm"]["server_cpu_ms_per_login"] = round(1000 * (cpu_seconds(srv.proc.pid) - cpu1) / args.logins, 2)
         srv.stop()
 
-        srv = mailsuite(tmp / "srv-nocache", slapd, ca, cache_ttl=0, negative_cache_ttl=0, auth_cache_ttl=0)
+        srv = mailsuite(slapd, cache_ttl=0, negative_cache_ttl=0, auth_cache_ttl=0)
         servers.append(srv)
         srv.start()
         results["nocache"] = asyncio.run(run_logins(proto, "127.0.0.1", port_of(srv), users, args.concurrency))

@@ -4,13 +4,13 @@
     python3 bench/pop3.py [--count 5000] [--reps 3] [--retr 0 (all)]
                           [--dovecot 127.0.0.1:11110:bob:bobpw:MAILDIR]
 
-Starts mailsuite (``twistd -n mailsuite``, as the tests do) in a temporary directory,
+Starts mailsuite (``twistd -n mailsuite``, as an admin would) in a temporary directory,
 puts ``--count`` messages into bob@example.test's INBOX (the generator of
-../shared/bench/imap_bench.py, so both servers get the same bytes), logs in once to let
+bench/anchors/imap_bench.py, so both servers get the same bytes), logs in once to let
 the store assign UIDs and write its index, then measures per repetition on a fresh
 connection: login, STAT+UIDL, and RETR of every message one at a time (msg/s, MB/s).
 
-With ``--dovecot`` the same is done against the Dovecot anchor of ../shared/bench
+With ``--dovecot`` the same is done against the Dovecot anchor of bench/anchors
 (setup_anchors.sh; its bob maildir is loaded with the same messages, owned 5000:5000),
 alternating the two servers rep by rep, and the paired ratios are printed
 (mailsuite/dovecot: for times below 1 is faster, for throughput above 1 is faster).
@@ -25,19 +25,16 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-SHARED = Path(os.environ.get("MAILSUITE_SHARED_BENCH", HERE.parent.parent / "shared" / "bench"))
-sys.path.insert(0, str(SHARED))
+from benchkit import BenchServer
 
-from imap_bench import small_message  # noqa: E402
+ANCHORS = Path(__file__).resolve().parent / "anchors"
+sys.path.insert(0, str(ANCHORS))
+
+from imap_bench import small_message  # noqa: E402  (the anchor harness's generator)
 from pop3_bench import Pop  # noqa: E402
-
-from tests.support.server import make_server  # noqa: E402
 
 
 def load(maildir: Path, count: int, chown: tuple[int, int] | None = None) -> None:
@@ -100,13 +97,12 @@ def main() -> None:
     ap.add_argument("--dovecot", help="HOST:PORT:USER:PASS:MAILDIR of the Dovecot anchor")
     a = ap.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="mailsuite-pop3-bench-"))
     user, password = "bob@example.test", "bobpw"
-    srv = make_server(root, users={user: password}, server={"allow_plaintext_auth": True},
-                      pop3={"max_connections_per_ip": 100}, directory={"allow_plaintext_passwords": True})
     # The anchor stores {PLAIN} passwords; so does this run, so that login compares the
-    # servers and not bcrypt (about 50 ms per check at our default cost).
-    (root / "users").write_text(f"{user}:{{PLAIN}}{password}\n")
+    # servers and not the password hash (tens of ms per check at our default cost).
+    srv = BenchServer("mailsuite-pop3-bench-", ["pop3"], {user: password},
+                      {"server": {"allow_plaintext_auth": True}, "pop3": {"max_connections_per_ip": 100}},
+                      plain_passwords=True)
     load(srv.maildir(user), a.count)
     srv.start()
     servers = [("mailsuite", "127.0.0.1", srv.ports["pop3"], user, password)]
@@ -143,9 +139,6 @@ def main() -> None:
                 print(f"ratio mailsuite/dovecot {key}: {fmt(ratios, 2)} ({better})")
     finally:
         srv.stop()
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

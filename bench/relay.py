@@ -2,7 +2,7 @@
 
     python bench/relay.py [--count 2000] [--size 4096] [--sessions 20] [--reuse]
 
-Starts Postfix's smtp-sink on loopback and a fresh mailsuite (twistd, as in the tests)
+Starts Postfix's smtp-sink on loopback and a fresh mailsuite (twistd, as an admin would)
 whose ``[relay.transport]`` sends remote.test to the sink, then drives mailsuite's SMTP
 port with smtp-source (C; so the load generator does not compete for the Python
 process's core).  Every message is spooled (fsync of body, envelope and folder)
@@ -11,26 +11,21 @@ moment the spool is empty; every message's "status=sent" line is then checked in
 log), and the accept rate alone.
 
 ``--postfix PORT`` instead drives a running Postfix at 127.0.0.1:PORT whose transport
-map sends remote.test to ``--sink-port`` (bench/postfix_relay_anchor.sh sets one up),
+map sends remote.test to ``--sink-port`` (bench/anchors/postfix_relay_anchor.sh sets one up),
 for a back-to-back anchor; deliveries are counted in its maillog.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.server import free_port, make_server  # noqa: E402
+from benchkit import BenchServer, cpu_seconds, free_port
 
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
@@ -46,12 +41,6 @@ def start_sink(port: int, dump_dir: Path | None) -> subprocess.Popen:
     return proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_source(port: int, count: int, size: int, sessions: int, reuse: bool) -> float:
     args = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
             "-f", "alice@example.test", "-t", "bob@remote.test"]
@@ -64,14 +53,14 @@ def run_source(port: int, count: int, size: int, sessions: int, reuse: bool) -> 
 
 
 def bench_mailsuite(a: argparse.Namespace) -> None:
-    work = Path(tempfile.mkdtemp(prefix="mailsuite-relay-bench-"))
     sink_port = free_port()
     sink = start_sink(sink_port, None)
     # The per-IP limit (20) would refuse smtp-source's reconnects racing the closes.
-    srv = make_server(work / "srv", relay={"transport": {"remote.test": f"127.0.0.1:{sink_port}"},
-                                           "destination_concurrency": a.concurrency},
-                      smtp={"max_connections_per_ip": 1000})
-    srv.start()
+    srv = BenchServer("mailsuite-relay-bench-", ["smtp"], {"alice@example.test": "alicepw"},
+                      {"relay": {"transport": {"remote.test": f"127.0.0.1:{sink_port}"},
+                                 "destination_concurrency": a.concurrency},
+                       "smtp": {"max_connections_per_ip": 1000},
+                       "dns": {"nameservers": ["127.0.0.1:1"]}}).start()  # no query leaves loopback
     spool = srv.root / "data" / "queue" / "spool"
     try:
         assert srv.proc is not None
@@ -101,11 +90,11 @@ def bench_mailsuite(a: argparse.Namespace) -> None:
             print("  ERROR: not every message was delivered", file=sys.stderr)
             sys.exit(1)
     finally:
-        srv.stop()
+        srv.stop(keep=a.keep)
         sink.terminate()
         sink.wait()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        if a.keep:
+            print(f"  kept {srv.root}")
 
 
 def bench_postfix(a: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ prints messages/s (wall time until the last 250 after DATA; mailsuite answers 25
 once the message is fsynced in the Maildir) and checks that exactly N files arrived.
 
 The load generator is Postfix's ``smtp-source`` when installed (the one
-../shared/bench uses for the Postfix anchor, so figures compare), else a small asyncio
+bench/anchors uses for the Postfix anchor, so figures compare), else a small asyncio
 client.  Like smtp-source, each message uses its own connection unless --reuse.
 Exit status 1 if a message was refused or the Maildir count is wrong.
 """
@@ -23,120 +23,22 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir
 
 RCPT = "alice@example.test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU so far of a process and its live descendants (the worker
-    processes of [server] processes), all threads; 0 without a pid."""
-    if not pid:
-        return 0.0
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
-            except (OSError, IndexError):
-                pass
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            f = _stat(p)
-        except OSError:
-            continue
-        total += int(f[11]) + int(f[12])
-        todo.extend(children.get(p, []))
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def count_maildir(d: Path) -> int:
-    return sum(len(os.listdir(d / sub)) for sub in ("new", "cur") if (d / sub).is_dir())
-
-
-def empty_maildir(d: Path) -> None:
-    for sub in ("new", "cur"):
-        if (d / sub).is_dir():
-            for name in os.listdir(d / sub):
-                os.unlink(d / sub / name)
-
-
-class BenchServer:
-    """A throw-away mailsuite in a temporary folder, started with twistd like an admin
-    would; waits until every port in ``ports`` accepts connections."""
-
-    def __init__(self, prefix: str, config: str, ports: dict[str, int], users: dict[str, str]) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=prefix))
-        self.ports = ports
-        twistd = shutil.which("twistd") or str(Path(sys.executable).with_name("twistd"))
-        mailsuite = shutil.which("mailsuite") or str(Path(sys.executable).with_name("mailsuite"))
-        (self.root / "mailsuite.toml").write_text(config)
-        (self.root / "aliases").write_text("")
-        for user, pw in users.items():
-            subprocess.run([mailsuite, "user", "add", user, "--password-stdin", "--config",
-                            str(self.root / "mailsuite.toml")], input=f"{pw}\n".encode(), check=True,
-                           stdout=subprocess.DEVNULL)
-        self.proc = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", f"--logfile={self.root / 'twistd.log'}", "mailsuite",
-             "--config", str(self.root / "mailsuite.toml")], cwd=self.root)
-        deadline = time.time() + 20
-        for port in ports.values():
-            while True:
-                try:
-                    # Wait for the greeting, not just the connect: with several
-                    # processes the parent's socket accepts before a worker serves.
-                    with socket.create_connection(("127.0.0.1", port), 0.5) as s:
-                        if s.recv(1):
-                            break
-                except OSError:
-                    if time.time() > deadline or self.proc.poll() is not None:
-                        self.stop()
-                        raise SystemExit(f"mailsuite did not start; see {self.root / 'twistd.log'}")
-                    time.sleep(0.05)
-        self.maildir = self.root / "data" / "mail" / "example.test" / "alice"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class OwnServer(BenchServer):
+def own_server(threads: int | None, processes: int = 1) -> BenchServer:
     """mailsuite with only the MX listener, delivering to alice."""
-
-    def __init__(self, threads: int | None, processes: int = 1) -> None:
-        self.port = free_port()
-        extra = f"thread_pool_size = {threads}\n" if threads else ""
-        extra += f"processes = {processes}\n"
-        config = (
-            f'[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n{extra}'
-            '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
-            f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
-            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("submission", "imap", "pop3", "http", "managesieve"))
-        )
-        super().__init__("mailsuite-bench-", config, {"smtp": self.port}, {RCPT: "alicepw"})
+    server: dict[str, int] = {"processes": processes}
+    if threads:
+        server["thread_pool_size"] = threads
+    return BenchServer("mailsuite-bench-", ["smtp"], {RCPT: "alicepw"}, {"server": server})
 
 
 def run_smtp_source(host: str, port: int, n: int, size: int, c: int, reuse: bool) -> tuple[float, int]:
@@ -233,8 +135,8 @@ def main() -> int:
             ap.error("--server needs --maildir")
         maildir = a.maildir
     else:
-        own = OwnServer(a.threads, a.processes)
-        host, port, maildir = "127.0.0.1", own.port, own.maildir
+        own = own_server(a.threads, a.processes).start()
+        host, port, maildir = "127.0.0.1", own.ports["smtp"], own.maildir(RCPT)
         a.server_pid = own.proc.pid
     size = int(a.size_kb * 1024)
     rc = 0

@@ -35,8 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_inbound import RCPT, BenchServer, count_maildir, empty_maildir, free_port  # noqa: E402  (sibling script)
+from benchkit import BenchServer, count_maildir, empty_maildir
+from smtp_inbound import RCPT  # sibling script: the same recipient
 
 USER, PASSWORD = "bob@example.test", "bobpw"
 
@@ -65,26 +65,11 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-class OwnServer(BenchServer):
+def own_server() -> BenchServer:
     """A throw-away mailsuite with MX, 587 and 465 listeners and a self-signed pair."""
-
-    def __init__(self) -> None:
-        ports = {"smtp": free_port(), "submission": free_port(), "submissions": free_port()}
-
-        def ep(name: str) -> str:
-            return f'["tcp:{ports[name]}:interface=127.0.0.1"]'
-
-        config = (
-            '[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n'
-            '[tls]\ncertificate = "tls/cert.pem"\nprivate_key = "tls/key.pem"\ngenerate_self_signed = true\n'
-            '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
-            f'[smtp]\nlisten = {ep("smtp")}\nmax_connections_per_ip = 1000\n'
-            f'[submission]\nlisten = {ep("submission")}\nlisten_tls = {ep("submissions")}\n'
-            'max_connections_per_ip = 1000\n'
-            '[limits]\nmessages_per_user = 0\n'
-            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("imap", "pop3", "http", "managesieve"))
-        )
-        super().__init__("mailsuite-subbench-", config, ports, {RCPT: "alicepw", USER: PASSWORD})
+    return BenchServer("mailsuite-subbench-", ["smtp", "submission", "submissions"], {RCPT: "alicepw", USER: PASSWORD},
+                       {"smtp": {"max_connections_per_ip": 1000}, "submission": {"max_connections_per_ip": 1000},
+                        "limits": {"messages_per_user": 0}})
 
 
 def client_context() -> ssl.SSLContext:
@@ -192,11 +177,11 @@ def main() -> int:
                  "implicit-auth": a.tls_port, "handshake": a.tls_port}
         maildir = a.maildir
     else:
-        own = OwnServer()
+        own = own_server().start()
         host = "127.0.0.1"
         ports = {"starttls": own.ports["smtp"], "starttls-auth": own.ports["submission"],
                  "implicit-auth": own.ports["submissions"], "handshake": own.ports["submissions"]}
-        maildir = own.maildir
+        maildir = own.maildir(RCPT)
     pid = own.proc.pid if own else a.pid
     rc = 0
     try:

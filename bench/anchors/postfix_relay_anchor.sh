@@ -1,6 +1,6 @@
 #!/bin/sh
 # A private Postfix instance that relays remote.test to an smtp-sink, as the anchor for
-# bench/relay.py (its own config, queue and port, so the shared anchors stay untouched).
+# bench/relay.py (its own config, queue and port, so the other anchors stay untouched).
 #   bench/postfix_relay_anchor.sh start [SMTP_PORT] [SINK_PORT]   (default 10125, 10099)
 #   python bench/relay.py --postfix 10125 --sink-port 10099
 #   bench/postfix_relay_anchor.sh stop
@@ -46,8 +46,7 @@ maillog_file = $ROOT/data/maillog
 maillog_file_prefixes = $ROOT
 CF
   echo "remote.test smtp:[127.0.0.1]:$SINK" > "$ROOT/postfix/transport"
-  sed "s/^127.0.0.1:@POSTFIX_PORT@ /127.0.0.1:$PORT /" "$(dirname "$0")/../../shared/bench/anchor-configs/postfix/master.cf" > "$ROOT/postfix/master.cf" 2>/dev/null \
-    || sed "s/^127.0.0.1:@POSTFIX_PORT@ /127.0.0.1:$PORT /" /work/shared/bench/anchor-configs/postfix/master.cf > "$ROOT/postfix/master.cf"
+  sed "s/^127.0.0.1:@POSTFIX_PORT@ /127.0.0.1:$PORT /" "$(dirname "$0")/anchor-configs/postfix/master.cf" > "$ROOT/postfix/master.cf"
   postfix -c "$ROOT/postfix" start
   ;;
 stop)

@@ -3,7 +3,7 @@
 #
 #   bench/submission_anchor.sh start|stop
 #
-# Needs the shared anchors configured first (../shared/bench/setup_anchors.sh configure):
+# Needs the anchors configured first (bench/anchors/setup_anchors.sh configure):
 # it copies their live Postfix main.cf/master.cf from $ANCHOR_ROOT/postfix and adds
 #   127.0.0.1:$ANCHOR_POSTFIX_TLS_PORT    (10045) smtpd, STARTTLS offered (security level may)
 #   127.0.0.1:$ANCHOR_POSTFIX_WRAP_PORT   (10465) smtpd, TLS from the first byte
@@ -25,7 +25,7 @@ D=$A/postfix-tls-data
 
 case "${1:-start}" in
 start)
-  [ -f "$A/postfix/main.cf" ] || { echo "configure the shared anchors first ($A/postfix/main.cf)"; exit 1; }
+  [ -f "$A/postfix/main.cf" ] || { echo "configure the anchors first (bench/anchors/setup_anchors.sh configure) ($A/postfix/main.cf)"; exit 1; }
   mkdir -p "$C" "$Q" "$D"
   sed -e "s#^config_directory = .*#config_directory = $C#" \
       -e "s#^queue_directory = .*#queue_directory = $Q#" \
