@@ -3,7 +3,7 @@
 
     bench/metrics.py [--count 2000] [--size-kb 4] [--concurrency 20] [--rounds 3]
 
-Starts two throw-away mailsuites (see smtp_inbound.py) that differ only in
+Starts two throw-away mailsuites (benchkit.BenchServer) that differ only in
 ``[http] metrics`` (the one with metrics also serves /metrics, scraped every
 ``--scrape-interval`` seconds during the run, as Prometheus would), then sends the
 same load to each in turn, alternating for ``--rounds`` rounds so that drift in the
@@ -23,28 +23,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_inbound import (  # noqa: E402
-    RCPT, BenchServer, count_maildir, cpu_seconds, empty_maildir, free_port, run_python, run_smtp_source,
-)
+from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir
+from smtp_inbound import RCPT, run_python, run_smtp_source
 
 
 class Server(BenchServer):
+    """mailsuite with the MX listener; with ``metrics`` also [http] metrics on a listener."""
+
     def __init__(self, metrics: bool) -> None:
-        self.port = free_port()
-        self.http_port = free_port()
-        http = (f'[http]\nmetrics = true\nlisten = ["tcp:{self.http_port}:interface=127.0.0.1"]\nlisten_tls = []\n'
-                if metrics else '[http]\nmetrics = false\nlisten = []\nlisten_tls = []\n')
-        config = (
-            '[server]\nhostname = "mail.example.test"\ndata_dir = "data"\ndomains = ["example.test"]\n'
-            '[directory]\nusers_file = "users"\naliases_file = "aliases"\n'
-            f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\nmax_connections_per_ip = 1000\n'
-            + "".join(f"[{s}]\nlisten = []\nlisten_tls = []\n" for s in ("submission", "imap", "pop3"))
-            + http
-        )
-        ports = {"smtp": self.port, **({"http": self.http_port} if metrics else {})}
-        super().__init__("mailsuite-metricsbench-", config, ports, {RCPT: "alicepw"})
+        super().__init__("mailsuite-metricsbench-", ["smtp", "http"] if metrics else ["smtp"], {RCPT: "alicepw"},
+                         {"smtp": {"max_connections_per_ip": 1000}, "http": {"metrics": metrics}})
         self.metrics = metrics
+        self.start()
 
 
 class Scraper(threading.Thread):
@@ -62,17 +52,17 @@ class Scraper(threading.Thread):
 
 
 def one_run(srv: Server, send, count: int, size: int, c: int, scrape_interval: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    empty_maildir(srv.maildir)
+    empty_maildir(srv.maildir(RCPT))
     scraper = None
     if srv.metrics and scrape_interval > 0:
-        scraper = Scraper(f"http://127.0.0.1:{srv.http_port}/metrics", scrape_interval)
+        scraper = Scraper(f"http://127.0.0.1:{srv.ports['http']}/metrics", scrape_interval)
         scraper.start()
     cpu0 = cpu_seconds(srv.proc.pid)
-    dt, failed = send("127.0.0.1", srv.port, count, size, c, False)
+    dt, failed = send("127.0.0.1", srv.ports["smtp"], count, size, c, False)
     cpu = (cpu_seconds(srv.proc.pid) - cpu0) * 1000 / count
     if scraper is not None:
         scraper.stop_event.set()
-    got = count_maildir(srv.maildir)
+    got = count_maildir(srv.maildir(RCPT))
     if failed or got != count:
         raise SystemExit(f"run failed: maildir {got}/{count}")
     return count / dt, cpu
