@@ -409,6 +409,30 @@ class SRSConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """``[proxy]``: IMAP, POP3 and submission listeners that log the user in and pass
+    the session to the user's own backend node (mailsuite.proxy), like Dovecot's
+    proxy with a host field, so each user's folders stay on one node's caches."""
+
+    imap_listen: tuple[str, ...] = ()
+    pop3_listen: tuple[str, ...] = ()
+    submission_listen: tuple[str, ...] = ()
+    # The LDAP attribute naming a user's backend (host or host:port-less name); with
+    # the users file, a "host=NAME" field on the user's line.
+    host_attribute: str = "mailHost"
+    # The backend of users whose entry names none; "": such users cannot log in here.
+    default_host: str = ""
+    imap_port: int = 143
+    pop3_port: int = 110
+    submission_port: int = 587
+    # STARTTLS towards the backends ("none" only on a trusted private network);
+    # their certificates are verified against backend_ca_file (default: the system's).
+    backend_tls: Literal["starttls", "none"] = "starttls"
+    backend_ca_file: Path | None = None
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     server: ServerConfig
@@ -426,6 +450,7 @@ class Config:
     sieve: SieveConfig = field(default_factory=SieveConfig)
     managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
     srs: SRSConfig = field(default_factory=SRSConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     @property
     def mail_dir(self) -> Path:
@@ -456,6 +481,7 @@ SECTIONS: dict[str, type] = {
     "sieve": SieveConfig,
     "managesieve": ManageSieveConfig,
     "srs": SRSConfig,
+    "proxy": ProxyConfig,
 }
 
 # Sections built by later work: accepted but named by check-config as not yet active.

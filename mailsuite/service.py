@@ -338,7 +338,7 @@ def _optional_builders() -> None:
     """Import the protocol packages that provide listener builders, if built."""
     import importlib
 
-    for name in ("imap", "pop3", "web", "managesieve"):
+    for name in ("imap", "pop3", "web", "managesieve", "proxy"):
         try:
             mod = importlib.import_module(f"mailsuite.{name}.service")
         except ModuleNotFoundError as e:

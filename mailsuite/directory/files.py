@@ -53,9 +53,11 @@ class UserEntry:
     address: str
     password_hash: str
     quota: int | None = None
+    host: str = ""  # the user's backend node, for [proxy]
 
     def to_line(self) -> str:
         extra = f":quota={self.quota}" if self.quota is not None else ""
+        extra += f":host={self.host}" if self.host else ""
         return f"{self.address}:{self.password_hash}{extra}\n"
 
 
@@ -70,13 +72,16 @@ def parse_users(text: str, source: str = "users file") -> dict[str, UserEntry]:
             raise FileFormatError(f"{source} line {n}: expected address:hash")
         address = normalize_address(parts[0])
         quota = None
+        host = ""
         for opt in parts[2:]:
             key, _, value = opt.partition("=")
             if key == "quota" and value.isdigit():
                 quota = int(value)
+            elif key == "host" and value and all(c.isalnum() or c in ".-_" for c in value):
+                host = value
             elif opt:
                 raise FileFormatError(f"{source} line {n}: unknown field {opt!r}")
-        users[address] = UserEntry(address, parts[1], quota)
+        users[address] = UserEntry(address, parts[1], quota, host)
     return users
 
 
@@ -200,7 +205,7 @@ class FileDirectory:
 
     def account_now(self, name: str) -> Account | None:
         e = self._entry(name)
-        return Account(e.address, e.quota) if e else None
+        return Account(e.address, e.quota, e.host) if e else None
 
     def resolve_now(self, address: str) -> Resolution | None:
         address = normalize_address(address)
@@ -280,7 +285,7 @@ class FileDirectory:
         except DirectoryUnavailable:
             return defer.fail()
         if entry is not None and self._cache.hit(entry.address, entry.password_hash, password):
-            return defer.succeed(Account(entry.address, entry.quota))
+            return defer.succeed(Account(entry.address, entry.quota, entry.host))
         stored = entry.password_hash if entry else None
         d = workers.run(check_password, password, stored, self.allow_plaintext)
 
@@ -288,6 +293,6 @@ class FileDirectory:
             if not ok or entry is None:
                 raise UnauthorizedLogin("Authentication failed")
             self._cache.remember(entry.address, entry.password_hash, password)
-            return Account(entry.address, entry.quota)
+            return Account(entry.address, entry.quota, entry.host)
 
         return d.addCallback(checked)

@@ -25,6 +25,7 @@ class Account:
 
     name: str
     quota: int | None = None  # bytes; None means no quota
+    host: str = ""  # the backend node of this user, for the proxy ([proxy] host_attribute)
 
     @property
     def local(self) -> str:

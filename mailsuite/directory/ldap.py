@@ -227,7 +227,7 @@ class LDAPDirectory:
 
     @staticmethod
     def _account(entry: Entry) -> Account:
-        return Account(entry.primary, entry.quota)
+        return Account(entry.primary, entry.quota, entry.host)
 
     def close(self) -> None:
         self.pool.stop()
@@ -297,7 +297,10 @@ def make_client(cfg: Any, warn: Callable[[str], None] = lambda msg: None) -> LDA
     """An LDAPClient for a whole mailsuite Config (reads the bind password file)."""
     lc = cfg.directory.ldap
     password = read_secret(lc.bind_password_file) if lc.bind_password_file is not None else ""
-    return LDAPClient(lc, password, cfg.server.domains, postmaster=cfg.server.postmaster, warn=warn)
+    px = cfg.proxy
+    proxying = bool(px.imap_listen or px.pop3_listen or px.submission_listen)
+    return LDAPClient(lc, password, cfg.server.domains, postmaster=cfg.server.postmaster, warn=warn,
+                      host_attribute=px.host_attribute if proxying else "")
 
 
 def make_ldap_directory(cfg: Any, metrics: Any = None) -> LDAPDirectory:

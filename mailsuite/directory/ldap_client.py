@@ -76,6 +76,7 @@ class Entry:
     addresses: tuple[str, ...]  # lower-cased; the first is the primary address
     quota: int | None = None
     members: tuple[str, ...] = ()  # member DNs, for a group
+    host: str = ""  # the backend node named by [proxy] host_attribute
 
     @property
     def primary(self) -> str:
@@ -184,7 +185,9 @@ class LDAPClient:
         postmaster: str = "",
         recipient_delimiter: str = "+",
         warn: Callable[[str], None] = lambda msg: None,
+        host_attribute: str = "",
     ) -> None:
+        self.host_attribute = host_attribute
         self.cfg = cfg
         self.domains = tuple(domains)
         self.postmaster = normalize_address(postmaster) if postmaster else ""
@@ -204,6 +207,8 @@ class LDAPClient:
         attrs = list(cfg.address_attributes) + list(cfg.member_attributes)
         if cfg.quota_attribute:
             attrs.append(cfg.quota_attribute)
+        if host_attribute:
+            attrs.append(host_attribute)
         self._attributes = list(dict.fromkeys(attrs))
 
     # -- connections ---------------------------------------------------------------
@@ -408,7 +413,8 @@ class LDAPClient:
         members: list[str] = []
         for name in self.cfg.member_attributes:
             members.extend(texts(name))
-        return Entry(dn, tuple(dict.fromkeys(addresses)), quota, tuple(members))
+        hosts = texts(self.host_attribute) if self.host_attribute else []
+        return Entry(dn, tuple(dict.fromkeys(addresses)), quota, tuple(members), hosts[0].strip() if hosts else "")
 
     def _entries(self, filt: str, size_limit: int = 0) -> list[Entry]:
         return [self._entry(dn, attrs) for dn, attrs in self.search(self.cfg.base_dn, filt, size_limit=size_limit)]

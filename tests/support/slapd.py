@@ -49,8 +49,12 @@ attributetype ( 1.3.6.1.4.1.99999.7.1.2 NAME 'mailQuota'
   DESC 'mailbox quota in bytes'
   EQUALITY caseIgnoreIA5Match
   SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.7.1.3 NAME 'mailHost'
+  DESC 'the mail node that holds this mailbox (proxy mode)'
+  EQUALITY caseIgnoreIA5Match
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} SINGLE-VALUE )
 objectclass ( 1.3.6.1.4.1.99999.7.2.1 NAME 'mailsuiteRecipient' SUP top AUXILIARY
-  MAY ( mail $ mailAlternateAddress $ mailQuota ) )
+  MAY ( mail $ mailAlternateAddress $ mailQuota $ mailHost ) )
 """
 
 
@@ -97,6 +101,7 @@ class Person:
     alternates: tuple[str, ...] = ()
     quota: str = ""
     in_mail_group: bool = True
+    host: str = ""  # mailHost: the backend node in proxy mode
 
     @property
     def dn(self) -> str:
@@ -130,6 +135,8 @@ def base_ldif(extra_people: tuple[Person, ...] = ()) -> str:
         attrs += [("mailAlternateAddress", a) for a in p.alternates]
         if p.quota:
             attrs.append(("mailQuota", p.quota))
+        if p.host:
+            attrs.append(("mailHost", p.host))
         out.append(_ldif_entry(p.dn, attrs))
     members = [("member", p.dn) for p in people if p.in_mail_group]
     out.append(_ldif_entry(MAIL_GROUP, [("objectClass", "groupOfNames"), ("cn", "mailusers")] + members))
