@@ -37,13 +37,24 @@ class FakeFolder:
         out, self.unclaimed = self.unclaimed, set()
         return out
 
+    def keywords(self) -> list[str]:
+        return []
+
+    def can_add_keywords(self) -> bool:
+        return True
+
     def add(self, n: int) -> None:
         new = []
         for _ in range(n):
-            new.append(Rec(self.uidnext, frozenset(), self.highest_modseq))
-            self.unclaimed.add(self.uidnext)
-            self.uidnext += 1
+            uid = max(self.uidnext, self.records[-1].uid + 1 if self.records else 1)
+            new.append(Rec(uid, frozenset(), self.highest_modseq))
+            self.unclaimed.add(uid)
+            self.uidnext = uid + 1
         self.records = self.records + new
+
+    def assign_ahead(self) -> None:
+        """A UID given out (UIDNEXT raised) whose message is not published yet."""
+        self.uidnext += 1
 
     def expunge(self, picks: list[int]) -> None:
         if self.records:
@@ -89,6 +100,10 @@ class ViewMachine(RuleBasedStateMachine):
     def delivery(self, n: int) -> None:
         self.folder.add(n)
 
+    @rule()
+    def uid_assigned_before_its_message_is_published(self) -> None:
+        self.folder.assign_ahead()
+
     @rule(picks=st.lists(st.integers(0, 50), min_size=1, max_size=3))
     def other_session_expunges(self, picks: list[int]) -> None:
         self.folder.expunge(picks)
@@ -121,3 +136,36 @@ class ViewMachine(RuleBasedStateMachine):
 
 ViewMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 test_view_state_machine = ViewMachine.TestCase
+
+
+def test_an_arrival_and_an_expunge_that_keep_the_count_are_both_reported() -> None:
+    """Issue 17 bug 1: one message arrives and another is expunged by other sessions,
+    and UIDNEXT was seen raised before the arrival was published; the count is the same
+    but the session must still hear EXPUNGE and EXISTS, not have its sequence numbers
+    swapped silently."""
+    folder = FakeFolder()
+    folder.add(3)  # UIDs 1 2 3
+    view = SelectedMailbox(folder, readonly=False)
+    view.open()
+    folder.assign_ahead()  # UID 4 given out, not yet published
+    out: list[bytes] = []
+    view.report(out.append)
+    assert out == []
+    folder.expunge([1])  # UID 2 goes...
+    folder.uidnext -= 1
+    folder.add(1)  # ...and UID 4 arrives: still three messages
+    assert [r.uid for r in folder.records] == [1, 3, 4]
+    view.report(out.append)
+    assert b"".join(out) == b"* 2 EXPUNGE\r\n* 3 EXISTS\r\n* 3 RECENT\r\n"
+    assert list(view.uids) == [1, 3, 4]
+    # and a command that holds expunges back (FETCH) still hears the arrival
+    folder.expunge([0])
+    folder.add(1)
+    out.clear()
+    view.report(out.append, expunges=False)
+    assert b"".join(out) == b"* 4 EXISTS\r\n* 4 RECENT\r\n"
+    assert list(view.uids) == [1, 3, 4, 5]
+    out.clear()
+    view.report(out.append)
+    assert b"".join(out) == b"* 1 EXPUNGE\r\n"
+    assert list(view.uids) == [3, 4, 5]

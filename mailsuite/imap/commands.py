@@ -23,14 +23,13 @@ from mailsuite.imap.errors import Bad, No, store_error, trap_store
 from mailsuite.imap.fetch import FetchPlan
 from mailsuite.imap.parser import Command
 from mailsuite.imap.selected import SelectedMailbox, linger
-from mailsuite.imap.wire import flags_bytes, uid_set_text
+from mailsuite.imap.wire import SYSTEM_FLAGS, flags_bytes, uid_set_text
 from mailsuite.store import errors as store_errors
 from mailsuite.store.interface import SEARCH_FIELDS, FolderInfo, IFolder, MessageRecord
 
 log = Logger(namespace="mailsuite.imap")
 
 DELIM = "."
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_BY_UPPER = {f.upper(): f for f in SYSTEM_FLAGS}
 READ_AHEAD = 256  # messages whose files FETCH reads in one worker-pool call...
 READ_AHEAD_BYTES = 8 * 1024 * 1024  # ...or this many bytes of them
@@ -122,15 +121,7 @@ class MailboxCommands:
         self.state = "selected"
         view.listen(self._folder_changed)
         records = folder.messages()
-        keywords = sorted(folder.keywords())
-        flags = " ".join(SYSTEM_FLAGS + tuple(keywords))
-        out = [b"* FLAGS (%s)\r\n" % flags.encode("utf-8", "replace")]
-        if readonly:
-            out.append(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
-        else:
-            # \* only while a keyword letter is free (the store maps keywords to a..z).
-            star = " \\*" if folder.can_add_keywords() else ""
-            out.append(b"* OK [PERMANENTFLAGS (%s%s)] Flags permitted\r\n" % (flags.encode("utf-8", "replace"), star.encode()))
+        out = [view.flags_header()]
         out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
         for i, r in enumerate(records):
             if "\\Seen" not in r.flags:
@@ -481,7 +472,7 @@ class MailboxCommands:
             v = cache_get(r.uid, "hdr")
             if v is None:
                 continue  # vanished meanwhile
-            if needle is not None and needle not in v.lower() and v.isascii() and "=?" not in v:
+            if needle is not None and needle not in v.lower() and v.isascii() and not _may_differ(v):
                 # Plain ASCII fields without encoded words decode to themselves, so a
                 # needle absent from the raw text cannot match (see _ascii_needle).
                 continue
@@ -517,6 +508,7 @@ class MailboxCommands:
                 await self._set_flags(unseen, ["\\Seen"], "+")
                 seen_set = set(unseen)
                 pairs = sel.records_for([s for s, _ in pairs])
+        sel.announce_keywords(self.write)  # a keyword another session added, before FETCH shows it
         folder = sel.folder
         recent = sel.recent
         if plan.index_only and not seen_set:
@@ -605,14 +597,14 @@ class MailboxCommands:
 
     async def _set_flags(self, uids: list[int], flags: list[str], mode: str) -> list[MessageRecord]:
         sel = self.selected
-        before = sel.folder.highest_modseq
         try:
             changed = await sel.folder.store_flags(uids, flags, mode)
         except store_errors.StoreError as e:
             raise store_error(e) from None
-        if sel.reported_modseq >= before:
-            # Our own change: reported by the command itself, not again as "news".
-            sel.reported_modseq = sel.folder.highest_modseq
+        # Our own change is answered by the command itself, not again as news; what
+        # others changed meanwhile still is.  New keywords are announced first.
+        sel.note_own_changes(changed)
+        sel.announce_keywords(self.write)
         return changed
 
     # STORE
@@ -785,6 +777,14 @@ def _ascii_needle(key: Any) -> str | None:
             if not any(c.isspace() for c in v):
                 return v
     return None
+
+
+def _may_differ(fields: str) -> bool:
+    """Whether header text may match a search otherwise than as written: encoded words
+    decode, and addresses are also matched without comments, quotes and the white
+    space around their ``@`` (search.addresses_text)."""
+    return "=?" in fields or "(" in fields or '"' in fields or "\\" in fields or "@ " in fields or " @" in fields \
+        or "@\t" in fields or "\t@" in fields or "@\n" in fields
 
 
 def _cached_fields_suffice(key: Any) -> bool:

@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary
 from twisted.internet import defer
 
 from mailsuite.imap.parser import SeqSet
-from mailsuite.imap.wire import flags_bytes
+from mailsuite.imap.wire import SYSTEM_FLAGS, flags_bytes
 from mailsuite.store.interface import IFolder, MessageRecord
 
 # A folder stays open this long after its last session left: clients that connect anew
@@ -59,7 +59,7 @@ def shared_uids(folder: IFolder) -> array:
 
 
 class SelectedMailbox:
-    __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "_uidnext_seen",
+    __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "keywords", "_own",
                  "_listener", "__weakref__")
 
     def __init__(self, folder: IFolder, readonly: bool) -> None:
@@ -68,7 +68,10 @@ class SelectedMailbox:
         self.uids = array("I")
         self.recent: set[int] = set()
         self.reported_modseq = 0
-        self._uidnext_seen = 0
+        self.keywords: tuple[str, ...] = ()  # announced with FLAGS / PERMANENTFLAGS
+        # (uid, modseq) of flag changes this session made and answered itself: not
+        # reported again as news (anyone else's change still is).
+        self._own: set[tuple[int, int]] | None = None
         self._listener: Callable[..., None] | None = None
 
     # -- opening -----------------------------------------------------------------------
@@ -78,7 +81,7 @@ class SelectedMailbox:
         self.uids = shared_uids(self.folder)
         self.recent = self.folder.claim_recent(self.readonly)
         self.reported_modseq = self.folder.highest_modseq
-        self._uidnext_seen = self.folder.uidnext
+        self.keywords = tuple(self.folder.keywords())
 
     def listen(self, callback: Callable[..., None]) -> None:
         self._listener = callback
@@ -102,7 +105,9 @@ class SelectedMailbox:
     def in_sync(self) -> bool:
         """Whether the view holds exactly the folder's messages (no expunge or arrival
         unreported): then sequence number n is the folder's n-th record."""
-        return self._uidnext_seen == self.folder.uidnext and len(self.uids) == len(self.folder.messages())
+        current = shared_uids(self.folder)
+        view = self.uids
+        return view is current or (len(view) == len(current) and view == current)
 
     def seqs_for(self, s: SeqSet, uid: bool) -> list[int]:
         """Sequence numbers (ascending, unique) a sequence set or UID set names.
@@ -165,48 +170,81 @@ class SelectedMailbox:
         """Let the store pick up changes made outside this process."""
         return self.folder.sync()
 
+    def flags_header(self) -> bytes:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` for the keywords the folder has now
+        (what SELECT says first, and what a session is told when a keyword is added)."""
+        flags = " ".join(SYSTEM_FLAGS + self.keywords).encode("utf-8", "replace")
+        out = b"* FLAGS (%s)\r\n" % flags
+        if self.readonly:
+            return out + b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
+        # \\* only while a keyword can still be stored (the store maps them to a..z).
+        star = b" \\*" if self.folder.can_add_keywords() else b""
+        return out + b"* OK [PERMANENTFLAGS (%s%s)] Flags permitted\r\n" % (flags, star)
+
+    def announce_keywords(self, write: Callable[[bytes], None]) -> None:
+        """Tell the client of keywords added since it was last told (RFC 3501 7.2.6:
+        before any FETCH shows one): a new ``* FLAGS`` and PERMANENTFLAGS."""
+        keywords = tuple(self.folder.keywords())
+        if keywords != self.keywords:
+            self.keywords = keywords
+            write(self.flags_header())
+
+    def note_own_changes(self, records: Iterable[MessageRecord]) -> None:
+        """Flag changes this session's STORE (or FETCH's implicit \\Seen) made and
+        answered with its own FETCH responses."""
+        own = self._own
+        if own is None:
+            own = self._own = set()
+        own.update((r.uid, r.modseq) for r in records)
+
     def report(self, write: Callable[[bytes], None], expunges: bool = True) -> None:
-        """Write what changed since the last report (see the module docstring)."""
+        """Write what changed since the last report (see the module docstring).
+
+        Every difference between the view and the folder's message list is told:
+        ``* n EXPUNGE`` for each message gone (unless held back), ``* n EXISTS`` for
+        arrivals; the view then takes exactly what was told (RFC 3501 7.4.1, 2.3.1.2).
+        A message the view cannot take in UID order (a UID below the view's highest
+        that was never shown, which the store never publishes) stays out of it."""
         folder = self.folder
-        records = folder.messages()
         out: list[bytes] = []
-        changed_set = folder.uidnext != self._uidnext_seen or len(records) != len(self.uids)
-        if changed_set:
-            current = shared_uids(folder)
-            view = self.uids
-            if expunges:
-                gone = _missing(view, current)
-                if gone:
-                    view = array("I", view)  # may be shared: change a copy
-                    for u in reversed(gone):
-                        i = bisect.bisect_left(view, u)
-                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
-                        del view[i]
-                        self.recent.discard(u)
-            top = view[-1] if view else 0
-            start = bisect.bisect_right(current, top)
-            added = len(current) - start
-            if added:
-                self.recent |= folder.claim_recent(self.readonly)
-                out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view) + added, len(self.recent)))
-            if expunges or not _missing(view, current):
-                # The view is now exactly the folder: share the folder's UID array.
+        self.announce_keywords(out.append)
+        current = shared_uids(folder)
+        view = self.uids
+        if view is not current:
+            if len(view) == len(current) and view == current:
+                # Same messages (flags may differ): share the folder's current array so
+                # that old ones are not kept alive per session.
                 self.uids = current
-                self._uidnext_seen = folder.uidnext
             else:
-                # Expunges held back (FETCH/STORE/SEARCH): a view of our own until then.
-                self.uids = view + current[start:]
-        elif self._uidnext_seen == folder.uidnext:
-            # Same messages (flags may differ): follow the folder's current shared array
-            # so that old ones are not kept alive per session.
-            self.uids = shared_uids(folder)
-        if folder.highest_modseq > self.reported_modseq:
+                top = view[-1] if view else 0
+                gone = _missing(view, current)
+                kept = view
+                if gone and expunges:
+                    kept = array("I", view)  # may be shared: change a copy
+                    for u in reversed(gone):
+                        i = bisect.bisect_left(kept, u)
+                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                        del kept[i]
+                        self.recent.discard(u)
+                start = bisect.bisect_right(current, top)
+                added = current[start:]
+                if added:
+                    self.recent |= folder.claim_recent(self.readonly)
+                    out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(kept) + len(added), len(self.recent)))
+                new_view = kept + added if added else kept
+                # The view is now exactly the folder when nothing was held back: share
+                # the folder's UID array then.
+                self.uids = current if new_view == current else new_view
+        modseq = folder.highest_modseq
+        if modseq > self.reported_modseq:
             since = self.reported_modseq
-            pairs = self.records_for(list(range(1, len(self.uids) + 1)))
-            for seq, r in pairs:
-                if r.modseq > since:
-                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in self.recent)))
-            self.reported_modseq = folder.highest_modseq
+            own = self._own or ()
+            recent = self.recent
+            for seq, r in self.records_for(list(range(1, len(self.uids) + 1))):
+                if r.modseq > since and (r.uid, r.modseq) not in own:
+                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)))
+            self.reported_modseq = modseq
+        self._own = None
         if out:
             write(b"".join(out))
 

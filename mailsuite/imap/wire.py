@@ -11,6 +11,9 @@ from typing import Iterable
 
 from mailsuite import mutf7
 
+# The system flags a client may set (\\Recent is the server's), in FLAGS order.
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
 _QUOTE_SAFE = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
 
 

@@ -127,6 +127,7 @@ class FolderDisk:
         self.cache: Cache | None = None
         self._flag_cache: dict[str, frozenset[str]] = {}
         self.index_dirty = False
+        self.dir_ident: tuple[int, int] | None = None  # the directory opened (device, inode)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -183,6 +184,8 @@ class FolderDisk:
             raise NoSuchFolder(f"no folder at {self.path.name}")
         for sub in ("new", "tmp"):
             os.makedirs(self.path / sub, mode=0o700, exist_ok=True)
+        st = os.stat(self.path)
+        self.dir_ident = (st.st_dev, st.st_ino)
         # Loading 100,000 records allocates that many tuples: without pausing the
         # cyclic GC, its young-generation passes cost a third of the time.
         gc_was_on = gc.isenabled()
@@ -596,8 +599,26 @@ class FolderDisk:
     # -- persistence ---------------------------------------------------------------------------
 
     def save_index(self) -> None:
-        if self.gone:
+        """Write the cache's new values and the index, if this folder is still where
+        it was opened: after a DELETE or RENAME (by any session) the directory is gone,
+        or is another folder of the same name whose index and cache these are not."""
+        if self.gone or not self._still_here():
             return
+        try:
+            self._save_index()
+        except FileNotFoundError:
+            if self._still_here():
+                raise
+            # Deleted or renamed while we wrote: nothing to keep.
+
+    def _still_here(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return self.dir_ident in ((st.st_dev, st.st_ino), None)
+
+    def _save_index(self) -> None:
         if self.cache is not None:
             self.cache.flush()
         if not self.index_dirty:
@@ -699,6 +720,9 @@ class Folder:
         self._records: list[MessageRecord] = []
         self._by_uid: dict[int, MessageRecord] = {}
         self._version = -1
+        self._uidnext = 1
+        self._highest_modseq = 1
+        self._keywords: tuple[str, ...] = ()
         self._unclaimed: set[int] = set()
         self._queued_sync: list[defer.Deferred] | None = None
         self._save_call: Any = None
@@ -718,11 +742,11 @@ class Folder:
 
     @property
     def uidnext(self) -> int:
-        return self._disk.uidlist.uidnext
+        return self._uidnext
 
     @property
     def highest_modseq(self) -> int:
-        return self._disk.highest_modseq
+        return self._highest_modseq
 
     @property
     def gone(self) -> bool:
@@ -736,12 +760,12 @@ class Folder:
         return self._by_uid.get(uid)
 
     def keywords(self) -> list[str]:
-        """Keywords defined in this folder (for FLAGS / PERMANENTFLAGS)."""
-        return sorted(self._disk.keywords.names.values())
+        """Keywords defined in this folder (for FLAGS / PERMANENTFLAGS), sorted."""
+        return list(self._keywords)
 
     def can_add_keywords(self) -> bool:
         """Whether PERMANENTFLAGS may include \\* (a keyword letter is free)."""
-        return self._disk.keywords.can_add()
+        return len(self._keywords) < 26
 
     def claim_recent(self, readonly: bool = False) -> set[int]:
         """The UIDs that are \\Recent and not yet given to a session.  A read-write
@@ -763,7 +787,15 @@ class Folder:
         return sum(1 for u in self._unclaimed if u in by_uid)
 
     def _publish(self) -> Changes | None:
+        # UIDNEXT, HIGHESTMODSEQ and the keywords are published with the records they
+        # belong to: read live while a worker assigns UIDs, they would run ahead of
+        # messages() (a session would take an arrival it cannot see yet for seen).
         disk = self._disk
+        self._uidnext = disk.uidlist.uidnext
+        self._highest_modseq = disk.highest_modseq
+        names = disk.keywords.names
+        if len(names) != len(self._keywords):
+            self._keywords = tuple(sorted(names.values()))
         if disk.recent:
             self._unclaimed.update(disk.recent)
             disk.recent = []
@@ -978,9 +1010,15 @@ class Folder:
         if self._save_call is not None and self._save_call.active():
             self._save_call.cancel()
         self._save_call = None
-        return self._lock.run(lambda: workers.run(self._disk.save_index)).addErrback(
-            lambda f: log.failure("store: saving the index of {path} failed", f, path=str(self.path))
-        )
+        return self._lock.run(lambda: workers.run(self._disk.save_index)).addErrback(self._save_failed)
+
+    def _save_failed(self, f: Failure) -> None:
+        # The index and cache are rebuildable: a failure to write them (disk full,
+        # permissions) costs a rescan at the next open, not a message.
+        if f.check(OSError):
+            log.warn("store: cannot save the index of {path}: {err}", path=str(self.path), err=str(f.value))
+        else:
+            log.failure("store: saving the index of {path} failed", f, path=str(self.path))
 
     def close(self) -> defer.Deferred:
         """Give back this user's reference; the last one saves the index."""

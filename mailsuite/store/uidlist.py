@@ -15,8 +15,9 @@ file is compacted: written to a temp file, fsynced, renamed over (the header the
 keeps UIDNEXT).  A reader ignores a last line without its newline (a writer died
 mid-append; the lock holder that appends next rewrites the file).
 
-UIDVALIDITY is the folder's creation time (seconds); a lost list is recreated with a
-larger UIDVALIDITY so clients drop their caches.  A folder that Dovecot used before
+UIDVALIDITY strictly increases per account (:func:`next_uidvalidity`: the creation time
+in seconds, or the account's last value + 1 when that is not larger); a lost list is
+recreated with a larger UIDVALIDITY so clients drop their caches.  A folder that Dovecot used before
 (``dovecot-uidlist`` present, ours missing) keeps its UIDVALIDITY and UIDs.
 
 The folder lock (``mailsuite.lock``, fcntl.flock) serialises writers of the uidlist and
@@ -37,14 +38,16 @@ from mailsuite import fsutil
 UIDLIST = "mailsuite-uidlist"
 LOCKFILE = "mailsuite.lock"
 DOVECOT_UIDLIST = "dovecot-uidlist"
+UIDVALIDITY_FILE = "mailsuite-uidvalidity"  # in the account directory: the last value given
+UIDVALIDITY_LOCK = "mailsuite-uidvalidity.lock"
 _MAGIC = "mailsuite-uidlist"
 
 
 class FolderLock:
     """``with FolderLock(path):`` holds the folder's exclusive lock."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCKFILE
+    def __init__(self, folder: Path, name: str = LOCKFILE) -> None:
+        self.path = folder / name
         self.fd = -1
 
     def __enter__(self) -> "FolderLock":
@@ -143,12 +146,14 @@ class UidList:
     # -- writing (lock held) --------------------------------------------------------
 
     def _create(self) -> None:
-        uidvalidity = int(time.time())
         uids: dict[str, int] = {}
         uidnext = 1
         dovecot = self.folder / DOVECOT_UIDLIST
         if dovecot.exists():
             uidvalidity, uidnext, uids = _read_dovecot_uidlist(dovecot)
+            next_uidvalidity(account_root(self.folder), at_least=uidvalidity)  # later folders above it
+        else:
+            uidvalidity = next_uidvalidity(account_root(self.folder))
         self._write(uidvalidity, uidnext, uids)
 
     def _write(self, uidvalidity: int, uidnext: int, uids: dict[str, int]) -> None:
@@ -206,9 +211,37 @@ class UidList:
 
     def reset(self) -> None:
         """Start a new UID list with a larger UIDVALIDITY (the old one is unusable)."""
-        uidvalidity = max(int(time.time()), self.uidvalidity + 1)
+        uidvalidity = next_uidvalidity(account_root(self.folder), at_least=self.uidvalidity + 1)
         self._write(uidvalidity, 1, {})
         self.load()
+
+
+def account_root(folder: Path) -> Path:
+    """The account directory of a folder: INBOX is the root itself, a Maildir++
+    subfolder (``.Name``, with a ``maildirfolder`` marker) sits in it."""
+    if folder.name.startswith(".") or (folder / "maildirfolder").exists():
+        return folder.parent
+    return folder
+
+
+def next_uidvalidity(root: Path, at_least: int = 0) -> int:
+    """A UIDVALIDITY for a new uid list of the account at ``root``: larger than any
+    the account has given before, even within one second and after a restart
+    (RFC 3501 2.3.1.1: a (mailbox name, UIDVALIDITY, UID) triple must never name two
+    messages, so a folder deleted and created again, or renamed over another's old
+    name, must not get an old value).  The current time when it is larger, so values
+    still look like Dovecot's; the last value given is kept in ``UIDVALIDITY_FILE``,
+    written atomically under the account's ``UIDVALIDITY_LOCK``."""
+    lock = FolderLock(root, UIDVALIDITY_LOCK)
+    with lock:
+        path = root / UIDVALIDITY_FILE
+        try:
+            last = int(path.read_text("ascii").strip() or 0)
+        except (FileNotFoundError, ValueError):
+            last = 0  # a lost or torn counter: the time still orders new values
+        value = max(int(time.time()), last + 1, at_least)
+        fsutil.atomic_write(path, b"%d\n" % value)
+    return value
 
 
 def _read_dovecot_uidlist(path: Path) -> tuple[int, int, dict[str, int]]:
