@@ -720,7 +720,7 @@ def check_files(cfg: Config) -> list[str]:
             p = getattr(t, key)
             if p is not None and not p.exists():
                 problems.append(f"tls.{key}: {p} does not exist (set tls.generate_self_signed = true to create one)")
-    for name in ("smtp", "submission", "imap", "pop3", "http"):
+    for name in ("smtp", "submission", "imap", "pop3", "http", "managesieve"):
         for key in ("certificate", "private_key"):
             p = getattr(getattr(t, name), key)
             if p is not None and not p.exists():
@@ -739,6 +739,29 @@ def check_files(cfg: Config) -> list[str]:
     from mailsuite.queue.route import check_relay_files
 
     problems.extend(check_relay_files(cfg.relay))
+    problems.extend(_check_sieve_files(cfg.sieve))
+    return problems
+
+
+def _check_sieve_files(s: SieveConfig) -> list[str]:
+    """The global Sieve scripts exist and compile (a broken one would be skipped at
+    every delivery, with an error line each time)."""
+    from mailsuite.sieve.grammar import compile_script
+    from mailsuite.sieve.parser import SieveSyntaxError
+
+    problems = []
+    for key in ("before", "after"):
+        p = getattr(s, key)
+        if p is None:
+            continue
+        try:
+            compile_script(p.read_bytes())
+        except OSError as e:
+            problems.append(f"sieve.{key}: {p}: {e.strerror}")
+        except SieveSyntaxError as e:
+            problems.append(f"sieve.{key}: {p}: {e}")
+    if s.global_dir is not None and not s.global_dir.is_dir():
+        problems.append(f"sieve.global_dir: {s.global_dir} is not a directory")
     return problems
 
 

@@ -78,3 +78,10 @@ def test_test_shows_what_delivery_would_do(site: Path) -> None:
     assert "  discard" in r.stdout.splitlines()
     r = run(site, "sieve", "test", "nobody@example.test", str(site / "msg.eml"))
     assert r.returncode == 2 and "not a local mailbox" in r.stderr
+
+
+def test_check_config_compiles_the_global_scripts(site: Path) -> None:
+    assert run(site, "check-config").returncode == 0
+    (site / "before.sieve").write_text('fileinto "Junk";')
+    r = run(site, "check-config")
+    assert r.returncode != 0 and "sieve.before:" in r.stdout + r.stderr and "line 1" in r.stdout + r.stderr
