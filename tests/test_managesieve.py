@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.server import Server
+from tests.support.sockets import LineClient
+from tests.support.tls import verifying_context
 
 ALICE, PW = "alice@example.test", "alice-pw"
 HOST = "mail.example.test"  # the name in the test certificate
@@ -96,10 +97,11 @@ def test_sievelib_client(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     c.logout()
 
 
-class Raw:
+class Raw(LineClient):
+    """ManageSieve over a plain socket: responses up to their OK/NO/BYE line."""
+
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
+        super().__init__(socket.create_connection(("127.0.0.1", port), timeout=10))
 
     def read_until_status(self) -> bytes:
         while True:
@@ -114,20 +116,13 @@ class Raw:
                 return out
             self.buf += data
 
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            self.buf += self.sock.recv(65536)
-        out, _, self.buf = self.buf.partition(b"\r\n")
-        return out
-
     def cmd(self, line: bytes) -> bytes:
-        self.sock.sendall(line + b"\r\n")
+        self.send(line + b"\r\n")
         return self.read_until_status()
 
     def starttls(self, cafile: Path) -> bytes:
         assert self.cmd(b"STARTTLS").startswith(b"OK")
-        ctx = ssl.create_default_context(cafile=str(cafile))
-        self.sock = ctx.wrap_socket(self.sock, server_hostname=HOST)
+        self.sock = verifying_context(cafile).wrap_socket(self.sock, server_hostname=HOST)
         return self.read_until_status()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.server import Server, make_server
+from tests.support.tls import client_context
 from tests.support.waiting import wait_for
 
 PARTNER = "partner.test"
@@ -77,8 +78,7 @@ def test_workers_serve_every_protocol_on_the_parents_sockets(tmp_path: Path) -> 
             t.join()
         assert sorted(subjects(srv.messages("alice@example.test"))) == sorted(
             f"m{k}-{i}" for k in range(6) for i in range(10))
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx = client_context()
         m = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=ctx)
         m.login("alice@example.test", "alice-pw")
         assert m.select("INBOX") == ("OK", [b"60"])

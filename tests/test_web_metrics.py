@@ -8,12 +8,12 @@ from __future__ import annotations
 import imaplib
 import poplib
 import smtplib
-import ssl
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.relay import Script, relay_server
+from tests.support.tls import client_context
 from tests.support.waiting import wait_for
 from tests.support.web import get
 
@@ -40,13 +40,6 @@ def value(families: dict, name: str, **labels: str) -> float:
     return total
 
 
-def no_verify() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 @pytest.fixture
 def traffic(server_factory, peers):  # type: ignore[no-untyped-def]
     def rcpt(addr: str) -> str:
@@ -67,7 +60,7 @@ def traffic(server_factory, peers):  # type: ignore[no-untyped-def]
         s.rset()
     # Submission with STARTTLS and AUTH, relayed: delivered, deferred, bounced.
     with smtplib.SMTP("127.0.0.1", srv.ports["submission"]) as s:
-        s.starttls(context=no_verify())
+        s.starttls(context=client_context())
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login("alice@example.test", "wrong")
         s.login("alice@example.test", "alice-pw")
@@ -75,14 +68,14 @@ def traffic(server_factory, peers):  # type: ignore[no-untyped-def]
         s.sendmail("alice@example.test", ["later@remote.test"], b"From: alice@example.test\r\nSubject: r2\r\n\r\nx\r\n")
         s.sendmail("alice@example.test", ["gone@remote.test"], b"From: alice@example.test\r\nSubject: r3\r\n\r\nx\r\n")
     # IMAP over implicit TLS (one bad password, one good), POP3 with STLS.
-    imap = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=no_verify())
+    imap = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_context())
     with pytest.raises(imaplib.IMAP4.error):
         imap.login("bob@example.test", "nope")
     imap.logout()
-    imap = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=no_verify())
+    imap = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=client_context())
     imap.login("bob@example.test", "bob-pw")
     pop = poplib.POP3("127.0.0.1", srv.ports["pop3"])
-    pop.stls(context=no_verify())
+    pop.stls(context=client_context())
     pop.user("alice@example.test")
     pop.pass_("alice-pw")
     wait_for(lambda: "status=bounced" in srv.log() and "status=deferred" in srv.log()
