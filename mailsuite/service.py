@@ -29,6 +29,7 @@ from mailsuite.directory.files import FileDirectory
 from mailsuite.dns import resolver as dns_resolver
 from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
 from mailsuite.mailauth.dnsbl import DNSBL
+from mailsuite.mailauth.pool import AuthPool
 from mailsuite.mailauth.srs import SRS, ArcSealSink, SenderRewriter, SRSDirectory, load_secrets
 from mailsuite.mailauth.inbound import AuthChecker, CheckingSink, EnvelopeFolderFilter, InboundPolicy
 from mailsuite.directory.interface import IDirectory
@@ -242,8 +243,10 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     for line in keyring.problems:
         log.warn("{line}", line=line)
 
+    auth_pool = AuthPool(reactor)  # DKIM/SPF/ARC CPU work, apart from the fsyncs
+
     def signing(inner: IMessageSink) -> IMessageSink:
-        return SigningSink(inner, keyring, SignPolicy(cfg.server.relay_networks), workers.run)
+        return SigningSink(inner, keyring, SignPolicy(cfg.server.relay_networks), auth_pool.run)
 
     ours = SignPolicy(cfg.server.relay_networks)
     srs = None
@@ -261,13 +264,13 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
         sieve.sink = dispatcher
     if srs is not None:
         # Mail from the world forwarded outside: an ARC seal over our checks' results.
-        dispatcher = ArcSealSink(dispatcher, keyring, srs.domain, cfg.server.hostname, ours, workers.run)
+        dispatcher = ArcSealSink(dispatcher, keyring, srs.domain, cfg.server.hostname, ours, auth_pool.run)
     if cfg.smtp.check_authentication:
         # Mail from the world is checked (SPF, DKIM, ARC, DMARC) before it is signed or
         # delivered; our own senders pass through both wrappers' exemptions.
-        checker = AuthChecker(resolver, workers.run, InboundPolicy(
+        checker = AuthChecker(resolver, auth_pool.run, InboundPolicy(
             cfg.server.hostname, cfg.smtp.dmarc_reject_action, cfg.smtp.spf_fail_action))
-        dispatcher = CheckingSink(dispatcher, checker, SignPolicy(cfg.server.relay_networks), workers.run,
+        dispatcher = CheckingSink(dispatcher, checker, SignPolicy(cfg.server.relay_networks), auth_pool.run,
                                   cfg.server.hostname)
     suite = Suite(
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),

@@ -13,10 +13,8 @@ queue never signs (a forwarded or retried message keeps its one signature).
 How: dkimpy computes the signature (relaxed/relaxed; the header fields RFC 6376
 5.4.1 recommends, those present signed as often as they occur, and From, To,
 Subject and Date once more: "oversigning", so no second copy can be added).  It runs
-in the worker pool.  dkimpy's RSA is pure Python (about 20 ms per 2048-bit
-signature on our machines); :func:`_install_openssl_rsa` routes RSA signing through
-``cryptography``/OpenSSL (about 1 ms) when the key came from PEM, and leaves every
-other call of dkimpy's untouched.
+in the auth thread pool (mailauth/pool.py), its RSA through OpenSSL
+(mailauth/dkim_openssl.py).
 """
 
 from __future__ import annotations
@@ -26,12 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, utils as asym_utils
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 from mailsuite.mailauth.dkim_keys import DKIMKey, DKIMKeyError, load
 from mailsuite.mailauth.headers import from_domain, header_block, header_names, header_values
 from mailsuite.handoff import BodyFile, IMessageSink, prepend_headers
@@ -47,49 +44,6 @@ SIGNED_HEADERS = (
 )
 OVERSIGNED = ("from", "to", "subject", "date")
 HEADER_LIMIT = 256 * 1024  # bytes of a large on-disk message read to find the headers
-
-
-# -- RSA through OpenSSL ----------------------------------------------------------------
-
-class _PEMKey(dict):
-    """dkimpy's parsed-key dict, carrying the OpenSSL key it came from."""
-
-    openssl: Any = None
-
-
-def _install_openssl_rsa() -> None:
-    if getattr(dkim, "_mailsuite_openssl", False):
-        return
-    parse_orig = dkim.parse_pem_private_key
-    sign_orig = dkim.RSASSA_PKCS1_v1_5_sign
-    cache: dict[bytes, _PEMKey] = {}
-
-    def parse(data: bytes) -> Any:
-        hit = cache.get(data)
-        if hit is not None:
-            return hit
-        pk = _PEMKey(parse_orig(data))
-        try:
-            pk.openssl = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError):
-            pk.openssl = None
-        if len(cache) < 64:
-            cache[data] = pk
-        return pk
-
-    def sign(h: Any, private_key: Any) -> bytes:
-        key = getattr(private_key, "openssl", None)
-        algo = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}.get(getattr(h, "name", ""))
-        if key is None or algo is None:
-            return sign_orig(h, private_key)
-        return key.sign(h.digest(), padding.PKCS1v15(), asym_utils.Prehashed(algo))
-
-    dkim.parse_pem_private_key = parse
-    dkim.RSASSA_PKCS1_v1_5_sign = sign
-    dkim._mailsuite_openssl = True
-
-
-_install_openssl_rsa()
 
 
 # -- the signing itself (blocking: worker pool) ------------------------------------------

@@ -42,6 +42,7 @@ from zope.interface import Interface, implementer
 from mailsuite.delivery.local import IDeliveryFilter
 from mailsuite.dns.resolver import DNSError, NotFound
 from mailsuite.handoff import BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body
+from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 from mailsuite.mailauth import dmarc as dmarc_mod, spf_check
 from mailsuite.mailauth.dkim_sign import SignPolicy
 from mailsuite.mailauth.headers import field_name, from_domain, header_block, header_values, split_fields, tags
@@ -88,6 +89,15 @@ def _read_all(body: BodyFile) -> bytes:
         return body.data
     with open(body.path, "rb") as f:
         return f.read()
+
+
+def spf_and_signatures(resolver: Any, envelope: Envelope, body: BodyFile, n_dkim: int,
+                       keys: dict[str, bytes | None], want_arc: bool) -> tuple[Any, Any, list[bool], tuple[str, str]]:
+    """SPF (its lookups through the resolver's cache, blocking) and the signatures:
+    one trip to a thread per message (blocking)."""
+    spf_mf, spf_helo = spf_check.check(resolver, envelope.client_ip, envelope.sender, envelope.helo)
+    ok, arc = verify_signatures(body, n_dkim, keys, want_arc)
+    return spf_mf, spf_helo, ok, arc
 
 
 def verify_signatures(body: BodyFile, n_dkim: int, keys: dict[str, bytes | None], want_arc: bool) -> tuple[list[bool], tuple[str, str]]:
@@ -209,13 +219,15 @@ class AuthChecker:
             if t.get("d") and t.get("s"):
                 key_names.add(f"{t['s']}._domainkey.{t['d']}".lower().rstrip("."))
         fdom = from_domain(head)
-        spf_d = self.run(spf_check.check, self.resolver, envelope.client_ip, envelope.sender, envelope.helo)
+        # The keys and the DMARC record asynchronously (cache hits answer at once),
+        # then SPF and the signatures in one thread trip.
         keys_d = defer.gatherResults([defer.ensureDeferred(self._key(n)) for n in sorted(key_names)])
         dmarc_d = defer.ensureDeferred(self._dmarc(fdom))
-        (spf_mf, spf_helo), key_list, (record, dmarc_temp) = await defer.gatherResults([spf_d, keys_d, dmarc_d])
+        key_list, (record, dmarc_temp) = await defer.gatherResults([keys_d, dmarc_d])
         keys = {n: k for n, k, _e in key_list}
         key_err = {n: e for n, _k, e in key_list}
-        ok, (arc_cv, _arc_reason) = await self.run(verify_signatures, body, len(sigs), keys, arc_present)
+        spf_mf, spf_helo, ok, (arc_cv, _arc_reason) = await self.run(
+            spf_and_signatures, self.resolver, envelope, body, len(sigs), keys, arc_present)
 
         dkim_results = []
         for t, good in zip(sigs, ok):
@@ -335,7 +347,10 @@ class CheckingSink:
             discard_body(body)
             raise TemporaryFailure(verdict.text, verdict.status, verdict.text)
         try:
-            new_body = await self.run(rewrite_head, body, self.drop, verdict.header)
+            if body.data is not None:  # in memory: cheap, no thread trip
+                new_body = rewrite_head(body, self.drop, verdict.header)
+            else:
+                new_body = await self.run(rewrite_head, body, self.drop, verdict.header)
         except OSError as e:
             discard_body(body)
             raise TemporaryFailure(f"adding Authentication-Results failed: {e}") from None

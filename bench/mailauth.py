@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Mail authentication benchmark: what SPF/DKIM/ARC/DMARC checks and DKIM signing cost.
+
+    bench/mailauth.py [--count 1000] [--size-kb 4] [--concurrency 20]
+
+Starts a twisted.names DNS server on loopback (tests/support/dns_server.py) that
+publishes the load generator's SPF, DKIM key and DMARC p=reject, and throw-away
+mailsuites (``twistd -n mailsuite``) one after the other, back to back:
+
+1. inbound, checks off:  DKIM-signed 4 KB messages from "the world" (relay_networks
+   does not hold 127.0.0.1), ``[smtp] check_authentication = false``;
+2. inbound, checks on:   the same messages, SPF + DKIM + ARC + DMARC + the
+   Authentication-Results field, DNS answers from the local server;
+3. submission-like, unsigned: mail from a trusted network (127.0.0.1 in
+   relay_networks) with From: a local domain without a key;
+4. the same with a DKIM key: every message signed (rsa-sha256, 2048 bits).
+
+Prints messages/s and server CPU ms per message for each, the on/off rate ratio of
+1-2 (target >= 0.8), and the CPU per message that verifying (2 - 1) and signing
+(4 - 3) add.  Each message is its own connection (as smtp-source does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir, free_port  # noqa: E402
+
+RCPT = "alice@example.test"
+
+HERE = Path(__file__).resolve().parent
+DNS_SERVER = HERE.parent / "tests" / "support" / "dns_server.py"
+MAILSUITE = str(Path(sys.executable).with_name("mailsuite"))
+
+
+def make_key() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pub = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    return pem, f"v=DKIM1; k=rsa; p={pub}"
+
+
+def messages(n: int, size: int, from_addr: str, pem: bytes | None) -> list[bytes]:
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    out = []
+    for i in range(n):
+        head = (f"From: Load <{from_addr}>\r\nTo: <{RCPT}>\r\nSubject: bench {i}\r\n"
+                f"Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{i}.bench@loadgen.test>\r\n\r\n").encode()
+        msg = head + line * max(1, (size - len(head)) // len(line))
+        if pem is not None:
+            msg = dkim.sign(msg, b"sel", b"loadgen.test", pem, canonicalize=(b"relaxed", b"relaxed"),
+                            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + msg
+        out.append(msg + b".\r\n")
+    return out
+
+
+async def _send_all(port: int, bodies: list[bytes], c: int) -> int:
+    queue = list(reversed(bodies))
+    failures = [0]
+
+    async def reply(reader: asyncio.StreamReader) -> int:
+        while True:
+            ln = await reader.readline()
+            if not ln:
+                raise ConnectionError("closed")
+            if ln[3:4] != b"-":
+                return int(ln[:3])
+
+    async def worker() -> None:
+        while queue:
+            body = queue.pop()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await reply(reader)
+            writer.write(b"EHLO mx.loadgen.test\r\n")
+            await reply(reader)
+            codes = []
+            for cmd in (b"MAIL FROM:<bounce@loadgen.test>\r\n", f"RCPT TO:<{RCPT}>\r\n".encode(), b"DATA\r\n"):
+                writer.write(cmd)
+                codes.append(await reply(reader))
+            writer.write(body)
+            codes.append(await reply(reader))
+            writer.write(b"QUIT\r\n")
+            await reply(reader)
+            writer.close()
+            if codes != [250, 250, 354, 250]:
+                failures[0] += 1
+
+    await asyncio.gather(*(worker() for _ in range(c)))
+    return failures[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--size-kb", type=float, default=4)
+    ap.add_argument("--concurrency", type=int, default=20)
+    a = ap.parse_args()
+    size = int(a.size_kb * 1024)
+    pem, pub = make_key()
+    tmp = Path(tempfile.mkdtemp(prefix="mailauth-bench-dns-"))
+    zone = {
+        "loadgen.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+        "mx.loadgen.test": {"A": ["127.0.0.1"]},
+        "sel._domainkey.loadgen.test": {"TXT": [pub]},
+        "_dmarc.loadgen.test": {"TXT": ["v=DMARC1; p=reject"]},
+    }
+    (tmp / "zone.json").write_text(json.dumps(zone))
+    dns_port = free_port()
+    dns = subprocess.Popen([sys.executable, str(DNS_SERVER), str(dns_port), str(tmp / "zone.json")],
+                           stdout=subprocess.PIPE)
+    assert dns.stdout is not None and b"ready" in dns.stdout.readline()
+    world = messages(a.count, size, "load@loadgen.test", pem)
+    ours = messages(a.count, size, "alice@example.test", None)
+    print(f"mailauth bench: {a.count} x {a.size_kb:g} KB, C={a.concurrency}, one connection per message, "
+          f"one server process (load average {os.getloadavg()[0]:.1f})")
+    rc = 0
+    try:
+        results = {}
+        for name, bodies, checks, trusted, key in (
+            ("checks-off", world, False, False, False),
+            ("checks-on", world, True, False, False),
+            ("unsigned", ours, False, True, False),
+            ("signed", ours, False, True, True),
+        ):
+            rate, cpu, ok = run_server(name, dns_port, bodies, a.concurrency, checks, trusted, key)
+            results[name] = (rate, cpu)
+            rc |= 0 if ok else 1
+            print(f"  {name:11} {rate:8.1f} messages/s   server CPU {cpu:5.2f} ms/msg{'' if ok else '  FAILED'}")
+        on, off = results["checks-on"], results["checks-off"]
+        print(f"  checks on/off rate ratio: {on[0] / off[0]:.2f} (target >= 0.8)")
+        print(f"  verifying (SPF+DKIM+ARC+DMARC+A-R) adds {on[1] - off[1]:.2f} ms server CPU per message")
+        print(f"  signing (rsa-sha256 2048) adds {results['signed'][1] - results['unsigned'][1]:.2f} ms server CPU per message")
+    finally:
+        dns.terminate()
+        dns.wait(5)
+    return rc
+
+
+def run_server(name: str, dns_port: int, bodies: list[bytes], c: int, checks: bool, trusted: bool,
+               key: bool) -> tuple[float, float, bool]:
+    """One server (one process, so its CPU is all of the server's), with or without a
+    DKIM key for example.test."""
+    srv = BenchServer(f"mailauth-bench-{name}-", ["smtp"], {RCPT: "alicepw"}, {
+        "server": {"relay_networks": ["127.0.0.0/8"] if trusted else ["10.99.0.0/16"], "processes": 1},
+        "smtp": {"check_authentication": checks, "max_connections_per_ip": 200},
+        "dns": {"nameservers": [f"127.0.0.1:{dns_port}"], "timeout": 2.0},
+    })
+    if key:
+        subprocess.run([MAILSUITE, "dkim", "keygen", "--config", str(srv.config), "example.test"],
+                       check=True, stdout=subprocess.DEVNULL)
+    srv.start()
+    port, maildir = srv.ports["smtp"], srv.maildir(RCPT)
+    try:
+        # Warm up (imports, the PSL, the DNS cache), then measure.
+        asyncio.run(_send_all(port, bodies[:20], 5))
+        wait_count(maildir, 20)
+        empty_maildir(maildir)
+        assert srv.proc is not None
+        cpu0 = cpu_seconds(srv.proc.pid)
+        t0 = time.monotonic()
+        failed = asyncio.run(_send_all(port, bodies, c))
+        dt = time.monotonic() - t0
+        cpu = (cpu_seconds(srv.proc.pid) - cpu0) * 1000 / len(bodies)
+        got = wait_count(maildir, len(bodies))
+        if failed or got != len(bodies):
+            print(f"  {name}: {failed} refused, maildir {got}/{len(bodies)}; log {srv.root / 'twistd.log'}")
+            srv.stop(keep=True)
+        return len(bodies) / dt, cpu, not failed and got == len(bodies)
+    finally:
+        srv.stop()
+
+
+def wait_count(maildir: Path, n: int) -> int:
+    deadline = time.time() + 10
+    while count_maildir(maildir) < n and time.time() < deadline:
+        time.sleep(0.1)
+    return count_maildir(maildir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
