@@ -16,6 +16,12 @@ The services call one method per event, each a line at the place it happens:
 * the process: reactor lag (a timer that measures how late it fires), the worker
   pool's backlog, and fsync latency (a probe: see :meth:`_probe_fsync`).
 
+With several processes (``[server] processes``) every process keeps its values in
+memory-mapped files under ``<data_dir>/metrics/`` (prometheus-client's multiprocess
+mode, the library's own answer for pre-forked servers): a scrape answered by any
+worker then sums every process's counters and histograms, live gauges are summed
+over living processes, and the queue's gauges come from the parent that runs it.
+
 Counters are cumulative since start, as Prometheus expects; :meth:`today` turns them
 into counts since local midnight for the dashboard and ``mailsuite status``, and the
 same figures are exported as ``mailsuite_today`` gauges so the CLI can read them from
@@ -66,10 +72,16 @@ class Metrics:
     enabled = True
 
     def __init__(self, registry: CollectorRegistry | None = None, clock: Any = None,
-                 probe_dir: Path | None = None, pool_stats: Callable[[], Any] | None = None) -> None:
+                 probe_dir: Path | None = None, pool_stats: Callable[[], Any] | None = None,
+                 shared_dir: Path | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.clock = clock
+        # Several processes: values in shared files (see the module docstring).
+        self.shared_dir = shared_dir
+        if shared_dir is not None:
+            use_shared_values(shared_dir)
+        mode = _gauge_modes(shared_dir is not None)
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.probe_dir = probe_dir
         r = self.registry
@@ -89,9 +101,11 @@ class Metrics:
                                                 buckets=LATENCY_BUCKETS, registry=r)
         self.relay_seconds = Histogram(p + "relay_attempt_seconds", "One SMTP transaction to a remote host",
                                        buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_size = Gauge(p + "queue_messages", "Messages in the relay queue", registry=r)
-        self.queue_oldest = Gauge(p + "queue_oldest_age_seconds", "Age of the oldest message in the queue", registry=r)
-        self.conn_open = Gauge(p + "connections_open", "Open connections", ["protocol", "listener"], registry=r)
+        self.queue_size = Gauge(p + "queue_messages", "Messages in the relay queue", registry=r, **mode("max"))
+        self.queue_oldest = Gauge(p + "queue_oldest_age_seconds", "Age of the oldest message in the queue", registry=r,
+                                  **mode("max"))
+        self.conn_open = Gauge(p + "connections_open", "Open connections", ["protocol", "listener"], registry=r,
+                               **mode("livesum"))
         self.conn_total = Counter(p + "connections", "Connections accepted", ["protocol", "listener"], registry=r)
         self.tls = Counter(p + "tls_connections", "TLS sessions by protocol version", ["protocol", "version"], registry=r)
         self.logins = Counter(p + "logins", "Password logins", ["protocol", "result"], registry=r)
@@ -103,23 +117,32 @@ class Metrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.fsync_seconds = Histogram(p + "fsync_seconds", "fsync latency of a 4 KiB file in data_dir (probe)",
                                        buckets=FSYNC_BUCKETS, registry=r)
-        self.reactor_lag = Gauge(p + "reactor_lag_seconds", "How late the last 1-second reactor timer fired", registry=r)
+        self.reactor_lag = Gauge(p + "reactor_lag_seconds", "How late the last 1-second reactor timer fired", registry=r,
+                                 **mode("livemax"))
         self.reactor_lag_hist = Histogram(p + "reactor_lag_seconds_distribution", "Reactor timer lateness",
                                           buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0), registry=r)
-        self.pool_backlog = Gauge(p + "worker_pool_queue_length", "Jobs waiting for a worker thread", registry=r)
-        self.pool_busy = Gauge(p + "worker_pool_busy_threads", "Worker threads running a job", registry=r)
-        self.today_gauge = Gauge(p + "today", "Counts since local midnight (for the dashboard)", ["what"], registry=r)
-        self.start_time = Gauge(p + "start_time_seconds", "When this process started (Unix time)", registry=r)
+        self.pool_backlog = Gauge(p + "worker_pool_queue_length", "Jobs waiting for a worker thread", registry=r,
+                                  **mode("livesum"))
+        self.pool_busy = Gauge(p + "worker_pool_busy_threads", "Worker threads running a job", registry=r,
+                               **mode("livesum"))
+        self.today_gauge = Gauge(p + "today", "Counts since local midnight (for the dashboard)", ["what"], registry=r,
+                                 **mode("max"))
+        self.start_time = Gauge(p + "start_time_seconds", "When this process started (Unix time)", registry=r,
+                                **mode("min"))
         self.start_time.set(time.time())
         self._children: dict[tuple, Any] = {}
         self._queue_arrivals: Callable[[], Iterable[float]] | None = None
-        self.queue_size.set_function(self._queue_count)
-        self.queue_oldest.set_function(self._queue_oldest)
-        if pool_stats is not None:
-            self.pool_backlog.set_function(lambda: pool_stats().backloggedWorkCount)
-            self.pool_busy.set_function(lambda: pool_stats().busyWorkerCount)
-        for what in TODAY:
-            self.today_gauge.labels(what).set_function(lambda what=what: self.today()[what])
+        self._pool_stats = pool_stats
+        if shared_dir is None:
+            # One process: computed at the scrape.  Shared files cannot hold a
+            # function, so several processes set them each second (_refresh).
+            self.queue_size.set_function(self._queue_count)
+            self.queue_oldest.set_function(self._queue_oldest)
+            if pool_stats is not None:
+                self.pool_backlog.set_function(lambda: pool_stats().backloggedWorkCount)
+                self.pool_busy.set_function(lambda: pool_stats().busyWorkerCount)
+            for what in TODAY:
+                self.today_gauge.labels(what).set_function(lambda what=what: self.today()[what])
         self._baseline: dict[str, float] = {w: 0.0 for w in TODAY}
         self._day = datetime.date.today()
         self._lag_timer: task.LoopingCall | None = None
@@ -198,8 +221,36 @@ class Metrics:
         oldest = min(self._queue_arrivals(), default=None)
         return max(0.0, time.time() - oldest) if oldest is not None else 0.0
 
+    def scrape_registry(self) -> CollectorRegistry:
+        """What /metrics encodes: this process's registry, or with several processes
+        every process's values merged from the shared files."""
+        if self.shared_dir is None:
+            return self.registry
+        from prometheus_client import multiprocess
+
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg, path=str(self.shared_dir))
+        return reg
+
     def totals(self) -> dict[str, float]:
-        """The dashboard counters, cumulative since start."""
+        """The dashboard counters, cumulative since start (of every process)."""
+        if self.shared_dir is not None:
+            samples = [s for fam in self.scrape_registry().collect() for s in fam.samples]
+
+            def total(name: str, **match: str) -> float:
+                return sum(s.value for s in samples if s.name == name + "_total"
+                           and all(s.labels.get(k) == v for k, v in match.items()))
+
+            p = "mailsuite_"
+            return {
+                "received": total(p + "messages_received"),
+                "delivered": total(p + "recipients", outcome="delivered") + total(p + "fast_path_deliveries"),
+                "queued": total(p + "messages_queued"),
+                "deferred": total(p + "recipients", outcome="deferred"),
+                "bounced": total(p + "recipients", outcome="bounced"),
+                "rejected": total(p + "smtp_rejected"),
+                "logins_failed": total(p + "logins", result="failed"),
+            }
         outcome = self.outcomes
         return {
             "received": _sum(self.received),
@@ -242,6 +293,21 @@ class Metrics:
         self._lag_expected = now + 1.0
         self.reactor_lag.set(lag)
         self.reactor_lag_hist.observe(lag)
+        if self.shared_dir is not None:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Several processes: put the computed gauges into the shared files."""
+        if self._queue_arrivals is not None:  # the process that runs the queue
+            self.queue_size.set(self._queue_count())
+            self.queue_oldest.set(self._queue_oldest())
+            today = self.today()
+            for what in TODAY:
+                self.today_gauge.labels(what).set(today[what])
+        if self._pool_stats is not None:
+            stats = self._pool_stats()
+            self.pool_backlog.set(stats.backloggedWorkCount)
+            self.pool_busy.set(stats.busyWorkerCount)
 
     def _probe_fsync(self) -> Any:
         """Time the fsync of a small file in data_dir, in the worker pool.
@@ -255,6 +321,37 @@ class Metrics:
         d.addCallbacks(self.fsync_seconds.observe,
                        lambda f: log.warn("metrics: fsync probe failed: {why}", why=f.getErrorMessage()))
         return d
+
+
+def use_shared_values(path: Path) -> None:
+    """Switch prometheus-client to its multiprocess values in ``path``, before the
+    first metric is made.  The library reads PROMETHEUS_MULTIPROC_DIR when it is
+    imported; metrics look up ``values.ValueClass`` when they are built, so setting
+    both here works after the import too."""
+    from prometheus_client import values
+
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    if values.ValueClass is values.MutexValue:
+        values.ValueClass = values.MultiProcessValue()
+
+
+def clear_shared_values(path: Path) -> None:
+    """The parent, before it or any worker makes a metric: last run's files go."""
+    if path.is_dir():
+        for f in path.glob("*.db"):
+            f.unlink()
+
+
+def process_ended(path: Path, pid: int) -> None:
+    """A worker died: its live gauges no longer count (its counters still do)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(path))
+
+
+def _gauge_modes(shared: bool) -> Callable[[str], dict[str, str]]:
+    return (lambda m: {"multiprocess_mode": m}) if shared else (lambda m: {})
 
 
 def _timed_fsync(folder: Path) -> float:

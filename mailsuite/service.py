@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application import service
@@ -33,7 +34,7 @@ from mailsuite.mailauth.pool import AuthPool
 from mailsuite.mailauth.srs import SRS, ArcSealSink, SenderRewriter, SRSDirectory, load_secrets
 from mailsuite.mailauth.inbound import AuthChecker, CheckingSink, EnvelopeFolderFilter, InboundPolicy
 from mailsuite.directory.interface import IDirectory
-from mailsuite.metrics import NULL as NULL_METRICS, Metrics
+from mailsuite.metrics import NULL as NULL_METRICS, Metrics, clear_shared_values, process_ended
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import LocalDelivery
 from mailsuite.handoff import IMessageSink, clean_incoming
@@ -228,7 +229,10 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     workers.configure(cfg.server.thread_pool_size)
     if role.kind != "single":
         use_process_slot(role.index, role.count)
-    metrics = Metrics(probe_dir=cfg.server.data_dir, pool_stats=workers.statistics) if cfg.http.metrics else NULL_METRICS
+    # Several processes share their values through files (mailsuite/metrics.py).
+    shared = metrics_dir(cfg) if role.kind != "single" else None
+    metrics = (Metrics(probe_dir=cfg.server.data_dir, pool_stats=workers.statistics, shared_dir=shared)
+               if cfg.http.metrics else NULL_METRICS)
     directory = make_directory(cfg, metrics)
     portal, realm = make_portal(directory)
     realm.register(ISMTPAvatar, lambda account: account)
@@ -423,6 +427,10 @@ def build_service(
     return top, suite
 
 
+def metrics_dir(cfg: config_mod.Config) -> Path:
+    return cfg.server.data_dir / "metrics"
+
+
 def process_count(cfg: config_mod.Config) -> int:
     """``[server] processes``: 0 means one worker per core."""
     return cfg.server.processes or os.cpu_count() or 1
@@ -439,9 +447,11 @@ def makeService(options: Options) -> service.IService:
     from mailsuite.process.supervisor import WorkerSupervisor
 
     binder = SharingBinder(reactor)
+    clear_shared_values(metrics_dir(cfg))
     top, suite = build_service(cfg, binder, PARENT)
     manager = suite.queue
     WorkerSupervisor(
         reactor, n, options["config_path"], binder, on_queued=manager.adopt, ready=manager.when_loaded,
+        on_ended=(lambda pid: process_ended(metrics_dir(cfg), pid)) if cfg.http.metrics else None,
     ).setServiceParent(top)
     return top

@@ -229,3 +229,31 @@ def test_pop3_maildrop_lock_holds_across_processes(tmp_path: Path) -> None:
     finally:
         srv.stop()
         peer.stop()
+
+
+def test_metrics_count_every_process_whichever_worker_answers_the_scrape(tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def received() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{srv.ports['http']}/metrics", timeout=10).read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return sum(s.value for s in families["mailsuite_messages_received"].samples if s.name.endswith("_total"))
+
+    srv, peer = start_pair(tmp_path)
+    try:
+        for i in range(12):
+            with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
+                c.sendmail("x@remote.test", ["alice@example.test"], f"Subject: m{i}\r\n\r\nhi\r\n")
+        assert [received() for _ in range(6)] == [12] * 6
+        # A worker that dies takes no count with it: whoever answers still says 12.
+        pids = worker_pids(srv)
+        for n, pid in pids.items():
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: worker_pids(srv).get(n) != pid, timeout=20, what="restart")
+        wait_for(lambda: len(re.findall(r"worker \d+ serving", srv.log())) >= 4, timeout=60, what="workers back")
+        assert [received() for _ in range(4)] == [12] * 4
+    finally:
+        srv.stop()
+        peer.stop()

@@ -109,7 +109,9 @@ class WorkerSupervisor(service.Service):
         on_queued: Callable[[str], None],
         ready: Callable[[], defer.Deferred] | None = None,
         python: str = sys.executable,
+        on_ended: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_ended = on_ended  # pid of a worker that ended (its live metrics go)
         self.reactor = reactor
         self.count = count
         self.config_path = config_path
@@ -167,6 +169,11 @@ class WorkerSupervisor(service.Service):
     def _ended(self, proto: WorkerProtocol, reason: Any) -> None:
         if self.workers.get(proto.index) is proto:
             del self.workers[proto.index]
+        if self.on_ended is not None and proto.pid is not None:
+            try:
+                self.on_ended(proto.pid)
+            except Exception:
+                log.failure("process: cleaning up after worker {n} failed", n=proto.index)
         code = getattr(reason.value, "exitCode", None)
         sig = getattr(reason.value, "signal", None)
         how = f"signal {sig}" if sig else f"exit status {code}"

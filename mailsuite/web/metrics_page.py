@@ -51,4 +51,4 @@ class MetricsPage(resource.Resource):
         encoder, content_type = choose_encoder(accept)
         request.setHeader(b"content-type", content_type.encode())
         request.setHeader(b"cache-control", b"no-store")
-        return encoder(self.metrics.registry)
+        return encoder(self.metrics.scrape_registry())
