@@ -218,3 +218,4 @@ def test_server_shutdown_says_bye_and_keeps_the_index(tmp_path) -> None:  # type
         assert (s.maildir("u1@example.test") / "mailsuite-index").exists()
     finally:
         s.stop()
+

@@ -223,11 +223,28 @@ def parse(tokens: Sequence[Token]) -> Key:
     return keys[0] if len(keys) == 1 else And(tuple(keys))
 
 
+# How deep NOT, OR and parentheses may nest in one program.  Real clients nest a
+# few levels; a program of 1000 NOTs used to exhaust Python's stack (RecursionError,
+# issue 16 finding 6).  Deeper programs are a syntax error (BAD).
+MAX_DEPTH = 64
+
+
 class _Parser:
-    def __init__(self, toks: list[Token], charset: str | None) -> None:
+    def __init__(self, toks: list[Token], charset: str | None, depth: int = 0) -> None:
         self.toks = toks
         self.i = 0
         self.charset = charset
+        self.depth = depth
+
+    def nested(self) -> Key:
+        """A key one level further down (after NOT or OR)."""
+        if self.depth >= MAX_DEPTH:
+            raise SearchSyntaxError(f"Search keys nested too deep (more than {MAX_DEPTH} levels)")
+        self.depth += 1
+        try:
+            return self.key()
+        finally:
+            self.depth -= 1
 
     def done(self) -> bool:
         return self.i >= len(self.toks)
@@ -283,7 +300,9 @@ class _Parser:
         if isinstance(tok, list):
             if not tok:
                 raise SearchSyntaxError("Empty parenthesized search key list")
-            sub = _Parser(tok, self.charset)
+            if self.depth >= MAX_DEPTH:
+                raise SearchSyntaxError(f"Search keys nested too deep (more than {MAX_DEPTH} levels)")
+            sub = _Parser(tok, self.charset, self.depth + 1)
             keys = []
             while not sub.done():
                 keys.append(sub.key())
@@ -326,9 +345,9 @@ class _Parser:
         if word == "SMALLER":
             return Size("<", self.number(word))
         if word == "NOT":
-            return Not(self.key())
+            return Not(self.nested())
         if word == "OR":
-            return Or(self.key(), self.key())
+            return Or(self.nested(), self.nested())
         if word == "UID":
             return UidSet(parse_sequence_set(self.atom("UID set")))
         if _SEQ_SET.match(tok):

@@ -54,8 +54,13 @@ from mailsuite.imap.selected import SelectedMailbox
 log = Logger(namespace="mailsuite.imap")
 
 MAX_BUFFERED = 256 * 1024  # pipelined input held while a command runs
-SMALL_LITERAL = 64 * 1024  # literals of commands other than APPEND, once logged in
-PREAUTH_LITERAL = 8 * 1024  # literals before login (LOGIN arguments)
+# A command other than APPEND holds its line and every literal in memory until it is
+# complete: all of it together may take [imap] max_line_length bytes once logged in
+# (as Dovecot's imap_max_line_length), this much before (LOGIN's two literals fit).
+# One command is collected at a time, so this also bounds a connection (issue 16
+# finding 4: 256 literals of 64 KiB each were allowed per command).
+PREAUTH_COMMAND = 8 * 1024
+MAX_LITERALS = 256
 SPOOL_THRESHOLD = 1024 * 1024  # APPEND literals above this go to a file while they arrive
 
 
@@ -379,9 +384,14 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             return
         size, nonsync = ann
         tag, name = P.peek_tag_and_name(self._segs[0])
-        if len(self._lits) >= 256:
+        if len(self._lits) >= MAX_LITERALS:
             self._reset_command()
             self._bad(tag, b"Too many literals")
+            if nonsync:
+                # Its bytes follow at once and cannot be told from commands: hang up.
+                self.write(b"* BYE Too many literals\r\n")
+                self._closing = True
+                self._hang_up()
             return
         problem = self._literal_problem(tag, name, size)
         if problem is not None and self._reject is None:
@@ -407,6 +417,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             self._lit_discard = True
             self._lits.append(b"")
         else:
+            if name != "APPEND":
+                self._seg_total += size  # held in memory until the command completes
             if name == "APPEND" and size > SPOOL_THRESHOLD and self.conf.spool_dir is not None:
                 # Big messages stream to a file instead of memory (DESIGN.md rule 3).
                 self._spool = SpooledLiteral(self.conf.spool_dir, size)
@@ -436,9 +448,11 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                          lim=self.svc.append_limit)
                 return t + b"NO [TOOBIG] Message larger than APPENDLIMIT\r\n"
             return None
-        limit = PREAUTH_LITERAL if self.state == "notauth" else SMALL_LITERAL
-        if size > limit:
-            return t + b"BAD Literal too large\r\n"
+        limit = PREAUTH_COMMAND if self.state == "notauth" else self.svc.max_line_length
+        if self._seg_total + size > limit:
+            log.info("imap: [{ip}] {name} refused: {n} bytes of literals and line (limit {lim})", ip=self.ip,
+                     name=quoted(name, 20), n=self._seg_total + size, lim=limit)
+            return t + b"BAD Command too large\r\n"
         return None
 
     def _bad(self, tag: bytes, text: bytes) -> None:
