@@ -107,6 +107,15 @@ class BodyFile:
     data: bytes | None = None
 
 
+def read_body(body: BodyFile, limit: int | None = None) -> bytes:
+    """The body's bytes (the first ``limit`` of them), from memory or from its file
+    (blocking for a body on disk: worker pool)."""
+    if body.data is not None:
+        return body.data if limit is None else body.data[:limit]
+    with open(body.path, "rb") as f:
+        return f.read() if limit is None else f.read(limit)
+
+
 def prepend_headers(body: BodyFile, headers: bytes) -> BodyFile:
     """A body with ``headers`` (LF-terminated header lines) in front of ``body``; the
     old body is consumed (blocking when the body is on disk: run it in the worker pool).

@@ -10,13 +10,14 @@ in DNS before the config switches to it (key rotation).
 from __future__ import annotations
 
 import base64
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from mailsuite.fsutil import atomic_write
 
 # A selector is a DNS label (RFC 6376 3.1): it names a file, so nothing else passes.
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -123,23 +124,6 @@ def generate(data_dir: Path, domain: str, selector: str, algorithm: str = "rsa",
     else:
         raise DKIMKeyError(f"unknown algorithm {algorithm!r} (rsa or ed25519)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(path, data)
+    # Created 0600 from the start (never readable by others, not even briefly).
+    atomic_write(path, data, mode=0o600)
     return load(data_dir, domain, selector)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Temp file created 0600 (never readable by others, not even briefly), fsync,
-    rename, fsync the folder.  (To move to mailsuite.fsutil once it exists.)"""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

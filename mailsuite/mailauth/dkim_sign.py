@@ -31,7 +31,7 @@ from zope.interface import implementer
 from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 from mailsuite.mailauth.dkim_keys import DKIMKey, DKIMKeyError, load
 from mailsuite.mailauth.headers import from_domain, header_block, header_names, header_values
-from mailsuite.handoff import BodyFile, IMessageSink, prepend_headers
+from mailsuite.handoff import BodyFile, IMessageSink, prepend_headers, read_body
 
 log = Logger()
 
@@ -134,31 +134,17 @@ class SignPolicy:
         return any(addr in net for net in self.relay_networks)
 
 
-def _read_head(body: BodyFile) -> bytes:
-    if body.data is not None:
-        return body.data
-    with open(body.path, "rb") as f:
-        return f.read(HEADER_LIMIT)
-
-
-def _read_all(body: BodyFile) -> bytes:
-    if body.data is not None:
-        return body.data
-    with open(body.path, "rb") as f:
-        return f.read()
-
-
 def sign_body(body: BodyFile, keyring: KeyRing) -> tuple[BodyFile, str]:
     """Sign ``body`` if its From: domain has keys (blocking; worker pool).  Returns the
     body (signed or as it was) and a word for the log."""
-    head = header_block(_read_head(body))
+    head = header_block(read_body(body, HEADER_LIMIT))
     keys = keyring.for_domain(from_domain(head))
     if not keys:
         return body, "unsigned"
     if already_signed(head, keys):
         return body, "already signed"
     try:
-        fields = sign_message(_read_all(body), keys)
+        fields = sign_message(read_body(body), keys)
     except dkim.DKIMException as e:
         return body, f"not signed ({e})"
     return prepend_headers(body, fields), "signed " + ",".join(f"{k.domain}/{k.selector}" for k in keys)

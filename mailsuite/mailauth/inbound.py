@@ -41,7 +41,8 @@ from zope.interface import Interface, implementer
 
 from mailsuite.delivery.local import IDeliveryFilter
 from mailsuite.dns.resolver import DNSError, NotFound
-from mailsuite.handoff import BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body
+from mailsuite.handoff import (BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body,
+                               read_body)
 from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 from mailsuite.mailauth import dmarc as dmarc_mod, spf_check
 from mailsuite.mailauth.dkim_sign import SignPolicy
@@ -78,17 +79,7 @@ class IMessageChecker(Interface):
 # -- blocking parts (worker pool) -------------------------------------------------------
 
 def read_head(body: BodyFile) -> bytes:
-    if body.data is not None:
-        return header_block(body.data)
-    with open(body.path, "rb") as f:
-        return header_block(f.read(HEAD_LIMIT))
-
-
-def _read_all(body: BodyFile) -> bytes:
-    if body.data is not None:
-        return body.data
-    with open(body.path, "rb") as f:
-        return f.read()
+    return header_block(read_body(body, HEAD_LIMIT))
 
 
 def spf_and_signatures(resolver: Any, envelope: Envelope, body: BodyFile, n_dkim: int,
@@ -103,7 +94,7 @@ def spf_and_signatures(resolver: Any, envelope: Envelope, body: BodyFile, n_dkim
 def verify_signatures(body: BodyFile, n_dkim: int, keys: dict[str, bytes | None], want_arc: bool) -> tuple[list[bool], tuple[str, str]]:
     """Verify every DKIM signature (by index) and the ARC chain against prefetched
     keys: CPU only, no DNS (blocking)."""
-    message = _read_all(body)
+    message = read_body(body)
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
         return keys.get(name.decode("ascii", "replace").lower().rstrip("."))

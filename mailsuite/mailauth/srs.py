@@ -34,7 +34,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite.handoff import BodyFile, Envelope, IMessageSink, prepend_headers
+from mailsuite.fsutil import atomic_write
+from mailsuite.handoff import BodyFile, Envelope, IMessageSink, prepend_headers, read_body
 from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy
 
 log = Logger()
@@ -48,9 +49,7 @@ def load_secrets(data_dir: Path) -> tuple[str, list[str]]:
     path = d / "secret"
     if not path.exists():
         secret = base64.b64encode(os.urandom(24)).decode()
-        from mailsuite.mailauth.dkim_keys import _write_private
-
-        _write_private(path, secret.encode() + b"\n")
+        atomic_write(path, secret.encode() + b"\n", mode=0o600)
     current = path.read_text().strip()
     old_path = d / "old-secrets"
     old = [l.strip() for l in old_path.read_text().splitlines() if l.strip()] if old_path.exists() else []
@@ -121,11 +120,7 @@ class SRSDirectory:
 def arc_seal(body: BodyFile, key: Any, srv_id: str) -> BodyFile:
     """``body`` with an ARC set on top (blocking: worker pool); unchanged when there is
     no Authentication-Results of ``srv_id`` to seal."""
-    if body.data is not None:
-        message = body.data
-    else:
-        with open(body.path, "rb") as f:
-            message = f.read()
+    message = read_body(body)
     lines = dkim.arc_sign(message, key.selector.encode(), key.domain.encode(), key.private, srv_id.encode())
     if not lines:
         return body
