@@ -5,7 +5,7 @@ against the same server with no script.
     bench/sieve.py [--count 2000] [--size-kb 4] [--concurrency 20] [--rounds 2]
                    [--client auto|smtp-source|python]
 
-Starts one throw-away mailsuite (bench/smtp_inbound.py's OwnServer), then alternates
+Starts one throw-away mailsuite (bench/smtp_inbound.py's own_server), then alternates
 rounds without and with ``sieve/active`` for alice@example.test (so both see the same
 disk and machine load), and prints the best rate of each, the ratio, and the server
 CPU per message.  The script is a typical office rule set: list, newsletter, invoice
@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from smtp_inbound import OwnServer, count_maildir, cpu_seconds, empty_maildir, run_python, run_smtp_source  # noqa: E402
+from benchkit import count_maildir, cpu_seconds, empty_maildir  # noqa: E402
+from smtp_inbound import RCPT, own_server, run_python, run_smtp_source  # noqa: E402
 
 RULES = r'''require ["fileinto", "envelope", "variables", "relational", "comparator-i;ascii-numeric",
          "imap4flags", "subaddress", "mailbox"];
@@ -62,13 +63,16 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating")
     ap.add_argument("--client", choices=("auto", "smtp-source", "python"), default="auto")
+    ap.add_argument("--processes", type=int, default=1, help="[server] processes")
     a = ap.parse_args()
     client = a.client
     if client == "auto":
         client = "smtp-source" if shutil.which("smtp-source") else "python"
     send = run_smtp_source if client == "smtp-source" else run_python
-    own = OwnServer(None)
-    sieve_dir = own.maildir / "sieve"
+    own = own_server(None, a.processes).start()
+    maildir = own.maildir(RCPT)
+    port = own.ports["smtp"]
+    sieve_dir = maildir / "sieve"
     size = int(a.size_kb * 1024)
     rates: dict[str, list[float]] = {"without": [], "with": []}
     cpus: dict[str, list[float]] = {"without": [], "with": []}
@@ -77,7 +81,7 @@ def main() -> int:
         print(f"mailsuite SMTP inbound with and without a 20-rule Sieve script: {a.count} x {a.size_kb:g} KB, "
               f"C={a.concurrency}, client {client}, {a.rounds} round(s) each")
         # Warm-up (not counted): first connections, imports, the page cache.
-        send("127.0.0.1", own.port, 200, size, 1, False)
+        send("127.0.0.1", port, 200, size, 1, False)
         for _ in range(a.rounds):
             for kind in ("without", "with"):
                 if kind == "with":
@@ -87,12 +91,12 @@ def main() -> int:
                         os.symlink("rules.sieve", sieve_dir / "active")
                 elif (sieve_dir / "active").is_symlink():
                     (sieve_dir / "active").unlink()
-                empty_maildir(own.maildir)
+                empty_maildir(maildir)
                 os.sync()
                 cpu0 = cpu_seconds(own.proc.pid)
-                dt, failed = send("127.0.0.1", own.port, a.count, size, a.concurrency, False)
+                dt, failed = send("127.0.0.1", port, a.count, size, a.concurrency, False)
                 cpu = (cpu_seconds(own.proc.pid) - cpu0) * 1000 / a.count
-                got = count_maildir(own.maildir)
+                got = count_maildir(maildir)
                 ok = got == a.count and not failed
                 rc |= 0 if ok else 1
                 rates[kind].append(a.count / dt)

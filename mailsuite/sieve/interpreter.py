@@ -451,7 +451,7 @@ class Interpreter:
         self.steps += 1
         if self.steps & 63 == 0:
             self._tick()
-        return bool(getattr(self, "_test_" + test.name)(test, frame))
+        return bool(_TEST_HANDLERS[test.name](self, test, frame))
 
     def _test_true(self, test: Test, frame: _Frame) -> bool:
         return True
@@ -488,10 +488,19 @@ class Interpreter:
         return match, comparator, relation
 
     def _compare(self, node: Any, frame: _Frame, values: list[str], keys: list[str]) -> bool:
-        match, comparator, relation = self._match_args(node)
-        keys = [self._expand(k, frame) for k in keys]
-        ok, caps = m.matches(values, keys, ":value" if match == ":count" else match, comparator, relation,
-                             count=match == ":count")
+        prep = node.prepared
+        if prep is None:
+            # Worked out once per node of a cached script: the match arguments, and the
+            # case-folded keys when no variable can change them.
+            match, comparator, relation = self._match_args(node)
+            static = not any("${" in k for k in keys) or "variables" not in frame.script.required
+            folded = [m.casefold(k, comparator) for k in keys] if static else None
+            prep = node.prepared = (":value" if match == ":count" else match, comparator, relation,
+                                    match == ":count", folded)
+        match, comparator, relation, count, folded = prep
+        if folded is None:
+            keys = [self._expand(k, frame) for k in keys]
+        ok, caps = m.matches(values, keys, match, comparator, relation, count=count, folded_keys=folded)
         if ok and caps is not None and "variables" in frame.script.required:
             frame.match_vars = caps
         return ok
@@ -669,6 +678,9 @@ class Interpreter:
         if "variables" not in frame.script.required or "${" not in s:
             return s
         return self._REF.sub(lambda mo: self._lookup(frame, mo.group(1)), s)[:MAX_VARIABLE]
+
+
+_TEST_HANDLERS = {name[6:]: f for name, f in vars(Interpreter).items() if name.startswith("_test_")}
 
 
 def _split_flags(values: list[str]) -> list[str]:

@@ -99,8 +99,10 @@ def _compile_glob(key: str) -> tuple[list[tuple[str, str]], re.Pattern[str]]:
 
 
 def matches(values: list[str], keys: list[str], match: str = ":is", comparator: str = "i;ascii-casemap",
-            relation: str | None = None, count: bool = False) -> tuple[bool, list[str] | None]:
-    """True if any value matches any key; with :matches, the captures of the first hit."""
+            relation: str | None = None, count: bool = False,
+            folded_keys: list[str] | None = None) -> tuple[bool, list[str] | None]:
+    """True if any value matches any key; with :matches, the captures of the first hit.
+    ``folded_keys``: the keys already case-folded for the comparator (a cached script's)."""
     if count:
         n = str(len(values))
         return any(_RELATION[relation or "eq"](_compare(n, k, comparator)) for k in keys), None
@@ -119,7 +121,8 @@ def matches(values: list[str], keys: list[str], match: str = ":is", comparator: 
         wanted = {numeric(k) for k in keys}
         return any(numeric(v) in wanted for v in values), None
     # Case-fold each key and each value once, not once per pair.
-    folded_keys = [casefold(k, comparator) for k in keys]
+    if folded_keys is None:
+        folded_keys = [casefold(k, comparator) for k in keys]
     for value in values:
         v = casefold(value[:MAX_VALUE], comparator)
         if match == ":is":

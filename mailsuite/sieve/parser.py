@@ -71,6 +71,7 @@ class Test:
     # Filled in by grammar.check: tag group -> (tag, value), and the positional arguments.
     tagged: dict = field(default_factory=dict)
     positional: list = field(default_factory=list)
+    prepared: object = None  # the interpreter's per-node cache (match arguments, folded keys)
 
 
 @dataclass
