@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -225,6 +225,27 @@ def make_sieve_filter(cfg: config_mod.Config, directory: IDirectory) -> Any:
     return SieveFilter(engine, directory, cfg.server.domains, cfg.server.hostname, cfg.queue_dir / "incoming")
 
 
+def per_process_limits(limits: config_mod.LimitsConfig, role: ProcessRole) -> config_mod.LimitsConfig:
+    """A worker's share of the counted limits.  The login throttle and the hourly
+    message count live in each process's memory; the kernel spreads a client's
+    connections over the workers, so each worker allows 1/N of every threshold
+    (rounded up): all workers together then allow at most the configured count (plus
+    N-1).  Per-IP connection limits are not divided (one client's connections may all
+    land on one worker); docs/scaling.md says so."""
+    n = role.count if role.kind == "worker" else 1
+    if n <= 1:
+        return limits
+
+    def share(v: int) -> int:
+        return max(1, -(-v // n)) if v > 0 else v
+
+    return replace(limits, auth_delay_after=share(limits.auth_delay_after),
+                   auth_refuse_after=share(limits.auth_refuse_after),
+                   auth_ip_delay_after=share(limits.auth_ip_delay_after),
+                   auth_ip_refuse_after=share(limits.auth_ip_refuse_after),
+                   messages_per_user=share(limits.messages_per_user))
+
+
 def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE) -> Suite:
     workers.configure(cfg.server.thread_pool_size)
     if role.kind != "single":
@@ -278,9 +299,9 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
                                   cfg.server.hostname)
     suite = Suite(
         cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
-        throttle=AuthThrottle(cfg.limits, metrics=metrics,
+        throttle=AuthThrottle(per_process_limits(cfg.limits, role), metrics=metrics,
                               default_domain=cfg.server.domains[0] if cfg.server.domains else None),
-        message_rate=MessageRate(cfg.limits),
+        message_rate=MessageRate(per_process_limits(cfg.limits, role)),
         tls_overrides=load_tls_overrides(cfg),
         resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve, srs=srs,
         metrics=metrics,

@@ -257,3 +257,31 @@ def test_metrics_count_every_process_whichever_worker_answers_the_scrape(tmp_pat
     finally:
         srv.stop()
         peer.stop()
+
+
+def test_login_failures_are_limited_across_workers_as_in_one_process(tmp_path: Path) -> None:
+    """Each worker allows its share of [limits]: however the kernel spreads the
+    attempts, at most auth_refuse_after (+ workers - 1) are even checked."""
+    peer = make_server(tmp_path / "peer", users={f"bob@{PARTNER}": "bob-pw"}, server={"domains": [PARTNER]})
+    srv = make_server(tmp_path / "srv", server={"processes": 2},
+                      limits={"auth_refuse_after": 4, "auth_delay_after": 100, "auth_ip_delay_after": 100,
+                              "auth_ip_refuse_after": 100})
+    srv.start()
+    try:
+        wait_for(lambda: len(set(re.findall(r"worker (\d+) serving", srv.log()))) == 2, timeout=60,
+                 what="workers serving", server=srv)
+        codes = []
+        for _ in range(12):
+            with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=20) as c:
+                c.starttls(context=ssl._create_unverified_context())
+                try:
+                    c.login("alice@example.test", "wrong")
+                except smtplib.SMTPAuthenticationError as e:
+                    codes.append(e.smtp_code)
+        # smtplib tries PLAIN then LOGIN: two checked attempts per login() at most.
+        checked = srv.log().count("auth failure: proto=smtp")
+        assert 2 <= checked <= 4 + 1, srv.log()
+        assert codes[-1] in (421, 454), codes  # refused, whichever worker answers
+    finally:
+        srv.stop()
+        peer.stop()
