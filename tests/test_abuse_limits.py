@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import imaplib
 import poplib
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.support.programs import require
 from tests.support.server import Server, started
 from tests.support.smtp import HOST, Raw, message, plain, submit_session
 from tests.support.tls import client_context
@@ -162,8 +162,7 @@ def test_fail2ban_filter_matches_the_server_log(srv: Server) -> None:
     """The filter in etc/fail2ban matches every failure line of a real log."""
     log_lines = [line for line in srv.log().splitlines() if "mailsuite auth failure:" in line]
     assert log_lines
-    if shutil.which("fail2ban-regex") is None:
-        pytest.skip("fail2ban-regex is not installed")
+    require("fail2ban-regex", "fail2ban")
     r = subprocess.run(["fail2ban-regex", "--print-all-matched", str(srv.log_path), str(FILTER)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

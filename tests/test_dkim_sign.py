@@ -12,7 +12,6 @@ each verifier runs in a private mount namespace (``unshare --mount``) whose
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -27,28 +26,23 @@ import pytest
 
 from mailsuite.mailauth import dkim_keys
 from mailsuite.mailauth.dkim_sign import SignPolicy, include_headers
-from tests.support.server import Server, make_server
+from tests.support.programs import require, require_root
 from tests.support.relay import DNS
-from tests.support.waiting import wait_for
+from tests.support.server import Server, make_server
 from tests.support.smtp import submit_session
+from tests.support.waiting import wait_for
 
 MAILSUITE = str(Path(sys.executable).with_name("mailsuite"))
 DKIMVERIFY = str(Path(sys.executable).with_name("dkimverify"))
 OPENDKIM_TESTMSG = shutil.which("opendkim-testmsg") or "/usr/sbin/opendkim-testmsg"
 
 
-def _require(ok: bool, why: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-
-
 @pytest.fixture
 def port53_dns(tmp_path: Path) -> Iterator[DNS]:
     """A test DNS server on port 53 of a random 127.x.y.z address."""
-    _require(os.geteuid() == 0 and shutil.which("unshare") is not None, "needs root and unshare(1)")
-    _require(os.path.exists(OPENDKIM_TESTMSG), "opendkim-testmsg missing (apt-get install opendkim-tools)")
+    require_root("a test DNS server on port 53")
+    require("unshare", "util-linux")
+    require(OPENDKIM_TESTMSG, "opendkim-tools")
     last: Exception | None = None
     for _ in range(5):
         ip = f"127.{random.randint(1, 254)}.{random.randint(0, 254)}.{random.randint(1, 254)}"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import Server
 from tests.support.imap import PASSWORD, Accounts, deliver
+from tests.support.programs import needs
+from tests.support.server import Server
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def _deliver_three(server: Server, user: str) -> None:
         deliver(server, user, f"From: a@remote.test\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode())
 
 
-@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail not installed")
+@needs(("fetchmail", "fetchmail"))
 def test_fetchmail_over_imaps_fetches_every_message_and_marks_it_seen(imap_server: Server, user: str,
                                                                      tmp_path: Path) -> None:
     _deliver_three(imap_server, user)
@@ -43,7 +44,7 @@ def test_fetchmail_over_imaps_fetches_every_message_and_marks_it_seen(imap_serve
     assert all(name.endswith(":2,S") for name in os.listdir(imap_server.maildir(user) / "cur"))
 
 
-@pytest.mark.skipif(shutil.which("getmail") is None, reason="getmail6 not installed")
+@needs(("getmail", "getmail6"))
 def test_getmail_over_imaps_into_a_maildir(imap_server: Server, user: str, tmp_path: Path) -> None:
     _deliver_three(imap_server, user)
     # getmail will not deliver as root: it delivers as nobody, into a folder nobody can reach.

@@ -12,13 +12,14 @@ from typing import Iterator
 import imapclient
 import pytest
 
-from tests.support.server import Server
 from tests.support.imap import PASSWORD, deliver, imap_tracebacks, start_imap_server
+from tests.support.programs import needs
+from tests.support.server import Server
 from tests.support.tls import trusting_context
 
 USER = "u0@example.test"
 MBSYNC = shutil.which("mbsync")
-pytestmark = pytest.mark.skipif(MBSYNC is None, reason="mbsync (isync) not installed")
+pytestmark = needs(("mbsync", "isync"))
 
 
 @pytest.fixture

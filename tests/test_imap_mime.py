@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from mailsuite import mime
 from mailsuite.imap import msgdata
 from tests.support.dovecot import DOVECOT_CORPUS, DOVECOT_IMAP, dovecot_fetch, nobody_tmp, realistic_messages
+from tests.support.programs import needs
 
 # --- a tiny IMAP value parser, to check what we produce ---------------------------
 
@@ -765,7 +766,7 @@ def open_tmp() -> Iterator[Path]:
         yield path
 
 
-@pytest.mark.skipif(not os.path.exists(DOVECOT_IMAP) or os.geteuid() != 0, reason="needs Dovecot's imap binary and root")
+@needs((DOVECOT_IMAP, "dovecot-imapd"), root=True)
 def test_live_dovecot_agrees_on_structure_envelope_and_sections(open_tmp: Path) -> None:
     tmp_path = open_tmp
     corpus = {name: v[0] for name, v in DOVECOT_CORPUS.items()} | EXTRA_CORPUS | realistic_messages(60)

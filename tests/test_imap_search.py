@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailsuite.imap import search as S
+from tests.support.programs import needs
 
 # --- parser ---------------------------------------------------------------------------
 
@@ -376,10 +377,7 @@ def _wire_query(tokens: list) -> bytes:
     return b" ".join(t.encode() if isinstance(t, str) else b"{%d+}\r\n%s" % (len(t), t) for t in tokens)
 
 
-@pytest.mark.skipif(
-    not __import__("os").path.exists("/usr/lib/dovecot/imap") or __import__("os").geteuid() != 0,
-    reason="needs Dovecot's imap binary and root",
-)
+@needs(("/usr/lib/dovecot/imap", "dovecot-imapd"), root=True)
 def test_live_dovecot_finds_the_same_messages() -> None:
     import re
 

@@ -5,13 +5,13 @@ socket (literals, errors with their line, quotas, login only after TLS)."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.programs import require
 from tests.support.server import Server
 from tests.support.sockets import LineClient
 from tests.support.tls import verifying_context
@@ -28,11 +28,7 @@ def srv(server_factory) -> Server:  # type: ignore[no-untyped-def]
 
 
 def sieve_connect(srv: Server, *args: str, password: str = PW) -> subprocess.CompletedProcess:
-    exe = shutil.which("sieve-connect")
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("sieve-connect is not installed")
-        pytest.skip("sieve-connect is not installed")
+    exe = require("sieve-connect", "sieve-connect")
     r, w = os.pipe()
     os.write(w, password.encode() + b"\n")
     os.close(w)

@@ -13,11 +13,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.server import Server
 from tests.support.pop3 import PASSWORD, fresh_user, put, start_pop3_server
+from tests.support.programs import needs
+from tests.support.server import Server
 
-pytestmark = pytest.mark.skipif(not (shutil.which("fetchmail") and shutil.which("getmail") and shutil.which("setpriv")),
-                                reason="fetchmail/getmail6 not installed")
+pytestmark = needs(("fetchmail", "fetchmail"), ("getmail", "getmail6"), ("setpriv", "util-linux"))
 
 NOBODY = NOGROUP = 65534
 MESSAGES = [b"Subject: m%d\n\n.dot line\nbody %d\n" % (i, i) for i in range(3)]

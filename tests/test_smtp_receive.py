@@ -19,8 +19,9 @@ from typing import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.support.server import Server, make_server
 from tests.support import smtp as smtp_client
+from tests.support.programs import needs
+from tests.support.server import Server, make_server
 from tests.support.smtp import Raw
 
 MAX_SIZE = 200_000
@@ -563,7 +564,7 @@ def test_passwords_never_reach_the_log(srv: Server) -> None:
 
 # -- swaks ------------------------------------------------------------------------
 
-needs_swaks = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+needs_swaks = needs(("swaks", "swaks"))
 
 
 def swaks(srv: Server, *args: str) -> subprocess.CompletedProcess:

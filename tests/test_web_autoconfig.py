@@ -5,9 +5,7 @@ and the Apple profile read by plistlib and by Debian's plistutil."""
 from __future__ import annotations
 
 import json
-import os
 import plistlib
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.support.programs import require
 from tests.support.web import get, request
 
 SCHEMA = Path(__file__).parent / "schemas" / "thunderbird-autoconfig-v1.1.xsd"
@@ -174,11 +173,7 @@ def test_apple_profile_reads_with_plistlib_and_plistutil(server, tmp_path: Path)
     # The same download again is the same profile (same UUIDs: it replaces, not adds).
     assert get(server, "/mobileconfig?address=alice%40example.test", tls=True).body == r.body
 
-    plistutil = shutil.which("plistutil")
-    if plistutil is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("plistutil (libplist-utils) is missing")
-        pytest.skip("plistutil (libplist-utils) is not installed")
+    plistutil = require("plistutil", "libplist-utils")
     src, binary, back = tmp_path / "a.mobileconfig", tmp_path / "a.bin", tmp_path / "a.xml"
     src.write_bytes(r.body)
     subprocess.run([plistutil, "-i", str(src), "-o", str(binary), "-f", "bin"], check=True, timeout=10)

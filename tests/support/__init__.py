@@ -7,6 +7,8 @@
 - ``tls``: client TLS contexts, throw-away CAs and chains, ``openssl s_client``.
 - ``dovecot``: Dovecot's imap binary as the reference, and its answers for a corpus.
 - ``waiting``: poll until a condition holds.
+- ``programs``: the peer programs (swaks, fetchmail, ...): skip where one is missing,
+  fail under ``CI=true``.
 - ``fakes``: test doubles for the seams (a cred portal).
 - ``relay``: relay peers (smtp-sink, a scripted SMTP peer, a DNS server process).
 - ``dns_server``: the twisted.names DNS server that ``relay`` starts.

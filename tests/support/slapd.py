@@ -66,11 +66,14 @@ def require_slapd() -> None:
     """Skip the calling test module without slapd, or fail under CI=true."""
     import pytest
 
+    from tests.support.programs import CI
+
     if slapd_available():
         return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"slapd not found at {SLAPD} (CI=true: install slapd and ldap-utils, as scripts/test does)")
-    pytest.skip(f"slapd not found at {SLAPD}; install slapd and ldap-utils (scripts/test does)", allow_module_level=True)
+    why = f"slapd not found at {SLAPD}: apt-get install --no-install-recommends slapd ldap-utils (scripts/test does)"
+    if CI:
+        pytest.fail(why)
+    pytest.skip(why, allow_module_level=True)
 
 
 def ssha(password: str) -> str:
