@@ -239,3 +239,29 @@ def test_rfc8463_example_signatures_verify_through_dns(port53_dns: DNS) -> None:
     # OpenDKIM verifies the first signature it supports.
     r = verify_with(port53_dns, [OPENDKIM_TESTMSG], RFC8463_MESSAGE)
     assert r.returncode == 0, (r.stdout, r.stderr)
+
+
+def test_our_dsns_are_signed_by_the_parent_domain_of_the_host_name(tmp_path: Path) -> None:
+    """A bounce we generate (From: MAILER-DAEMON@mail.example.test) is signed with
+    example.test's key: relaxed DMARC alignment accepts the parent domain."""
+    import dkim
+
+    dns = DNS(tmp_path / "dns", {})  # every name NXDOMAIN: the relay bounces at once
+    srv = make_server(tmp_path / "srv", dns={"nameservers": [dns.server], "timeout": 1.0})
+    try:
+        assert keygen(srv, "example.test").returncode == 0
+        srv.start()
+        with submit_session(srv) as s:
+            s.sendmail("alice@example.test", ["nobody@nowhere.test"],
+                       b"From: alice@example.test\r\nTo: nobody@nowhere.test\r\nSubject: lost\r\n\r\nhi\r\n")
+        dsn = wait_for(lambda: [m for m in srv.messages("alice@example.test") if b"MAILER-DAEMON" in m], 20,
+                       "the DSN", srv)[0]
+        head = dsn.split(b"\n\n", 1)[0] + b"\n"  # the DSN quotes the original's headers below
+        sigs = re.findall(rb"^DKIM-Signature:.*?(?=^\S)", head, re.M | re.S)
+        assert len(sigs) == 1 and b"d=example.test" in sigs[0]
+        (key,) = dkim_keys.keys_on_disk(srv.root / "data", "example.test")
+        record = key.txt_record().encode()
+        assert dkim.DKIM(strip_delivery_prefix(dsn)).verify(dnsfunc=lambda name, timeout=5: record)
+    finally:
+        srv.stop()
+        dns.stop()

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from tests.support.server import Server, make_server
 from tests.support.relay import DNS
@@ -31,6 +31,11 @@ _key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PEM = _key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 PUB = "v=DKIM1; k=rsa; p=" + base64.b64encode(_key.public_key().public_bytes(
     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+_ed = ed25519.Ed25519PrivateKey.generate()
+ED_SEED = base64.b64encode(_ed.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                              serialization.NoEncryption()))
+ED_PUB = "v=DKIM1; k=ed25519; p=" + base64.b64encode(_ed.public_key().public_bytes(
+    serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
 SPF_OK = "v=spf1 ip4:127.0.0.1 -all"
 SPF_NEUTRAL = "v=spf1 ?all"
 
@@ -74,6 +79,10 @@ def build_zone() -> dict[str, Any]:
         "_dmarc.slowkey.test": {"TXT": ["v=DMARC1; p=reject"]},
         "sel._domainkey.slowkey.test": {"TIMEOUT": True},
         "spffail.test": {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]},
+        "dual.test": {"TXT": [SPF_NEUTRAL]},
+        "rsa._domainkey.dual.test": {"TXT": [PUB]},
+        "ed._domainkey.dual.test": {"TXT": [ED_PUB]},
+        "_dmarc.dual.test": {"TXT": ["v=DMARC1; p=reject"]},
     }
     for auth, policy, mode in itertools.product(AUTH_MODES, POLICIES, ALIGNMENT):
         d = case_domain(auth, policy, mode)
@@ -279,3 +288,21 @@ def test_large_message_spilled_to_disk_is_checked_the_same(world: tuple[Server, 
     (ar,) = auth_results(raw)
     assert "dkim=pass header.d=sender.test" in ar
     assert raw.endswith(b"line 19999 of a long message\n")
+
+
+def test_rsa_and_ed25519_signatures_are_both_verified(world: tuple[Server, DNS]) -> None:
+    """RFC 8463: a message signed twice; each signature gets its own result."""
+    srv, _dns = world
+    msg = message("x@dual.test", "dual signed")
+    ed = dkim.sign(msg, b"ed", b"dual.test", ED_SEED, signature_algorithm=b"ed25519-sha256",
+                   canonicalize=(b"relaxed", b"relaxed"), include_headers=[b"from", b"subject"])
+    both = signed(ed + msg, "dual.test", selector="rsa")
+    code, text = send(srv, "x@dual.test", both)
+    assert code == 250, text
+    _f, raw = delivered(srv, "dual signed")
+    (ar,) = auth_results(raw)
+    dkims = [set(part.split()) for part in ar.split(";") if part.strip().startswith("dkim=")]
+    assert {"dkim=pass", "header.d=dual.test", "header.s=rsa", "header.a=rsa-sha256"} <= dkims[0] | dkims[1]
+    assert any({"dkim=pass", "header.s=ed", "header.a=ed25519-sha256"} <= d for d in dkims)
+    assert any({"dkim=pass", "header.s=rsa", "header.a=rsa-sha256"} <= d for d in dkims)
+    assert "dmarc=pass" in ar

@@ -111,7 +111,16 @@ class KeyRing:
                 self.keys[domain] = got
 
     def for_domain(self, domain: str | None) -> list[DKIMKey]:
-        return self.keys.get(domain or "", [])
+        """The keys for ``domain``, else for the nearest parent domain that has some:
+        mail From: a subdomain (our DSNs come From: MAILER-DAEMON@<hostname>) is
+        signed by the parent, which DMARC's relaxed alignment accepts."""
+        name = (domain or "").lower()
+        while name:
+            keys = self.keys.get(name)
+            if keys:
+                return keys
+            name = name.partition(".")[2]
+        return []
 
 
 # -- the hand-off wrapper ----------------------------------------------------------------
