@@ -8,6 +8,8 @@ from typing import Any
 
 from twisted.application import service
 
+from mailsuite.web.admin import IAdmin
+from mailsuite.web.admin.pages import AdminPages
 from mailsuite.web.site import WebSite, build_root
 
 
@@ -15,7 +17,9 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
     cfg = suite.config
     if not (cfg.http.listen or cfg.http.listen_tls):
         return
-    site = WebSite(build_root(cfg, suite.metrics))
+    # The admin login asks the shared realm for the directory's Account.
+    suite.realm.register(IAdmin, lambda account: account)
+    site = WebSite(build_root(cfg, suite.metrics, AdminPages(suite)))
     for desc in cfg.http.listen:
         suite.listener(parent, desc, site, False)
     for desc in cfg.http.listen_tls:

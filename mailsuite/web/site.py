@@ -76,8 +76,10 @@ class _Index(resource.Resource):
         return _INDEX
 
 
-def build_root(cfg: config_mod.Config, metrics: Any = None) -> resource.Resource:
+def build_root(cfg: config_mod.Config, metrics: Any = None, admin: resource.Resource | None = None) -> resource.Resource:
     root = _Index()
+    if admin is not None:
+        root.putChild(b"admin", admin)
     if metrics is not None:
         root.putChild(b"metrics", MetricsPage(metrics, cfg.http.metrics_networks))
     thunderbird = ThunderbirdConfig(cfg)
