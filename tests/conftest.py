@@ -9,8 +9,9 @@ import pytest
 
 from tests.support.server import Server, make_server
 
-# Fixtures shared by several modules: the IMAP server and its accounts, relay peers.
-pytest_plugins = ["tests.support.imap", "tests.support.relay"]
+# Fixtures shared by several modules: the IMAP server and its accounts, relay peers,
+# the admin pages' server.
+pytest_plugins = ["tests.support.imap", "tests.support.relay", "tests.support.admin"]
 
 
 @pytest.fixture

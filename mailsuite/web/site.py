@@ -65,6 +65,7 @@ class LimitedRequest(server.Request):
 class WebSite(server.Site):
     requestFactory = LimitedRequest
     displayTracebacks = False
+    noisy = False
 
     def __init__(self, root: resource.Resource, **kw: Any) -> None:
         super().__init__(root, timeout=IDLE_TIMEOUT, **kw)

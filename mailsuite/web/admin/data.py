@@ -78,7 +78,7 @@ def set_quota(path: Path, address: str, quota: int | None) -> None:
     users = read_users(path)
     if address not in users:
         raise EditError(f"{address}: no such account")
-    users[address] = UserEntry(address, users[address].hash, quota)
+    users[address] = UserEntry(address, users[address].password_hash, quota)
     write_users(path, users)
 
 
