@@ -11,6 +11,7 @@ has dropped privileges, so they belong to the service user.
 from __future__ import annotations
 
 import os
+import dataclasses
 import signal
 import sys
 from dataclasses import dataclass, field, replace
@@ -180,9 +181,9 @@ class Suite:
 def _protocol_of(cfg: config_mod.Config, desc: str, implicit_tls: bool) -> str:
     """The config section that lists listener ``desc`` (the metrics' protocol label)."""
     key = "listen_tls" if implicit_tls else "listen"
-    for name in ("smtp", "submission", "imap", "pop3", "http"):
-        if desc in getattr(getattr(cfg, name), key, ()):
-            return name
+    for f in dataclasses.fields(cfg):
+        if desc in getattr(getattr(cfg, f.name), key, ()):
+            return f.name
     return "other"
 
 

@@ -124,10 +124,26 @@ def build_options(
     except Exception as e:
         raise TLSConfigError(f"certificate and key do not match: {e}") from e
     try:
-        options.getContext()
+        options.getContext().set_alpn_select_callback(_alpn_select)
     except Exception as e:  # key mismatch, or no usable cipher for this key type
         raise TLSConfigError(f"cannot build a TLS context from {cert_path}: {e}") from e
     return options
+
+
+def _alpn_select(conn: SSL.Connection, offered: list[bytes]) -> Any:
+    """ALPN: what the protocol behind this connection speaks, if the client offered it;
+    else no ALPN at all (RFC 7301 3.2 lets a server ignore it).
+
+    Twisted 26.10's own callback answers b"" when nothing overlaps, which the current
+    pyOpenSSL turns into a fatal "internal error" alert: every client that offers ALPN
+    (browsers always do; some mail clients too) failed its handshake."""
+    from twisted.internet._sslverify import protosFromProtocol  # noqa: PLC2701 - Twisted's own lookup
+
+    acceptable = protosFromProtocol(conn.get_app_data(), ())
+    for proto in acceptable:
+        if proto in offered:
+            return proto
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def is_self_signed(cert_path: Path) -> bool:

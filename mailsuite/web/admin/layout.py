@@ -38,6 +38,7 @@ td code,td.v{word-break:break-all}
 .ok{color:#17803d;font-weight:600}.missing,.differs,.bad{color:#b42318;font-weight:600}.unknown{color:#8a6d00;font-weight:600}
 form.inline{display:flex;flex-wrap:wrap;gap:.35rem;align-items:center;margin:.15rem 0}
 .panel{background:#fff;border:1px solid #d9dee6;border-radius:.45rem;padding:.8rem;margin-bottom:1rem}
+.panel h2{margin-top:0}
 .panel form{display:grid;grid-template-columns:repeat(auto-fit,minmax(12rem,1fr));gap:.5rem;align-items:end}
 label{display:block;font-size:.88rem;color:#3c4654}
 input,button,select{font:inherit;padding:.45rem .55rem;border:1px solid #b8c1cc;border-radius:.3rem;min-height:2.4rem}
@@ -55,7 +56,12 @@ pre{white-space:pre-wrap;word-break:break-all;background:#fff;border:1px solid #
  tr{border-bottom:2px solid #d9dee6;padding:.3rem 0}
  td{border:0;padding:.25rem .6rem}
  td[data-label]::before{content:attr(data-label);display:block;font-size:.8rem;color:#5a6472}
- form.inline input{flex-basis:100%}
+ header{padding:.5rem .6rem}
+ header nav a{padding:.3rem .45rem}
+ .cards{grid-template-columns:repeat(auto-fill,minmax(6.4rem,1fr));gap:.5rem}
+ .card{padding:.5rem .6rem}
+ .card .n{font-size:1.35rem}
+ .card .l{font-size:.82rem}
 }
 """
 
