@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,25 @@ def test_protocol_edges(srv: Server) -> None:
     assert c.cmd(b"UNAUTHENTICATE").startswith(b"OK")
     assert c.cmd(b"LISTSCRIPTS").startswith(b"NO")
     assert c.cmd(b"LOGOUT").startswith(b"OK")
+
+
+def test_implicit_tls_listener_and_limits(server_factory, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from sievelib.managesieve import Client
+
+    from tests.support.server import free_port
+
+    port = free_port()
+    srv = server_factory(managesieve={"listen_tls": [f"tcp:{port}:interface=127.0.0.1"],
+                                      "max_connections_per_ip": 3}).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(srv.root / "tls" / "cert.pem"))
+    c = Client("127.0.0.1", port, srvhostname=HOST)
+    assert c.connect(ALICE, PW, ssl=True, authmech="LOGIN")
+    assert c.putscript("x", "keep;") and c.listscripts() == (None, ["x"])
+    c.logout()  # sievelib leaves its socket open: the server aborts it after the grace period
+    time.sleep(6)
+    # Connections per IP: the fourth is told to come back later.
+    socks = [Raw(srv.ports["managesieve"]) for _ in range(3)]
+    for s in socks:
+        assert s.read_until_status().splitlines()[-1].startswith(b"OK")
+    extra = Raw(srv.ports["managesieve"])
+    assert extra.read_until_status().startswith(b"BYE (TRYLATER)")

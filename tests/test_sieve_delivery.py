@@ -134,3 +134,67 @@ def test_global_before_script(server_factory, tmp_path: Path) -> None:  # type: 
     assert len(srv.messages(ALICE, "Junk")) == 1
     send(srv, BOB, [ALICE], subject="normal")
     assert srv.messages(ALICE) == []  # the user's discard ran
+
+
+# -- the engine on its own (no server) ------------------------------------------------
+
+
+def _engine_site(tmp_path: Path, script: str) -> tuple:  # type: ignore[type-arg]
+    from mailsuite.handoff import BodyFile
+    from mailsuite.sieve.delivery import SieveEngine
+
+    root = tmp_path / "example.test" / "alice"
+    (root / "sieve").mkdir(parents=True)
+    for sub in ("new", "cur", "tmp"):
+        (root / sub).mkdir()
+    (root / ".Junk" / "new").mkdir(parents=True)
+    (root / "sieve" / "s.sieve").write_text(script)
+    os.symlink("s.sieve", root / "sieve" / "active")
+    data = b"From: a@b.example\nTo: alice@example.test\nSubject: hi\nMessage-ID: <x@y>\n\nbody\n"
+    return SieveEngine(tmp_path), BodyFile(str(tmp_path / "b"), len(data), data.count(b"\n"), data), root
+
+
+def test_keep_goes_where_an_earlier_filter_chose(tmp_path: Path) -> None:
+    """mailauth files DMARC-quarantined mail into Junk; the script's implicit or
+    explicit keep keeps it there, a fileinto still wins."""
+    engine, body, _ = _engine_site(tmp_path, 'require "imap4flags"; addflag "\\\\Seen";')
+    plan = engine.decide("a@b.example", ALICE, ALICE, body, default="Junk")
+    assert plan.targets == [("Junk", "S")]
+    engine, body, _ = _engine_site(tmp_path / "2", 'keep;')
+    assert engine.decide("a@b.example", ALICE, ALICE, body, default="Junk").folder == "Junk"
+    engine, body, _ = _engine_site(tmp_path / "3", 'require "fileinto"; fileinto "INBOX.Work";')
+    plan = engine.decide("a@b.example", ALICE, ALICE, body, default="Junk")
+    assert plan.folder == "INBOX" and "no such folder" in plan.outcome.log[0]
+
+
+def test_duplicate_is_remembered_once_delivered(tmp_path: Path) -> None:
+    engine, body, root = _engine_site(tmp_path, 'require ["duplicate", "fileinto"]; if duplicate { discard; }')
+    first = engine.decide("a@b.example", ALICE, ALICE, body)
+    assert first.folder == "INBOX" and first.needs_worker  # the id is recorded by apply()
+    engine.apply(first, ALICE, b"", body, "stable")
+    second = engine.decide("a@b.example", ALICE, ALICE, body)
+    assert second.folder == "" and second.outcome.discarded
+
+
+def test_vacation_reply_format(tmp_path: Path) -> None:
+    from mailsuite.sieve.interpreter import Vacation
+    from mailsuite.sieve.memory import Memory
+    from mailsuite.sieve.message import Message
+    from mailsuite.sieve.vacation import reply_for
+
+    msg = Message(b"From: Carol <carol@other.test>\nTo: Alice <alice@example.test>\nSubject: lunch?\n"
+                  b"Message-ID: <m1@other.test>\nReferences: <m0@other.test>\n\nhi\n")
+    mem = Memory(tmp_path, "vacation")
+    vac = Vacation("Content-Type: text/plain\n\nGone fishing.\n", None, '"Alice" <alice@example.test>', [], True,
+                   "h", 86400)
+    reply, why = reply_for(msg, "carol@other.test", ALICE, [ALICE], vac, mem, "mail.example.test", now=1000.0)
+    assert reply is not None and reply.recipient == "carol@other.test", why
+    text = reply.data.decode()
+    assert "Subject: Auto: lunch?" in text and 'From: "Alice" <alice@example.test>' in text
+    assert "In-Reply-To: <m1@other.test>" in text and "References: <m0@other.test> <m1@other.test>" in text
+    assert "Auto-Submitted: auto-replied" in text
+    assert text.endswith("MIME-Version: 1.0\nContent-Type: text/plain\n\nGone fishing.\n")  # :mime
+    again, why = reply_for(msg, "carol@other.test", ALICE, [ALICE], vac, mem, "mail.example.test", now=1000.0 + 3600)
+    assert again is None and "already answered" in why
+    later, _ = reply_for(msg, "carol@other.test", ALICE, [ALICE], vac, mem, "mail.example.test", now=1000.0 + 86401)
+    assert later is not None

@@ -46,6 +46,7 @@ from mailsuite.store.maildir import account_dir
 log = Logger(namespace="mailsuite.managesieve")
 
 _MAX_AUTH_FAILURES = 3
+_CLOSE_GRACE = 5  # seconds a closing connection may take before it is aborted
 _SIEVE_CAPS = " ".join(e for e in EXTENSIONS if not e.startswith("comparator-i;") or e.endswith("numeric"))
 
 
@@ -146,6 +147,11 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
             self._logout = None
 
     def timeoutConnection(self) -> None:
+        if self._closing:
+            # A TLS close waits for the client's close_notify; a client that never
+            # sends it (or never closes) does not keep its slot.
+            self.transport.abortConnection()
+            return
         log.info("managesieve: [{ip}] idle timeout", ip=self.ip)
         self._send(b'BYE "Disconnected for inactivity."')
         self._close()
@@ -153,6 +159,7 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
     def _close(self) -> None:
         self._closing = True
         self.transport.loseConnection()
+        self.setTimeout(_CLOSE_GRACE)
 
     def _send(self, line: bytes) -> None:
         self._write(line + b"\r\n")
