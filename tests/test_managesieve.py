@@ -65,6 +65,8 @@ def test_sieve_connect_upload_activate_list_download(srv: Server, tmp_path: Path
     assert r.returncode != 0 and "line 2" in (r.stdout + r.stderr)
     r = sieve_connect(srv, "--list", password="wrong")
     assert r.returncode != 0
+    # Counted by the shared throttle, with the line fail2ban reads.
+    assert f"mailsuite auth failure: proto=managesieve rip=127.0.0.1 user={ALICE}" in srv.log()
 
 
 def test_sievelib_client(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:

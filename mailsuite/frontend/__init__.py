@@ -32,7 +32,9 @@ protocol turns an outcome into its own answer through :mod:`.answers`):
   temporary or permanent answers, with each protocol's answer in one table.
 """
 
-from mailsuite.frontend.answers import IMAP_ANSWERS, POP3_ANSWERS, SMTP_ANSWERS, Outcome, classify
+from mailsuite.frontend.answers import (
+    IMAP_ANSWERS, MANAGESIEVE_ANSWERS, POP3_ANSWERS, SMTP_ANSWERS, Outcome, classify,
+)
 from mailsuite.frontend.connections import ConnectionCounts, Slot, set_no_delay
 from mailsuite.frontend.framing import TOO_LONG, LineBuffer, start_tls
 from mailsuite.frontend.login import Login, LoginFailed, LoginGate
@@ -40,7 +42,7 @@ from mailsuite.frontend.pacing import RequestDeadline
 from mailsuite.frontend.sasl import MECHANISMS, Credentials, SASLError, SASLExchange
 
 __all__ = [
-    "IMAP_ANSWERS", "POP3_ANSWERS", "SMTP_ANSWERS", "Outcome", "classify",
+    "IMAP_ANSWERS", "MANAGESIEVE_ANSWERS", "POP3_ANSWERS", "SMTP_ANSWERS", "Outcome", "classify",
     "ConnectionCounts", "Slot", "set_no_delay",
     "TOO_LONG", "LineBuffer", "start_tls",
     "Login", "LoginFailed", "LoginGate", "RequestDeadline",

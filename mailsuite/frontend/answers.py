@@ -85,3 +85,15 @@ POP3_ANSWERS: dict[Outcome, bytes] = {
     Outcome.REFUSED: b"-ERR [AUTH] Too many authentication failures; try again later.",
     Outcome.TEMPORARY: b"-ERR [SYS/TEMP] Authentication is temporarily unavailable; try again later.",
 }
+
+# ManageSieve (RFC 5804): (response code or "", text) of the NO / BYE answer.
+MANAGESIEVE_ANSWERS: dict[Outcome, tuple[str, str]] = {
+    Outcome.CANCELLED: ("", "Authentication cancelled."),
+    Outcome.UNDECODABLE: ("", "Invalid base64 data."),
+    Outcome.MALFORMED: ("", "Invalid PLAIN response."),
+    Outcome.UNSUPPORTED: ("", "Unsupported authentication mechanism."),
+    Outcome.INVALID: ("", "Authentication failed."),
+    Outcome.AUTHZ: ("", "Logging in as another user is not allowed."),
+    Outcome.REFUSED: ("TRYLATER", "Too many authentication failures; try again later."),
+    Outcome.TEMPORARY: ("TRYLATER", "Authentication is temporarily unavailable; try again later."),
+}

@@ -1,9 +1,11 @@
 """The ManageSieve server protocol (RFC 5804) over the users' script directories.
 
-Built like the POP3 server (``mailsuite.pop3.server``) on Protocol + TimeoutMixin,
-the shared cred portal and the shared auth throttle; the common front-end base
-(``mailsuite/frontend.py``) had not landed when this was written.  Scripts are read
-and written through :class:`mailsuite.sieve.scripts.UserScripts` in the worker pool.
+Protocol + TimeoutMixin on the front-end base (``mailsuite.frontend``): its per-IP
+connection count, SASL decoder (PLAIN, LOGIN) and login-with-throttle through the
+shared cred portal, and its failure-to-answer mapping (``MANAGESIEVE_ANSWERS``).  The
+framing is this protocol's own (``wire.py``): arguments may be literals, so a command
+is not a line.  Scripts are read and written through
+:class:`mailsuite.sieve.scripts.UserScripts` in the worker pool.
 
 Behaviour worth knowing:
 
@@ -22,12 +24,9 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 import base64
-import binascii
-import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -35,7 +34,10 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from mailsuite import workers
-from mailsuite.directory.interface import DirectoryUnavailable
+from mailsuite.frontend import (
+    MANAGESIEVE_ANSWERS, ConnectionCounts, Credentials, LoginFailed, LoginGate, Outcome, SASLError, SASLExchange,
+    Slot, set_no_delay,
+)
 from mailsuite.managesieve.wire import LiteralTooBig, ParseError, parse_command, quote
 from mailsuite.sieve.grammar import EXTENSIONS, compile_script
 from mailsuite.sieve.interpreter import MAX_REDIRECTS
@@ -75,9 +77,10 @@ class ManageSieveConfigBundle:
 class ManageSieveFactory(protocol.Factory):
     noisy = False
 
-    def __init__(self, conf: ManageSieveConfigBundle, per_ip: dict[str, int]) -> None:
+    def __init__(self, conf: ManageSieveConfigBundle, connections: ConnectionCounts) -> None:
         self.conf = conf
-        self.per_ip = per_ip
+        self.connections = connections
+        self.logins = LoginGate(conf.portal, conf.throttle, "managesieve")
 
     def buildProtocol(self, addr: Any) -> "ManageSieveServer":
         p = ManageSieveServer(self.conf)
@@ -111,37 +114,30 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
         self._closing = False
         self._errors = 0
         self._auth_failures = 0
-        self._sasl: Callable[[bytes], Any] | None = None
-        self._counted_ip: str | None = None
+        self._sasl: SASLExchange | None = None
+        self._slot: Slot | None = None
+        self._skip_line = False
 
     # -- connection -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.ip = getattr(self.transport.getPeer(), "host", "") or ""
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError, socket.error):
-            pass
-        counts = self.factory.per_ip
-        if counts.get(self.ip, 0) >= self.svc.max_connections_per_ip:
+        set_no_delay(self.transport)
+        self._slot = self.factory.connections.admit(self.ip, self.svc.max_connections_per_ip)
+        if self._slot is None:
             log.warn("managesieve: connection from [{ip}] refused: too many connections", ip=self.ip)
             self._send(b'BYE (TRYLATER) "Too many connections from your address."')
             self._close()
             return
-        counts[self.ip] = counts.get(self.ip, 0) + 1
-        self._counted_ip = self.ip
         self.setTimeout(self.svc.login_timeout)
         self._write(self._capabilities() + b'OK "mailsuite ManageSieve ready."\r\n')
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
         self._closing = True
-        if self._counted_ip is not None:
-            counts = self.factory.per_ip
-            counts[self._counted_ip] -= 1
-            if counts[self._counted_ip] <= 0:
-                del counts[self._counted_ip]
-            self._counted_ip = None
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
         if self._logout is not None:
             self._logout()
             self._logout = None
@@ -202,7 +198,7 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
                     then, self._skip_then = self._skip_then, None
                     then()
                 continue
-            if getattr(self, "_skip_line", False):
+            if self._skip_line:
                 nl = self._buffer.find(b"\n")
                 if nl < 0:
                     self._buffer = b""
@@ -265,9 +261,12 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
         name = tokens[0]
         args = tokens[1:]
         if name == b"\0SASL":
-            step, self._sasl = self._sasl, None
-            assert step is not None
-            self._run(step, args)
+            exchange, self._sasl = self._sasl, None
+            assert exchange is not None
+            if len(args) != 1 or not isinstance(args[0], bytes):
+                self._bad("Expected a base64 string.")
+                return
+            self._run(lambda a: self._sasl_step(exchange, lambda: exchange.respond(a[0])), args)
             return
         handler = getattr(self, "do_" + name.decode("ascii"), None)  # type: ignore[union-attr]
         if handler is None:
@@ -375,92 +374,55 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
     def do_AUTHENTICATE(self, args: list) -> Any:
         if not self._auth_allowed():
             raise _No("Authentication needs TLS: use STARTTLS first.", "ENCRYPT-NEEDED")
-        if not args or not isinstance(args[0], bytes) or len(args) > 2:
+        if not args or not isinstance(args[0], bytes) or len(args) > 2 or (
+                len(args) == 2 and not isinstance(args[1], bytes)):
             raise _No('Expected AUTHENTICATE "mechanism" ["initial response"].')
-        mech = args[0].upper()
-        initial = args[1] if len(args) == 2 else None
-        if mech == b"PLAIN":
-            if initial is not None:
-                return self._plain([initial])
-            self._send(b'""')
-            self._sasl = self._plain
-            return None
-        if mech == b"LOGIN":
-            if initial is not None:
-                return self._login_user([initial])
-            self._send(quote(base64.b64encode(b"Username:")))
-            self._sasl = self._login_user
-            return None
-        raise _No("Unsupported authentication mechanism.")
-
-    def _sasl_response(self, args: list) -> bytes:
-        if len(args) != 1 or not isinstance(args[0], bytes):
-            raise _No("Expected a base64 string.")
-        if args[0] == b"*":
-            raise _No("Authentication cancelled.")
         try:
-            return base64.b64decode(args[0], validate=True)
-        except (binascii.Error, ValueError):
-            raise _No("Invalid base64 data.") from None
+            exchange = SASLExchange(args[0])
+        except SASLError as e:
+            raise _No(MANAGESIEVE_ANSWERS[e.outcome][1]) from None
+        initial = args[1] if len(args) == 2 else None
+        return self._sasl_step(exchange, lambda: exchange.start(initial))
 
-    def _plain(self, args: list) -> Any:
-        parts = self._sasl_response(args).split(b"\x00")
-        if len(parts) != 3 or not parts[1]:
-            raise _No("Invalid PLAIN response.")
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
-            raise _No("Logging in as another user is not allowed.")
-        return self._login(authcid, password)
+    def _sasl_step(self, exchange: SASLExchange, step: Callable[[], bytes | Credentials]) -> Any:
+        """One step of the exchange: a challenge (RFC 5804 2.1: a base64 string) or,
+        with the credentials complete, the login."""
+        try:
+            result = step()
+        except SASLError as e:
+            code, text = MANAGESIEVE_ANSWERS[e.outcome]
+            raise _No(text, code) from None
+        if isinstance(result, Credentials):
+            d = self.factory.logins.login(self.ip, result, IManageSieveAccount)
+            return d.addCallbacks(self._authenticated, self._auth_failed)
+        self._send(quote(base64.b64encode(result)))
+        self._sasl = exchange
+        return None
 
-    def _login_user(self, args: list) -> None:
-        user = self._sasl_response(args)
-        self._send(quote(base64.b64encode(b"Password:")))
-        self._sasl = lambda a: self._login(user, self._sasl_response(a))
-
-    def _login(self, user: bytes, password: bytes) -> defer.Deferred:
-        login = user.decode("utf-8", "replace")
-        throttle = self.conf.throttle
-        d = throttle.before_auth(self.ip, login) if throttle is not None else defer.succeed(None)
-        d.addCallback(lambda _: self.conf.portal.login(credentials.UsernamePassword(user, password), None,
-                                                       IManageSieveAccount))
-        return d.addCallbacks(self._authenticated, self._auth_failed, errbackArgs=(login,))
-
-    def _auth_failed(self, failure: Failure, login: str) -> None:
+    def _auth_failed(self, failure: Failure) -> None:
+        failure.trap(LoginFailed)
         if self._closing:
             return
-        from mailsuite.auth.throttle import AuthRefused
-
-        if failure.check(AuthRefused):
-            log.info("managesieve: [{ip}] login {user} refused: cool-down", ip=self.ip, user=login[:64])
-            self._send(b'BYE "Too many authentication failures; try again later."')
+        outcome = failure.value.outcome
+        code, text = MANAGESIEVE_ANSWERS[outcome]
+        if outcome is Outcome.REFUSED or failure.value.refused_now:
+            self._send(b"BYE" + (b" (" + code.encode() + b")" if code else b"") + b" " + quote(text))
             self._close()
             return
-        if failure.check(DirectoryUnavailable):
-            log.warn("managesieve: [{ip}] directory unavailable: {e}", ip=self.ip, e=failure.getErrorMessage())
-            self._no("Authentication is temporarily unavailable.", "TRYLATER")
-            return
-        if not failure.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
-            log.failure("managesieve: authentication error", failure)
-            self._no("Internal error.", "TRYLATER")
-            return
-        if self.conf.throttle is not None:
-            self.conf.throttle.auth_failed(self.ip, login, proto="managesieve")
-        self._auth_failures += 1
-        log.info("managesieve: [{ip}] login {user} failed", ip=self.ip, user=login[:64])
-        self._no("Authentication failed.")
-        if self._auth_failures >= _MAX_AUTH_FAILURES:
-            self._send(b'BYE "Too many failed logins."')
-            self._close()
+        self._no(text, code)
+        if outcome in (Outcome.INVALID, Outcome.AUTHZ):
+            self._auth_failures += 1
+            if self._auth_failures >= _MAX_AUTH_FAILURES:
+                log.info("managesieve: [{ip}] {n} failed logins; closing", ip=self.ip, n=self._auth_failures)
+                self._send(b'BYE "Too many failed logins."')
+                self._close()
 
-    def _authenticated(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
-        _iface, avatar, logout = result
-        if self.conf.throttle is not None:
-            self.conf.throttle.auth_succeeded(self.ip, avatar.name)
+    def _authenticated(self, login: Any) -> None:
         if self._closing:
-            logout()
+            login.logout()
             return
-        self.account = avatar.name
-        self._logout = logout
+        self.account = login.name
+        self._logout = login.logout
         self.setTimeout(self.svc.idle_timeout)
         log.info("managesieve: [{ip}] {user} logged in", ip=self.ip, user=self.account)
         self._ok("Logged in.")

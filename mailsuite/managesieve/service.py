@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailsuite.frontend import ConnectionCounts
 from mailsuite.managesieve.server import (
     IManageSieveAccount,
     ManageSieveAccount,
@@ -20,7 +21,7 @@ def add_services(suite: Any, parent: Any) -> None:
     if not (svc.listen or svc.listen_tls):
         return
     suite.realm.register(IManageSieveAccount, lambda account: ManageSieveAccount(account.name))
-    per_ip: dict[str, int] = {}
+    connections = ConnectionCounts()  # one count per IP for both listeners
     tls = suite.tls_for("managesieve")
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
         conf = ManageSieveConfigBundle(
@@ -33,7 +34,7 @@ def add_services(suite: Any, parent: Any) -> None:
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
         )
-        factory = ManageSieveFactory(conf, per_ip)
+        factory = ManageSieveFactory(conf, connections)
         if implicit:
             suite.listener(parent, desc, factory, True, context=tls,
                            max_handshakes_per_ip=cfg.tls.max_handshakes_per_ip)
