@@ -151,6 +151,10 @@ class SMTPListenerConfig:
     request_deadline: int = 300
     min_data_rate: int = 500
     max_line_length: int = 1000
+    # A bare CR or LF in message data (Postfix's smtpd_forbid_bare_newline): "normalize"
+    # takes it for a line end (only CR LF . CR LF ends DATA); "reject" refuses the
+    # message with 550 5.5.2.
+    bare_newline: Literal["normalize", "reject"] = "normalize"
     max_errors: int = 20
     # Received: lines after which a message is taken for a mail loop (554 5.4.6),
     # like Postfix's hopcount_limit.

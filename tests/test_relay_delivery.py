@@ -173,6 +173,46 @@ def test_dot_lines_at_every_chunk_boundary_are_stuffed_and_nothing_is_smuggled(s
         assert set(body_lines) <= {b"..", b"MAIL FROM:<smuggled@evil.test>", b"RCPT TO:<victim@remote.test>", b"DATA"}
 
 
+SMUGGLE = (b"Subject: cr\r\n\r\nhi\r.\rMAIL FROM:<smuggled@evil.test>\rRCPT TO:<victim@remote.test>\r"
+           b"DATA\r\r\n.\r\n")
+
+
+def raw_data(server: Server, body: bytes, rcpt: str = "a@remote.test") -> bytes:
+    """Send ``body`` as DATA byte for byte (smtplib would fix its line ends)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        for cmd in (b"EHLO client.test", b"MAIL FROM:<alice@example.test>", b"RCPT TO:<%s>" % rcpt.encode(), b"DATA"):
+            sock.sendall(cmd + b"\r\n")
+            while (line := f.readline())[3:4] == b"-":
+                pass
+            assert line[:1] in b"23", line
+        sock.sendall(body)
+        return f.readline()
+
+
+def test_a_bare_cr_dot_cr_is_never_relayed_as_it_came(server_factory, peers) -> None:
+    """Issue 16 finding 5: <CR>.<CR> reached the next hop byte for byte; a receiver
+    that ends DATA there would take the rest for a second message from us."""
+    peer = peers()
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}).start()
+    assert raw_data(srv, SMUGGLE).startswith(b"250")
+    wait_for(lambda: len(peer.received) == 1, 15, "one delivery", srv)
+    data = peer.received[0].data
+    assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")  # no bare CR or LF
+    assert b"\r\n..\r\nMAIL FROM:<smuggled@evil.test>\r\n" in data  # the "." line is stuffed
+    assert not any("smuggled" in c for c in peer.commands)
+
+
+def test_bare_newline_reject_refuses_the_message_with_5_5_2(server_factory) -> None:
+    srv = server_factory("reject", smtp={"bare_newline": "reject"}).start()
+    assert raw_data(srv, SMUGGLE, "alice@example.test").startswith(b"550 5.5.2")
+    assert raw_data(srv, b"Subject: ok\r\n\r\nclean\r\n.\r\n", "alice@example.test").startswith(b"250")
+    wait_for(lambda: len(srv.messages("alice@example.test")) == 1, 10, "one delivery", srv)
+
+
 # -- per-recipient results, retries, bounces ------------------------------------------
 
 

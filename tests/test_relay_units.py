@@ -25,8 +25,9 @@ from mailsuite.smtp.outbound import ClientProtocol, PeerReply, stuff
 
 
 def reference_wire(body: bytes) -> bytes:
-    """What RFC 5321 §4.5.2 asks for, computed on the whole body at once."""
-    lines = body.split(b"\n")
+    """What RFC 5321 §4.5.2 asks for, computed on the whole body at once; a bare CR
+    ends a line as LF and CR LF do (issue 16 finding 5)."""
+    lines = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in lines)
 
 
@@ -45,6 +46,20 @@ def stuffed_in_chunks(body: bytes, cuts: list[int]) -> bytes:
 def test_stuffing_in_any_chunking_equals_stuffing_the_whole_body(parts: list[bytes], cuts: list[int]) -> None:
     body = b"".join(parts)
     assert stuffed_in_chunks(body, cuts) == reference_wire(body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"a", b"\n", b"\r", b"\r\n", b".\r"]), max_size=60),
+       st.lists(st.integers(min_value=0, max_value=200), max_size=8))
+def test_no_bare_cr_or_lf_ever_reaches_the_wire(parts: list[bytes], cuts: list[int]) -> None:
+    wire = stuffed_in_chunks(b"".join(parts), cuts)
+    assert wire.count(b"\r") == wire.count(b"\n") == wire.count(b"\r\n")
+
+
+def test_a_bare_cr_dot_cr_is_a_stuffed_dot_line_on_the_wire() -> None:
+    """The smuggling of issue 16 finding 5: <CR>.<CR> must not end DATA anywhere."""
+    wire, _ = stuff(b"hi\r.\rMAIL FROM:<evil@x>\r\n", True)
+    assert wire == b"hi\r\n..\r\nMAIL FROM:<evil@x>\r\n"
 
 
 def test_dot_at_the_start_of_a_chunk_after_a_line_end_is_stuffed() -> None:

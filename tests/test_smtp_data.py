@@ -80,9 +80,28 @@ def test_dot_without_crlf_is_not_the_end() -> None:
     assert not done
 
 
-def test_bare_lf_is_kept_as_data() -> None:
+def test_bare_lf_is_a_line_end() -> None:
     body, done, _, _ = feed_all([b"a\nb\r\n.\r\n"])
     assert done and body == b"a\nb\n"
+
+
+def test_bare_cr_is_a_line_end_too_so_nothing_downstream_sees_one() -> None:
+    """Issue 16 finding 5, Postfix's smtpd_forbid_bare_newline = normalize: only CR LF
+    . CR LF ends DATA; a bare CR is stored as a line end (the relay then sends the "."
+    line after it stuffed) instead of being relayed byte for byte."""
+    body, done, rest, r = feed_all([b"hi\r.\rMAIL FROM:<evil@x>\r\r\n.\r\nNOOP\r\n"])
+    assert done and rest == b"NOOP\r\n"
+    assert body == b"hi\n.\nMAIL FROM:<evil@x>\n\n" and b"\r" not in body
+    assert r.lines == 4 and not r.rejected
+
+
+def test_reject_mode_flags_a_bare_cr_or_lf() -> None:
+    for data in (b"a\rb\r\n.\r\n", b"a\nb\r\n.\r\n", b"a\r\r\n.\r\n"):
+        r = DataReader(BIG, 1000, bare_newline="reject")
+        fed = r.feed(data)
+        assert fed.finished and r.bare_newline and r.rejected
+    r = DataReader(BIG, 1000, bare_newline="reject")
+    assert r.feed(b"clean\r\n.\r\n").finished and not r.rejected
 
 
 def test_eight_bit_and_nul_bytes_pass_through() -> None:

@@ -7,6 +7,13 @@ what keeps SMTP throughput near Postfix's (DESIGN.md, "Where the time goes").
 :class:`DataReader` is pure (no I/O) so it can be fuzzed: feed it received bytes, it
 hands back body bytes with LF line ends, dots unstuffed, and says when the end marker
 came and what followed it (pipelined commands).
+
+Bare line ends (issue 16 finding 5; Postfix's ``smtpd_forbid_bare_newline``): only
+CR LF . CR LF ends the data.  With ``bare_newline="normalize"`` (the default) a bare
+LF or a bare CR inside the body is a line end like CR LF, so no CR ever reaches the
+store or the relay (a bare CR relayed byte for byte let a receiver that ends DATA at
+``<CR>.<CR>`` take a smuggled second message); with ``"reject"`` such a message is
+flagged (``bare_newline``) and refused with 550 5.5.2.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ class Fed:
 
 
 class DataReader:
-    def __init__(self, max_size: int, max_line: int = 1000) -> None:
+    def __init__(self, max_size: int, max_line: int = 1000, bare_newline: str = "normalize") -> None:
         self.max_size = max_size
+        self.reject_bare = bare_newline == "reject"
+        self.bare_newline = False  # a bare CR or LF was seen (reject mode)
         self.max_line = max_line  # octets including CRLF (RFC 5321 4.5.3.1.6)
         self.size = 0  # CRLF octets received, stuffing included (what SIZE counts)
         self.lines = 0  # LF characters in the body handed out
@@ -39,7 +48,7 @@ class DataReader:
 
     @property
     def rejected(self) -> bool:
-        return self.too_big or self.line_too_long
+        return self.too_big or self.line_too_long or self.bare_newline
 
     def feed(self, data: bytes) -> Fed:
         buf = self._pending + data
@@ -85,8 +94,18 @@ class DataReader:
             return b""
         if content.startswith(b".") or b"\r\n." in content:
             content = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:]
+        line_ends = content.count(b"\r\n")
         body = content.replace(b"\r\n", b"\n")
-        self.lines += body.count(b"\n")
+        lines = body.count(b"\n")
+        bare_cr = b"\r" in body
+        if bare_cr or lines != line_ends:  # a bare CR, or a bare LF
+            if self.reject_bare:
+                self.bare_newline = True
+                return b""
+            if bare_cr:
+                body = body.replace(b"\r", b"\n")
+                lines = body.count(b"\n")
+        self.lines += lines
         return body
 
     def _has_long_line(self, content: bytes) -> bool:

@@ -234,17 +234,31 @@ def _reason_text(reason: Failure | None) -> str:
     return text.replace("\n", " ")[:200]
 
 
-def stuff(chunk: bytes, at_line_start: bool) -> tuple[bytes, bool]:
+AFTER_CR: Any = "after CR"  # stuff()'s state: a line just ended with a CR
+
+
+def stuff(chunk: bytes, state: Any) -> tuple[bytes, Any]:
     """One chunk of an LF body as wire bytes: CRLF line ends and every line that starts
-    with "." doubled, including a line that starts exactly at the chunk boundary
-    (``at_line_start``: the previous chunk ended with LF).  Returns the bytes and the
-    state for the next chunk."""
+    with "." doubled, including a line that starts exactly at the chunk boundary.
+    ``state`` is True at the start of the body; pass back what the previous call
+    returned (true at a line start).
+
+    No bare CR or LF ever reaches the wire (issue 16 finding 5): a CR not followed by
+    LF would let a peer that ends DATA at ``<CR>.<CR>`` take the rest of our message
+    as a second one, sent with our reputation.  So a bare CR ends a line like LF and
+    CR LF do, before the dot-stuffing, which then doubles a "." line after it."""
+    if state is AFTER_CR and chunk[:1] == b"\n":
+        chunk = chunk[1:]  # the LF of a CR LF split by the chunk boundary
     if not chunk:
-        return b"", at_line_start
+        return b"", state
+    at_line_start = bool(state)
+    ends_with_cr = chunk[-1:] == b"\r"
+    if b"\r" in chunk:
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     out = chunk.replace(b"\n.", b"\n..")
     if at_line_start and out[:1] == b".":
         out = b"." + out
-    return out.replace(b"\n", b"\r\n"), chunk[-1:] == b"\n"
+    return out.replace(b"\n", b"\r\n"), AFTER_CR if ends_with_cr else chunk[-1:] == b"\n"
 
 
 class ClientFactory(Factory):
@@ -452,7 +466,7 @@ class Session:
             # In memory: one write with the final dot (the transport buffers it; a
             # stalled peer is caught by the wait for the final reply).
             out, _ = stuff(tx.data, True)
-            proto.transport.write(out + (b".\r\n" if tx.data[-1:] in (b"\n", b"") else b"\r\n.\r\n"))
+            proto.transport.write(out + (b".\r\n" if tx.data[-1:] in (b"\n", b"\r", b"") else b"\r\n.\r\n"))
             return
         timer = reactor.callLater(self.timeouts.data, self._stalled)
         try:
@@ -469,7 +483,7 @@ class Session:
                     last = chunk[-1:]
                     timer.reset(self.timeouts.data)
                     await proto.writable()
-            proto.transport.write(b".\r\n" if last in (b"\n", b"") else b"\r\n.\r\n")
+            proto.transport.write(b".\r\n" if last in (b"\n", b"\r", b"") else b"\r\n.\r\n")
         finally:
             if timer.active():
                 timer.cancel()

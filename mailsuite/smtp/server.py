@@ -478,7 +478,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             log.error("smtp: cannot open incoming file: {e}", e=e)
             self._incoming = None
             raise Reply(451, "4.3.0", "Error: local error in processing") from None
-        self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length)
+        self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length, self.svc.bare_newline)
         # Every message's header block is watched: for the hop count (mail loops), and
         # on submission for the From: check and the fields an MSA adds.
         self._headers = (HeaderScanner(("from",), self._missing_headers) if self.conf.submission
@@ -671,6 +671,9 @@ class SMTPServer(Protocol, TimeoutMixin):
             reply = Reply(451, "4.3.0", "Error: local error in processing")
         elif reader.too_big:
             reply = Reply(552, "5.3.4", "Error: message file too big")
+        elif reader.bare_newline:
+            # [smtp] bare_newline = "reject" (Postfix's smtpd_forbid_bare_newline).
+            reply = Reply(550, "5.5.2", "Error: bare <CR> or <LF> received")
         elif reader.line_too_long:
             reply = Reply(500, "5.5.2", f"Error: message line longer than {self.svc.max_line_length} octets")
         elif self._headers is not None and self._headers.received >= self.svc.max_hops:
