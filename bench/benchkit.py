@@ -5,11 +5,12 @@
   is not asked for turned off;
 - :class:`BenchSlapd`: a throw-away OpenLDAP slapd (plain ldap:// on loopback) holding N
   users in the mail group, for the LDAP login benchmark;
-- free ports, a process's CPU seconds, Maildir counting.
+- free ports, a process's CPU seconds, Maildir counting, an asyncio SMTP reply reader.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -85,6 +86,20 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float, what: str,
         if time.time() > deadline or proc.poll() is not None:
             raise SystemExit(f"{what} did not listen on {HOST}:{port}")
         time.sleep(0.05)
+
+
+async def smtp_reply(reader: asyncio.StreamReader) -> bytes:
+    """The last line of the next SMTP reply (``line[:3]`` is its code)."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line[3:4] != b"-":
+            return line
+
+
+async def smtp_code(reader: asyncio.StreamReader) -> int:
+    return int((await smtp_reply(reader))[:3])
 
 
 def _toml(v: Any) -> str:

@@ -40,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchkit import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, BenchServer, BenchSlapd, cpu_seconds, free_port
+from benchkit import (MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, BenchServer, BenchSlapd, cpu_seconds, free_port,
+                      smtp_reply)
 
 
 def user(i: int) -> tuple[str, str]:
@@ -50,28 +51,19 @@ def user(i: int) -> tuple[str, str]:
 # -- protocol clients (asyncio, one login per connection) -------------------------------
 
 
-async def read_smtp(r: asyncio.StreamReader) -> bytes:
-    while True:
-        line = await r.readline()
-        if not line:
-            raise ConnectionError("closed")
-        if line[3:4] != b"-":
-            return line
-
-
 async def smtp_login(host: str, port: int, login: str, password: str) -> tuple[bool, float, bytes]:
     r, w = await asyncio.open_connection(host, port)
     try:
-        await read_smtp(r)
+        await smtp_reply(r)
         w.write(b"EHLO bench.test\r\n")
-        await read_smtp(r)
+        await smtp_reply(r)
         token = base64.b64encode(f"\0{login}\0{password}".encode())
         t0 = time.perf_counter()
         w.write(b"AUTH PLAIN " + token + b"\r\n")
-        reply = await read_smtp(r)
+        reply = await smtp_reply(r)
         dt = time.perf_counter() - t0
         w.write(b"QUIT\r\n")
-        await read_smtp(r)
+        await smtp_reply(r)
         return reply.startswith(b"235"), dt, reply.strip()
     finally:
         w.close()
@@ -139,9 +131,9 @@ async def stall_probe(proto: str, host: str, port: int, login_port: int, users: 
     if proto == "imap":
         await r.readline()
     else:
-        await read_smtp(r)
+        await smtp_reply(r)
         w.write(b"EHLO probe.test\r\n")
-        await read_smtp(r)
+        await smtp_reply(r)
     rtts: list[float] = []
     login = imap_login if proto == "imap" else smtp_login
     results: list = []
@@ -166,7 +158,7 @@ async def stall_probe(proto: str, host: str, port: int, login_port: int, users: 
                 pass
         else:
             w.write(b"NOOP\r\n")
-            await read_smtp(r)
+            await smtp_reply(r)
         rtts.append(time.perf_counter() - t0)
         await asyncio.sleep(0.01)
     await asyncio.gather(*tasks)

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir, free_port  # noqa: E402
+from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir, free_port, smtp_code  # noqa: E402
 
 RCPT = "alice@example.test"
 
@@ -73,29 +73,21 @@ async def _send_all(port: int, bodies: list[bytes], c: int) -> int:
     queue = list(reversed(bodies))
     failures = [0]
 
-    async def reply(reader: asyncio.StreamReader) -> int:
-        while True:
-            ln = await reader.readline()
-            if not ln:
-                raise ConnectionError("closed")
-            if ln[3:4] != b"-":
-                return int(ln[:3])
-
     async def worker() -> None:
         while queue:
             body = queue.pop()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            await reply(reader)
+            await smtp_code(reader)
             writer.write(b"EHLO mx.loadgen.test\r\n")
-            await reply(reader)
+            await smtp_code(reader)
             codes = []
             for cmd in (b"MAIL FROM:<bounce@loadgen.test>\r\n", f"RCPT TO:<{RCPT}>\r\n".encode(), b"DATA\r\n"):
                 writer.write(cmd)
-                codes.append(await reply(reader))
+                codes.append(await smtp_code(reader))
             writer.write(body)
-            codes.append(await reply(reader))
+            codes.append(await smtp_code(reader))
             writer.write(b"QUIT\r\n")
-            await reply(reader)
+            await smtp_code(reader)
             writer.close()
             if codes != [250, 250, 354, 250]:
                 failures[0] += 1

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir
+from benchkit import BenchServer, count_maildir, cpu_seconds, empty_maildir, smtp_code
 
 RCPT = "alice@example.test"
 
@@ -59,37 +59,29 @@ async def _python_client(host: str, port: int, n: int, size: int, c: int, reuse:
     remaining = [n]
     failures = [0]
 
-    async def reply(reader: asyncio.StreamReader) -> int:
-        while True:
-            ln = await reader.readline()
-            if not ln:
-                raise ConnectionError("server closed the connection")
-            if ln[3:4] != b"-":
-                return int(ln[:3])
-
     async def worker() -> None:
         reader = writer = None
         while remaining[0] > 0:
             remaining[0] -= 1
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
-                await reply(reader)
+                await smtp_code(reader)
                 writer.write(b"EHLO loadgen.test\r\n")
-                await reply(reader)
+                await smtp_code(reader)
             assert reader is not None
             writer.write(b"MAIL FROM:<sender@loadgen.test>\r\n")
-            codes = [await reply(reader)]
+            codes = [await smtp_code(reader)]
             writer.write(b"RCPT TO:<%s>\r\n" % RCPT.encode())
-            codes.append(await reply(reader))
+            codes.append(await smtp_code(reader))
             writer.write(b"DATA\r\n")
-            codes.append(await reply(reader))
+            codes.append(await smtp_code(reader))
             writer.write(body)
-            codes.append(await reply(reader))
+            codes.append(await smtp_code(reader))
             if codes != [250, 250, 354, 250]:
                 failures[0] += 1
             if not reuse:
                 writer.write(b"QUIT\r\n")
-                await reply(reader)
+                await smtp_code(reader)
                 writer.close()
                 writer = None
         if writer is not None:

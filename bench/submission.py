@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchkit import BenchServer, count_maildir, empty_maildir
+from benchkit import BenchServer, count_maildir, empty_maildir, smtp_code
 from smtp_inbound import RCPT  # sibling script: the same recipient
 
 USER, PASSWORD = "bob@example.test", "bobpw"
@@ -79,15 +79,6 @@ def client_context() -> ssl.SSLContext:
     return ctx
 
 
-async def reply(reader: asyncio.StreamReader) -> int:
-    while True:
-        ln = await reader.readline()
-        if not ln:
-            raise ConnectionError("server closed the connection")
-        if ln[3:4] != b"-":
-            return int(ln[:3])
-
-
 async def session(host: str, port: int, mode: str, body: bytes, auth: tuple[str, str], rcpt: str,
                   ctx: ssl.SSLContext) -> None:
     implicit = mode in ("implicit-auth", "handshake")
@@ -96,11 +87,11 @@ async def session(host: str, port: int, mode: str, body: bytes, auth: tuple[str,
     try:
         async def cmd(line: bytes, want: int) -> None:
             writer.write(line + b"\r\n")
-            code = await reply(reader)
+            code = await smtp_code(reader)
             if code != want:
                 raise RuntimeError(f"{line[:20]!r} -> {code}")
 
-        if await reply(reader) != 220:
+        if await smtp_code(reader) != 220:
             raise RuntimeError("no greeting")
         if mode == "handshake":
             await cmd(b"QUIT", 221)
@@ -119,7 +110,7 @@ async def session(host: str, port: int, mode: str, body: bytes, auth: tuple[str,
         await cmd(f"RCPT TO:<{rcpt}>".encode(), 250)
         await cmd(b"DATA", 354)
         writer.write(body)
-        if await reply(reader) != 250:
+        if await smtp_code(reader) != 250:
             raise RuntimeError("message refused")
         await cmd(b"QUIT", 221)
     finally:
