@@ -284,6 +284,9 @@ class SieveConfig:
     after: Path | None = None
     # Where `include :global "name"` finds name.sieve.
     global_dir: Path | None = None
+    # Seconds a user's active script is used before the disk is asked again (a change
+    # made through ManageSieve is seen at once; one copied in by hand within this time).
+    script_check_interval: float = 2.0
 
 
 @dataclass(frozen=True)

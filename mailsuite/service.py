@@ -222,7 +222,7 @@ def make_sieve_filter(cfg: config_mod.Config, directory: IDirectory) -> Any:
     from mailsuite.sieve.delivery import SieveEngine, SieveFilter
 
     engine = SieveEngine(cfg.mail_dir, cfg.sieve.before, cfg.sieve.after, cfg.sieve.global_dir,
-                         hostname=cfg.server.hostname)
+                         hostname=cfg.server.hostname, check_interval=cfg.sieve.script_check_interval)
     return SieveFilter(engine, directory, cfg.server.domains, cfg.server.hostname, cfg.queue_dir / "incoming")
 
 

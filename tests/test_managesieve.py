@@ -181,3 +181,24 @@ def test_implicit_tls_listener_and_limits(server_factory, monkeypatch: pytest.Mo
         assert s.read_until_status().splitlines()[-1].startswith(b"OK")
     extra = Raw(srv.ports["managesieve"])
     assert extra.read_until_status().startswith(b"BYE (TRYLATER)")
+
+
+def test_an_activated_script_applies_to_the_next_message(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delivery reuses its "no script" answer for [sieve] script_check_interval (2 s),
+    but a script activated through ManageSieve applies at once."""
+    import smtplib
+
+    from sievelib.managesieve import Client
+
+    def send(subject: str) -> None:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as s:
+            s.sendmail("bob@example.test", [ALICE], f"Subject: {subject}\r\n\r\nhi\r\n".encode())
+
+    send("before")  # delivery now knows alice has no script
+    monkeypatch.setenv("SSL_CERT_FILE", str(srv.root / "tls" / "cert.pem"))
+    c = Client("127.0.0.1", srv.ports["managesieve"], srvhostname=HOST)
+    assert c.connect(ALICE, PW, starttls=True, authmech="PLAIN")
+    assert c.putscript("f", 'require ["fileinto"]; fileinto "Archive";') and c.setactive("f")
+    send("after")
+    assert len(srv.messages(ALICE)) == 1 and len(srv.messages(ALICE, "Archive")) == 1
+    c.logout()

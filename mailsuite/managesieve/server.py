@@ -72,6 +72,7 @@ class ManageSieveConfigBundle:
     tls_context: Any
     implicit_tls: bool
     allow_plaintext_auth: bool
+    on_change: Callable[[str], None] | None = None  # an account's scripts changed (delivery's cache)
 
 
 class ManageSieveFactory(protocol.Factory):
@@ -325,6 +326,10 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
         except BadScriptName:
             raise _No(f"Invalid script name {value[:64]!r}.") from None
 
+    def _changed(self, _: Any = None) -> None:
+        if self.conf.on_change is not None and self.account is not None:
+            self.conf.on_change(self.account)
+
     def _scripts(self) -> UserScripts:
         assert self.account is not None
         return UserScripts(account_dir(self.conf.mail_dir, self.account))
@@ -488,7 +493,7 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
                      n=len(content))
             self._ok("Putscript completed.")
 
-        return self._in_worker(put).addCallback(done)
+        return self._in_worker(put).addCallback(self._changed).addCallback(done)
 
     def do_CHECKSCRIPT(self, args: list) -> None:
         if len(args) != 1 or not isinstance(args[0], bytes):
@@ -544,7 +549,7 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
             log.info("managesieve: {user}: active script {name}", user=self.account, name=name or "(none)")
             self._ok("Setactive completed.")
 
-        return self._in_worker(activate).addCallback(done)
+        return self._in_worker(activate).addCallback(self._changed).addCallback(done)
 
     def do_DELETESCRIPT(self, args: list) -> defer.Deferred:
         name = self._name(self._strings(args, 1, '"name"')[0])
@@ -558,7 +563,8 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
             except FileNotFoundError:
                 raise _No("There is no script of that name.", "NONEXISTENT") from None
 
-        return self._in_worker(delete).addCallback(lambda _: self._ok("Deletescript completed."))
+        return self._in_worker(delete).addCallback(self._changed).addCallback(
+            lambda _: self._ok("Deletescript completed."))
 
     def do_RENAMESCRIPT(self, args: list) -> defer.Deferred:
         old, new = (self._name(v) for v in self._strings(args, 2, '"old name" "new name"'))
@@ -572,7 +578,8 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
             except FileExistsError:
                 raise _No("A script with the new name exists already.", "ALREADYEXISTS") from None
 
-        return self._in_worker(rename).addCallback(lambda _: self._ok("Renamescript completed."))
+        return self._in_worker(rename).addCallback(self._changed).addCallback(
+            lambda _: self._ok("Renamescript completed."))
 
 
 _BEFORE_LOGIN = {b"CAPABILITY", b"STARTTLS", b"AUTHENTICATE", b"LOGOUT", b"NOOP"}

@@ -22,6 +22,8 @@ def add_services(suite: Any, parent: Any) -> None:
         return
     suite.realm.register(IManageSieveAccount, lambda account: ManageSieveAccount(account.name))
     connections = ConnectionCounts()  # one count per IP for both listeners
+    # Delivery sees a script stored or activated here at once.
+    sieve = getattr(suite, "sieve", None)
     tls = suite.tls_for("managesieve")
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
         conf = ManageSieveConfigBundle(
@@ -33,6 +35,7 @@ def add_services(suite: Any, parent: Any) -> None:
             tls_context=tls,
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
+            on_change=sieve.engine.invalidate if sieve is not None else None,
         )
         factory = ManageSieveFactory(conf, connections)
         if implicit:

@@ -3,7 +3,8 @@
 Every local copy (the SMTP fast path, the queue's local copies, DSNs to local
 senders) passes :meth:`SieveFilter.filter_copy` before the store writes it.  Whether
 an account has an active script is known without leaving the reactor thread (one
-``lstat`` of ``sieve/active``), so an account without scripts costs nothing more.  With scripts,
+``readlink`` of ``sieve/active`` every ``[sieve] script_check_interval`` seconds), so an
+account without scripts costs nothing more.  With scripts,
 :class:`SieveEngine` runs in the worker pool: it parses the header once and runs the
 global ``before`` script, the user's active script and the global ``after`` script.
 Its outcome is applied to the copy:
@@ -31,9 +32,10 @@ from __future__ import annotations
 import email.utils
 import errno
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -111,7 +113,8 @@ class SieveEngine:
 
     def __init__(self, mail_dir: Path, before: Path | None = None, after: Path | None = None,
                  global_dir: Path | None = None, hostname: str = "localhost", authserv_id: str = "",
-                 cache: CompileCache | None = None) -> None:
+                 cache: CompileCache | None = None, check_interval: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.mail_dir = mail_dir
         self.before = before
         self.after = after
@@ -120,6 +123,12 @@ class SieveEngine:
         self.authserv_id = authserv_id or hostname
         self.cache = cache or CompileCache()
         self._roots: dict[str, Path] = {}  # account -> Maildir root (pathlib joins are slow)
+        # Seconds a user's "active script" answer is reused without a syscall: on a busy
+        # server a readlink + stat in the reactor thread cost more than the script run.
+        # ManageSieve changes in this process are seen at once (invalidate()).
+        self.check_interval = check_interval
+        self.clock = clock
+        self._lookups: dict[str, tuple[float, Script | SieveSyntaxError | None]] = {}
 
     def _global(self, path: Path | None) -> Script | None:
         if path is None:
@@ -141,7 +150,7 @@ class SieveEngine:
         folder an earlier filter chose (Junk, for mail that failed DMARC)."""
         root = self._root(account)
         before, after = self._global(self.before), self._global(self.after)
-        user = self._user_script(root, account)
+        user = self.lookup(account)
         scripts = [s for s in (before, user, after) if isinstance(s, Script)]
         if not scripts and not isinstance(user, SieveSyntaxError):
             return None
@@ -214,6 +223,24 @@ class SieveEngine:
                     pass
             code = errno.errorcode.get(e.errno or 0, "error")
             raise DeliveryError(f"sieve delivery to {account} failed: {code} {e.strerror}") from e
+
+    def lookup(self, account: str) -> Script | SieveSyntaxError | None:
+        """The account's active script (compiled), None, or its compile error; asked of
+        the disk at most once per ``check_interval`` seconds."""
+        now = self.clock()
+        hit = self._lookups.get(account)
+        if hit is not None and now - hit[0] < self.check_interval:
+            return hit[1]
+        result = self._user_script(self._root(account), account)
+        if self.check_interval > 0:
+            if len(self._lookups) > 100_000:
+                self._lookups.clear()
+            self._lookups[account] = (now, result)
+        return result
+
+    def invalidate(self, account: str) -> None:
+        """``account``'s scripts changed (ManageSieve): look again at the next message."""
+        self._lookups.pop(account, None)
 
     def _root(self, account: str) -> Path:
         root = self._roots.get(account)
@@ -356,10 +383,8 @@ class SieveFilter:
         if self.engine.before is not None or self.engine.after is not None:
             return True
         try:
-            # One lstat of a hot dentry in the reactor thread (about a microsecond):
-            # an account without scripts costs no trip through the worker pool.
-            return os.path.lexists(account_dir(self.engine.mail_dir, account) / "sieve" / "active")
-        except (OSError, UnsafeName):
+            return self.engine.lookup(account) is not None
+        except UnsafeName:
             return False
 
     def filter_copy(self, envelope: HandoffEnvelope, body: BodyFile, copy: LocalCopy) -> defer.Deferred | None:
