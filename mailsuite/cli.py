@@ -205,7 +205,7 @@ def _load_extra(sub: argparse._SubParsersAction) -> None:
     import importlib
 
     for module in ("mailsuite.queue.cli", "mailsuite.directory.ldap_cli", "mailsuite.mailauth.cli",
-                   "mailsuite.sieve.cli"):
+                   "mailsuite.sieve.cli", "mailsuite.web.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
