@@ -352,6 +352,14 @@ class DNSConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: how log lines are written (where: twistd's --logfile / -n / --syslog)."""
+
+    # "text": twistd's lines; "json": one JSON object per line with the same fields.
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
 class MTASTSConfig:
     """``[http.mta_sts]``: the MTA-STS policy (RFC 8461) served at
     ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` for every local domain."""
@@ -453,6 +461,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
     managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
@@ -484,6 +493,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "dns": DNSConfig,
     "http": HTTPConfig,
+    "log": LogConfig,
     "dkim": DKIMConfig,
     "sieve": SieveConfig,
     "managesieve": ManageSieveConfig,

@@ -459,6 +459,19 @@ def process_count(cfg: config_mod.Config) -> int:
 
 
 def makeService(options: Options) -> service.IService:
+    top = _make_top(options)
+    if options["parsed"].log.format == "json":
+        from mailsuite.logjson import JSONLogSetup, json_observer
+
+        observer = json_observer(getattr(options, "parent", None))
+        if observer is not None:
+            outer = JSONLogSetup(observer)
+            top.setServiceParent(outer)
+            return outer
+    return top
+
+
+def _make_top(options: Options) -> service.IService:
     cfg = options["parsed"]
     n = process_count(cfg)
     if n == 1:
