@@ -33,6 +33,22 @@ StrPath = Union[str, "os.PathLike[str]"]
 _tmp_seq = itertools.count()
 
 
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Did ``error``, or what it was raised from, come from a full disk or quota?  That
+    is always a temporary failure (SMTP 452 4.3.1, IMAP NO [UNAVAILABLE]): it passes
+    once space is freed, and nothing was kept half-written."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
 def fsync_dir(path: StrPath) -> None:
     """Make the names in a folder durable (after a rename, link or unlink in it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

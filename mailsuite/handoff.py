@@ -261,6 +261,27 @@ class TemporaryFailure(DeliveryFailure):
     default_status = "4.3.0"
 
 
+NO_SPACE_STATUS = "4.3.1"  # RFC 3463: mail system full
+NO_SPACE_TEXT = "Insufficient system storage"
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Did ``error`` come from a full disk or quota (fsutil.is_disk_full), or is it
+    the TemporaryFailure made of one?"""
+    if isinstance(error, DeliveryFailure) and error.status == NO_SPACE_STATUS:
+        return True
+    return fsutil.is_disk_full(error)
+
+
+def temporary_failure(error: BaseException, detail: str | None = None) -> "TemporaryFailure":
+    """The TemporaryFailure for ``error``: a full disk gets 4.3.1 and says so (SMTP
+    452, issue 16 "disk full"); anything else the generic 4.3.0."""
+    text = detail if detail is not None else str(error)
+    if is_disk_full(error):
+        return TemporaryFailure(text, NO_SPACE_STATUS, NO_SPACE_TEXT)
+    return TemporaryFailure(text)
+
+
 class PermanentFailure(DeliveryFailure):
     """The message will never be accepted as it is (SMTP 5xx): e.g. every recipient's
     Sieve script rejected it.  The client bounces it to its sender."""

@@ -29,7 +29,8 @@ from zope.interface import implementer
 
 from mailsuite.delivery.local import TEMPORARY, CopyResult, ILocalDelivery
 from mailsuite.metrics import NULL as NULL_METRICS
-from mailsuite.handoff import BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body
+from mailsuite.handoff import (BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body,
+                               temporary_failure)
 
 
 @implementer(IMessageSink)
@@ -69,6 +70,6 @@ class Dispatcher:
             discard_body(body)
             if f.check(TemporaryFailure, PermanentFailure):
                 return f
-            raise TemporaryFailure(str(f.value))
+            raise temporary_failure(f.value)
 
         return d.addCallbacks(delivered, not_written)

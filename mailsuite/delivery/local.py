@@ -51,7 +51,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from mailsuite.handoff import BodyFile, Envelope, TemporaryFailure
+from mailsuite.handoff import BodyFile, Envelope, temporary_failure
 from mailsuite.store import names
 
 log = Logger(namespace="mailsuite.delivery")
@@ -172,6 +172,6 @@ class LocalDelivery:
 
         def failed(f: Any) -> None:
             # DeliveryError, UnsafeName, OSError: nothing was written; the caller retries.
-            raise TemporaryFailure(str(f.value))
+            raise temporary_failure(f.value)
 
         return d.addCallbacks(written, failed)

@@ -39,6 +39,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from mailsuite import fsutil
 from mailsuite.frontend import (
     IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
     RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
@@ -516,6 +517,12 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
 
         if f.check(DirectoryUnavailable):
             self.write(cmd.tag + b" NO [UNAVAILABLE] Temporary failure, try again later\r\n")
+            return
+        if fsutil.is_disk_full(f.value):
+            # Nothing was stored (the store writes to tmp/ and renames); the client
+            # keeps the message and tries again (issue 16, "disk full").
+            log.error("imap: [{ip}] {cmd} failed: disk full: {err}", ip=self.ip, cmd=cmd.name, err=str(f.value))
+            self.write(cmd.tag + b" NO [UNAVAILABLE] Not enough disk space, try again later\r\n")
             return
         if f.check(OSError):
             log.error("imap: [{ip}] {cmd} failed: {err}", ip=self.ip, cmd=cmd.name, err=str(f.value))

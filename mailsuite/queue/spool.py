@@ -40,7 +40,7 @@ from typing import Any, Iterator
 from mailsuite import fsutil
 from twisted.logger import Logger
 
-from mailsuite.handoff import BodyFile, TemporaryFailure
+from mailsuite.handoff import BodyFile, temporary_failure
 
 VERSION = 1
 STATES = ("pending", "sent", "bounced")
@@ -322,6 +322,6 @@ def write_durably(paths: SpoolPaths, record: Record, body: BodyFile) -> Any:
         workers.run(remove, paths, record.id).addErrback(
             lambda f2: log.warn("queue: {qid}: leftovers stay until the next start: {why}",
                                 qid=record.id, why=f2.getErrorMessage()))
-        raise TemporaryFailure(f"spool write failed: {f.getErrorMessage()}")
+        raise temporary_failure(f.value, f"spool write failed: {f.getErrorMessage()}")
 
     return d.addErrback(failed)

@@ -45,8 +45,8 @@ from mailsuite.frontend import (
     RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
 from mailsuite.metrics import NULL as NULL_METRICS
-from mailsuite.handoff import (Envelope, IMessageSink, IncomingMessage, PermanentFailure, TemporaryFailure,
-                               new_queue_id)
+from mailsuite.handoff import (NO_SPACE_STATUS, NO_SPACE_TEXT, Envelope, IMessageSink, IncomingMessage,
+                               PermanentFailure, TemporaryFailure, is_disk_full, new_queue_id)
 from mailsuite.logtext import escaped, printable, quoted
 from mailsuite.smtp.address import BadPath, parse_path
 from mailsuite.smtp.data import DataReader
@@ -91,6 +91,14 @@ class SMTPFactoryConfig:
     metrics: Any = NULL_METRICS
 
 
+def _local_error(error: BaseException | None) -> Reply:
+    """Our own failure to take a message: 452 4.3.1 when the disk is full (the client
+    keeps it and retries), else 451 4.3.0; never 5xx."""
+    if is_disk_full(error):
+        return Reply(452, NO_SPACE_STATUS, NO_SPACE_TEXT)
+    return Reply(451, "4.3.0", "Error: local error in processing")
+
+
 def _answer(outcome: Outcome) -> Reply:
     return Reply(*SMTP_ANSWERS[outcome])
 
@@ -132,6 +140,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._tls_pending = False  # a TLS handshake is under way
         self._auth_refusals = 0
         self._headers: HeaderScanner | None = None
+        self._write_error: OSError | None = None  # why the message being received was dropped
         # Block list verdict: _PENDING until known, then a Listing or None.
         self._listing: Any = None
         self._listing_waiters: list[defer.Deferred] = []
@@ -477,7 +486,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         except OSError as e:
             log.error("smtp: cannot open incoming file: {e}", e=e)
             self._incoming = None
-            raise Reply(451, "4.3.0", "Error: local error in processing") from None
+            raise _local_error(e) from None
         self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length, self.svc.bare_newline)
         # Every message's header block is watched: for the hop count (mail loops), and
         # on submission for the From: check and the fields an MSA adds.
@@ -650,6 +659,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                 log.error("smtp: {qid}: write failed: {e}", qid=self._queue_id, e=e)
                 self._incoming.discard()
                 self._incoming = None
+                self._write_error = e
         if fed.finished:
             self._buffer.unread(fed.rest)
             self._end_of_data()
@@ -668,7 +678,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         qid = self._queue_id
         assert reader is not None
         if incoming is None:
-            reply = Reply(451, "4.3.0", "Error: local error in processing")
+            reply = _local_error(self._write_error)
+            self._write_error = None
         elif reader.too_big:
             reply = Reply(552, "5.3.4", "Error: message file too big")
         elif reader.bare_newline:
@@ -733,11 +744,15 @@ class SMTPServer(Protocol, TimeoutMixin):
                 return
             if f.check(TemporaryFailure):
                 status, text = f.value.status, f.value.reply
+            elif is_disk_full(f.value):
+                status, text = NO_SPACE_STATUS, NO_SPACE_TEXT
             else:
                 log.failure("smtp: {qid}: dispatch failed", f, qid=qid)
                 status, text = "4.3.0", None
             self._log_message(qid, reader.size, f"deferred ({f.getErrorMessage()})", env)
-            self._send(Reply(451, status, text or "Error: local error in processing, try again later"))
+            # RFC 5321 4.2.2: 452 is "insufficient system storage".
+            code = 452 if status == NO_SPACE_STATUS else 451
+            self._send(Reply(code, status, text or "Error: local error in processing, try again later"))
 
         d.addCallbacks(accepted, failed)
         d.addBoth(self._restart_timeout)
