@@ -6,7 +6,7 @@
 - ``web``: one HTTP(S) request to the web listeners, with any Host header.
 - ``tls``: client TLS contexts, throw-away CAs and chains, ``openssl s_client``.
 - ``dovecot``: Dovecot's imap binary as the reference, and its answers for a corpus.
-- ``waiting``: poll until a condition holds.
+- ``waiting``: poll until a condition holds; ``reactor``: how long the reactor was held.
 - ``programs``: the peer programs (swaks, fetchmail, ...): skip where one is missing,
   fail under ``CI=true``.
 - ``fakes``: test doubles for the seams (a cred portal).
