@@ -134,7 +134,7 @@ class Script:
     ehlo_lines: tuple[str, ...] = ("PIPELINING", "8BITMIME")
     rcpt: Callable[[str], str] = lambda addr: "250 2.1.5 Ok"
     data_end: Callable[["Peer"], str] = lambda peer: "250 2.0.0 Ok: queued"
-    stall_at: str = ""  # "greeting" | "data_end": never answer there
+    stall_at: str = ""  # "greeting" | "data" (stop reading after 354) | "data_end": never answer there
     drop_after_data_bytes: int = -1  # close the connection after this many body bytes
     starttls_garbage: bool = False  # offer STARTTLS, then answer the handshake with junk
     no_ehlo: bool = False  # an old peer: 502 to EHLO, HELO only
@@ -216,6 +216,9 @@ class Peer:
                             say("554 5.5.1 Error: no valid recipients")
                             continue
                         say("354 End data with <CR><LF>.<CR><LF>")
+                        if sc.stall_at == "data":  # read nothing more: the relay's writes back up
+                            peer._stop.wait(30)
+                            return
                         buf = b""
                         while not buf.endswith(b"\r\n.\r\n") and buf != b".\r\n":
                             chunk = self.rfile.readline()
