@@ -274,8 +274,10 @@ class AdminPages(resource.Resource):
         if q:
             d = self.suite.directory
             try:
+                resolution = await d.resolve(q) if "@" in q else None
                 account = await d.account(q)
-                resolution = await d.resolve(q)
+                if account is None and resolution and len(resolution.mailboxes) == 1:
+                    account = await d.account(resolution.mailboxes[0])  # an alternate address
                 addresses = await d.sender_addresses(account.name) if account is not None else ()
             except Exception as e:  # noqa: BLE001 - DirectoryUnavailable and friends: show them
                 out.append(tags.p(f"The directory did not answer: {e}", **{"class": "bad"}))
