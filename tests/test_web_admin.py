@@ -104,7 +104,10 @@ def test_accounts_add_password_quota_delete(admin_setup) -> None:
     page = c.get("/admin/accounts").body
     assert b"Password of dave@example.test changed." in page
     assert b"Quota of dave@example.test set to none." in page
-    c.post("/admin/accounts/delete", {"address": "dave@example.test"})
+    confirm = c.post("/admin/accounts/delete", {"address": "dave@example.test"})
+    assert confirm.status == 200 and b"Delete dave@example.test?" in confirm.body  # asks first
+    assert "dave@example.test" in (srv.root / "users").read_text()
+    c.post("/admin/accounts/delete", {"address": "dave@example.test", "confirm": "yes"})
     assert b"Deleted dave@example.test." in c.get("/admin/accounts").body
     assert "dave@example.test" not in (srv.root / "users").read_text()
     # Bad input is an error message, not a traceback.

@@ -311,6 +311,17 @@ class AdminPages(resource.Resource):
                 quota = data.parse_quota(_field(request, "quota"))
                 await self._edit(session, data.set_quota, path, address, quota,
                                  done=f"Quota of {address} set to {_size(quota) if quota is not None else 'none'}.")
+            elif rest == "delete" and _field(request, "confirm") != "yes":
+                # No JavaScript confirm(): one more page, with its own form.
+                return self._page(session, "Delete an account", "accounts", [
+                    tags.p(f"Delete {address}? It can no longer log in or receive mail; its Maildir stays on "
+                           "disk."),
+                    post_form("/admin/accounts/delete", session.csrf,
+                              tags.input(type="hidden", name="address", value=address),
+                              tags.input(type="hidden", name="confirm", value="yes"),
+                              tags.button(f"Delete {address}", type="submit", **{"class": "danger"}),
+                              tags.a("Cancel", href="/admin/accounts")),
+                ])
             elif rest == "delete":
                 await self._edit(session, data.delete_user, path, address, done=f"Deleted {address}.")
                 self.sessions.drop_user(address)
