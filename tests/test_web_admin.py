@@ -177,3 +177,16 @@ def test_logout_ends_the_session(admin_setup) -> None:
     assert c.post("/admin/logout", {}).header("location") == "/admin/login"
     c.cookies = session  # the old cookie is worthless now
     assert c.get("/admin/").status == 303
+
+
+def test_repeated_wrong_admin_passwords_are_throttled_like_any_login(admin_setup) -> None:
+    from tests.test_web_metrics import scrape, value
+
+    srv = admin_setup.server
+    for _ in range(4):  # limits.auth_delay_after = 3: the fourth answer is delayed
+        assert b"Login failed" in AdminClient(srv).login(ADMIN, "wrong").body
+    m = scrape(srv)
+    assert value(m, "mailsuite_logins_total", protocol="http", result="failed") == 4
+    assert value(m, "mailsuite_auth_throttle_events_total", action="delayed") >= 1
+    assert logged_in(srv).get("/admin/").status == 200  # the right password still works afterwards
+    assert value(scrape(srv), "mailsuite_logins_total", protocol="http", result="ok") == 1
