@@ -478,6 +478,16 @@ class FolderDisk:
             self._maybe_compact()
         return sorted(gone)
 
+    def forget(self, uids: Iterable[int]) -> list[int]:
+        """Drop the records of messages whose files moved to another folder (MOVE);
+        returns the UIDs dropped."""
+        gone = [uid for uid in uids if self._drop(uid) is not None]
+        if gone:
+            if self.cache is not None:
+                self.cache.forget(set(gone))
+            self._maybe_compact()
+        return gone
+
     def _maybe_compact(self) -> None:
         if len(self.uidlist.uids) <= 2 * len(self.records) + 1000:
             return
@@ -554,10 +564,13 @@ class FolderDisk:
             self.scan()  # others added messages meanwhile: show them in UID order
         return out
 
-    def adopt(self, items: list[tuple[Path, str, frozenset[str], float]]) -> list[int | None]:
+    def adopt(self, items: list[tuple[Path, str, frozenset[str], float]], move: bool = False) -> list[int | None]:
         """Copy messages from another folder in: ``(path, filename, flags, date)`` each.
-        Hard links when possible.  Returns the new UIDs (None for a vanished source)."""
+        Hard links when possible; with ``move`` the files are renamed in (one atomic
+        step per message within a file system: a crash leaves each message in exactly
+        one of the two folders).  Returns the new UIDs (None for a vanished source)."""
         self._check()
+        put = _move_file if move else _link_or_copy
         letters_cache: dict[frozenset[str], str] = {}
         files: list[tuple[str, str, bool]] = []
         for src, filename, flags, date in items:
@@ -568,14 +581,23 @@ class FolderDisk:
             if base in self.by_base:
                 base = names.unique_name()
             name = names.with_flags(base + rest, letters_cache[flags])
-            if not _link_or_copy(src, self.cur / name, self.tmp, date):
-                base = names.unique_name()
-                name = names.with_flags(base + rest, letters_cache[flags])
-                if not _link_or_copy(src, self.cur / name, self.tmp, date):
-                    files.append(("", "", False))
-                    continue
+            try:
+                if not put(src, self.cur / name, self.tmp, date):
+                    base = names.unique_name()
+                    name = names.with_flags(base + rest, letters_cache[flags])
+                    if not put(src, self.cur / name, self.tmp, date):
+                        files.append(("", "", False))
+                        continue
+            except MessageGone:
+                files.append(("", "", False))  # the caller may look for it again
+                continue
             files.append((base, name, True))
         _fsync_dir(self.cur)
+        if move:
+            # The names left the source folder in the same renames: make that durable
+            # too (after the destination, so a crash never loses the only name).
+            for src_dir in {item[0].parent for item in items}:
+                _fsync_dir(src_dir)
         real = [f for f in files if f[0]]
         uids = iter(self._give_uids(real))
         return [next(uids) if f[0] else None for f in files]
@@ -671,6 +693,30 @@ def _write_lf(f: Any, source: bytes | Path) -> tuple[int, int]:
             if not chunk:
                 break
     return size, wire
+
+
+def _move_file(src: Path, dst: Path, tmp_dir: Path, date: float) -> bool:
+    """Rename ``src`` to ``dst`` (atomic: the message is in one folder or the other);
+    across file systems copy, make the copy durable, then unlink ``src``.  False if
+    ``dst`` exists.  Raises MessageGone if ``src`` vanished."""
+    if os.path.lexists(dst):
+        return False
+    try:
+        os.rename(src, dst)
+        return True
+    except FileNotFoundError:
+        raise MessageGone(f"{src.name} vanished") from None
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    if not _link_or_copy(src, dst, tmp_dir, date):
+        return False
+    _fsync_dir(dst.parent)  # the copy's name is durable before the original goes
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        pass
+    return True
 
 
 def _link_or_copy(src: Path, dst: Path, tmp_dir: Path, date: float) -> bool:
@@ -892,26 +938,32 @@ class Folder:
         d = dest._op(self._adopt_many, dest, recs, items)
         return d.addCallback(lambda new: [(r.uid, n) for r, n in zip(recs, new) if n is not None])
 
-    def _adopt_many(self, dest: "Folder", recs: list[MessageRecord], items: list) -> list[int | None]:
-        try:
-            return dest._disk.adopt(items)
-        except MessageGone:
-            out: list[int | None] = []
-            for rec, item in zip(recs, items):
+    def _adopt_many(self, dest: "Folder", recs: list[MessageRecord], items: list, move: bool = False) -> list[int | None]:
+        out = dest._disk.adopt(items, move)
+        for i, (rec, item) in enumerate(zip(recs, items)):
+            if out[i] is None:
+                # Renamed (flags) by another agent since we looked, or expunged: look
+                # for it again under its current name.
                 try:
-                    out += dest._disk.adopt([(self._disk.locate(rec.uid),) + item[1:]])
+                    out[i] = dest._disk.adopt([(self._disk.locate(rec.uid),) + item[1:]], move)[0]
                 except MessageGone:
-                    out.append(None)
-            return out
+                    pass
+        return out
 
     def move(self, uids: Iterable[int], dest: "Folder") -> defer.Deferred:
-        """Copy, then expunge the originals (RFC 6851); fires with [(src_uid, dst_uid)]."""
-        uids = list(uids)
+        """Move messages (RFC 6851); fires with [(src_uid, dst_uid)].  Each file is
+        renamed into the destination (atomic within a file system), then the source
+        forgets the records: kill -9 at any point leaves no message in both folders
+        (the source's next scan sees the files gone, the destination's adopts any file
+        it had not numbered yet)."""
+        recs = [r for r in (self.get(u) for u in uids) if r is not None]
+        items = [(self.path / "cur" / r.filename, r.filename, r.flags, r.internaldate) for r in recs]
 
-        def copied(pairs: list[tuple[int, int]]) -> defer.Deferred:
-            return self.expunge([s for s, _ in pairs]).addCallback(lambda _: pairs)
+        def moved(new: list[int | None]) -> defer.Deferred:
+            pairs = [(r.uid, n) for r, n in zip(recs, new) if n is not None]
+            return self._op(self._disk.forget, [s for s, _ in pairs]).addCallback(lambda _: pairs)
 
-        return self.copy(uids, dest).addCallback(copied)
+        return dest._op(self._adopt_many, dest, recs, items, True).addCallback(moved)
 
     # -- reading ----------------------------------------------------------------------
 
