@@ -477,7 +477,9 @@ class Config:
         return self.server.data_dir / "queue"
 
     def is_local_domain(self, domain: str) -> bool:
-        return domain.lower() in self.server.domains
+        from mailsuite.idn import canonical_domain
+
+        return canonical_domain(domain) in self.server.domains
 
 
 # Sections of the file, in order; each maps to one dataclass above.
@@ -640,8 +642,11 @@ def _check(cfg: Config, problems: list[str]) -> None:
 
     if not cfg.server.domains:
         problems.append("server.domains: at least one local domain is required")
+    from mailsuite.idn import valid_domain
+
     for d in cfg.server.domains:
-        if not d or "@" in d or " " in d or d != d.lower():
+        # U-labels or A-labels (RFC 5890) are both fine: they are one domain.
+        if not d or "@" in d or " " in d or d != d.lower() or not valid_domain(d):
             problems.append(f"server.domains: {d!r} is not a lower-case domain name")
     if cfg.server.postmaster and "@" not in cfg.server.postmaster:
         problems.append("server.postmaster: expected an address like postmaster@example.org")
@@ -805,7 +810,18 @@ def parse(text: str, path: Path) -> Config:
     problems += [p for p in extra if p.partition(":")[0] not in reported]
     if problems:
         raise ConfigError(problems)
-    return cfg
+    return _canonical(cfg)
+
+
+def _canonical(cfg: Config) -> Config:
+    """Local domains in the one form every lookup compares (lower-case U-labels), so
+    ``xn--bcher-kva.example`` in the file and ``bücher.example`` on the wire match."""
+    from mailsuite.idn import canonical_domain
+
+    domains = tuple(dict.fromkeys(canonical_domain(d) for d in cfg.server.domains))
+    if domains == cfg.server.domains:
+        return cfg
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, domains=domains))
 
 
 def load(path: str | os.PathLike[str]) -> Config:

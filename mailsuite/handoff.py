@@ -89,6 +89,13 @@ class Envelope:
     # (mailsuite.mailauth.inbound) say quarantine.  Kept in the spool record.
     folder: str = ""
     arrival: float = field(default_factory=time.time)
+    smtputf8: bool = False  # the client sent SMTPUTF8 (RFC 6531)
+    body: str = ""  # BODY=: "", "8BITMIME" or "BINARYMIME"
+    envid: str = ""  # RFC 3461 ENVID, decoded
+    ret: str = ""  # RFC 3461 RET: "", "FULL", "HDRS"
+    requiretls: bool = False  # RFC 8689 REQUIRETLS
+    # RFC 3461 per RCPT: address -> (NOTIFY, ORCPT "type;addr"); absent: neither given.
+    rcpt_dsn: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 # -- the body -------------------------------------------------------------------------

@@ -49,14 +49,18 @@ class Resolution:
 
 def normalize_address(address: str) -> str:
     """Lower-case the domain; local parts compare case-insensitively here as in
-    Postfix/Dovecot defaults, so the whole address is lower-cased."""
-    return address.strip().lower()
+    Postfix/Dovecot defaults, so the whole address is lower-cased (UTF-8 local parts
+    too, RFC 6531).  An IDN domain takes its U-label form, so an account or alias
+    written with either form of the domain is found under both."""
+    from mailsuite.idn import canonical_address
+
+    return canonical_address(address.strip().lower())
 
 
 class IDirectory(Interface):
     """Accounts, addresses, aliases and passwords."""
 
-    domains = Attribute("tuple of local domain names (lower case)")
+    domains = Attribute("tuple of local domain names (lower case, U-labels: mailsuite.idn)")
 
     def authenticate(login: str, password: str) -> Deferred:
         """Fire with the Account for a correct login/password, fail with

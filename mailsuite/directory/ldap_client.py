@@ -33,6 +33,7 @@ from ldap3.core import exceptions as lexc
 
 from mailsuite.directory.interface import DirectoryUnavailable, Resolution, normalize_address
 from mailsuite.directory.ldap_filters import fill, split_login
+from mailsuite.idn import ascii_domain
 
 # ServerPool sleeps POOLING_LOOP_TIMEOUT (10 s) after every round in which no server
 # answered, even the last one; we want "all down" to fail at once and be retried by
@@ -465,7 +466,17 @@ class LDAPClient:
 
     def _address_entries(self, address: str) -> list[Entry]:
         local, _, domain = address.rpartition("@")
-        return self._entries(fill(self.cfg.address_filter, address=address, local=local, domain=domain))
+        found = self._entries(fill(self.cfg.address_filter, address=address, local=local, domain=domain))
+        if not found and not domain.isascii():
+            # An IDN domain may be stored in either form (``mail`` is IA5String in the
+            # standard schema, so A-labels are the common one): try the other.
+            try:
+                adomain = ascii_domain(domain)
+            except ValueError:
+                return found
+            found = self._entries(fill(self.cfg.address_filter, address=f"{local}@{adomain}", local=local,
+                                       domain=adomain))
+        return found
 
     def account(self, name: str) -> Entry | None:
         """The person entry whose primary address is ``name``, or the one user_filter

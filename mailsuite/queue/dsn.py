@@ -4,6 +4,11 @@ A DSN is a multipart/report with three parts: a human-readable explanation, the
 message/delivery-status fields (one block per recipient), and the original message's
 headers (text/rfc822-headers).  It is sent from the null sender <> so that a DSN about
 a DSN is never sent (RFC 5321 §4.5.5); the scheduler enforces that.
+
+For a message that came with SMTPUTF8 the report is the internationalised one of
+RFC 6533: ``message/global-delivery-status`` fields (UTF-8, addresses with a non-ASCII
+local part typed ``utf-8``) and ``message/global-headers``, because its headers and
+addresses may not be ASCII.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ def build(
     rcpts = list(recipients)
     boundary = f"{record.id}.{int(now)}.{os.urandom(4).hex()}/{hostname}"
     failed = action == "failed"
+    utf8 = record.smtputf8
+    report_type = "global-delivery-status" if utf8 else "delivery-status"
     subject = "Undelivered Mail Returned to Sender" if failed else "Delayed Mail (still being retried)"
     lines = [
         f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)",
@@ -51,7 +58,7 @@ def build(
         f"Message-ID: {make_msgid(domain=hostname)}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status;\n\tboundary="{boundary}"',
+        f'Content-Type: multipart/report; report-type={report_type};\n\tboundary="{boundary}"',
         "Content-Transfer-Encoding: 8bit",
         "",
         "This is a MIME-encapsulated message.",
@@ -85,20 +92,20 @@ def build(
         "",
         f"--{boundary}",
         "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: message/{report_type}",
         "",
         f"Reporting-MTA: dns; {hostname}",
         f"X-Mailsuite-Queue-ID: {record.id}",
-        f"X-Mailsuite-Sender: rfc822; {record.sender}",
+        f"X-Mailsuite-Sender: {_typed(record.sender)}",
         f"Arrival-Date: {_date(record.arrival)}",
     ]
     for r in rcpts:
         lines += [
             "",
-            f"Final-Recipient: rfc822; {_recipient_address(r)}",
+            f"Final-Recipient: {_typed(_recipient_address(r))}",
         ]
         if r.orcpt and r.orcpt != _recipient_address(r):
-            lines.append(f"Original-Recipient: rfc822; {r.orcpt}")
+            lines.append(f"Original-Recipient: {_typed(r.orcpt)}")
         lines += [f"Action: {action}", f"Status: {r.dsn or ('5.0.0' if failed else '4.0.0')}"]
         relay = r.relay
         if relay and relay not in ("none", "local"):
@@ -114,13 +121,19 @@ def build(
         "",
         f"--{boundary}",
         "Content-Description: Undelivered Message Headers" if failed else "Content-Description: Delayed Message Headers",
-        "Content-Type: text/rfc822-headers",
+        "Content-Type: message/global-headers" if utf8 else "Content-Type: text/rfc822-headers",
         "",
     ]
     out = "\n".join(lines).encode("utf-8") + b"\n" + headers
     if not out.endswith(b"\n"):
         out += b"\n"
     return out + f"\n--{boundary}--\n".encode()
+
+
+def _typed(address: str) -> str:
+    """An address with its RFC 3464 type: ``utf-8`` for a non-ASCII one (RFC 6533 3,
+    unitext form, allowed in message/global-delivery-status), else ``rfc822``."""
+    return f"rfc822; {address}" if address.isascii() else f"utf-8; {address}"
 
 
 def _one_line(text: str) -> str:

@@ -39,6 +39,7 @@ from zope.interface import implementer
 
 from mailsuite import workers
 from mailsuite.metrics import NULL as NULL_METRICS
+from mailsuite.idn import ascii_domain, canonical_domain
 from mailsuite.queue import control, dsn, spool
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import PERMANENT, TEMPORARY, ILocalDelivery
@@ -65,16 +66,27 @@ class Entry:
 
 
 def record_from_envelope(env: Envelope, size: int, lines: int) -> Record:
-    rcpts = [Recipient(box, "local", orcpt=rcpt) for box, rcpt in env.mailboxes.items()]
-    rcpts += [Recipient(addr, "remote", orcpt=addr if addr in env.recipients else "") for addr in env.forwards]
+    def params(rcpt: str) -> dict[str, str]:
+        notify, original = env.rcpt_dsn.get(rcpt, ("", ""))
+        return {"notify": notify, "original": original}
+
+    rcpts = [Recipient(box, "local", orcpt=rcpt, **params(rcpt)) for box, rcpt in env.mailboxes.items()]
+    rcpts += [Recipient(addr, "remote", orcpt=addr if addr in env.recipients else "", **params(addr))
+              for addr in env.forwards]
     return Record(
         id=env.queue_id, sender=env.sender, arrival=env.arrival, recipients=tuple(rcpts), size=size,
         lines=lines, client_ip=env.client_ip, helo=env.helo, auth_user=env.auth_user, folder=env.folder,
+        smtputf8=env.smtputf8, body=env.body, envid=env.envid, ret=env.ret, requiretls=env.requiretls,
     )
 
 
 def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
+    """The domain as DNS and the routing tables know it (A-labels, lower case)."""
+    domain = address.rpartition("@")[2]
+    try:
+        return ascii_domain(domain)
+    except ValueError:
+        return domain.lower()
 
 
 def _when(t: float) -> str:
@@ -477,7 +489,8 @@ class QueueManager(service.Service):
         await sem.acquire()
         try:
             addrs = [rec.recipients[i].address for i in idxs]
-            tx = Transaction(self.sender_for(rec), addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data)
+            tx = Transaction(self.sender_for(rec), addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data,
+                             smtputf8=await self._needs_smtputf8(rec, entry))
             started = time.perf_counter()
             try:
                 by_addr = await self.relay.deliver(dest, tx)
@@ -490,6 +503,26 @@ class QueueManager(service.Service):
             if not sem.waiting and sem.tokens == sem.limit:
                 self._limits.pop(dest.key, None)
         return {i: by_addr[rec.recipients[i].address] for i in idxs}
+
+    async def _needs_smtputf8(self, rec: Record, entry: Entry) -> bool:
+        """Does this message need SMTPUTF8 at the next hop?  Only if the client used it
+        and something cannot be written in ASCII: a local part of the envelope, or the
+        header block (RFC 6532).  A message that merely said SMTPUTF8 but is all ASCII
+        goes to any hop (as Postfix's smtputf8_autodetect)."""
+        if not rec.smtputf8:
+            return False
+        if not rec.sender.rpartition("@")[0].isascii() or any(
+                not r.address.rpartition("@")[0].isascii() for r in rec.recipients):
+            return True
+        if entry.data is not None:
+            end = entry.data.find(b"\n\n")
+            head = entry.data if end < 0 else entry.data[:end]
+        else:
+            try:
+                head = b"".join(await workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
+            except OSError:
+                return True
+        return not head.isascii()
 
     def _backoff(self, attempts: int) -> float:
         return float(min(self.cfg.backoff_max, self.cfg.backoff_min * (2 ** max(0, min(attempts - 1, 30)))))
@@ -577,7 +610,7 @@ class QueueManager(service.Service):
         sender = rec.sender
         mailboxes: dict[str, str] = {}
         forwards: tuple[str, ...] = ()
-        if _domain(sender) in self.config.server.domains:
+        if canonical_domain(_domain(sender)) in self.config.server.domains:
             try:
                 res = await self.directory.resolve(sender)
             except Exception as e:  # noqa: BLE001 - DirectoryUnavailable: try at the next attempt
@@ -593,7 +626,7 @@ class QueueManager(service.Service):
         else:
             forwards = (sender,)
         env = Envelope(queue_id=qid, sender="", recipients=(sender,), mailboxes=mailboxes, forwards=forwards,
-                       helo=self.hostname)
+                       helo=self.hostname, smtputf8=rec.smtputf8)
         received = (f"Received: by {self.hostname} (mailsuite) id {qid};\n\t{formatdate(usegmt=True)}\n")
         data = received.encode() + body
         bf = BodyFile(str(self.config.queue_dir / "incoming" / qid), len(data), data.count(b"\n"), data)

@@ -25,6 +25,13 @@ JSON, never pickle (DESIGN.md rule 5).  Envelope format, version 1::
                      "next_attempt": 0.0, "last_attempt": 0.0, "dsn": "", "error": "",
                      "relay": "", "notified": false}]}
 
+Later additions, all optional (an envelope without them reads as before, and an older
+reader ignores them): on the message ``"smtputf8": true`` (RFC 6531), ``"body":
+"8BITMIME"|"BINARYMIME"`` (RFC 6152, 3030), ``"envid"`` and ``"ret": "FULL"|"HDRS"``
+(RFC 3461), ``"requiretls": true`` (RFC 8689); on a recipient ``"notify":
+"SUCCESS,DELAY"`` (or ``"NEVER"``; empty: the default, failures and delays) and
+``"original": "rfc822;a@b"`` (the ORCPT parameter as received, decoded).
+
 The functions here block (fsync); the scheduler runs them through the worker pool.
 """
 
@@ -64,6 +71,8 @@ class Recipient:
     error: str = ""  # last reply or reason
     relay: str = ""
     notified: bool = False  # a DSN went out for this bounce
+    notify: str = ""  # RFC 3461 NOTIFY, upper case, comma separated; "": not given
+    original: str = ""  # RFC 3461 ORCPT as "addr-type;address" (decoded), if given
 
     @property
     def final(self) -> bool:
@@ -83,6 +92,11 @@ class Record:
     auth_user: str = ""
     folder: str = ""  # local copies' folder ("" = INBOX; "Junk" after failed sender checks)
     delay_warned: bool = False
+    smtputf8: bool = False
+    body: str = ""  # "", "8BITMIME" or "BINARYMIME" (the BODY= parameter)
+    envid: str = ""  # RFC 3461 ENVID (decoded)
+    ret: str = ""  # RFC 3461 RET: "", "FULL" or "HDRS"
+    requiretls: bool = False  # RFC 8689
     version: int = VERSION
 
     @property
@@ -118,6 +132,9 @@ class Record:
                 size=int(d.get("size", 0)), lines=int(d.get("lines", 0)),
                 client_ip=_str(d.get("client_ip", "")), helo=_str(d.get("helo", "")),
                 auth_user=_str(d.get("auth_user", "")), folder=_str(d.get("folder", "")), delay_warned=bool(d.get("delay_warned", False)),
+                smtputf8=bool(d.get("smtputf8", False)), body=_str(d.get("body", "")),
+                envid=_str(d.get("envid", "")), ret=_str(d.get("ret", "")),
+                requiretls=bool(d.get("requiretls", False)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptEnvelope(f"bad field: {e}") from None
@@ -146,7 +163,8 @@ def _recipient(d: Any) -> Recipient:
         state=_str(d.get("state", "pending")), attempts=int(d.get("attempts", 0)),
         next_attempt=_num(d.get("next_attempt", 0.0)), last_attempt=_num(d.get("last_attempt", 0.0)),
         dsn=_str(d.get("dsn", "")), error=_str(d.get("error", "")), relay=_str(d.get("relay", "")),
-        notified=bool(d.get("notified", False)),
+        notified=bool(d.get("notified", False)), notify=_str(d.get("notify", "")),
+        original=_str(d.get("original", "")),
     )
     if r.kind not in KINDS or r.state not in STATES or not r.address:
         raise ValueError(f"bad recipient {r.address!r}")

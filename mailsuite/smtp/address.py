@@ -2,11 +2,17 @@
 
 Replaces twisted.mail.smtp.Address: that parser accepts bytes in odd forms and leaves
 parameters unparsed (twisted#8128).
+
+With ``utf8=True`` (the client said SMTPUTF8, RFC 6531 3.3) local parts may hold UTF-8
+characters and domains U-labels; such a domain must also pass IDNA2008/UTS 46 (the
+``idna`` package), so a string that merely looks like a domain is still refused.
 """
 
 from __future__ import annotations
 
 import re
+
+from mailsuite.idn import canonical_domain, valid_domain
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]"
 _DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
@@ -17,6 +23,16 @@ _LITERAL = r"\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]"
 _MAILBOX = rf"(?:{_DOT_STRING}|{_QUOTED})@(?:{_DOMAIN}|{_LITERAL})"
 _ADL = rf"(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)"  # source routes: accepted and ignored (RFC 5321 C)
 _PATH_RE = re.compile(rf"<{_ADL}?({_MAILBOX})>")
+
+# RFC 6531 3.3: atext, qtextSMTP and sub-domain extended by UTF8-non-ascii / U-label.
+_U = "\u0080-\U0010ffff"
+_UATEXT = rf"[A-Za-z0-9!#$%&'*+\-/=?^_`{{|}}~{_U}]"
+_UDOT_STRING = rf"{_UATEXT}+(?:\.{_UATEXT}+)*"
+_UQUOTED = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_U}]|\\[\x20-\x7e])*"'
+_ULABEL = rf"[A-Za-z0-9{_U}](?:[A-Za-z0-9{_U}-]{{0,61}}[A-Za-z0-9{_U}])?"
+_UDOMAIN = rf"{_ULABEL}(?:\.{_ULABEL})*"
+_UMAILBOX = rf"(?:{_UDOT_STRING}|{_UQUOTED})@(?:{_UDOMAIN}|{_LITERAL})"
+_UPATH_RE = re.compile(rf"<{_ADL}?({_UMAILBOX})>")
 _PARAM_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?")
 
 MAX_LOCAL = 64
@@ -27,35 +43,39 @@ class BadPath(ValueError):
     pass
 
 
-def parse_path(arg: str, allow_null: bool) -> tuple[str, dict[str, str | None]]:
+def parse_path(arg: str, allow_null: bool, utf8: bool = False) -> tuple[str, dict[str, str | None]]:
     """Parse ``<path> [params]`` (the text after ``MAIL FROM:`` / ``RCPT TO:``).
 
     Returns the mailbox (``""`` for the null path) and the parameters, upper-cased keys.
     A missing pair of angle brackets is tolerated for a bare mailbox, as Postfix does,
     because some scripts send ``MAIL FROM:user@host``.
     """
+    path_re = _UPATH_RE if utf8 else _PATH_RE
     arg = arg.strip()
     if arg.startswith("<>"):
         if not allow_null:
             raise BadPath("null path not allowed here")
         mailbox, rest = "", arg[2:]
     elif arg.startswith("<"):
-        m = _PATH_RE.match(arg)
+        m = path_re.match(arg)
         if not m:
             raise BadPath("malformed address")
         mailbox, rest = m.group(1), arg[m.end() :]
     else:
         word, sep, rest = arg.partition(" ")
         rest = sep + rest  # keep the space the parameter check below expects
-        m = _PATH_RE.fullmatch(f"<{word}>")
+        m = path_re.fullmatch(f"<{word}>")
         if not m:
             raise BadPath("malformed address")
         mailbox = m.group(1)
     if rest and not rest.startswith(" "):
         raise BadPath("malformed address")
-    local = mailbox.rpartition("@")[0]
-    if len(local) > MAX_LOCAL or len(mailbox) > MAX_PATH:
+    local, _, domain = mailbox.rpartition("@")
+    # The limits are in octets (RFC 5321 4.5.3.1), which UTF-8 makes longer than characters.
+    if len(local.encode("utf-8")) > MAX_LOCAL or len(mailbox.encode("utf-8")) > MAX_PATH:
         raise BadPath("address too long")
+    if not domain.isascii() and not valid_domain(domain):
+        raise BadPath("invalid internationalised domain name")
     params: dict[str, str | None] = {}
     for word in rest.split():
         pm = _PARAM_RE.fullmatch(word)
@@ -66,4 +86,6 @@ def parse_path(arg: str, allow_null: bool) -> tuple[str, dict[str, str | None]]:
 
 
 def domain_of(mailbox: str) -> str:
-    return mailbox.rpartition("@")[2].lower()
+    """The domain in canonical form (lower-case U-labels): ``xn--bcher-kva.example``
+    and ``BÜCHER.example`` are the same domain."""
+    return canonical_domain(mailbox.rpartition("@")[2])

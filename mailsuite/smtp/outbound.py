@@ -29,6 +29,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsuite.idn import ascii_address
 from mailsuite.tls import tls_description
 
 MAX_REPLY_LINE = 2048
@@ -283,6 +284,7 @@ class Transaction:
     size: int  # LF octets on disk
     lines: int
     data: bytes | None = None  # the body, when it is still in memory
+    smtputf8: bool = False  # the message cannot travel without SMTPUTF8 (RFC 6531)
 
 
 @dataclass
@@ -394,22 +396,30 @@ class Session:
             reply = PeerReply(552, f"5.3.4 Message size exceeds fixed limit of {limit} octets of {self.relay}")
             result.replies = {r: reply for r in tx.recipients}
             return result
+        if tx.smtputf8 and "SMTPUTF8" not in self.extensions:
+            # RFC 6531 3.2: no silent downgrade; the message goes back to its sender.
+            reply = PeerReply(553, f"5.6.7 SMTPUTF8 is required, but was not offered by host {self.relay}")
+            result.replies = {r: reply for r in tx.recipients}
+            return result
         if self.dirty:
             reply = await self._cmd("RSET", "RSET reply")
             if reply.code != 250:
                 raise SessionError(f"host {self.relay} said {reply} (in reply to RSET)", reply)
             self.dirty = False
         self.messages += 1
-        mail = f"MAIL FROM:<{tx.sender}>"
+        mail = f"MAIL FROM:<{_wire_address(tx.sender)}>"
         if "SIZE" in self.extensions:
             mail += f" SIZE={wire_size}"
         if "8BITMIME" in self.extensions:
             mail += " BODY=8BITMIME"
+        if tx.smtputf8:
+            mail += " SMTPUTF8"
         pipelining = "PIPELINING" in self.extensions
         proto = self.proto
         if pipelining:
             proto.transport.write(
-                "".join([mail + "\r\n"] + [f"RCPT TO:<{r}>\r\n" for r in tx.recipients] + ["DATA\r\n"]).encode()
+                "".join([mail + "\r\n"] + [f"RCPT TO:<{_wire_address(r)}>\r\n" for r in tx.recipients]
+                        + ["DATA\r\n"]).encode("utf-8")
             )
             mail_reply = await proto.expect(self.timeouts.command, "MAIL reply")
             rcpt_replies = [await proto.expect(self.timeouts.command, "RCPT reply") for _ in tx.recipients]
@@ -421,7 +431,7 @@ class Session:
             data_reply = None
             if mail_reply.code == 250:
                 for r in tx.recipients:
-                    rcpt_replies.append(await self._cmd(f"RCPT TO:<{r}>", "RCPT reply"))
+                    rcpt_replies.append(await self._cmd(f"RCPT TO:<{_wire_address(r)}>", "RCPT reply"))
                 if any(x.code // 100 == 2 for x in rcpt_replies):
                     data_reply = await self._cmd("DATA", "DATA reply")
         if mail_reply.code != 250:
@@ -505,6 +515,14 @@ class Session:
         except SessionError:
             pass
         self.close()
+
+
+def _wire_address(address: str) -> str:
+    """The address as it goes to a peer: the domain in A-labels (RFC 6531 3.2)."""
+    try:
+        return ascii_address(address)
+    except ValueError:  # checked on the way in; an old spool entry goes as it is
+        return address
 
 
 def _parse_extensions(reply: PeerReply) -> dict[str, str]:

@@ -41,11 +41,13 @@ class Session:
     sender: str | None = None
     recipients: list[str] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
+    smtputf8: bool = False  # MAIL FROM carried SMTPUTF8 (RFC 6531)
 
     def reset(self) -> None:
         self.sender = None
         self.recipients = []
         self.resolutions = []
+        self.smtputf8 = False
 
 
 @dataclass(frozen=True)

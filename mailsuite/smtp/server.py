@@ -48,6 +48,7 @@ from mailsuite.metrics import NULL as NULL_METRICS
 from mailsuite.handoff import (NO_SPACE_STATUS, NO_SPACE_TEXT, Envelope, IMessageSink, IncomingMessage,
                                PermanentFailure, TemporaryFailure, is_disk_full, new_queue_id)
 from mailsuite.logtext import escaped, printable, quoted
+from mailsuite.idn import ascii_address
 from mailsuite.smtp.address import BadPath, parse_path
 from mailsuite.smtp.data import DataReader
 from mailsuite.smtp.headers import HeaderScanner
@@ -59,6 +60,13 @@ log = Logger(namespace="mailsuite.smtp")
 
 MAX_COMMAND_LINE = 1000  # octets with CRLF: RFC 5321 4.5.3.1.4 (512) plus room for params
 MAX_BUFFERED = 64 * 1024  # pipelined input held while a command waits
+
+
+def _ascii_or_as_is(address: str) -> str:
+    try:
+        return ascii_address(address)
+    except ValueError:
+        return address
 
 
 class ISMTPAvatar(Interface):
@@ -305,14 +313,18 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._command_error(Reply(500, "5.5.2", "Error: NUL character in command"), "NUL in command")
             return
         try:
-            line = raw.decode("ascii")
+            line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._command_error(Reply(500, "5.5.2", "Error: non-ASCII characters in command"), "non-ASCII command")
+            self._command_error(Reply(500, "5.5.2", "Error: invalid UTF-8 in command"), "non-UTF-8 command")
             return
         verb, _, arg = line.partition(" ")
         if self._refused is not None and verb.upper() != "QUIT":
             # RFC 5321 3.1: after a 554 greeting the server answers 503 until QUIT.
             self._command_error(Reply(503, "5.7.1", self._refused.text), "refused client")
+            return
+        if not line.isascii() and verb.upper() not in ("MAIL", "RCPT"):
+            # RFC 6531 3.3: UTF-8 is allowed in the mailbox of MAIL and RCPT only.
+            self._command_error(Reply(500, "5.5.2", "Error: non-ASCII characters in command"), "non-ASCII command")
             return
         handler = getattr(self, f"do_{verb.upper()}", None) if verb.isalpha() else None
         if handler is None:
@@ -368,6 +380,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             f"SIZE {self.svc.max_message_size}",
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
         ]
         if self._can_starttls():
             lines.append("STARTTLS")
@@ -411,9 +424,12 @@ class SMTPServer(Protocol, TimeoutMixin):
         if s.sender is not None:
             raise Reply(503, "5.5.1", "Error: nested MAIL command")
         try:
-            sender, params = parse_path(arg[5:], allow_null=True)
+            sender, params = parse_path(arg[5:], allow_null=True, utf8=True)
         except BadPath as e:
             raise Reply(501, "5.1.7", f"Bad sender address syntax: {e}") from None
+        smtputf8 = "SMTPUTF8" in params
+        if not sender.isascii() and not smtputf8:
+            raise Reply(553, "5.6.7", "Non-ASCII addresses not permitted for that sender without SMTPUTF8")
         for key, value in params.items():
             if key == "SIZE":
                 if value is None or not value.isdigit():
@@ -425,12 +441,16 @@ class SMTPServer(Protocol, TimeoutMixin):
                     raise Reply(501, "5.5.4", "Bad BODY parameter")
             elif key == "AUTH":
                 pass  # RFC 4954 5: accepted; we trust only our own AUTH
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    raise Reply(501, "5.5.4", "SMTPUTF8 takes no value")
             else:
                 raise Reply(555, "5.5.4", f"Unsupported parameter {key}")
         d = self.conf.policy.check_sender(s, sender)
 
         def ok(_: object) -> None:
             s.sender = sender
+            s.smtputf8 = smtputf8
             self._send(Reply(250, "2.1.0", "Ok"))
 
         return d.addCallback(ok)
@@ -442,9 +462,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         if s.sender is None:
             raise Reply(503, "5.5.1", "Error: need MAIL command")
         try:
-            rcpt, params = parse_path(arg[3:], allow_null=False)
+            rcpt, params = parse_path(arg[3:], allow_null=False, utf8=True)
         except BadPath as e:
             raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
+        if not rcpt.isascii() and not s.smtputf8:
+            raise Reply(553, "5.6.7", "Non-ASCII addresses not permitted for that recipient without SMTPUTF8")
         if params:
             raise Reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}")
         if len(s.recipients) >= self.svc.max_recipients:
@@ -618,14 +640,16 @@ class SMTPServer(Protocol, TimeoutMixin):
         s = self.session
         if s.tls and s.tls == "TLS":
             s.tls = tls_description(self.transport) or "TLS"
-        proto = "ESMTP" if s.esmtp else "SMTP"
+        # RFC 6531 4.3: UTF8SMTP (+S, +A) names a transaction that used SMTPUTF8.
+        proto = ("UTF8SMTP" if s.smtputf8 else "ESMTP") if s.esmtp else "SMTP"
         if s.tls:
             proto += "S"
         if s.auth_user:
             proto += "A"
         tls_part = f"\n\t(using {s.tls})" if s.tls and s.tls != "TLS" else ""
         auth_part = f"\n\t(Authenticated sender: {s.auth_user})" if s.auth_user else ""
-        rcpt_part = f"\n\tfor <{s.recipients[0]}>" if len(s.recipients) == 1 else ""
+        # A-labels, so that an IDN domain alone never makes the message need SMTPUTF8.
+        rcpt_part = f"\n\tfor <{_ascii_or_as_is(s.recipients[0])}>" if len(s.recipients) == 1 else ""
         text = (
             f"Received: from {s.helo} ([{s.client_ip}]){tls_part}{auth_part}\n"
             f"\tby {self.conf.hostname} (mailsuite) with {proto} id {self._queue_id}{rcpt_part};\n"
@@ -721,6 +745,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             helo=s.helo or "",
             auth_user=s.auth_user,
             arrival=time.time(),
+            smtputf8=s.smtputf8,
         )
         s.reset()
         self._busy = True
