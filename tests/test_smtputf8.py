@@ -216,3 +216,70 @@ def test_config_accepts_either_form_of_a_local_domain(tmp_path) -> None:
     cfg = parse(srv.config_path.read_text(), srv.config_path)
     assert cfg.server.domains == ("bücher.example", "例子.example")
     assert cfg.is_local_domain("BÜCHER.example") and cfg.is_local_domain("xn--fsqu00a.example")
+
+
+# -- IMAP UTF8=ACCEPT (RFC 6855) and POP3 UTF8 (RFC 6856) --------------------------------
+
+
+def _insecure() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
+
+
+def _deliver_utf8(srv: Server) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as s:
+        s.sendmail("alice@example.test", ["jörg@bücher.example"], MESSAGE.encode(), mail_options=["SMTPUTF8"])
+
+
+def test_imap_enable_utf8_accept_gives_utf8_names_and_raw_utf8_headers(intl: Server) -> None:
+    import imaplib
+
+    _deliver_utf8(intl)
+    imap = imaplib.IMAP4_SSL("127.0.0.1", intl.ports["imaps"], ssl_context=_insecure())
+    try:
+        assert b"UTF8=ACCEPT" in imap.capability()[1][0].split()
+        imap._encoding = "utf-8"  # the login name is UTF-8 (imaplib only switches after ENABLE)
+        imap.login("\"jörg@bücher.example\"", "jörg-pw")
+        # Before ENABLE: modified UTF-7 names.
+        assert imap.create("Entw&APw-rfe")[0] == "OK"
+        assert imap.enable("UTF8=ACCEPT")[0] == "OK"
+        assert imap.response("ENABLED") == ("ENABLED", [b"UTF8=ACCEPT"])
+        typ, data = imap.list()
+        assert typ == "OK"
+        assert any('"Entwürfe"'.encode() in line for line in data), data
+        assert imap.create('"Größe"')[0] == "OK"  # a UTF-8 name, created as such
+        typ, data = imap.list()
+        assert any('"Größe"'.encode() in line for line in data)
+        typ, data = imap.select("INBOX")
+        typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert "Subject: Grüße aus Köln".encode() in data[0][1]
+    finally:
+        imap.logout()
+    # The folder created as UTF-8 is the one modified UTF-7 names.
+    imap = imaplib.IMAP4_SSL("127.0.0.1", intl.ports["imaps"], ssl_context=_insecure())
+    imap._encoding = "utf-8"
+    imap.login("\"jörg@bücher.example\"", "jörg-pw")
+    typ, data = imap.list()
+    assert any(b'"Gr&APYA3w-e"' in line for line in data), data
+    imap.logout()
+
+
+def test_pop3_utf8_command_and_a_utf8_user_name(intl: Server) -> None:
+    import poplib
+
+    _deliver_utf8(intl)
+    pop = poplib.POP3_SSL("127.0.0.1", intl.ports["pop3s"], context=_insecure())
+    try:
+        caps = pop.capa()
+        assert caps.get("UTF8") == ["USER"]
+        pop.utf8()
+        pop.encoding = "utf-8"
+        pop.user("jörg@bücher.example")
+        pop.pass_("jörg-pw")
+        _resp, lines, _octets = pop.retr(1)
+        assert "Subject: Grüße aus Köln".encode() in lines
+    finally:
+        pop.quit()
+    replies = raw_session(intl.ports["pop3"], [b"UTF8 now"])
+    assert replies[1].startswith(b"-ERR")

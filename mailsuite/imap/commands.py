@@ -59,14 +59,17 @@ class MailboxCommands:
 
     selected: SelectedMailbox | None
     account: IMAPAccount
+    utf8 = False  # ENABLE UTF8=ACCEPT was given (RFC 6855)
 
     # -- helpers -------------------------------------------------------------------
 
     def _name(self, raw: bytes) -> str:
         try:
-            name = mutf7.decode(raw)
+            # RFC 6855 3: after ENABLE UTF8=ACCEPT names travel as UTF-8.
+            name = raw.decode("utf-8") if self.utf8 else mutf7.decode(raw)
         except ValueError:
-            raise No("Invalid mailbox name (not modified UTF-7)", "CANNOT") from None
+            raise No("Invalid mailbox name (not UTF-8)" if self.utf8 else
+                     "Invalid mailbox name (not modified UTF-7)", "CANNOT") from None
         if name.upper() == "INBOX" or name.upper().startswith("INBOX" + DELIM):
             name = "INBOX" + name[5:]
         return name
@@ -212,8 +215,18 @@ class MailboxCommands:
         self.write(b'* NAMESPACE (("" ".")) NIL NIL\r\n')
 
     def do_ENABLE(self, cmd: Command) -> None:
-        # Nothing we offer needs enabling (no CONDSTORE/QRESYNC/UTF8=ACCEPT yet).
-        self.write(b"* ENABLED\r\n")
+        # RFC 5161: ENABLED lists what this command newly turned on.  UTF8=ACCEPT
+        # (RFC 6855): mailbox names in UTF-8 from now on; message data is sent as
+        # stored either way.
+        enabled = []
+        if "UTF8=ACCEPT" in cmd.args["capabilities"] and not self.utf8:
+            self.utf8 = True
+            enabled.append(b" UTF8=ACCEPT")
+        self.write(b"* ENABLED" + b"".join(enabled) + b"\r\n")
+
+    def _encode_name(self, name: str) -> bytes:
+        """A folder name as LIST patterns match it: UTF-8 or modified UTF-7."""
+        return name.encode("utf-8") if self.utf8 else mutf7.encode(name)
 
     def do_LIST(self, cmd: Command) -> defer.Deferred:
         return defer.ensureDeferred(self._list(cmd, lsub=False))
@@ -242,7 +255,7 @@ class MailboxCommands:
         known = {i.name: i for i in infos}
         emitted: set[str] = set()
         for info in infos:
-            enc = mutf7.encode(info.name)
+            enc = self._encode_name(info.name)
             if subscribed_only and not info.subscribed:
                 continue
             if special_only and not info.special_use:
@@ -250,25 +263,25 @@ class MailboxCommands:
             if not rx.match(enc):
                 continue
             emitted.add(info.name)
-            out.append(b"* %s %s \".\" %s\r\n" % (word.encode(), _attrs(info, lsub, show_subscribed), wire.mailbox(info.name)))
+            out.append(b"* %s %s \".\" %s\r\n" % (word.encode(), _attrs(info, lsub, show_subscribed), wire.mailbox(info.name, self.utf8)))
         if lsub:
             # '%' matching a parent of a subscribed folder lists the parent as \Noselect.
             subs = await self.account.subscriptions()
             for s in subs:
-                if rx.match(mutf7.encode(s)):
+                if rx.match(self._encode_name(s)):
                     continue  # listed itself; its parents only show under '%'
                 parts = s.split(DELIM)
                 for i in range(1, len(parts)):
                     parent = DELIM.join(parts[:i])
                     if parent in emitted:
                         continue
-                    if rx.match(mutf7.encode(parent)) and not (parent in known and known[parent].subscribed):
+                    if rx.match(self._encode_name(parent)) and not (parent in known and known[parent].subscribed):
                         emitted.add(parent)
-                        out.append(b'* LSUB (\\Noselect) "." %s\r\n' % wire.mailbox(parent))
+                        out.append(b'* LSUB (\\Noselect) "." %s\r\n' % wire.mailbox(parent, self.utf8))
             for s in subs:
-                if s not in known and s not in emitted and rx.match(mutf7.encode(s)):
+                if s not in known and s not in emitted and rx.match(self._encode_name(s)):
                     emitted.add(s)
-                    out.append(b'* LSUB () "." %s\r\n' % wire.mailbox(s))
+                    out.append(b'* LSUB () "." %s\r\n' % wire.mailbox(s, self.utf8))
         self.write(b"".join(out))
         return f"{word} completed"
 
@@ -304,7 +317,7 @@ class MailboxCommands:
                 vals.append(f"{item} {v}")
         finally:
             linger(folder)
-        self.write(b"* STATUS %s (%s)\r\n" % (wire.mailbox(name), " ".join(vals).encode()))
+        self.write(b"* STATUS %s (%s)\r\n" % (wire.mailbox(name, self.utf8), " ".join(vals).encode()))
         return "STATUS completed"
 
     # -- APPEND --------------------------------------------------------------------------

@@ -292,7 +292,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
             self.transport.write(data)
 
     def capabilities(self) -> bytes:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "UTF8=ACCEPT"]
         if self.state == "notauth":
             if self.conf.tls_context is not None and not self.tls:
                 caps.append("STARTTLS")

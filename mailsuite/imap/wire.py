@@ -26,9 +26,15 @@ def string(value: bytes) -> bytes:
     return b"{%d}\r\n" % len(value) + value
 
 
-def mailbox(name: str) -> bytes:
-    """A mailbox name on the wire: modified UTF-7, quoted (or a literal)."""
-    return string(mutf7.encode(name))
+def mailbox(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name on the wire: modified UTF-7, quoted (or a literal); after
+    ENABLE UTF8=ACCEPT the name in UTF-8, which RFC 6855 3 allows in a quoted string."""
+    if not utf8:
+        return string(mutf7.encode(name))
+    raw = name.encode("utf-8")
+    if len(raw) < 1024 and b"\r" not in raw and b"\n" not in raw:
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return string(raw)
 
 
 def flag_list(flags: Iterable[str]) -> bytes:

@@ -34,6 +34,10 @@ Behaviour worth knowing:
 * Commands may be pipelined (CAPA PIPELINING); replies keep their order.  Lines sent
   after STLS before the handshake are discarded (command injection).
 * TCP_NODELAY is set: a RETR reply otherwise waits for the client's delayed ACK.
+* UTF8 (RFC 6856): advertised as ``UTF8 USER``; the command, in the AUTHORIZATION
+  state, switches the session to UTF-8 mode (USER, PASS and AUTH already take UTF-8
+  names).  Messages are sent as stored in both modes: no downgrade (RFC 6857) is
+  done, as Dovecot does not either.
 """
 
 from __future__ import annotations
@@ -222,6 +226,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self.state = AUTHORIZATION
         self.ip = ""
         self.tls = conf.implicit_tls
+        self.utf8 = False  # the client sent UTF8 (RFC 6856)
         self._buffer = LineBuffer(conf.service.max_line_length, _MAX_BUFFERED)
         self._pace = RequestDeadline(conf.service.request_deadline, conf.service.min_data_rate, self._too_slow)
         self._busy = False
@@ -393,7 +398,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             name = verb.decode("ascii").upper()
         except UnicodeDecodeError:
             name = ""
-        handler = getattr(self, f"do_{name}", None) if name.isalpha() else None
+        handler = getattr(self, f"do_{name}", None) if name.isalnum() else None
         if handler is None:
             self._bad(b"-ERR Unknown command.", f"unknown command {quoted(verb, 40)}")
             return
@@ -464,6 +469,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
                 caps += [b"USER", b"SASL PLAIN"]
             if not self.tls and self.conf.tls_context is not None:
                 caps.append(b"STLS")
+        caps.append(b"UTF8 USER")
         caps.append(b"IMPLEMENTATION mailsuite")
         self._write(b"+OK Capability list follows\r\n" + b"".join(c + b"\r\n" for c in caps) + b".\r\n")
 
@@ -499,6 +505,12 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
 
     def do_APOP(self, arg: bytes) -> None:
         raise _Reply("APOP is not supported.")
+
+    def do_UTF8(self, arg: bytes) -> None:
+        """RFC 6856 2: UTF-8 mode for the rest of the session."""
+        self._no_args(arg)
+        self.utf8 = True
+        self._send(b"+OK UTF8 enabled")
 
     def do_AUTH(self, arg: bytes) -> Any:
         if not self._auth_allowed():
@@ -703,6 +715,7 @@ _STATES: dict[str, tuple[str, ...]] = {
     "USER": (AUTHORIZATION,),
     "PASS": (AUTHORIZATION,),
     "APOP": (AUTHORIZATION,),
+    "UTF8": (AUTHORIZATION,),
     "AUTH": (AUTHORIZATION,),
     "STLS": (AUTHORIZATION,),
     "NOOP": (TRANSACTION,),
