@@ -49,6 +49,9 @@ class ServerConfig:
     )
     allow_plaintext_auth: bool = False
     postmaster: str = ""
+    # Characters that separate an address extension: with "+", bob+lists@ reaches
+    # bob@.  Several characters: each one is a delimiter ("+-").  Empty: none.
+    recipient_delimiter: str = "+"
     # Threads for blocking work (fsync, password hashing, LDAP).
     thread_pool_size: int = 16
     # Worker processes serving the protocols; 0 = one per core, 1 = one process.
@@ -106,6 +109,7 @@ class LDAPConfig:
     base_dn: str = ""
     user_filter: str = "(&(objectClass=inetOrgPerson)(|(uid={login})(mail={login})))"
     address_filter: str = "(|(mail={address})(mailAlternateAddress={address}))"
+    catchall_filter: str = ""
     address_attributes: tuple[str, ...] = ("mail", "mailAlternateAddress")
     quota_attribute: str = ""
     required_group: str = ""
@@ -652,6 +656,9 @@ def _check(cfg: Config, problems: list[str]) -> None:
         problems.append("server.postmaster: expected an address like postmaster@example.org")
     if cfg.server.processes < 0:
         problems.append("server.processes: expected 0 (one per core) or more")
+    delim = cfg.server.recipient_delimiter
+    if any(c in delim for c in "@ \t\"\\") or not delim.isascii() or len(delim) > 8:
+        problems.append(f"server.recipient_delimiter: {delim!r}: expected up to 8 ASCII characters, not @, space or quote")
     if cfg.server.thread_pool_size < 1:
         problems.append("server.thread_pool_size: expected at least 1")
     for name in ("smtp", "submission", "imap", "pop3", "http"):

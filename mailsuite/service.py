@@ -109,6 +109,7 @@ def make_directory(cfg: config_mod.Config, metrics: Any = NULL_METRICS) -> IDire
         cfg.server.domains,
         postmaster=cfg.server.postmaster,
         allow_plaintext_passwords=d.allow_plaintext_passwords,
+        recipient_delimiter=cfg.server.recipient_delimiter,
     )
 
 

@@ -8,6 +8,11 @@ aliases file, one alias per line (like Postfix virtual(5))::
 
     info@example.org: alice@example.org, bob      # bare names stay in the alias's domain
     team@example.org: alice, carol@partner.example # external addresses are forwarded
+    @example.org: alice                            # catch-all: any other address there
+
+Lookup order for a recipient (as Postfix virtual(5)): the address itself (alias or
+account), the address without its extension (``bob+tag`` → ``bob``, the characters of
+``[server] recipient_delimiter``), postmaster@, then the domain's catch-all.
 
 Both files are re-read when their mtime changes, so edits (by hand or by
 ``mailsuite user``) apply without a restart.  The user file is rewritten atomically
@@ -35,6 +40,7 @@ from mailsuite.directory.interface import (
     DirectoryUnavailable,
     IDirectory,
     Resolution,
+    base_address,
     normalize_address,
 )
 from mailsuite.directory.passwords import check_password
@@ -93,7 +99,7 @@ def parse_aliases(text: str, source: str = "aliases file") -> dict[str, tuple[st
             continue
         name, sep, targets = line.partition(":")
         name = normalize_address(name)
-        if not sep or "@" not in name:
+        if not sep or "@" not in name or name.endswith("@"):
             raise FileFormatError(f"{source} line {n}: expected alias@domain: target, ...")
         domain = name.rpartition("@")[2]
         out = []
@@ -213,11 +219,14 @@ class FileDirectory:
         if domain not in self.domains or not local:
             return None
         res = self._expand(address, 0, set())
-        if res is None and self.delimiter and self.delimiter in local:
-            base = local.split(self.delimiter, 1)[0]
-            res = self._expand(f"{base}@{domain}", 0, set())
+        if res is None and self.delimiter:
+            base = base_address(address, self.delimiter)
+            if base is not None:
+                res = self._expand(base, 0, set())
         if res is None and local == "postmaster":
             res = self._postmaster(domain)
+        if res is None and f"@{domain}" in self._aliases.get():
+            res = self._expand(f"@{domain}", 0, set())
         return res
 
     def _expand(self, address: str, depth: int, seen: set[str]) -> Resolution | None:
@@ -263,6 +272,8 @@ class FileDirectory:
         account = self._login_name(account)
         out = [account]
         for alias in self._aliases.get():
+            if alias.startswith("@"):
+                continue  # a catch-all is no address to send from
             res = self._expand(alias, 0, set())
             if res and account in res.mailboxes:
                 out.append(alias)

@@ -57,6 +57,17 @@ def normalize_address(address: str) -> str:
     return canonical_address(address.strip().lower())
 
 
+def base_address(address: str, delimiters: str) -> str | None:
+    """``bob+lists@example.org`` → ``bob@example.org`` when "+" is one of
+    ``delimiters`` (each character is one, as in Postfix's recipient_delimiter); the
+    extension starts at the first of them.  None when the address has none."""
+    local, at, domain = address.rpartition("@")
+    cut = min((i for i in (local.find(c) for c in delimiters) if i > 0), default=-1)
+    if cut < 0:
+        return None
+    return f"{local[:cut]}{at}{domain}"
+
+
 class IDirectory(Interface):
     """Accounts, addresses, aliases and passwords."""
 

@@ -300,6 +300,7 @@ def make_client(cfg: Any, warn: Callable[[str], None] = lambda msg: None) -> LDA
     px = cfg.proxy
     proxying = bool(px.imap_listen or px.pop3_listen or px.submission_listen)
     return LDAPClient(lc, password, cfg.server.domains, postmaster=cfg.server.postmaster, warn=warn,
+                      recipient_delimiter=cfg.server.recipient_delimiter,
                       host_attribute=px.host_attribute if proxying else "")
 
 

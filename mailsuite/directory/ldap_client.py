@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import ldap3
 from ldap3.core import exceptions as lexc
 
-from mailsuite.directory.interface import DirectoryUnavailable, Resolution, normalize_address
+from mailsuite.directory.interface import DirectoryUnavailable, Resolution, base_address, normalize_address
 from mailsuite.directory.ldap_filters import fill, split_login
 from mailsuite.idn import ascii_domain
 
@@ -500,14 +500,23 @@ class LDAPClient:
         if not local or domain not in self.domains:
             return None
         entries = self._address_entries(address)
-        if not entries and self.delimiter and self.delimiter in local:
-            entries = self._address_entries(f"{local.split(self.delimiter, 1)[0]}@{domain}")
+        base = base_address(address, self.delimiter) if self.delimiter else None
+        if not entries and base is not None:
+            entries = self._address_entries(base)
         if not entries and local == "postmaster" and self.postmaster:
             # RFC 5321 4.5.1: postmaster@ of every local domain must work.
             if self.postmaster.rpartition("@")[2] not in self.domains:
                 return Resolution(forwards=(self.postmaster,))
             if self.postmaster != address:
                 return self.resolve(self.postmaster)
+        if not entries and self.cfg.catchall_filter:
+            # The domain's catch-all entry, e.g. (mail=@example.org): the last resort.
+            entries = self._entries(fill(self.cfg.catchall_filter, domain=domain))
+            if not entries and not domain.isascii():
+                try:
+                    entries = self._entries(fill(self.cfg.catchall_filter, domain=ascii_domain(domain)))
+                except ValueError:
+                    pass
         boxes: list[str] = []
         forwards: list[str] = []
         budget = [self.cfg.max_group_members]

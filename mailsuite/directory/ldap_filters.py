@@ -20,6 +20,7 @@ PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "user_filter": (frozenset({"login", "user", "domain"}), frozenset({"login", "user"})),
     "address_filter": (frozenset({"address", "local", "domain"}), frozenset({"address", "local"})),
     "group_filter": (frozenset({"dn", "login", "user", "domain"}), frozenset({"dn", "login", "user"})),
+    "catchall_filter": (frozenset({"domain"}), frozenset({"domain"})),
 }
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
@@ -117,6 +118,8 @@ def check_ldap_config(c: Any, active: bool) -> list[str]:
         p.append(f"{w}.ca_file: has no effect with verify_certificates = false")
     for key in ("user_filter", "address_filter", "group_filter"):
         p.extend(template_problems(key, getattr(c, key)))
+    if c.catchall_filter:
+        p.extend(template_problems("catchall_filter", c.catchall_filter))
     if not c.address_attributes:
         p.append(f"{w}.address_attributes: at least one attribute (the first names the mailbox)")
     for key in ("address_attributes", "member_attributes"):
