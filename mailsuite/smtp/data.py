@@ -123,3 +123,78 @@ class DataReader:
                 return True
             pos = r + 2
         return False
+
+
+class ChunkReader:
+    """The body of a BDAT transaction (RFC 3030), chunk after chunk.
+
+    BDAT carries exact octet counts, so there is no end marker and no dot-stuffing:
+    the bytes only change CRLF into LF (the store's line ends), with a CR at the end
+    of one chunk kept until the next shows whether an LF follows.  The same limits as
+    DATA apply: ``max_size`` over all chunks, and ``max_line`` unless the body is
+    BINARYMIME (binary data has no lines).  A bare LF in a BINARYMIME body comes back
+    as CRLF when the message is relayed: the Maildir format has LF line ends.
+    """
+
+    def __init__(self, max_size: int, max_line: int = 1000, binary: bool = False) -> None:
+        self.max_size = max_size
+        self.max_line = 0 if binary else max_line
+        self.size = 0
+        self.lines = 0
+        self.line_too_long = False
+        self._cr = False  # the last chunk ended with CR
+        self._line_len = 0  # octets since the last LF (for the line limit)
+
+    @property
+    def too_big(self) -> bool:
+        return self.size > self.max_size
+
+    @property
+    def rejected(self) -> bool:
+        return self.too_big or self.line_too_long
+
+    def feed(self, data: bytes) -> bytes:
+        """Body bytes (LF line ends) for ``data``, part of a chunk; b"" once rejected."""
+        self.size += len(data)
+        if self.max_line and not self.line_too_long:
+            self._check_lines(data)
+        if self.rejected or not data:
+            return b""
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if data.endswith(b"\r"):
+            data, self._cr = data[:-1], True
+        body = data.replace(b"\r\n", b"\n")
+        self.lines += body.count(b"\n")
+        return body
+
+    def finish(self) -> bytes:
+        """The bytes held back at the end (a final bare CR)."""
+        if self._cr and not self.rejected:
+            self._cr = False
+            return b"\r"
+        return b""
+
+    def _check_lines(self, data: bytes) -> None:
+        """Does a line (LF-terminated, CR counted) pass ``max_line``?  Jumps a window
+        at a time as DataReader._has_long_line does."""
+        limit, n = self.max_line, len(data)
+        first = data.find(b"\n")
+        if first < 0:
+            self._line_len += n
+            self.line_too_long = self._line_len > limit
+            return
+        if self._line_len + first + 1 > limit:
+            self.line_too_long = True
+            return
+        pos = first + 1
+        while n - pos > limit:
+            r = data.rfind(b"\n", pos, pos + limit)
+            if r < 0:
+                self.line_too_long = True
+                return
+            pos = r + 1
+        last = data.rfind(b"\n", pos)
+        self._line_len = n - (last + 1) if last >= 0 else n - pos
+        self.line_too_long = self._line_len > limit

@@ -42,12 +42,14 @@ class Session:
     recipients: list[str] = field(default_factory=list)
     resolutions: list[Resolution] = field(default_factory=list)
     smtputf8: bool = False  # MAIL FROM carried SMTPUTF8 (RFC 6531)
+    body: str = ""  # BODY=: "", "8BITMIME" or "BINARYMIME"
 
     def reset(self) -> None:
         self.sender = None
         self.recipients = []
         self.resolutions = []
         self.smtputf8 = False
+        self.body = ""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ cred portals, startTLS) and does the SMTP state machine itself:
 * one command at a time: while a command waits on a Deferred (directory lookup,
   fsync), further pipelined input stays buffered, so replies keep their order;
 * DATA is parsed in chunks by :class:`DataReader` and streamed to a file;
-* 250 after DATA only once the sink (:class:`mailsuite.handoff.IMessageSink`, the one
+* BDAT (RFC 3030 CHUNKING, with BINARYMIME) reads exactly the announced octets of each
+  chunk, also for a chunk whose transaction already failed (else its bytes would run
+  as commands), streams them through :class:`ChunkReader` into the same file and
+  checks, and answers the LAST chunk like the end of DATA;
+* 250 after DATA (or BDAT LAST) only once the sink (:class:`mailsuite.handoff.IMessageSink`, the one
   thing this package knows of delivery) says the message is durable.
 
 Submission (RFC 6409, RFC 8314) is the same protocol with ``submission=True``: AUTH
@@ -50,7 +54,7 @@ from mailsuite.handoff import (NO_SPACE_STATUS, NO_SPACE_TEXT, Envelope, IMessag
 from mailsuite.logtext import escaped, printable, quoted
 from mailsuite.idn import ascii_address
 from mailsuite.smtp.address import BadPath, parse_path
-from mailsuite.smtp.data import DataReader
+from mailsuite.smtp.data import ChunkReader, DataReader
 from mailsuite.smtp.headers import HeaderScanner
 from mailsuite.smtp.policy import Policy, Session
 from mailsuite.smtp.reply import Reply
@@ -141,6 +145,12 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._closing = False
         self._errors = 0
         self._data: DataReader | None = None
+        # BDAT: the transaction's reader, the octets of the current chunk still to
+        # come, whether it is the LAST one, and the answer for a failed transaction.
+        self._chunks: ChunkReader | None = None
+        self._chunk_left = 0
+        self._chunk_last = False
+        self._chunk_error: Reply | None = None
         self._incoming: IncomingMessage | None = None
         self._queue_id = ""
         self._auth_step: Callable[[bytes], None] | None = None
@@ -289,6 +299,9 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _process(self) -> None:
         # An AUTH exchange in progress reads its next line even though AUTH is "busy".
         while (not self._busy or self._auth_step is not None) and not self._closing and self._buffer:
+            if self._chunk_left:
+                self._feed_chunk()
+                continue
             if self._data is not None:
                 self._feed_data()
                 continue
@@ -381,6 +394,8 @@ class SMTPServer(Protocol, TimeoutMixin):
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
             "SMTPUTF8",
+            "CHUNKING",
+            "BINARYMIME",
         ]
         if self._can_starttls():
             lines.append("STARTTLS")
@@ -428,6 +443,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         except BadPath as e:
             raise Reply(501, "5.1.7", f"Bad sender address syntax: {e}") from None
         smtputf8 = "SMTPUTF8" in params
+        body_type = ""
         if not sender.isascii() and not smtputf8:
             raise Reply(553, "5.6.7", "Non-ASCII addresses not permitted for that sender without SMTPUTF8")
         for key, value in params.items():
@@ -437,7 +453,8 @@ class SMTPServer(Protocol, TimeoutMixin):
                 if int(value) > self.svc.max_message_size:
                     raise Reply(552, "5.3.4", "Message size exceeds fixed limit")
             elif key == "BODY":
-                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                body_type = (value or "").upper()
+                if body_type not in ("7BIT", "8BITMIME", "BINARYMIME"):
                     raise Reply(501, "5.5.4", "Bad BODY parameter")
             elif key == "AUTH":
                 pass  # RFC 4954 5: accepted; we trust only our own AUTH
@@ -451,6 +468,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         def ok(_: object) -> None:
             s.sender = sender
             s.smtputf8 = smtputf8
+            s.body = "" if body_type == "7BIT" else body_type
+            self._chunk_error = None  # a failed BDAT without a transaction ends here
             self._send(Reply(250, "2.1.0", "Ok"))
 
         return d.addCallback(ok)
@@ -501,6 +520,19 @@ class SMTPServer(Protocol, TimeoutMixin):
             raise Reply(503, "5.5.1", "Error: need MAIL command")
         if not s.recipients:
             raise Reply(554, "5.5.1", "Error: no valid recipients")
+        if self._chunks is not None or self._chunk_error is not None:
+            raise Reply(503, "5.5.1", "Error: DATA after BDAT in one transaction")
+        if s.body == "BINARYMIME":
+            # RFC 3030 3: a binary body has no end marker; it must come by BDAT.
+            raise Reply(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT")
+        self._open_message()
+        self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length, self.svc.bare_newline)
+        self.setTimeout(self.svc.data_timeout)
+        self._send(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+
+    def _open_message(self) -> None:
+        """Start receiving a body (DATA or the first BDAT): a queue id, the incoming
+        file with our Received: line, and the header watcher."""
         self._queue_id = new_queue_id()
         try:
             self._incoming = IncomingMessage(self.conf.incoming_dir, self._queue_id)
@@ -509,16 +541,104 @@ class SMTPServer(Protocol, TimeoutMixin):
             log.error("smtp: cannot open incoming file: {e}", e=e)
             self._incoming = None
             raise _local_error(e) from None
-        self._data = DataReader(self.svc.max_message_size, self.svc.max_line_length, self.svc.bare_newline)
         # Every message's header block is watched: for the hop count (mail loops), and
         # on submission for the From: check and the fields an MSA adds.
         self._headers = (HeaderScanner(("from",), self._missing_headers) if self.conf.submission
                          else HeaderScanner(()))
+
+    # -- BDAT (RFC 3030) -------------------------------------------------------------
+
+    def do_BDAT(self, arg: str) -> None:
+        s = self.session
+        parts = arg.split()
+        if not parts or not parts[0].isdigit() or len(parts[0]) > 12:
+            # Without a size the chunk's end cannot be found: the stream is lost.
+            self._send(Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing connection"))
+            log.info("smtp: [{ip}] BDAT without a chunk size; closed", ip=s.client_ip)
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self._chunk_left = int(parts[0])
+        self._chunk_last = len(parts) == 2 and parts[1].upper() == "LAST"
+        error: Reply | None = None
+        if len(parts) > 2 or (len(parts) == 2 and not self._chunk_last):
+            error = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+        elif s.sender is None:
+            error = Reply(503, "5.5.1", "Error: need MAIL command")
+        elif not s.recipients:
+            error = Reply(554, "5.5.1", "Error: no valid recipients")
+        elif self._data is not None:
+            error = Reply(503, "5.5.1", "Error: BDAT after DATA")
+        elif self._chunks is None and self._chunk_error is None:
+            try:
+                self._open_message()
+            except Reply as r:
+                error = r
+            else:
+                self._chunks = ChunkReader(self.svc.max_message_size, self.svc.max_line_length,
+                                           binary=s.body == "BINARYMIME")
+        if error is not None and self._chunk_error is None:
+            self._fail_chunks(error)
         self.setTimeout(self.svc.data_timeout)
-        self._send(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+        if not self._chunk_left:
+            self._chunk_done()
+
+    def _feed_chunk(self) -> None:
+        take = self._buffer.take(self._chunk_left)
+        self._chunk_left -= len(take)
+        reader = self._chunks
+        if reader is not None:
+            body = reader.feed(take)
+            if not self._chunk_left and self._chunk_last:
+                body += reader.finish()
+            if self._headers is not None and not reader.rejected:
+                body = self._headers.feed(body)
+                if not self._chunk_left and self._chunk_last:
+                    body += self._headers.finish()
+            if body and self._incoming is not None:
+                try:
+                    self._incoming.write(body)
+                except OSError as e:
+                    log.error("smtp: {qid}: write failed: {e}", qid=self._queue_id, e=e)
+                    self._incoming.discard()
+                    self._incoming = None
+                    self._write_error = e
+        if not self._chunk_left:
+            self._chunk_done()
+
+    def _fail_chunks(self, reply: Reply) -> None:
+        """The BDAT transaction failed: its remaining chunks are read and get ``reply``."""
+        self._chunk_error = reply
+        self._chunks = None
+        if self._incoming is not None:
+            self._incoming.discard()
+            self._incoming = None
+        self._headers = None
+
+    def _chunk_done(self) -> None:
+        reader = self._chunks
+        if reader is not None and reader.rejected and not self._chunk_last:
+            self._fail_chunks(Reply(552, "5.3.4", "Error: message file too big") if reader.too_big else
+                              Reply(500, "5.5.2", f"Error: message line longer than {self.svc.max_line_length} octets"))
+        if self._chunk_error is not None:
+            reply = self._chunk_error
+            if self._chunk_last:
+                self._chunk_error = None
+                self.session.reset()
+                self.setTimeout(self.svc.command_timeout)
+            self._reject(reply, "BDAT")
+            return
+        assert reader is not None
+        if not self._chunk_last:
+            self.setTimeout(self.svc.command_timeout)
+            self._send(Reply(250, "2.0.0", f"{reader.size} octets received"))
+            return
+        self._chunks = None
+        self._end_of_data(reader)
 
     def do_RSET(self, arg: str) -> None:
         self.session.reset()
+        self._end_data_state()
         self._send(Reply(250, "2.0.0", "Ok"))
 
     def do_NOOP(self, arg: str) -> None:
@@ -529,7 +649,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._send(Reply(252, "2.0.0", "Send some mail, I'll try my best"))
 
     def do_HELP(self, arg: str) -> None:
-        self._send(Reply(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH"))
+        self._send(Reply(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS AUTH"))
 
     def do_QUIT(self, arg: str) -> None:
         self._send(Reply(221, "2.0.0", "Bye"))
@@ -686,18 +806,20 @@ class SMTPServer(Protocol, TimeoutMixin):
                 self._write_error = e
         if fed.finished:
             self._buffer.unread(fed.rest)
-            self._end_of_data()
+            reader, self._data = self._data, None
+            self._end_of_data(reader)
 
     def _end_data_state(self) -> None:
         self._data = None
+        self._chunks = None
+        self._chunk_error = None
         if self._incoming is not None:
             self._incoming.discard()
             self._incoming = None
 
-    def _end_of_data(self) -> None:
+    def _end_of_data(self, reader: DataReader | ChunkReader) -> None:
         s = self.session
-        reader, incoming = self._data, self._incoming
-        self._data, self._incoming = None, None
+        incoming, self._incoming = self._incoming, None
         self.setTimeout(self.svc.command_timeout)
         qid = self._queue_id
         assert reader is not None
@@ -746,6 +868,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             auth_user=s.auth_user,
             arrival=time.time(),
             smtputf8=s.smtputf8,
+            body=s.body,
         )
         s.reset()
         self._busy = True
