@@ -490,7 +490,7 @@ class QueueManager(service.Service):
         try:
             addrs = [rec.recipients[i].address for i in idxs]
             tx = Transaction(self.sender_for(rec), addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data,
-                             smtputf8=await self._needs_smtputf8(rec, entry))
+                             smtputf8=await self._needs_smtputf8(rec, entry), body_type=rec.body)
             started = time.perf_counter()
             try:
                 by_addr = await self.relay.deliver(dest, tx)

@@ -12,7 +12,9 @@ verification) and does the SMTP dialogue itself with Deferreds:
   the reply after the final dot and a stalled body write: ``data_timeout``);
 * MAIL, every RCPT and DATA go in one write when the peer offers PIPELINING;
 * the body (LF line ends on disk) is sent in chunks with CRLF and dot-stuffing carried
-  across chunk boundaries;
+  across chunk boundaries; to a peer that offers CHUNKING it goes as BDAT chunks
+  instead (RFC 3030: no stuffing, no end marker to scan for), pipelined when the peer
+  offers PIPELINING, and a BINARYMIME body goes only that way (else 5.6.3);
 * results are per recipient; the caller decides retry or bounce from the codes.
 """
 
@@ -285,6 +287,7 @@ class Transaction:
     lines: int
     data: bytes | None = None  # the body, when it is still in memory
     smtputf8: bool = False  # the message cannot travel without SMTPUTF8 (RFC 6531)
+    body_type: str = ""  # BODY= as received: "", "8BITMIME" or "BINARYMIME"
 
 
 @dataclass
@@ -396,6 +399,14 @@ class Session:
             reply = PeerReply(552, f"5.3.4 Message size exceeds fixed limit of {limit} octets of {self.relay}")
             result.replies = {r: reply for r in tx.recipients}
             return result
+        chunking = "CHUNKING" in self.extensions
+        binary = tx.body_type == "BINARYMIME"
+        if binary and not (chunking and "BINARYMIME" in self.extensions):
+            # RFC 3030 3: a binary body cannot go by DATA; we do not convert it.
+            reply = PeerReply(554, f"5.6.3 Conversion required but not supported: host {self.relay} "
+                                   "does not offer BINARYMIME")
+            result.replies = {r: reply for r in tx.recipients}
+            return result
         if tx.smtputf8 and "SMTPUTF8" not in self.extensions:
             # RFC 6531 3.2: no silent downgrade; the message goes back to its sender.
             reply = PeerReply(553, f"5.6.7 SMTPUTF8 is required, but was not offered by host {self.relay}")
@@ -410,12 +421,16 @@ class Session:
         mail = f"MAIL FROM:<{_wire_address(tx.sender)}>"
         if "SIZE" in self.extensions:
             mail += f" SIZE={wire_size}"
-        if "8BITMIME" in self.extensions:
+        if binary:
+            mail += " BODY=BINARYMIME"
+        elif "8BITMIME" in self.extensions:
             mail += " BODY=8BITMIME"
         if tx.smtputf8:
             mail += " SMTPUTF8"
         pipelining = "PIPELINING" in self.extensions
         proto = self.proto
+        if chunking:
+            return await self._send_chunked(tx, mail, pipelining, result)
         if pipelining:
             proto.transport.write(
                 "".join([mail + "\r\n"] + [f"RCPT TO:<{_wire_address(r)}>\r\n" for r in tx.recipients]
@@ -461,6 +476,84 @@ class Session:
         for r in accepted:
             result.replies[r] = final
         return result
+
+    async def _send_chunked(self, tx: Transaction, mail: str, pipelining: bool,
+                            result: TransactionResult) -> TransactionResult:
+        """MAIL and RCPTs (pipelined when offered), then the body as BDAT chunks."""
+        proto = self.proto
+        rcpt_lines = [f"RCPT TO:<{_wire_address(r)}>" for r in tx.recipients]
+        if pipelining:
+            proto.transport.write("".join(line + "\r\n" for line in [mail] + rcpt_lines).encode("utf-8"))
+            mail_reply = await proto.expect(self.timeouts.command, "MAIL reply")
+            rcpt_replies = [await proto.expect(self.timeouts.command, "RCPT reply") for _ in tx.recipients]
+        else:
+            mail_reply = await self._cmd(mail, "MAIL reply")
+            rcpt_replies = []
+            if mail_reply.code == 250:
+                for line in rcpt_lines:
+                    rcpt_replies.append(await self._cmd(line, "RCPT reply"))
+        if mail_reply.code != 250:
+            self.dirty = True
+            result.replies = {r: mail_reply for r in tx.recipients}
+            return result
+        accepted = [r for r, x in zip(tx.recipients, rcpt_replies) if x.code // 100 == 2]
+        for r, x in zip(tx.recipients, rcpt_replies):
+            if x.code // 100 != 2:
+                result.replies[r] = x
+        if not accepted:
+            self.dirty = True
+            return result
+        self.in_data = True
+        final = await self._send_bdat(tx, pipelining)
+        if final.code != 250:
+            self.dirty = True
+        for r in accepted:
+            result.replies[r] = final
+        return result
+
+    async def _send_bdat(self, tx: Transaction, pipelining: bool) -> PeerReply:
+        """The body as BDAT chunks (CRLF line ends, nothing stuffed); the reply that
+        decides: the first that is not 250, else the one to the LAST chunk."""
+        from twisted.internet import reactor
+
+        proto = self.proto
+        if tx.data is not None:
+            out = tx.data.replace(b"\n", b"\r\n")
+            proto.transport.write(b"BDAT %d LAST\r\n" % len(out) + out)
+            return await proto.expect(self.timeouts.data, "reply to BDAT LAST")
+        pending = 0
+        failed: PeerReply | None = None
+        timer = reactor.callLater(self.timeouts.data, self._stalled)
+        try:
+            with open(tx.body_path, "rb") as f:
+                while True:
+                    chunk = f.read(CHUNK)
+                    if not chunk:
+                        break
+                    out = chunk.replace(b"\n", b"\r\n")
+                    proto.transport.write(b"BDAT %d\r\n" % len(out) + out)
+                    pending += 1
+                    timer.reset(self.timeouts.data)
+                    if not pipelining:
+                        # RFC 3030 4.2: without PIPELINING each chunk waits for its reply.
+                        reply = await proto.expect(self.timeouts.data, "reply to BDAT")
+                        pending -= 1
+                        if reply.code != 250:
+                            failed = reply
+                            break
+                    await proto.writable()
+            proto.transport.write(b"BDAT 0 LAST\r\n")
+            pending += 1
+        finally:
+            if timer.active():
+                timer.cancel()
+        last: PeerReply | None = None
+        for _ in range(pending):
+            last = await proto.expect(self.timeouts.data, "reply to BDAT")
+            if last.code != 250 and failed is None:
+                failed = last
+        assert last is not None
+        return failed or last
 
     async def _abort_data(self) -> None:
         # A peer that said 354 although no recipient was accepted: an empty message

@@ -147,6 +147,7 @@ class Peer:
         self.connections = 0
         self.data_ends = 0
         self.commands: list[str] = []
+        self.chunks: list[int] = []  # sizes of the BDAT chunks received
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.active = 0
@@ -235,7 +236,28 @@ class Peer:
                         if reply.startswith("2"):
                             peer.received.append(Received(mail_from, rcpts, buf[:-3]))
                         say(reply)
+                    elif verb == "BDAT":
+                        # RFC 3030: exactly n octets follow; LAST ends the message.
+                        parts = cmd.split()
+                        size, last = int(parts[1]), len(parts) > 2 and parts[2].upper() == "LAST"
+                        chunk = self.rfile.read(size)
+                        peer.chunks.append(size)
+                        bdat_buf = getattr(self, "bdat_buf", b"") + chunk
+                        self.bdat_buf = bdat_buf
+                        if not rcpts:
+                            say("554 5.5.1 Error: no valid recipients")
+                            continue
+                        if not last:
+                            say(f"250 2.0.0 {len(chunk)} octets received")
+                            continue
+                        self.bdat_buf = b""
+                        peer.data_ends += 1
+                        reply = sc.data_end(peer)
+                        if reply.startswith("2"):
+                            peer.received.append(Received(mail_from, rcpts, bdat_buf))
+                        say(reply)
                     elif verb == "RSET":
+                        self.bdat_buf = b""
                         mail_from, rcpts = "", []
                         say("250 2.0.0 Ok")
                     elif verb == "QUIT":
