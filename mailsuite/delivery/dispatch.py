@@ -43,8 +43,10 @@ class Dispatcher:
     def accept(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
         """Fires with "delivered" or "queued" once the message is durable; fails with
         TemporaryFailure or PermanentFailure otherwise.  ``body`` is consumed either way."""
-        if envelope.forwards:
+        if envelope.forwards or any("SUCCESS" in notify for notify, _ in envelope.rcpt_dsn.values()):
             # The queue takes a body in memory as well as on disk (it writes it once).
+            # A recipient asking for a success DSN (RFC 3461 NOTIFY=SUCCESS) goes there
+            # too: the queue is what writes DSNs.
             return self.queue.accept(envelope, body)
         started = time.perf_counter()
         d = self.local.deliver(envelope, body)

@@ -40,6 +40,7 @@ def build(
     action: str = "failed",
     retry_until: float | None = None,
     now: float | None = None,
+    full: bool = False,
 ) -> bytes:
     """The DSN message (LF line ends) for ``recipients`` of ``record``.
     ``action`` is "failed" (a bounce) or "delayed" (a warning)."""
@@ -47,9 +48,11 @@ def build(
     rcpts = list(recipients)
     boundary = f"{record.id}.{int(now)}.{os.urandom(4).hex()}/{hostname}"
     failed = action == "failed"
+    success = action in ("delivered", "relayed")
     utf8 = record.smtputf8
     report_type = "global-delivery-status" if utf8 else "delivery-status"
-    subject = "Undelivered Mail Returned to Sender" if failed else "Delayed Mail (still being retried)"
+    subject = ("Undelivered Mail Returned to Sender" if failed else
+               "Successful Mail Delivery Report" if success else "Delayed Mail (still being retried)")
     lines = [
         f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)",
         f"To: <{record.sender}>",
@@ -75,6 +78,13 @@ def build(
             "I'm sorry to have to inform you that your message could not",
             "be delivered to one or more recipients. It's attached below.",
         ]
+    elif action == "delivered":
+        lines.append("Your message was successfully delivered to the destination(s) listed below.")
+    elif action == "relayed":
+        lines += [
+            "Your message was successfully delivered to the destination(s) listed below,",
+            "which do not report delivery: you will receive no further notice.",
+        ]
     else:
         lines += [
             "####################################################################",
@@ -97,6 +107,10 @@ def build(
         f"Reporting-MTA: dns; {hostname}",
         f"X-Mailsuite-Queue-ID: {record.id}",
         f"X-Mailsuite-Sender: {_typed(record.sender)}",
+    ]
+    if record.envid:
+        lines.append(f"Original-Envelope-Id: {_one_line(record.envid)}")  # RFC 3464 2.2.1
+    lines += [
         f"Arrival-Date: {_date(record.arrival)}",
     ]
     for r in rcpts:
@@ -104,9 +118,13 @@ def build(
             "",
             f"Final-Recipient: {_typed(_recipient_address(r))}",
         ]
-        if r.orcpt and r.orcpt != _recipient_address(r):
+        if r.original:
+            # The ORCPT the client gave (RFC 3461 4.2), with its own address type.
+            addr_type, _, addr = r.original.partition(";")
+            lines.append(f"Original-Recipient: {addr_type}; {addr}")
+        elif r.orcpt and r.orcpt != _recipient_address(r):
             lines.append(f"Original-Recipient: {_typed(r.orcpt)}")
-        lines += [f"Action: {action}", f"Status: {r.dsn or ('5.0.0' if failed else '4.0.0')}"]
+        lines += [f"Action: {action}", f"Status: {r.dsn or ('5.0.0' if failed else '2.0.0' if success else '4.0.0')}"]
         relay = r.relay
         if relay and relay not in ("none", "local"):
             lines.append(f"Remote-MTA: dns; {relay.partition('[')[0]}")
@@ -120,8 +138,12 @@ def build(
     lines += [
         "",
         f"--{boundary}",
-        "Content-Description: Undelivered Message Headers" if failed else "Content-Description: Delayed Message Headers",
-        "Content-Type: message/global-headers" if utf8 else "Content-Type: text/rfc822-headers",
+        "Content-Description: " + ("Undelivered Message" if failed and full else
+                                   "Undelivered Message Headers" if failed else
+                                   "Delivered Message Headers" if success else "Delayed Message Headers"),
+        # RET=FULL: the message itself (RFC 3462 3); else its header block.
+        "Content-Type: " + (("message/global" if utf8 else "message/rfc822") if full else
+                            ("message/global-headers" if utf8 else "text/rfc822-headers")),
         "",
     ]
     out = "\n".join(lines).encode("utf-8") + b"\n" + headers

@@ -48,12 +48,13 @@ class Outcome:
     relay: str = "none"  # host[ip]:port
     tls: str = ""
     remote_mta: str = ""  # the peer's host name, for the DSN
+    dsn_passed: bool = False  # the peer offered DSN: NOTIFY went on, success DSNs are its job
 
     @staticmethod
     def from_reply(reply: PeerReply, session: Session) -> "Outcome":
         status = "sent" if reply.code // 100 == 2 else "bounced" if reply.code >= 500 else "deferred"
         return Outcome(status, reply.status, f"host {session.relay} said: {reply}" if status != "sent" else str(reply),
-                       session.relay, session.tls, session.host)
+                       session.relay, session.tls, session.host, "DSN" in session.extensions)
 
 
 def _failure_outcome(err: Exception, relay: str = "none", host: str = "") -> Outcome:

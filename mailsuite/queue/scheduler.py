@@ -47,10 +47,12 @@ from mailsuite.handoff import BodyFile, Envelope, IMessageSink, new_queue_id
 from mailsuite.queue.relay import Outcome, Relay
 from mailsuite.queue.route import Router
 from mailsuite.queue.spool import Record, Recipient, SpoolPaths
+from mailsuite.smtp import dsnparams
 from mailsuite.smtp.outbound import Transaction
 
 log = Logger(namespace="mailsuite.queue")
 
+FULL_RETURN_LIMIT = 10 * 1024 * 1024  # RET=FULL: bigger messages come back as headers only
 SHUTDOWN_GRACE = 5.0  # seconds stopService waits for running delivery attempts
 
 
@@ -462,7 +464,7 @@ class QueueManager(service.Service):
                                n=len(qids), why=f.getErrorMessage()))
 
     def _unnotified(self, rec: Record) -> bool:
-        return bool(rec.sender) and any(r.state == "bounced" and not r.notified for r in rec.recipients)
+        return bool(rec.sender) and any(r.final and not r.notified for r in rec.recipients)
 
     async def _deliver_local(self, rec: Record, idxs: list[int], body: BodyFile) -> dict[int, Outcome]:
         env = Envelope(
@@ -490,7 +492,10 @@ class QueueManager(service.Service):
         try:
             addrs = [rec.recipients[i].address for i in idxs]
             tx = Transaction(self.sender_for(rec), addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data,
-                             smtputf8=await self._needs_smtputf8(rec, entry), body_type=rec.body)
+                             smtputf8=await self._needs_smtputf8(rec, entry), body_type=rec.body,
+                             ret=rec.ret, envid=rec.envid,
+                             rcpt_dsn={rec.recipients[i].address: (rec.recipients[i].notify, rec.recipients[i].original)
+                                       for i in idxs if rec.recipients[i].notify or rec.recipients[i].original})
             started = time.perf_counter()
             try:
                 by_addr = await self.relay.deliver(dest, tx)
@@ -536,6 +541,9 @@ class QueueManager(service.Service):
             nxt = ""
             if o.status == "sent":
                 changes["state"] = "sent"
+                if o.dsn_passed or not dsnparams.wants(r.notify, "SUCCESS"):
+                    # Nothing to report, or the next hop reports it (RFC 3461 5.2).
+                    changes["notified"] = True
             elif o.status == "bounced":
                 changes["state"] = "bounced"
             else:
@@ -582,10 +590,24 @@ class QueueManager(service.Service):
             log.info("relay: {qid}: from=<>: no bounce for a bounce", qid=rec.id)
             return rec
         if bounced:
-            if await self._send_dsn(rec, [rec.recipients[i] for i in bounced], "failed"):
-                for i in bounced:
+            # RFC 3461 4.1: NOTIFY without FAILURE (or NEVER) means no failure DSN.
+            silent = [i for i in bounced if not dsnparams.wants(rec.recipients[i].notify, "FAILURE")]
+            for i in silent:
+                rec = rec.with_recipient(i, notified=True)
+                log.info("relay: {qid}: to=<{to}>: NOTIFY={notify}: no failure DSN", qid=rec.id,
+                         to=rec.recipients[i].address, notify=rec.recipients[i].notify)
+            loud = [i for i in bounced if i not in silent]
+            if loud and await self._send_dsn(rec, [rec.recipients[i] for i in loud], "failed"):
+                for i in loud:
                     rec = rec.with_recipient(i, notified=True)
-        pending = [r for r in rec.recipients if not r.final]
+        # Success DSNs (NOTIFY=SUCCESS): "delivered" for a local copy, "relayed" for a
+        # next hop that does not offer DSN (RFC 3464 2.3.3).
+        for action, kind in (("delivered", "local"), ("relayed", "remote")):
+            done = [i for i, r in enumerate(rec.recipients) if r.state == "sent" and not r.notified and r.kind == kind]
+            if done and (not rec.sender or await self._send_dsn(rec, [rec.recipients[i] for i in done], action)):
+                for i in done:
+                    rec = rec.with_recipient(i, notified=True)
+        pending = [r for r in rec.recipients if not r.final and dsnparams.wants(r.notify, "DELAY")]
         if (
             self.cfg.delay_warning
             and rec.sender
@@ -600,12 +622,18 @@ class QueueManager(service.Service):
     async def _send_dsn(self, rec: Record, rcpts: list[Recipient], action: str) -> bool:
         """Queue or deliver a DSN to ``rec.sender``; True when it is durable (or cannot
         ever be delivered and was dropped with a log line)."""
+        # RFC 3461 4.3: RET=FULL returns the whole message with a failure DSN (up to
+        # FULL_RETURN_LIMIT; bigger ones get their headers, as RFC 3461 allows).
+        full = action == "failed" and rec.ret == "FULL" and rec.size <= FULL_RETURN_LIMIT
         try:
-            headers = b"".join(await workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
+            if full:
+                original = await workers.run(self.paths.body(rec.id).read_bytes)
+            else:
+                original = b"".join(await workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
         except OSError:
-            headers = b""
-        body = dsn.build(rec, rcpts, headers, self.hostname, action,
-                         retry_until=rec.arrival + self.cfg.max_lifetime)
+            original, full = b"", False
+        body = dsn.build(rec, rcpts, original, self.hostname, action,
+                         retry_until=rec.arrival + self.cfg.max_lifetime, full=full)
         qid = new_queue_id()
         sender = rec.sender
         mailboxes: dict[str, str] = {}
@@ -635,7 +663,8 @@ class QueueManager(service.Service):
         except Exception as e:  # noqa: BLE001 - TemporaryFailure: try at the next attempt
             log.warn("relay: {qid}: could not queue the DSN: {e}", qid=rec.id, e=str(e))
             return False
+        what = {"failed": "non-delivery", "delayed": "delay"}.get(action, "delivery")
         log.info("relay: {qid}: sender {action} notification: {dsn_id} ({result})",
-                 qid=rec.id, action="non-delivery" if action == "failed" else "delay", dsn_id=qid, result=result)
+                 qid=rec.id, action=what, dsn_id=qid, result=result)
         return True
 

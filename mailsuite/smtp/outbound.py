@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsuite.idn import ascii_address
+from mailsuite.smtp.dsnparams import xtext_encode
 from mailsuite.tls import tls_description
 
 MAX_REPLY_LINE = 2048
@@ -288,6 +289,9 @@ class Transaction:
     data: bytes | None = None  # the body, when it is still in memory
     smtputf8: bool = False  # the message cannot travel without SMTPUTF8 (RFC 6531)
     body_type: str = ""  # BODY= as received: "", "8BITMIME" or "BINARYMIME"
+    ret: str = ""  # RFC 3461 RET and ENVID, passed on to a peer that offers DSN
+    envid: str = ""
+    rcpt_dsn: dict[str, tuple[str, str]] = field(default_factory=dict)  # address -> (NOTIFY, ORCPT)
 
 
 @dataclass
@@ -427,13 +431,18 @@ class Session:
             mail += " BODY=8BITMIME"
         if tx.smtputf8:
             mail += " SMTPUTF8"
+        dsn = "DSN" in self.extensions
+        if dsn and tx.ret:
+            mail += f" RET={tx.ret}"
+        if dsn and tx.envid:
+            mail += f" ENVID={xtext_encode(tx.envid)}"
         pipelining = "PIPELINING" in self.extensions
         proto = self.proto
         if chunking:
-            return await self._send_chunked(tx, mail, pipelining, result)
+            return await self._send_chunked(tx, mail, pipelining, result, dsn)
         if pipelining:
             proto.transport.write(
-                "".join([mail + "\r\n"] + [f"RCPT TO:<{_wire_address(r)}>\r\n" for r in tx.recipients]
+                "".join([mail + "\r\n"] + [f"{_rcpt_line(r, tx, dsn)}\r\n" for r in tx.recipients]
                         + ["DATA\r\n"]).encode("utf-8")
             )
             mail_reply = await proto.expect(self.timeouts.command, "MAIL reply")
@@ -446,7 +455,7 @@ class Session:
             data_reply = None
             if mail_reply.code == 250:
                 for r in tx.recipients:
-                    rcpt_replies.append(await self._cmd(f"RCPT TO:<{_wire_address(r)}>", "RCPT reply"))
+                    rcpt_replies.append(await self._cmd(_rcpt_line(r, tx, dsn), "RCPT reply"))
                 if any(x.code // 100 == 2 for x in rcpt_replies):
                     data_reply = await self._cmd("DATA", "DATA reply")
         if mail_reply.code != 250:
@@ -478,10 +487,10 @@ class Session:
         return result
 
     async def _send_chunked(self, tx: Transaction, mail: str, pipelining: bool,
-                            result: TransactionResult) -> TransactionResult:
+                            result: TransactionResult, dsn: bool) -> TransactionResult:
         """MAIL and RCPTs (pipelined when offered), then the body as BDAT chunks."""
         proto = self.proto
-        rcpt_lines = [f"RCPT TO:<{_wire_address(r)}>" for r in tx.recipients]
+        rcpt_lines = [_rcpt_line(r, tx, dsn) for r in tx.recipients]
         if pipelining:
             proto.transport.write("".join(line + "\r\n" for line in [mail] + rcpt_lines).encode("utf-8"))
             mail_reply = await proto.expect(self.timeouts.command, "MAIL reply")
@@ -608,6 +617,18 @@ class Session:
         except SessionError:
             pass
         self.close()
+
+
+def _rcpt_line(address: str, tx: Transaction, dsn: bool) -> str:
+    """RCPT TO with the recipient's NOTIFY and ORCPT when the peer offers DSN."""
+    line = f"RCPT TO:<{_wire_address(address)}>"
+    notify, original = tx.rcpt_dsn.get(address, ("", "")) if dsn else ("", "")
+    if notify:
+        line += f" NOTIFY={notify}"
+    if original:
+        addr_type, _, addr = original.partition(";")
+        line += f" ORCPT={addr_type};{xtext_encode(addr)}"
+    return line
 
 
 def _wire_address(address: str) -> str:

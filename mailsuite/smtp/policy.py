@@ -43,6 +43,9 @@ class Session:
     resolutions: list[Resolution] = field(default_factory=list)
     smtputf8: bool = False  # MAIL FROM carried SMTPUTF8 (RFC 6531)
     body: str = ""  # BODY=: "", "8BITMIME" or "BINARYMIME"
+    ret: str = ""  # RFC 3461 RET
+    envid: str = ""  # RFC 3461 ENVID (decoded)
+    rcpt_dsn: dict[str, tuple[str, str]] = field(default_factory=dict)  # RCPT -> (NOTIFY, ORCPT)
 
     def reset(self) -> None:
         self.sender = None
@@ -50,6 +53,8 @@ class Session:
         self.resolutions = []
         self.smtputf8 = False
         self.body = ""
+        self.ret = self.envid = ""
+        self.rcpt_dsn = {}
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from mailsuite.handoff import (NO_SPACE_STATUS, NO_SPACE_TEXT, Envelope, IMessag
                                PermanentFailure, TemporaryFailure, is_disk_full, new_queue_id)
 from mailsuite.logtext import escaped, printable, quoted
 from mailsuite.idn import ascii_address
+from mailsuite.smtp import dsnparams
 from mailsuite.smtp.address import BadPath, parse_path
 from mailsuite.smtp.data import ChunkReader, DataReader
 from mailsuite.smtp.headers import HeaderScanner
@@ -396,6 +397,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             "SMTPUTF8",
             "CHUNKING",
             "BINARYMIME",
+            "DSN",
         ]
         if self._can_starttls():
             lines.append("STARTTLS")
@@ -444,6 +446,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             raise Reply(501, "5.1.7", f"Bad sender address syntax: {e}") from None
         smtputf8 = "SMTPUTF8" in params
         body_type = ""
+        dsn: dict[str, str] = {}
         if not sender.isascii() and not smtputf8:
             raise Reply(553, "5.6.7", "Non-ASCII addresses not permitted for that sender without SMTPUTF8")
         for key, value in params.items():
@@ -461,6 +464,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             elif key == "SMTPUTF8":
                 if value is not None:
                     raise Reply(501, "5.5.4", "SMTPUTF8 takes no value")
+            elif key in ("RET", "ENVID"):
+                try:
+                    dsn[key] = dsnparams.parse_ret(value) if key == "RET" else dsnparams.parse_envid(value)
+                except ValueError as e:
+                    raise Reply(501, "5.5.4", f"Bad {key} parameter: {e}") from None
             else:
                 raise Reply(555, "5.5.4", f"Unsupported parameter {key}")
         d = self.conf.policy.check_sender(s, sender)
@@ -469,6 +477,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             s.sender = sender
             s.smtputf8 = smtputf8
             s.body = "" if body_type == "7BIT" else body_type
+            s.ret, s.envid = dsn.get("RET", ""), dsn.get("ENVID", "")
             self._chunk_error = None  # a failed BDAT without a transaction ends here
             self._send(Reply(250, "2.1.0", "Ok"))
 
@@ -486,8 +495,17 @@ class SMTPServer(Protocol, TimeoutMixin):
             raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
         if not rcpt.isascii() and not s.smtputf8:
             raise Reply(553, "5.6.7", "Non-ASCII addresses not permitted for that recipient without SMTPUTF8")
-        if params:
-            raise Reply(555, "5.5.4", f"Unsupported parameter {next(iter(params))}")
+        notify = original = ""
+        for key, value in params.items():
+            try:
+                if key == "NOTIFY":
+                    notify = dsnparams.parse_notify(value)
+                elif key == "ORCPT":
+                    original = dsnparams.parse_orcpt(value)
+                else:
+                    raise Reply(555, "5.5.4", f"Unsupported parameter {key}")
+            except ValueError as e:
+                raise Reply(501, "5.5.4", f"Bad {key} parameter: {e}") from None
         if len(s.recipients) >= self.svc.max_recipients:
             raise Reply(452, "4.5.3", "Error: too many recipients")
         if self.conf.client_check_at == "rcpt" and self._listing is not None:
@@ -499,6 +517,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         def ok(resolution: Any) -> None:
             s.recipients.append(rcpt)
             s.resolutions.append(resolution)
+            if notify or original:
+                s.rcpt_dsn[rcpt] = (notify, original)
             self._send(Reply(250, "2.1.5", "Ok"))
 
         return d.addCallback(ok)
@@ -869,6 +889,9 @@ class SMTPServer(Protocol, TimeoutMixin):
             arrival=time.time(),
             smtputf8=s.smtputf8,
             body=s.body,
+            ret=s.ret,
+            envid=s.envid,
+            rcpt_dsn=dict(s.rcpt_dsn),
         )
         s.reset()
         self._busy = True
