@@ -338,6 +338,13 @@ class RelayConfig:
     data_timeout: int = 600
     connection_cache_time: int = 2
     control_poll_interval: float = 1.0
+    # Verified TLS towards MX hosts: MTA-STS policies (RFC 8461), DANE (RFC 7672; only
+    # with a validating resolver named in [dns] nameservers), TLS-RPT (RFC 8460).
+    mta_sts: bool = True
+    dane: bool = False
+    tls_reports: bool = True
+    # Port of the MTA-STS policy servers (https://mta-sts.<domain>); tests change it.
+    mta_sts_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -659,6 +666,11 @@ def _check(cfg: Config, problems: list[str]) -> None:
     delim = cfg.server.recipient_delimiter
     if any(c in delim for c in "@ \t\"\\") or not delim.isascii() or len(delim) > 8:
         problems.append(f"server.recipient_delimiter: {delim!r}: expected up to 8 ASCII characters, not @, space or quote")
+    if cfg.relay.dane and not cfg.dns.nameservers:
+        problems.append("relay.dane: needs a validating resolver named in [dns] nameservers "
+                        "(the AD bit of /etc/resolv.conf's servers is not to be trusted)")
+    if not 0 < cfg.relay.mta_sts_port < 65536:
+        problems.append("relay.mta_sts_port: expected a port number")
     if cfg.server.thread_pool_size < 1:
         problems.append("server.thread_pool_size: expected at least 1")
     for name in ("smtp", "submission", "imap", "pop3", "http"):

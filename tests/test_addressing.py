@@ -5,23 +5,17 @@ in either form in the directory."""
 
 from __future__ import annotations
 
-import shutil
 import smtplib
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
-from twisted.trial import unittest
-
 from mailsuite.config import LDAPConfig
 from mailsuite.directory.files import FileDirectory, parse_aliases
 from mailsuite.directory.interface import Resolution, base_address
-from mailsuite.directory.ldap import LDAPDirectory
 from mailsuite.directory.ldap_client import LDAPClient
-from tests.harness import Server, hashed
-from tests.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, make_ca, slapd_available
+from tests.harness import Server
+from tests.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, make_ca, slapd_available
 
 # -- the delimiter ---------------------------------------------------------------------
 
@@ -121,63 +115,50 @@ def test_bad_delimiter_is_a_config_error(tmp_path: Path) -> None:
 # -- LDAP --------------------------------------------------------------------------------
 
 
-class LDAPAddressing(unittest.TestCase):
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A slapd with a catch-all entry for other.test and an IDN address stored in
     A-labels (``mail`` is IA5String in the standard schema)."""
-
-    slapd: Slapd | None = None
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        if not slapd_available():
-            raise unittest.SkipTest("slapd not installed")
-        cls.tmp = Path(tempfile.mkdtemp(prefix="mailsuite-ldap-addr-"))
-        extra = (
-            Person("post", "post-pw", "post@example.test", ("@other.test",)),
-            Person("jorg", "jorg-pw", "jorg@xn--bcher-kva.example"),
-        )
-        cls.slapd = Slapd(cls.tmp / "slapd", make_ca(cls.tmp / "ca"), ldif=base_ldif(extra)).start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        if cls.slapd is not None:
-            cls.slapd.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def directory(self, **kw: Any) -> LDAPDirectory:
-        assert self.slapd is not None
-        settings: dict[str, Any] = dict(servers=(self.slapd.url,), base_dn=SUFFIX, bind_dn=SERVICE_DN,
-                                        required_group="", connect_timeout=1.0, timeout=1.0, request_timeout=3.0)
-        settings.update(kw)
-        cfg = LDAPConfig(**settings)
-        client = LDAPClient(cfg, SERVICE_PW, ("example.test", "other.test", "bücher.example"),
-                            recipient_delimiter=kw.pop("_delim", "+"))
-        d = LDAPDirectory(client, cfg)
-        self.addCleanup(d.close)
-        return d
-
-    @defer.inlineCallbacks
-    def test_catch_all_filter_finds_the_entry_listing_at_domain(self) -> Any:
-        d = self.directory(catchall_filter="(mailAlternateAddress=@{domain})")
-        got = yield d.resolve("whoever@other.test")
-        self.assertEqual(got, Resolution(("post@example.test",)))
-        got = yield d.resolve("alice@other.test")  # a real address still wins
-        self.assertEqual(got, Resolution(("alice@example.test",)))
-        got = yield d.resolve("whoever@example.test")  # no catch-all for that domain
-        self.assertIsNone(got)
-
-    @defer.inlineCallbacks
-    def test_without_catch_all_filter_unknown_is_unknown(self) -> Any:
-        got = yield self.directory().resolve("whoever@other.test")
-        self.assertIsNone(got)
-
-    @defer.inlineCallbacks
-    def test_idn_address_stored_as_a_labels_is_found_by_u_labels(self) -> Any:
-        d = self.directory()
-        got = yield d.resolve("jorg@bücher.example")
-        self.assertEqual(got, Resolution(("jorg@bücher.example",)))
-        got = yield d.resolve("jorg+tag@xn--bcher-kva.example")
-        self.assertEqual(got, Resolution(("jorg@bücher.example",)))
+    if not slapd_available():
+        pytest.skip("slapd not installed")
+    tmp = tmp_path_factory.mktemp("ldap-addr")
+    extra = (
+        Person("post", "post-pw", "post@example.test", ("@other.test",)),
+        Person("jorg", "jorg-pw", "jorg@xn--bcher-kva.example"),
+    )
+    server = Slapd(tmp / "slapd", make_ca(tmp / "ca"), ldif=base_ldif(extra)).start()
+    yield server
+    server.stop()
 
 
-_ = MAIL_GROUP  # the base LDIF's group; required_group is off here
+def ldap_client(slapd: Slapd, **kw: Any) -> LDAPClient:
+    """The blocking client under LDAPDirectory (which only moves its calls to threads)."""
+    settings: dict[str, Any] = dict(servers=(slapd.url,), base_dn=SUFFIX, bind_dn=SERVICE_DN,
+                                    required_group="", connect_timeout=1.0, timeout=1.0, request_timeout=3.0)
+    settings.update(kw)
+    return LDAPClient(LDAPConfig(**settings), SERVICE_PW, ("example.test", "other.test", "bücher.example"))
+
+
+def test_ldap_catch_all_filter_finds_the_entry_listing_at_domain(slapd: Slapd) -> None:
+    c = ldap_client(slapd, catchall_filter="(mailAlternateAddress=@{domain})")
+    assert c.resolve("whoever@other.test") == Resolution(("post@example.test",))
+    assert c.resolve("alice@other.test") == Resolution(("alice@example.test",))  # a real address still wins
+    assert c.resolve("whoever@example.test") is None  # no catch-all for that domain
+
+
+def test_ldap_without_catch_all_filter_unknown_is_unknown(slapd: Slapd) -> None:
+    assert ldap_client(slapd).resolve("whoever@other.test") is None
+
+
+def test_ldap_idn_address_stored_as_a_labels_is_found_by_u_labels(slapd: Slapd) -> None:
+    c = ldap_client(slapd)
+    assert c.resolve("jorg@bücher.example") == Resolution(("jorg@bücher.example",))
+    assert c.resolve("jorg+tag@xn--bcher-kva.example") == Resolution(("jorg@bücher.example",))
+
+
+def test_catchall_filter_must_use_domain() -> None:
+    from mailsuite.directory.ldap_filters import check_ldap_config
+
+    problems = check_ldap_config(LDAPConfig(servers=("ldap://127.0.0.1",), base_dn=SUFFIX,
+                                            catchall_filter="(mail=@example.org)"), True)
+    assert any("catchall_filter" in p for p in problems)

@@ -15,7 +15,6 @@ from tests.relay_support import (  # noqa: F401 - fixtures
     peers,
     relay_server,
     sink,
-    spool_files,
     status_of,
     wait_for,
 )

@@ -16,11 +16,9 @@ import pytest
 
 from tests.harness import Server, make_server
 from tests.relay_support import (  # noqa: F401 - fixtures
-    Script,
     peers,
     relay_server,
     sink,
-    spool_files,
     status_of,
     wait_for,
 )

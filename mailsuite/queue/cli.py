@@ -98,13 +98,22 @@ def _describe(rec: Record) -> str:
         f"sender:   <{rec.sender}>",
         f"size:     {rec.size}",
         f"client:   [{rec.client_ip}] helo={rec.helo or '-'}" + (f" auth={rec.auth_user}" if rec.auth_user else ""),
-        "recipients:",
     ]
+    extras = [w for w, on in (("SMTPUTF8", rec.smtputf8), (f"BODY={rec.body}", rec.body),
+                              (f"RET={rec.ret}", rec.ret), (f"ENVID={rec.envid}", rec.envid),
+                              ("REQUIRETLS", rec.requiretls)) if on]
+    if extras:
+        lines.append(f"params:   {' '.join(extras)}")
+    lines.append("recipients:")
     for r in rec.recipients:
         lines.append(f"  <{r.address}> ({r.kind}) {_state(r)} attempts={r.attempts}"
                      + (f" orig=<{r.orcpt}>" if r.orcpt and r.orcpt != r.address else ""))
+        if r.notify or r.original:
+            lines.append(f"      dsn:   NOTIFY={r.notify or '-'} ORCPT={r.original or '-'}")
         if r.relay:
             lines.append(f"      relay: {r.relay}")
+        if r.tls_policy:
+            lines.append(f"      tls:   {r.tls_policy}")
         if r.error:
             lines.append(f"      last:  {r.dsn} {r.error}")
         if r.state == "pending" and r.next_attempt:

@@ -493,7 +493,7 @@ class QueueManager(service.Service):
             addrs = [rec.recipients[i].address for i in idxs]
             tx = Transaction(self.sender_for(rec), addrs, str(self.paths.body(rec.id)), rec.size, rec.lines, entry.data,
                              smtputf8=await self._needs_smtputf8(rec, entry), body_type=rec.body,
-                             ret=rec.ret, envid=rec.envid,
+                             ret=rec.ret, envid=rec.envid, requiretls=rec.requiretls,
                              rcpt_dsn={rec.recipients[i].address: (rec.recipients[i].notify, rec.recipients[i].original)
                                        for i in idxs if rec.recipients[i].notify or rec.recipients[i].original})
             started = time.perf_counter()
@@ -537,7 +537,8 @@ class QueueManager(service.Service):
         for i, o in outcomes.items():
             r = rec.recipients[i]
             attempts = r.attempts + 1
-            changes: dict[str, Any] = dict(attempts=attempts, last_attempt=now, dsn=o.dsn, error=o.text, relay=o.relay)
+            changes: dict[str, Any] = dict(attempts=attempts, last_attempt=now, dsn=o.dsn, error=o.text, relay=o.relay,
+                                           tls_policy=o.policy)
             nxt = ""
             if o.status == "sent":
                 changes["state"] = "sent"
@@ -556,6 +557,7 @@ class QueueManager(service.Service):
             # dozen fields cost several percent of the reactor at 500 msg/s.
             log.info("{line}", line=(
                 f"relay: {rec.id}: to=<{r.address}>{orig}, relay={o.relay}, tls={o.tls or 'none'}, "
+                f"policy={o.policy or 'none'}, "
                 f"delay={now - rec.arrival:.2f}, attempts={attempts}, dsn={o.dsn}, status={o.status} ({o.text}){nxt}"
             ), qid=rec.id, to=r.address, status=o.status)
         return rec

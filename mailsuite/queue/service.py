@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailsuite.delivery.local import ILocalDelivery
+from mailsuite.queue.mtasts import MTASTS, PolicyCache
 from mailsuite.queue.mx import MXResolver
 from mailsuite.queue.relay import Relay
 from mailsuite.queue.route import Router, read_auth_file
@@ -21,6 +22,11 @@ def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, 
     auth = read_auth_file(relay_cfg.smarthost_auth_file) if relay_cfg.smarthost_auth_file else None
     router = Router(relay_cfg, auth)
     mx = MXResolver(resolver)
-    relay = Relay(relay_cfg, cfg.server.hostname, mx, reactor=reactor)
+    relay = Relay(relay_cfg, cfg.server.hostname, mx, reactor=reactor, resolver=resolver)
+    if relay_cfg.mta_sts:
+        cache = PolicyCache(cfg.queue_dir / "mta-sts.json")
+        cache.load()  # at start, before the reactor runs: a small file
+        relay.mtasts = MTASTS(resolver, cache, reactor, trust_root=relay.trust_root, port=relay_cfg.mta_sts_port,
+                              timeout=relay_cfg.connect_timeout)
     return QueueManager(cfg, local, directory, relay, router, reactor=reactor, wrap_dsn_sink=wrap_dsn_sink,
                         metrics=metrics, sender_rewriter=sender_rewriter)

@@ -30,7 +30,8 @@ reader ignores them): on the message ``"smtputf8": true`` (RFC 6531), ``"body":
 "8BITMIME"|"BINARYMIME"`` (RFC 6152, 3030), ``"envid"`` and ``"ret": "FULL"|"HDRS"``
 (RFC 3461), ``"requiretls": true`` (RFC 8689); on a recipient ``"notify":
 "SUCCESS,DELAY"`` (or ``"NEVER"``; empty: the default, failures and delays) and
-``"original": "rfc822;a@b"`` (the ORCPT parameter as received, decoded).
+``"original": "rfc822;a@b"`` (the ORCPT parameter as received, decoded) and
+``"tls_policy": "mta-sts enforce"`` (the TLS policy of the last attempt).
 
 The functions here block (fsync); the scheduler runs them through the worker pool.
 """
@@ -73,6 +74,7 @@ class Recipient:
     notified: bool = False  # a DSN went out for this bounce
     notify: str = ""  # RFC 3461 NOTIFY, upper case, comma separated; "": not given
     original: str = ""  # RFC 3461 ORCPT as "addr-type;address" (decoded), if given
+    tls_policy: str = ""  # the outbound TLS policy of the last attempt (relay.TLSPlan)
 
     @property
     def final(self) -> bool:
@@ -164,7 +166,7 @@ def _recipient(d: Any) -> Recipient:
         next_attempt=_num(d.get("next_attempt", 0.0)), last_attempt=_num(d.get("last_attempt", 0.0)),
         dsn=_str(d.get("dsn", "")), error=_str(d.get("error", "")), relay=_str(d.get("relay", "")),
         notified=bool(d.get("notified", False)), notify=_str(d.get("notify", "")),
-        original=_str(d.get("original", "")),
+        original=_str(d.get("original", "")), tls_policy=_str(d.get("tls_policy", "")),
     )
     if r.kind not in KINDS or r.state not in STATES or not r.address:
         raise ValueError(f"bad recipient {r.address!r}")

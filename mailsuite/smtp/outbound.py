@@ -292,6 +292,7 @@ class Transaction:
     ret: str = ""  # RFC 3461 RET and ENVID, passed on to a peer that offers DSN
     envid: str = ""
     rcpt_dsn: dict[str, tuple[str, str]] = field(default_factory=dict)  # address -> (NOTIFY, ORCPT)
+    requiretls: bool = False  # RFC 8689: only over verified TLS to a host offering REQUIRETLS
 
 
 @dataclass
@@ -431,6 +432,8 @@ class Session:
             mail += " BODY=8BITMIME"
         if tx.smtputf8:
             mail += " SMTPUTF8"
+        if tx.requiretls and "REQUIRETLS" in self.extensions:
+            mail += " REQUIRETLS"
         dsn = "DSN" in self.extensions
         if dsn and tx.ret:
             mail += f" RET={tx.ret}"

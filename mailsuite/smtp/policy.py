@@ -44,6 +44,7 @@ class Session:
     smtputf8: bool = False  # MAIL FROM carried SMTPUTF8 (RFC 6531)
     body: str = ""  # BODY=: "", "8BITMIME" or "BINARYMIME"
     ret: str = ""  # RFC 3461 RET
+    requiretls: bool = False  # RFC 8689 REQUIRETLS on MAIL
     envid: str = ""  # RFC 3461 ENVID (decoded)
     rcpt_dsn: dict[str, tuple[str, str]] = field(default_factory=dict)  # RCPT -> (NOTIFY, ORCPT)
 
@@ -54,6 +55,7 @@ class Session:
         self.smtputf8 = False
         self.body = ""
         self.ret = self.envid = ""
+        self.requiretls = False
         self.rcpt_dsn = {}
 
 

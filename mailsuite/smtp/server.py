@@ -399,6 +399,8 @@ class SMTPServer(Protocol, TimeoutMixin):
             "BINARYMIME",
             "DSN",
         ]
+        if self.session.tls:
+            lines.append("REQUIRETLS")  # RFC 8689: offered over TLS only
         if self._can_starttls():
             lines.append("STARTTLS")
         if self._auth_offered():
@@ -464,6 +466,12 @@ class SMTPServer(Protocol, TimeoutMixin):
             elif key == "SMTPUTF8":
                 if value is not None:
                     raise Reply(501, "5.5.4", "SMTPUTF8 takes no value")
+            elif key == "REQUIRETLS":
+                if value is not None:
+                    raise Reply(501, "5.5.4", "REQUIRETLS takes no value")
+                if not s.tls:
+                    raise Reply(530, "5.7.10", "REQUIRETLS needs a TLS session")
+                dsn["REQUIRETLS"] = "1"
             elif key in ("RET", "ENVID"):
                 try:
                     dsn[key] = dsnparams.parse_ret(value) if key == "RET" else dsnparams.parse_envid(value)
@@ -478,6 +486,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             s.smtputf8 = smtputf8
             s.body = "" if body_type == "7BIT" else body_type
             s.ret, s.envid = dsn.get("RET", ""), dsn.get("ENVID", "")
+            s.requiretls = "REQUIRETLS" in dsn
             self._chunk_error = None  # a failed BDAT without a transaction ends here
             self._send(Reply(250, "2.1.0", "Ok"))
 
@@ -892,6 +901,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             ret=s.ret,
             envid=s.envid,
             rcpt_dsn=dict(s.rcpt_dsn),
+            requiretls=s.requiretls,
         )
         s.reset()
         self._busy = True
