@@ -14,8 +14,9 @@ from mailsuite.config import LDAPConfig
 from mailsuite.directory.files import FileDirectory, parse_aliases
 from mailsuite.directory.interface import Resolution, base_address
 from mailsuite.directory.ldap_client import LDAPClient
-from tests.harness import Server
-from tests.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, make_ca, slapd_available
+from tests.support.server import Server
+from tests.support.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, slapd_available
+from tests.support.tls import make_ca
 
 # -- the delimiter ---------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ def test_catch_all_and_dash_delimiter_over_smtp(server_factory) -> None:
 
 def test_bad_delimiter_is_a_config_error(tmp_path: Path) -> None:
     from mailsuite.config import ConfigError, parse
-    from tests.harness import make_server
+    from tests.support.server import make_server
 
     srv = make_server(tmp_path / "c", server={"recipient_delimiter": "@"})
     srv.write_config()

@@ -14,8 +14,8 @@ import ssl
 
 import pytest
 
-from tests.harness import Server
-from tests.relay_support import wait_for
+from tests.support.server import Server
+from tests.support.waiting import wait_for
 
 
 class Client:

@@ -10,14 +10,8 @@ import smtplib
 import socket
 from email import policy as email_policy
 
-from tests.relay_support import (  # noqa: F401 - fixtures
-    Script,
-    peers,
-    relay_server,
-    sink,
-    status_of,
-    wait_for,
-)
+from tests.support.relay import Script, relay_server, status_of
+from tests.support.waiting import wait_for
 
 
 def big_body(n: int) -> bytes:

@@ -15,16 +15,9 @@ import pytest
 
 from mailsuite.queue.spool import Record
 from mailsuite.smtp import dsnparams
-from tests.harness import Server
-from tests.relay_support import (  # noqa: F401 - fixtures
-    Script,
-    peers,
-    relay_server,
-    sink,
-    spool_files,
-    status_of,
-    wait_for,
-)
+from tests.support.relay import Script, relay_server, spool_files, status_of
+from tests.support.server import Server
+from tests.support.waiting import wait_for
 
 BODY = b"Subject: dsn test\r\nMessage-ID: <dsn-test@example.test>\r\n\r\nthe body text\r\n"
 

@@ -14,14 +14,9 @@ from email import policy as email_policy
 
 import pytest
 
-from tests.harness import Server, make_server
-from tests.relay_support import (  # noqa: F401 - fixtures
-    peers,
-    relay_server,
-    sink,
-    status_of,
-    wait_for,
-)
+from tests.support.relay import relay_server, status_of
+from tests.support.server import Server, hashed, make_server
+from tests.support.waiting import wait_for
 
 UTF8_USERS = {
     "alice@example.test": "alice-pw",
@@ -182,7 +177,7 @@ def test_utf8_message_to_a_hop_without_smtputf8_bounces_5_6_7_with_a_global_dsn(
     srv = relay_server(server_factory, transport={"remote.test": f"127.0.0.1:{sink.port}"})
     srv.sections["server"]["domains"] = DOMAINS
     (srv.root / "users").write_text((srv.root / "users").read_text()
-                                    + f"jörg@bücher.example:{__import__('tests.harness').harness.hashed('pw')}\n")
+                                    + f"jörg@bücher.example:{hashed('pw')}\n")
     srv.start()
     with smtplib.SMTP("127.0.0.1", srv.ports["smtp"]) as s:
         s.sendmail("jörg@bücher.example", ["bob@remote.test"], MESSAGE.encode(), mail_options=["SMTPUTF8"])

@@ -25,17 +25,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailsuite.queue import dane, mtasts
-from tests.harness import Server
-from tests.relay_support import (  # noqa: F401 - fixtures
-    dns_factory,
-    make_test_ca,
-    relay_server,
-    spool_files,
-    status_of,
-    wait_for,
-)
+from tests.support.relay import relay_server, spool_files, status_of
+from tests.support.server import Server
+from tests.support.tls import make_ca
+from tests.support.waiting import wait_for
 
 MX = "mx.partner.test"
+
+
+def make_test_ca(root: Path, names: tuple[str, ...]) -> tuple[Path, Path, Path]:
+    """(CA, server certificate followed by the CA, key): the chain a server sends."""
+    ca = make_ca(root, names)
+    chain = root / "chain.pem"
+    chain.write_bytes(ca.server_cert.read_bytes() + ca.ca_cert.read_bytes())
+    return ca.ca_cert, chain, ca.server_key
 RCPT = "bob@partner.test"
 
 
@@ -340,3 +343,21 @@ def test_requiretls_to_an_unverified_hop_is_deferred(server_factory, dns_factory
     wait_for(lambda: status_of(srv, RCPT), 20, "an attempt", srv)
     assert "status=deferred" in relay_line(srv) and "policy=requiretls" in relay_line(srv)
     assert target.messages(RCPT) == []
+
+
+def test_requiretls_refusals_of_the_relay() -> None:
+    """What the relay decides once a session is open (the peer side of 5.7.30 needs a
+    verified-TLS peer without REQUIRETLS, which none of our loopback peers is)."""
+    from types import SimpleNamespace
+
+    from mailsuite.queue.relay import Relay, TLSPlan
+
+    relay = Relay.__new__(Relay)
+    verified = TLSPlan("requiretls", required=True, verify_name=MX)
+    session = SimpleNamespace(tls="TLSv1.3", extensions={"REQUIRETLS": ""}, relay=f"{MX}[127.0.0.1]:25")
+    assert relay._requiretls_refusal(session, verified) is None
+    session.extensions = {}
+    err = relay._requiretls_refusal(session, verified)
+    assert err is not None and err.permanent and err.status == "5.7.30"
+    err = relay._requiretls_refusal(session, TLSPlan("opportunistic"))
+    assert err is not None and not err.permanent and err.status == "4.7.5"
