@@ -132,7 +132,9 @@ def send(srv: Server, body: bytes = b"Subject: tls\r\n\r\nhello\r\n") -> None:
 
 
 def relay_line(srv: Server) -> str:
-    return next(l for l in srv.log().splitlines() if f"to=<{RCPT}>" in l and "status=" in l)
+    """The relay's log line for RCPT (it may come a moment after the next hop's 250)."""
+    return wait_for(lambda: next((l for l in srv.log().splitlines() if f"to=<{RCPT}>" in l and "status=" in l), None),
+                    10, "the relay log line", srv)
 
 
 # -- units -------------------------------------------------------------------------------
@@ -361,3 +363,64 @@ def test_requiretls_refusals_of_the_relay() -> None:
     assert err is not None and err.permanent and err.status == "5.7.30"
     err = relay._requiretls_refusal(session, TLSPlan("opportunistic"))
     assert err is not None and not err.permanent and err.status == "4.7.5"
+
+
+# -- TLS-RPT ----------------------------------------------------------------------------
+
+
+def test_tls_report_goes_to_the_rua_of_the_policy_domain(server_factory, dns_factory, ca, sink) -> None:
+    import email
+    import gzip
+    from email import policy as email_policy
+
+    target = next_hop(server_factory, ca)
+    web = PolicyServer(ca["web_cert"], ca["web_key"], policy_text("enforce"))
+    z = zone(target)
+    z["_smtp._tls.partner.test"] = {"TXT": ["v=TLSRPTv1; rua=mailto:tlsrpt@reports.test"]}
+    dns = dns_factory(z)
+    srv = relay(server_factory, dns, target, ca, web, transport={"reports.test": f"127.0.0.1:{sink.port}"}).start()
+    try:
+        send(srv)
+        wait_for(lambda: target.messages(RCPT), 20, "delivery", srv)
+        out = subprocess.run([sys.executable, "-m", "mailsuite.cli", "queue", "tls-reports",
+                              "--config", str(srv.config_path)], capture_output=True, text=True, cwd=srv.root)
+        assert "1 TLS report(s) queued" in out.stdout, out
+        wait_for(lambda: sink.count() == 1, 20, "the report at the rua", srv)
+        raw = sink.messages()[0]
+        msg = email.message_from_bytes(raw[raw.index(b"From: "):], policy=email_policy.default)
+        assert msg["TLS-Report-Domain"] == "partner.test" and msg.get_param("report-type") == "tlsrpt"
+        part = next(p for p in msg.iter_parts() if p.get_content_type() == "application/tlsrpt+gzip")
+        report = json.loads(gzip.decompress(part.get_content()))
+        (pol,) = report["policies"]
+        assert pol["policy"]["policy-type"] == "sts" and pol["policy"]["policy-domain"] == "partner.test"
+        assert "mode: enforce" in pol["policy"]["policy-string"] and pol["policy"]["mx-host"] == [MX]
+        assert pol["summary"] == {"total-successful-session-count": 1, "total-failure-session-count": 0}
+    finally:
+        web.stop()
+
+
+def test_tls_report_counts_dane_failures(server_factory, dns_factory, ca, sink) -> None:
+    import email
+    import gzip
+    from email import policy as email_policy
+
+    target = next_hop(server_factory, None)
+    z = zone(target, txt=None, tlsa=[[3, 1, 1, "00" * 32]])
+    z["_smtp._tls.partner.test"] = {"TXT": ["v=TLSRPTv1; rua=mailto:tlsrpt@reports.test"]}
+    dns = dns_factory(z)
+    srv = relay(server_factory, dns, target, ca, None, dane=True,
+                transport={"reports.test": f"127.0.0.1:{sink.port}"}).start()
+    send(srv)
+    wait_for(lambda: "DANE verification failed" in srv.log(), 20, "the failed attempt", srv)
+    out = subprocess.run([sys.executable, "-m", "mailsuite.cli", "queue", "tls-reports",
+                          "--config", str(srv.config_path)], capture_output=True, text=True, cwd=srv.root)
+    assert "1 TLS report(s) queued" in out.stdout, out
+    wait_for(lambda: sink.count() == 1, 20, "the report", srv)
+    raw = sink.messages()[0]
+    msg = email.message_from_bytes(raw[raw.index(b"From: "):], policy=email_policy.default)
+    part = next(p for p in msg.iter_parts() if p.get_content_type() == "application/tlsrpt+gzip")
+    (pol,) = json.loads(gzip.decompress(part.get_content()))["policies"]
+    assert pol["policy"]["policy-type"] == "tlsa" and pol["policy"]["policy-string"] == ["3 1 1 " + "00" * 32]
+    assert pol["summary"]["total-failure-session-count"] >= 1
+    assert pol["failure-details"][0]["result-type"] == "validation-failure"
+    assert pol["failure-details"][0]["receiving-mx-hostname"] == MX

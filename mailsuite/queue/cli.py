@@ -123,6 +123,8 @@ def _describe(rec: Record) -> str:
 
 def _offline(paths: SpoolPaths, op: str, qid: str) -> tuple[bool, str]:
     """Edit the spool with no server running (the caller holds the lock)."""
+    if op == "tls-reports":
+        return False, "the server is not running; TLS reports go out from the running server"
     if op == "flush":
         n = 0
         for rec in spool.scan(paths, clean=False).records:
@@ -174,6 +176,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _act(args, "retry", args.id)
 
 
+def cmd_tls_reports(args: argparse.Namespace) -> int:
+    return _act(args, "tls-reports")
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
@@ -200,6 +206,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         ("flush", cmd_flush, "make every queued message due now", False),
         ("retry", cmd_retry, "make one message due now", True),
         ("delete", cmd_delete, "remove one message from the queue (no bounce is sent)", True),
+        ("tls-reports", cmd_tls_reports, "send the TLS-RPT reports collected so far now (today's too)", False),
     ]
     for name, func, helptext, takes_id in specs:
         p = qsub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")

@@ -28,7 +28,7 @@ from typing import Any
 
 from mailsuite import fsutil
 
-OPS = ("flush", "retry", "delete")
+OPS = ("flush", "retry", "delete", "tls-reports")
 
 
 class QueueLocked(Exception):

@@ -13,8 +13,8 @@ or None:
    applies (RFC 8461 5.1: an attacker who blocks DNS or HTTPS must not turn the
    policy off).
 
-The cache is one JSON file (``<queue_dir>/mta-sts.json``) written atomically (temp,
-fsync, rename, fsync of the folder) in the worker pool, so policies survive a restart.
+The cache is one JSON file (``<queue_dir>/mta-sts.json``) written by
+:func:`mailsuite.fsutil.atomic_write` in the worker pool, so policies survive a restart.
 
 The host name ``mta-sts.<domain>`` is looked up through the suite's resolver and the
 HTTPS connection made to that address with SNI and certificate checks for the name,
@@ -24,7 +24,6 @@ so the relay never falls back to the system resolver; ``port`` exists for tests.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from mailsuite import workers
+from mailsuite import fsutil, workers
 from mailsuite.idn import ascii_domain
 
 log = Logger(namespace="mailsuite.relay")
@@ -133,20 +132,8 @@ class PolicyCache:
             self.policies = {}
 
     def save_sync(self, snapshot: dict[str, Any]) -> None:
-        """Blocking: write the cache atomically (run in the worker pool)."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(snapshot, sort_keys=True).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        """Blocking: write the cache atomically and durably (run in the worker pool)."""
+        fsutil.atomic_write(self.path, json.dumps(snapshot, sort_keys=True).encode())
 
     def put(self, policy: Policy) -> defer.Deferred:
         self.policies[policy.domain] = policy

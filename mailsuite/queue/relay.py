@@ -109,6 +109,7 @@ class Relay:
         self.timeouts = Timeouts(relay_cfg.connect_timeout, relay_cfg.command_timeout, relay_cfg.data_timeout)
         self._idle: dict[str, list[tuple[Session, Any]]] = {}
         self.mtasts = mtasts  # mtasts.MTASTS, or None when [relay] mta_sts is off
+        self.reports: Any = None  # tlsrpt.TLSReports, or None when [relay] tls_reports is off
         self.resolver = resolver  # for TLSA lookups when [relay] dane is on
         self._trust = None
         if relay_cfg.ca_file is not None:
@@ -160,7 +161,9 @@ class Relay:
                 last = _failure_outcome(e, f"{cand.host}[{cand.ip}]:{cand.port}", cand.host,
                                         plan.policy if plan is not None else "")
                 log.info("relay: {relay}: {why}", relay=last.relay, why=str(e))
+                self._report(dest, cand, sts, plan, False, str(e))
                 continue
+            self._report(dest, cand, sts, plan, True)
             if tx.requiretls:
                 refusal = self._requiretls_refusal(session, plan)
                 if refusal is not None:
@@ -226,6 +229,18 @@ class Relay:
             return TLSPlan("dane (no usable TLSA: encrypt only)", required=True)
         return TLSPlan("dane", required=True, tlsa=records)
 
+    def _report(self, dest: Destination, cand: Candidate, sts: Any, plan: TLSPlan | None, ok: bool,
+                reason: str = "") -> None:
+        """Count a session under an MTA-STS or DANE policy for TLS-RPT (RFC 8460)."""
+        if self.reports is None or plan is None:
+            return
+        if plan.policy.startswith("dane"):
+            strings = [f"{r.usage} {r.selector} {r.mtype} {r.data.hex()}" for r in plan.tlsa]
+            self.reports.record(dest.host, "tlsa", strings, cand.host, cand.ip, ok, reason)
+        elif plan.policy.startswith("mta-sts") and sts is not None:
+            strings = ["version: STSv1", f"mode: {sts.mode}"] + [f"mx: {m}" for m in sts.mx] + [f"max_age: {sts.max_age}"]
+            self.reports.record(dest.host, "sts", strings, cand.host, cand.ip, ok, reason)
+
     def _requiretls_refusal(self, session: Session, plan: TLSPlan) -> SessionError | None:
         if not plan.verified or not session.tls:
             return SessionError(f"REQUIRETLS: no verified TLS to {session.relay} (policy {plan.policy})", status="4.7.5")
@@ -279,11 +294,11 @@ class Relay:
     async def _secure(self, session: Session, cand: Candidate, plan: TLSPlan) -> Session:
         """STARTTLS as ``plan`` says; returns the session to use (a new one after a
         failed handshake that the plan lets us retry)."""
-        what = f"TLS is required ({plan.policy})"
         if "STARTTLS" not in session.extensions:
             if plan.required:
                 session.close()
-                raise SessionError(f"{what}, but was not offered by host {session.relay}", status="4.7.4")
+                raise SessionError(f"TLS is required, but was not offered by host {session.relay} "
+                                   f"(policy {plan.policy})", status="4.7.4")
             if plan.testing:
                 log.warn("relay: {relay}: MTA-STS testing: STARTTLS not offered (would fail in enforce mode)",
                          relay=session.relay)
@@ -292,7 +307,7 @@ class Relay:
             ok = await session.starttls(self.hostname, self._tls_options(plan, cand))
         except SessionError as e:
             if not e.tls_failed or plan.required:
-                raise SessionError(f"{e} ({plan.policy})", e.reply, e.tls_failed, e.status, e.permanent) from None
+                raise SessionError(f"{e} (policy {plan.policy})", e.reply, e.tls_failed, e.status, e.permanent) from None
             if plan.testing:
                 log.warn("relay: {relay}: MTA-STS testing: certificate verification failed for {host}: {why} "
                          "(would fail in enforce mode); delivering with unverified TLS",
@@ -313,7 +328,8 @@ class Relay:
         if not ok:
             if plan.required:
                 session.close()
-                raise SessionError(f"{what}, but host {session.relay} refused to start TLS", status="4.7.5")
+                raise SessionError(f"TLS is required, but host {session.relay} refused to start TLS "
+                                   f"(policy {plan.policy})", status="4.7.5")
             return session
         if plan.tlsa:
             try:

@@ -136,6 +136,8 @@ class QueueManager(service.Service):
         self.clock = clock
         self.paths = SpoolPaths(config.queue_dir)
         self.entries: dict[str, Entry] = {}
+        if getattr(relay, "reports", None) is not None and relay.reports.sink is None:
+            relay.reports.sink = self  # TLS reports go out through this queue
         # Messages found in the spool at start: a crash may have come between a local
         # copy's fsync and the record of it, so their local deliveries look first.
         self._recovered: set[str] = set()
@@ -143,6 +145,7 @@ class QueueManager(service.Service):
         self._lock_fd: int | None = None
         self._ready: defer.Deferred | None = None
         self._poller: task.LoopingCall | None = None
+        self._report_loop: task.LoopingCall | None = None
         self._running_attempts: set[defer.Deferred] = set()
         self._is_loaded = False
         self._removals: list[str] = []
@@ -170,11 +173,23 @@ class QueueManager(service.Service):
         self._poller.start(self.cfg.control_poll_interval, now=False).addErrback(
             lambda f: log.failure("queue: control poller stopped", f)
         )
+        reports = getattr(self.relay, "reports", None)
+        if reports is not None:
+            # Hourly: the reports of days that are over (RFC 8460 asks for daily ones).
+            self._report_loop = task.LoopingCall(lambda: defer.ensureDeferred(reports.send_due()))
+            self._report_loop.clock = self.reactor
+            self._report_loop.start(3600, now=False).addErrback(
+                lambda f: log.failure("queue: TLS report loop stopped", f))
 
     def stopService(self) -> Any:
         super().stopService()
         if self._poller is not None and self._poller.running:
             self._poller.stop()
+        if self._report_loop is not None and self._report_loop.running:
+            self._report_loop.stop()
+        reports = getattr(self.relay, "reports", None)
+        if reports is not None:
+            reports.save_soon(force=True).addErrback(lambda f: log.failure("queue: saving TLS-RPT data failed", f))
         for entry in self.entries.values():
             if entry.timer is not None and entry.timer.active():
                 entry.timer.cancel()
@@ -326,6 +341,13 @@ class QueueManager(service.Service):
         elif req["op"] == "flush":
             n = self.flush()
             ok, msg = True, f"{n} message(s) scheduled for delivery now"
+        elif req["op"] == "tls-reports":
+            reports = getattr(self.relay, "reports", None)
+            if reports is None:
+                ok, msg = False, "TLS reports are off ([relay] tls_reports)"
+            else:
+                n = await reports.send_due(include_today=True)
+                ok, msg = True, f"{n} TLS report(s) queued"
         elif req["op"] == "retry":
             qid = str(req.get("id", ""))
             ok = self.retry(qid)

@@ -9,6 +9,7 @@ from typing import Any
 from mailsuite.delivery.local import ILocalDelivery
 from mailsuite.queue.mtasts import MTASTS, PolicyCache
 from mailsuite.queue.mx import MXResolver
+from mailsuite.queue.tlsrpt import TLSReports
 from mailsuite.queue.relay import Relay
 from mailsuite.queue.route import Router, read_auth_file
 from mailsuite.queue.scheduler import QueueManager
@@ -28,5 +29,9 @@ def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, 
         cache.load()  # at start, before the reactor runs: a small file
         relay.mtasts = MTASTS(resolver, cache, reactor, trust_root=relay.trust_root, port=relay_cfg.mta_sts_port,
                               timeout=relay_cfg.connect_timeout)
+    if relay_cfg.tls_reports:
+        domain = cfg.server.domains[0] if cfg.server.domains else cfg.server.hostname
+        relay.reports = TLSReports(cfg.queue_dir / "tls-rpt.json", cfg.server.hostname, f"postmaster@{domain}", resolver)
+        relay.reports.load()
     return QueueManager(cfg, local, directory, relay, router, reactor=reactor, wrap_dsn_sink=wrap_dsn_sink,
                         metrics=metrics, sender_rewriter=sender_rewriter)
