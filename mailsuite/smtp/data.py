@@ -142,6 +142,9 @@ class ChunkReader:
         self.size = 0
         self.lines = 0
         self.line_too_long = False
+        # BDAT has no end marker to smuggle a second message past (the reason DATA
+        # watches bare line ends); the stored body has LF line ends either way.
+        self.bare_newline = False
         self._cr = False  # the last chunk ended with CR
         self._line_len = 0  # octets since the last LF (for the line limit)
 
