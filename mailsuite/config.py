@@ -306,6 +306,10 @@ class ManageSieveConfig:
     # Seconds of silence before the connection is closed, after and before login.
     idle_timeout: int = 1800
     login_timeout: int = 60
+    # Slow clients: a command with its literals must arrive within request_deadline
+    # seconds plus one second per min_data_rate bytes (0: no deadline).
+    request_deadline: int = 300
+    min_data_rate: int = 500
     max_line_length: int = 8192
     max_errors: int = 20
 

@@ -202,3 +202,13 @@ def test_an_activated_script_applies_to_the_next_message(srv: Server, monkeypatc
     send("after")
     assert len(srv.messages(ALICE)) == 1 and len(srv.messages(ALICE, "Archive")) == 1
     c.logout()
+
+
+def test_a_trickled_command_is_cut_off(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The request deadline (frontend/pacing.py) applies: 1 s here, plus 1 s per 500 bytes."""
+    srv = server_factory(managesieve={"request_deadline": 1}).start()
+    c = Raw(srv.ports["managesieve"])
+    c.read_until_status()
+    c.sock.sendall(b"NOOP")  # ... and nothing more
+    time.sleep(2.5)
+    assert c.read_until_status().startswith(b'BYE "Request too slow."')

@@ -17,8 +17,10 @@ Behaviour worth knowing:
   bad one; ``[managesieve] max_scripts`` and ``max_script_size`` give
   ``NO (QUOTA/MAXSCRIPTS)`` / ``NO (QUOTA/MAXSIZE)``, also for HAVESPACE.  A literal
   bigger than the limit is skipped, not buffered.
-* Limits: line length, idle timeouts before and after login, connections per IP,
-  errors per connection (then BYE), three failed logins (then BYE).
+* Limits: line length, idle timeouts before and after login, a deadline per request
+  stretched by a minimum data rate (a trickling upload is closed), connections per IP,
+  errors per connection (then BYE), three failed logins (then BYE); input pipelined
+  behind a running command pauses the connection beyond 64 KiB.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from zope.interface import Attribute, Interface, implementer
 
 from mailsuite import workers
 from mailsuite.frontend import (
-    MANAGESIEVE_ANSWERS, ConnectionCounts, Credentials, LoginFailed, LoginGate, Outcome, SASLError, SASLExchange,
-    Slot, set_no_delay,
+    MANAGESIEVE_ANSWERS, ConnectionCounts, Credentials, LoginFailed, LoginGate, Outcome, RequestDeadline, SASLError,
+    SASLExchange, Slot, set_no_delay,
 )
 from mailsuite.managesieve.wire import LiteralTooBig, ParseError, parse_command, quote
 from mailsuite.sieve.grammar import EXTENSIONS, compile_script
@@ -49,6 +51,7 @@ log = Logger(namespace="mailsuite.managesieve")
 
 _MAX_AUTH_FAILURES = 3
 _CLOSE_GRACE = 5  # seconds a closing connection may take before it is aborted
+_MAX_BUFFERED = 1 << 16  # pipelined input held while a command runs, before pausing
 _SIEVE_CAPS = " ".join(e for e in EXTENSIONS if not e.startswith("comparator-i;") or e.endswith("numeric"))
 
 
@@ -118,6 +121,8 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
         self._sasl: SASLExchange | None = None
         self._slot: Slot | None = None
         self._skip_line = False
+        self._paused = False
+        self._pace = RequestDeadline(self.svc.request_deadline, self.svc.min_data_rate, self._too_slow)
 
     # -- connection -------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
+        self._pace.stop()
         self._closing = True
         if self._slot is not None:
             self._slot.release()
@@ -177,10 +183,33 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
+        self._pace.received(len(data))
         self._buffer += data
         self._process()
 
     def _process(self) -> None:
+        self._process_commands()
+        if self._closing:
+            self._pace.stop()
+            return
+        # Input pipelined behind a running command waits in the kernel, not here.
+        if self._busy and len(self._buffer) > _MAX_BUFFERED and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        elif self._paused and not self._busy:
+            self._paused = False
+            self.transport.resumeProducing()
+        # A request is open while the client owes us the rest of it (not while we work).
+        self._pace.open(not self._busy and (bool(self._buffer) or self._skip > 0))
+
+    def _too_slow(self) -> None:
+        """The request deadline passed (frontend/pacing.py): a trickling client."""
+        log.info("managesieve: [{ip}] request not received within the request deadline ({n}s + 1s per "
+                 "{rate} bytes); closing", ip=self.ip, n=self.svc.request_deadline, rate=self.svc.min_data_rate)
+        self._send(b'BYE "Request too slow."')
+        self._close()
+
+    def _process_commands(self) -> None:
         while not self._busy and not self._closing and self._buffer:
             if self._skip:
                 n = min(self._skip, len(self._buffer))
