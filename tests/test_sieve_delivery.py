@@ -137,6 +137,19 @@ def test_global_before_script(server_factory, tmp_path: Path) -> None:  # type: 
     assert srv.messages(ALICE) == []  # the user's discard ran
 
 
+def test_big_message_on_disk_is_filtered_and_edited(srv: Server) -> None:
+    """A body over the in-memory limit is read in the worker pool; editheader rewrites
+    the stored copy, and the whole body arrives."""
+    install(srv, ALICE, 'require ["fileinto", "editheader", "body"];'
+                        'if body :raw :contains "needle" { addheader "X-Found" "yes"; fileinto "Archive"; }')
+    body = "line of filler text\r\n" * 20000 + "needle\r\n"  # ~400 KB
+    send(srv, BOB, [ALICE], subject="big", body=body)
+    got = srv.messages(ALICE, "Archive")
+    assert len(got) == 1 and got[0].startswith(b"Return-Path: <bob@example.test>\nDelivered-To: alice@example.test\n"
+                                                 b"X-Found: yes\n")
+    assert got[0].endswith(b"needle\n") and got[0].count(b"line of filler text\n") == 20000
+
+
 # -- the engine on its own (no server) ------------------------------------------------
 
 

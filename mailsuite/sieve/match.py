@@ -14,7 +14,7 @@ import re
 from functools import lru_cache
 
 _UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-MAX_VALUE = 256 * 1024  # longer values are cut before matching (CPU bound)
+MAX_VALUE = 1024 * 1024  # longer values (a body) are cut before matching: the CPU bound
 
 
 class ComparatorError(Exception):
