@@ -8,6 +8,8 @@ is stopped (SIGTERM, then SIGKILL) when the test ends.
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
@@ -38,7 +40,22 @@ def hashed(pw: str) -> str:
     return _hash_cache[pw]
 
 
+# Listening ports come from below Linux's ephemeral range (32768-60999), where the
+# outgoing connections of every test running on the machine take their ports: a
+# port from port 0 was often taken by some client between the pick and the server's
+# bind ("Address already in use").
+_PORTS = random.Random(os.getpid())
+
+
 def free_port() -> int:
+    for _ in range(200):
+        port = _PORTS.randrange(10000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -113,6 +130,35 @@ class Server:
         self.config_path.write_text("\n".join(lines))
 
     def start(self, timeout: float = 20.0) -> "Server":
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                # Another program took one of our ports after we picked it: pick
+                # new ones and start again (tests read srv.ports after start).
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                self._repick_ports()
+        raise AssertionError("unreachable")
+
+    def _repick_ports(self) -> None:
+        moved = {old: free_port() for old in set(self.ports.values())}
+        self.ports = {name: moved[p] for name, p in self.ports.items()}
+        self.wait_ports = {name: moved.get(p, p) for name, p in self.wait_ports.items()}
+
+        def fix(v: Any) -> Any:
+            if isinstance(v, str):
+                return re.sub(r"^(tcp6?:)(\d+)(?=:|$)", lambda m: m.group(1) + str(moved.get(int(m.group(2)),
+                                                                                               int(m.group(2)))), v)
+            if isinstance(v, list):
+                return [fix(x) for x in v]
+            return v
+
+        for values in self.sections.values():
+            for k, v in list(values.items()):
+                values[k] = fix(v)
+
+    def _start(self, timeout: float) -> "Server":
         self.write_config()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
