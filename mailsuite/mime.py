@@ -859,6 +859,25 @@ def _addr_spec(toks: list[tuple[bytes, bytes, bytes]]) -> tuple[bytes, bytes]:
     return (local or b"MISSING_MAILBOX", host or b"MISSING_DOMAIN")
 
 
+# Fields whose value is an address list (RFC 5322 3.6.2, 3.6.3).
+ADDRESS_FIELDS = frozenset((b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc"))
+
+
+def addresses_text(raw: bytes) -> str:
+    """An address field as ``Name <local@domain>, ...`` from its parsed addresses (the
+    parts IMAP's ENVELOPE shows: no comments, quoting or folding), display names
+    RFC 2047-decoded; groups by their names."""
+    out = []
+    for name, _adl, mailbox, host in parse_addresses(raw):
+        if host is None:  # a group's start or end
+            if mailbox:
+                out.append(decode_header_text(mailbox) + ":")
+            continue
+        addr = (mailbox or b"").decode("utf-8", "replace") + "@" + host.decode("utf-8", "replace")
+        out.append(f"{decode_header_text(name)} <{addr}>" if name else addr)
+    return ", ".join(out)
+
+
 # --- the part tree ---------------------------------------------------------------------
 
 

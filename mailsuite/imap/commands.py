@@ -25,7 +25,7 @@ from mailsuite.imap.parser import Command
 from mailsuite.imap.selected import SelectedMailbox, linger
 from mailsuite.imap.wire import SYSTEM_FLAGS, flags_bytes, uid_set_text
 from mailsuite.store import errors as store_errors
-from mailsuite.store.interface import SEARCH_FIELDS, FolderInfo, IFolder, MessageRecord
+from mailsuite.store.interface import SEARCH_CACHE_KEY, SEARCH_FIELDS, FolderInfo, IFolder, MessageRecord
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -480,12 +480,12 @@ class MailboxCommands:
         rec = _SearchRecord(None, False)
         src = _Header(b"")
         match = matcher.match
-        needle, needle_field = _ascii_needle(matcher_key)
+        needle = _ascii_needle(matcher_key)
         for seq, r in pairs:
-            v = cache_get(r.uid, "hdr")
+            v = cache_get(r.uid, SEARCH_CACHE_KEY)
             if v is None:
                 continue  # vanished meanwhile
-            if needle is not None and needle not in v.lower() and v.isascii() and not _may_differ(v, needle_field):
+            if needle is not None and needle not in v.lower() and v.isascii() and "=?" not in v:
                 # Plain ASCII fields without encoded words decode to themselves, so a
                 # needle absent from the raw text cannot match (see _ascii_needle).
                 continue
@@ -778,47 +778,19 @@ class _Header:
         raise AssertionError("a header-only search asked for the body")
 
 
-def _ascii_needle(key: Any) -> tuple[str | None, bytes]:
-    """A string every matching message's raw header text must contain, and its field:
-    the value of a header key that all matches need (the key itself, or one of an AND),
-    when it is lower-case ASCII without white space (so it cannot span a folded line).
-    (None, b"") when no such key."""
+def _ascii_needle(key: Any) -> str | None:
+    """A string every matching message's cached header text must contain: the value of
+    a header key that all matches need (the key itself, or one of an AND), when it is
+    lower-case ASCII without white space (so it cannot span a folded line).  None when
+    no such key.  (An address written with comments or quoting is in the cached text a
+    second time as ENVELOPE shows it: see store.messages.search_fields.)"""
     keys = key.keys if isinstance(key, search.And) else (key,)
     for k in keys:
         if isinstance(k, search.Header) and k.value and k.value.isascii():
             v = k.value.lower()
             if not any(c.isspace() for c in v):
-                return v, k.name.lower().encode("ascii", "replace")
-    return None, b""
-
-
-# What an address field may hold that search.addresses_text removes: comments, quoted
-# pairs, a quoted local part, white space around the "@".
-_ADDRESS_NOISE = ("(", "\\", '"@', "@ ", " @", "@\t", "\t@", "@\n")
-
-
-def _may_differ(fields: str, field: bytes) -> bool:
-    """Whether the cached header text may match a search on ``field`` otherwise than as
-    written: encoded words decode, and an address field also matches its addresses
-    without comments and quoting (search.addresses_text)."""
-    if "=?" in fields:
-        return True
-    if field not in search.ADDRESS_FIELDS or not any(n in fields for n in _ADDRESS_NOISE):
-        return False
-    # Only that field's lines count (a "(" in the Subject changes nothing for FROM).
-    name = field.decode("ascii") + ":"
-    own = []
-    keep = False
-    for line in fields.splitlines():
-        if line[:1] in (" ", "\t"):
-            if keep:
-                own.append(line)
-            continue
-        keep = line[: len(name)].lower() == name
-        if keep:
-            own.append(line)
-    text = "\n".join(own)
-    return any(n in text for n in _ADDRESS_NOISE)
+                return v
+    return None
 
 
 def _cached_fields_suffice(key: Any) -> bool:

@@ -499,24 +499,6 @@ _COST = {"none": 0, "header": 1, "message": 2}
 _DECODING_NEEDED = (b"multipart", b"message/", b"base64", b"quoted-printable", b"=?", b"utf-16", b"utf-32", b"utf-7", b"ucs-", b"unicode")
 
 
-# Fields whose value is an address list (RFC 5322 3.6.2, 3.6.3).
-ADDRESS_FIELDS = frozenset((b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc"))
-
-
-def addresses_text(raw: bytes) -> str:
-    """An address field as ``Name <local@domain>, ...`` from its parsed addresses (the
-    parts ENVELOPE shows), display names RFC 2047-decoded; groups by their names."""
-    out = []
-    for name, _adl, mailbox, host in mime.parse_addresses(raw):
-        if host is None:  # a group's start or end
-            if mailbox:
-                out.append(mime.decode_header_text(mailbox) + ":")
-            continue
-        addr = (mailbox or b"").decode("utf-8", "replace") + "@" + host.decode("utf-8", "replace")
-        out.append(f"{mime.decode_header_text(name)} <{addr}>" if name else addr)
-    return ", ".join(out)
-
-
 def _local_date(ts: float) -> tuple[int, int, int]:
     t = time.localtime(ts)
     return (t.tm_year, t.tm_mon, t.tm_mday)
@@ -587,7 +569,7 @@ class Matcher:
             name = key.name.lower().encode("ascii", "replace")
             want = _norm(key.value)
 
-            address_field = name in ADDRESS_FIELDS
+            address_field = name in mime.ADDRESS_FIELDS
 
             def header_match(c: _Ctx) -> bool:
                 for raw in c.field_values(name):
@@ -596,7 +578,7 @@ class Matcher:
                     # An address field also matches on its addresses as ENVELOPE shows
                     # them, without comments, quoting and folding (as Dovecot does):
                     # "<user (c)@ (c) domain.org>" is found by "user@domain.org".
-                    if address_field and want in _norm(addresses_text(raw)):
+                    if address_field and want in _norm(mime.addresses_text(raw)):
                         return True
                 return False
 

@@ -54,7 +54,7 @@ from mailsuite.store.index import Cache, IndexState, MessageRecord
 from mailsuite.store.interface import IFolder
 from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
 from mailsuite.fsutil import fsync_dir as _fsync_dir
-from mailsuite.store.messages import header_block, search_fields
+from mailsuite.store.messages import SEARCH_CACHE_KEY, header_block, search_fields
 from mailsuite.store.uidlist import FolderLock, UidList
 
 log = Logger(namespace="mailsuite.store")
@@ -1014,16 +1014,16 @@ class Folder:
     def search_header(self, uid: int) -> bytes | None:
         """The cached SEARCH fields (From, To, Cc, Bcc, Subject) of a message's header,
         or None when not cached yet (see :meth:`remember_header`)."""
-        value = self.cache_get(uid, "hdr")
+        value = self.cache_get(uid, SEARCH_CACHE_KEY)
         return value.encode("latin-1") if isinstance(value, str) else None
 
     def has_search_header(self, uid: int) -> bool:
-        return isinstance(self.cache_get(uid, "hdr"), str)
+        return isinstance(self.cache_get(uid, SEARCH_CACHE_KEY), str)
 
     def remember_header(self, uid: int, header: bytes) -> None:
         """Keep the SEARCH fields of a header block just read (FETCH, SEARCH)."""
         if not self.has_search_header(uid):
-            self.cache_put(uid, "hdr", search_fields(header).decode("latin-1"))
+            self.cache_put(uid, SEARCH_CACHE_KEY, search_fields(header).decode("latin-1"))
 
     def cache_get(self, uid: int, key: str) -> Any:
         """A value a protocol cached for a message (None when absent).  The first call

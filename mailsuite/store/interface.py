@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from zope.interface import Attribute, Interface
 
 from mailsuite.store.index import MessageRecord
-from mailsuite.store.messages import SEARCH_FIELDS
+from mailsuite.store.messages import SEARCH_CACHE_KEY, SEARCH_FIELDS
 
-__all__ = ["IMailStore", "IAccountStore", "IFolder", "FolderInfo", "MessageRecord", "SEARCH_FIELDS"]
+__all__ = ["IMailStore", "IAccountStore", "IFolder", "FolderInfo", "MessageRecord", "SEARCH_CACHE_KEY", "SEARCH_FIELDS"]
 
 
 @dataclass(frozen=True)
