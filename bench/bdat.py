@@ -4,7 +4,7 @@ connections, once with DATA and once with one ``BDAT <n> LAST`` chunk per messag
 
     bench/bdat.py [--count 1000] [--size-kb 100] [--concurrency 20] [--rounds 2]
 
-Starts its own mailsuite (bench/smtp_inbound.py's OwnServer: only the MX listener,
+Starts its own mailsuite (bench/smtp_inbound.py's own_server: only the MX listener,
 delivering to alice), alternates DATA and BDAT rounds so that load from elsewhere on
 the machine hits both alike, checks the Maildir count after each round, and prints
 messages/s per round and the BDAT/DATA ratio of the medians.  The client is a small
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_inbound import RCPT, OwnServer, count_maildir, empty_maildir  # noqa: E402  (sibling script)
+from benchkit import count_maildir, empty_maildir  # noqa: E402  (sibling module)
+from smtp_inbound import RCPT, own_server  # noqa: E402  (sibling script)
 
 
 def message(size: int) -> bytes:
@@ -77,17 +78,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     body = message(args.size_kb * 1024)
-    srv = OwnServer(None)
+    srv = own_server(None).start()
+    port, maildir = srv.ports["smtp"], srv.maildir(RCPT)
     rates: dict[str, list[float]] = {"DATA": [], "BDAT": []}
     status = 0
     try:
         for r in range(args.rounds):
             for name in ("DATA", "BDAT"):
-                empty_maildir(srv.maildir)
+                empty_maildir(maildir)
                 t0 = time.monotonic()
-                failures = asyncio.run(_client(srv.port, args.count, body, args.concurrency, name == "BDAT"))
+                failures = asyncio.run(_client(port, args.count, body, args.concurrency, name == "BDAT"))
                 dt = time.monotonic() - t0
-                got = count_maildir(srv.maildir)
+                got = count_maildir(maildir)
                 ok = failures == 0 and got == args.count
                 status |= 0 if ok else 1
                 rates[name].append(args.count / dt)
