@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import count_maildir, empty_maildir  # noqa: E402  (sibling module)
+from benchkit import count_maildir, empty_maildir, smtp_reply  # noqa: E402  (sibling module)
 from smtp_inbound import RCPT, own_server  # noqa: E402  (sibling script)
 
 
@@ -39,12 +39,7 @@ async def _client(port: int, n: int, body: bytes, c: int, use_bdat: bool) -> int
     data_tail = body + b".\r\n"
 
     async def reply(reader: asyncio.StreamReader) -> int:
-        while True:
-            ln = await reader.readline()
-            if not ln:
-                raise ConnectionError("server closed the connection")
-            if ln[3:4] != b"-":
-                return int(ln[:3])
+        return int((await smtp_reply(reader))[:3])
 
     async def worker() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

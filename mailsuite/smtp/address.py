@@ -14,25 +14,26 @@ import re
 
 from mailsuite.idn import canonical_domain, valid_domain
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]"
-_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _LITERAL = r"\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]"
-_MAILBOX = rf"(?:{_DOT_STRING}|{_QUOTED})@(?:{_DOMAIN}|{_LITERAL})"
-_ADL = rf"(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)"  # source routes: accepted and ignored (RFC 5321 C)
-_PATH_RE = re.compile(rf"<{_ADL}?({_MAILBOX})>")
+_ASCII_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ASCII_DOMAIN = rf"{_ASCII_LABEL}(?:\.{_ASCII_LABEL})*"
+_ADL = rf"(?:@{_ASCII_DOMAIN}(?:,@{_ASCII_DOMAIN})*:)"  # source routes: accepted and ignored (RFC 5321 C)
 
-# RFC 6531 3.3: atext, qtextSMTP and sub-domain extended by UTF8-non-ascii / U-label.
-_U = "\u0080-\U0010ffff"
-_UATEXT = rf"[A-Za-z0-9!#$%&'*+\-/=?^_`{{|}}~{_U}]"
-_UDOT_STRING = rf"{_UATEXT}+(?:\.{_UATEXT}+)*"
-_UQUOTED = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_U}]|\\[\x20-\x7e])*"'
-_ULABEL = rf"[A-Za-z0-9{_U}](?:[A-Za-z0-9{_U}-]{{0,61}}[A-Za-z0-9{_U}])?"
-_UDOMAIN = rf"{_ULABEL}(?:\.{_ULABEL})*"
-_UMAILBOX = rf"(?:{_UDOT_STRING}|{_UQUOTED})@(?:{_UDOMAIN}|{_LITERAL})"
-_UPATH_RE = re.compile(rf"<{_ADL}?({_UMAILBOX})>")
+
+def _path_re(extra: str) -> re.Pattern[str]:
+    """RFC 5321 4.1.2's Path; ``extra`` adds characters to atext, qtextSMTP and the
+    letters of a label (RFC 6531 3.3: UTF8-non-ascii and U-labels)."""
+    atext = rf"[A-Za-z0-9!#$%&'*+\-/=?^_`{{|}}~{extra}]"
+    dot_string = rf"{atext}+(?:\.{atext}+)*"
+    quoted = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{extra}]|\\[\x20-\x7e])*"'
+    label = rf"[A-Za-z0-9{extra}](?:[A-Za-z0-9{extra}-]{{0,61}}[A-Za-z0-9{extra}])?"
+    domain = rf"{label}(?:\.{label})*"
+    mailbox = rf"(?:{dot_string}|{quoted})@(?:{domain}|{_LITERAL})"
+    return re.compile(rf"<{_ADL}?({mailbox})>")
+
+
+_PATH_RE = _path_re("")
+_UPATH_RE = _path_re("\u0080-\U0010ffff")
 _PARAM_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?")
 
 MAX_LOCAL = 64

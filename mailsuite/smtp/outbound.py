@@ -467,10 +467,7 @@ class Session:
                 await self._abort_data()
             result.replies = {r: mail_reply for r in tx.recipients}
             return result
-        accepted = [r for r, x in zip(tx.recipients, rcpt_replies) if x.code // 100 == 2]
-        for r, x in zip(tx.recipients, rcpt_replies):
-            if x.code // 100 != 2:
-                result.replies[r] = x
+        accepted = _accepted(tx, rcpt_replies, result)
         if not accepted:
             self.dirty = True
             if data_reply is not None and data_reply.code == 354:
@@ -508,10 +505,7 @@ class Session:
             self.dirty = True
             result.replies = {r: mail_reply for r in tx.recipients}
             return result
-        accepted = [r for r, x in zip(tx.recipients, rcpt_replies) if x.code // 100 == 2]
-        for r, x in zip(tx.recipients, rcpt_replies):
-            if x.code // 100 != 2:
-                result.replies[r] = x
+        accepted = _accepted(tx, rcpt_replies, result)
         if not accepted:
             self.dirty = True
             return result
@@ -620,6 +614,14 @@ class Session:
         except SessionError:
             pass
         self.close()
+
+
+def _accepted(tx: Transaction, rcpt_replies: list[PeerReply], result: TransactionResult) -> list[str]:
+    """The recipients the peer took; the refused ones get their reply in ``result``."""
+    for r, x in zip(tx.recipients, rcpt_replies):
+        if x.code // 100 != 2:
+            result.replies[r] = x
+    return [r for r, x in zip(tx.recipients, rcpt_replies) if x.code // 100 == 2]
 
 
 def _rcpt_line(address: str, tx: Transaction, dsn: bool) -> str:

@@ -617,21 +617,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._chunk_left -= len(take)
         reader = self._chunks
         if reader is not None:
+            end = not self._chunk_left and self._chunk_last
             body = reader.feed(take)
-            if not self._chunk_left and self._chunk_last:
-                body += reader.finish()
-            if self._headers is not None and not reader.rejected:
-                body = self._headers.feed(body)
-                if not self._chunk_left and self._chunk_last:
-                    body += self._headers.finish()
-            if body and self._incoming is not None:
-                try:
-                    self._incoming.write(body)
-                except OSError as e:
-                    log.error("smtp: {qid}: write failed: {e}", qid=self._queue_id, e=e)
-                    self._incoming.discard()
-                    self._incoming = None
-                    self._write_error = e
+            self._store(body + reader.finish() if end else body, reader.rejected, end)
         if not self._chunk_left:
             self._chunk_done()
 
@@ -820,10 +808,18 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _feed_data(self) -> None:
         assert self._data is not None
         fed = self._data.feed(self._buffer.take_all())
-        body = fed.body
-        if self._headers is not None and not self._data.rejected:
+        self._store(fed.body, self._data.rejected, fed.finished)
+        if fed.finished:
+            self._buffer.unread(fed.rest)
+            reader, self._data = self._data, None
+            self._end_of_data(reader)
+
+    def _store(self, body: bytes, rejected: bool, end: bool) -> None:
+        """Body bytes of DATA or BDAT through the header watcher into the incoming file
+        (``end``: the message is complete, the watcher adds what it holds back)."""
+        if self._headers is not None and not rejected:
             body = self._headers.feed(body)
-            if fed.finished:
+            if end:
                 body += self._headers.finish()
         if body and self._incoming is not None:
             try:
@@ -833,10 +829,6 @@ class SMTPServer(Protocol, TimeoutMixin):
                 self._incoming.discard()
                 self._incoming = None
                 self._write_error = e
-        if fed.finished:
-            self._buffer.unread(fed.rest)
-            reader, self._data = self._data, None
-            self._end_of_data(reader)
 
     def _end_data_state(self) -> None:
         self._data = None
