@@ -7,7 +7,8 @@ connections, once with DATA and once with one ``BDAT <n> LAST`` chunk per messag
 Starts its own mailsuite (bench/smtp_inbound.py's own_server: only the MX listener,
 delivering to alice), alternates DATA and BDAT rounds so that load from elsewhere on
 the machine hits both alike, checks the Maildir count after each round, and prints
-messages/s per round and the BDAT/DATA ratio of the medians.  The client is a small
+messages/s and the server's CPU milliseconds per message per round (CPU is the figure
+that load from elsewhere disturbs least), and the BDAT/DATA ratio of the medians.  The client is a small
 asyncio loop, the same for both commands; each connection carries many messages
 (RSET-free: MAIL after each 250), so the figure is the server's cost per message.
 """
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchkit import count_maildir, empty_maildir, smtp_reply  # noqa: E402  (sibling module)
+from benchkit import count_maildir, cpu_seconds, empty_maildir, smtp_reply  # noqa: E402  (sibling module)
 from smtp_inbound import RCPT, own_server  # noqa: E402  (sibling script)
 
 
@@ -76,24 +77,28 @@ def main() -> int:
     srv = own_server(None).start()
     port, maildir = srv.ports["smtp"], srv.maildir(RCPT)
     rates: dict[str, list[float]] = {"DATA": [], "BDAT": []}
+    cpu: dict[str, list[float]] = {"DATA": [], "BDAT": []}  # server CPU ms per message
     status = 0
     try:
         for r in range(args.rounds):
             for name in ("DATA", "BDAT"):
                 empty_maildir(maildir)
-                t0 = time.monotonic()
+                t0, c0 = time.monotonic(), cpu_seconds(srv.proc.pid if srv.proc else None)
                 failures = asyncio.run(_client(port, args.count, body, args.concurrency, name == "BDAT"))
                 dt = time.monotonic() - t0
+                cpu[name].append((cpu_seconds(srv.proc.pid if srv.proc else None) - c0) * 1000 / args.count)
                 got = count_maildir(maildir)
                 ok = failures == 0 and got == args.count
                 status |= 0 if ok else 1
                 rates[name].append(args.count / dt)
                 print(f"round {r + 1} {name}: {args.count} x {args.size_kb} KB, C={args.concurrency}: "
-                      f"{args.count / dt:7.1f} msg/s  ({got} in the Maildir{'' if ok else ', FAILED'})", flush=True)
+                      f"{args.count / dt:7.1f} msg/s, server CPU {cpu[name][-1]:.2f} ms/msg  ({got} in the Maildir{'' if ok else ', FAILED'})", flush=True)
     finally:
         srv.stop()
     data, bdat = statistics.median(rates["DATA"]), statistics.median(rates["BDAT"])
-    print(f"median DATA {data:.1f} msg/s, BDAT {bdat:.1f} msg/s: BDAT/DATA = {bdat / data:.2f}x")
+    print(f"median DATA {data:.1f} msg/s, BDAT {bdat:.1f} msg/s: BDAT/DATA = {bdat / data:.2f}x; "
+          f"server CPU per message DATA {statistics.median(cpu['DATA']):.2f} ms, "
+          f"BDAT {statistics.median(cpu['BDAT']):.2f} ms")
     return status
 
 
