@@ -190,3 +190,34 @@ def test_repeated_wrong_admin_passwords_are_throttled_like_any_login(admin_setup
     assert value(m, "mailsuite_auth_throttle_events_total", action="delayed") >= 1
     assert logged_in(srv).get("/admin/").status == 200  # the right password still works afterwards
     assert value(scrape(srv), "mailsuite_logins_total", protocol="http", result="ok") == 1
+
+
+def test_admin_pages_with_several_processes(server_factory, peers, dns_factory) -> None:
+    """[server] processes = 2: each request may land on another worker.  Sessions are
+    shared, and the queue page works from a worker through the spool and the control
+    requests of `mailsuite queue`."""
+    from tests.support.admin import send_queued
+    from tests.support.relay import Script, relay_server
+
+    script = Script(rcpt=lambda a: "451 4.7.1 greylisted, come back later")
+    peer = peers(script)
+    srv = relay_server(server_factory, transport={"remote.test": peer.hop}, backoff_min=3600, backoff_max=3600,
+                       control_poll_interval=0.1)
+    srv.sections["server"]["processes"] = 2
+    srv.sections.setdefault("http", {}).update(admins=[ADMIN])
+    srv.start()
+    send_queued(srv)
+    wait_for(lambda: "status=deferred" in srv.log(), what="the message deferred", server=srv)
+    c = logged_in(srv)
+    for _ in range(6):  # new connections, spread over both workers
+        assert c.get("/admin/").status == 200
+    page = c.get("/admin/queue").body.decode()
+    (qid,) = re.findall(r'href="/admin/queue/([^"]+)"', page)
+    assert "451 4.7.1 greylisted" in page
+    assert "Subject: waiting" in c.get(f"/admin/queue/{qid}").body.decode()
+    script.rcpt = lambda a: "250 2.1.5 Ok"
+    c.get("/admin/queue")
+    assert c.post("/admin/queue/retry", {"id": qid}).status == 303
+    assert f"{qid}: retrying now.".encode() in c.get("/admin/queue").body  # the parent answered
+    wait_for(lambda: "status=sent" in srv.log(), what="delivery after the retry", server=srv)
+    wait_for(lambda: b"0 message(s) in the queue" in c.get("/admin/queue").body, what="an empty queue")

@@ -123,3 +123,31 @@ def delete_alias(path: Path, alias: str) -> None:
         raise EditError(f"{alias}: no such alias")
     del aliases[alias]
     _write_aliases(path, aliases)
+
+
+# -- the queue, from any process (the spool on disk and the control requests) ----------
+
+
+def spool_records(queue_dir: Path) -> list:
+    from mailsuite.queue import spool
+
+    return spool.scan(spool.SpoolPaths(queue_dir), clean=False).records
+
+
+def spool_headers(queue_dir: Path, qid: str) -> bytes:
+    from mailsuite.queue import spool
+
+    paths = spool.SpoolPaths(queue_dir)
+    if paths.body(qid).parent != paths.spool:  # a queue ID is a file name, nothing more
+        raise OSError("not a queue ID")
+    return b"".join(spool.iter_headers(paths.body(qid)))
+
+
+def queue_request(queue_dir: Path, op: str, qid: str) -> tuple[bool, str]:
+    """Ask the process that runs the queue to ``op`` (retry, delete) message ``qid``."""
+    from mailsuite.queue import control, spool
+
+    try:
+        return control.request(spool.SpoolPaths(queue_dir).control, op, qid)
+    except TimeoutError as e:
+        return False, str(e)

@@ -72,14 +72,13 @@ def _age(seconds: float) -> str:
 class AdminPages(resource.Resource):
     isLeaf = True
 
-    def __init__(self, suite: Any, clock: Any = None) -> None:
+    def __init__(self, suite: Any) -> None:
         super().__init__()
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.suite = suite
         self.cfg = suite.config
         self.admins = frozenset(a.lower() for a in self.cfg.http.admins)
-        self.sessions = SessionStore(self.cfg.http.session_timeout, clock)
+        # In files, so that every worker process knows every session.
+        self.sessions = SessionStore(self.cfg.server.data_dir / "web" / "sessions", self.cfg.http.session_timeout)
         self.gate = LoginGate(suite.portal, suite.throttle, "http")
         self.edits = defer.DeferredLock()  # one edit of the users/aliases files at a time
         self.file_backend = self.cfg.directory.backend == "file"
@@ -113,7 +112,7 @@ class AdminPages(resource.Resource):
         if path == "login":
             return await (self._login_post(request) if method == "POST" else self._login_form(request))
         token = (request.getCookie(SESSION_COOKIE) or b"").decode("ascii", "replace")
-        session = self.sessions.get(token)
+        session = await workers.run(self.sessions.get, token)
         if session is None:
             raise Redirect("/admin/login")
         if method == "POST":
@@ -122,14 +121,19 @@ class AdminPages(resource.Resource):
                          ip=_client_ip(request), path=path[:64])
                 raise Forbidden()
             if path == "logout":
-                self.sessions.drop(token)
+                await workers.run(self.sessions.drop, token)
                 raise Redirect("/admin/login")
         head, _, rest = path.partition("/")
         handler = self.PAGES.get((method if method != "HEAD" else "GET", head))
         if handler is None:
             request.setResponseCode(404)
             return frame("Not found", tags.p("No such page."), user=session.user, csrf=session.csrf)
-        return await handler(self, request, session, rest)
+        flash = list(session.flash)
+        try:
+            return await handler(self, request, session, rest)
+        finally:
+            if session.flash != flash:  # shown (cleared) or added: other processes must see it
+                await workers.run(self.sessions.save, token, session)
 
     def _write(self, tree: Tag, request: server.Request) -> Any:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -210,7 +214,7 @@ class AdminPages(resource.Resource):
         if name not in self.admins:
             log.info("web: [{ip}] {user} is not in http.admins; admin login refused", ip=ip, user=name)
             return await self._login_form(request, "Login failed.")
-        token, _session = self.sessions.create(name)
+        token, _session = await workers.run(self.sessions.create, name)
         request.addCookie(SESSION_COOKIE, token.encode(), path=b"/", secure=True, httpOnly=True, sameSite="strict")
         request.addCookie(LOGIN_COOKIE, b"", path=b"/", secure=True, httpOnly=True, sameSite="strict", max_age="0")
         log.info("web: [{ip}] admin login {user}", ip=ip, user=name)
@@ -324,7 +328,7 @@ class AdminPages(resource.Resource):
                 ])
             elif rest == "delete":
                 await self._edit(session, data.delete_user, path, address, done=f"Deleted {address}.")
-                self.sessions.drop_user(address)
+                await workers.run(self.sessions.drop_user, address)
         except data.EditError as e:
             session.flash.append("!" + str(e))
         raise Redirect("/admin/accounts")
@@ -368,6 +372,9 @@ class AdminPages(resource.Resource):
         raise Redirect("/admin/aliases")
 
     # -- queue -----------------------------------------------------------------------------
+    # In one process the queue manager is right here; with [server] processes > 1 it
+    # runs in the parent and this page may be served by a worker, which then reads the
+    # spool and asks the parent through the control requests `mailsuite queue` uses.
 
     def _manager(self) -> Any:
         from mailsuite.queue.scheduler import QueueManager
@@ -375,21 +382,25 @@ class AdminPages(resource.Resource):
         q = getattr(self.suite, "queue", None)
         return q if isinstance(q, QueueManager) else None
 
-    async def page_queue(self, request: server.Request, session: Session, rest: str) -> Tag:
+    async def _queued(self) -> list[tuple[Any, bool]]:
+        """(record, being delivered now) for each queued message, oldest first."""
         manager = self._manager()
-        if manager is None:
-            return self._page(session, "Queue", "queue", tags.p(
-                "The relay queue runs in the main process; this page was served by a worker.",
-                **{"class": "note"}))
+        if manager is not None:
+            out = [(e.record, e.busy) for e in manager.entries.values() if not e.deleted]
+        else:
+            out = [(r, False) for r in await workers.run(data.spool_records, self.cfg.queue_dir)]
+        return sorted(out, key=lambda rb: rb[0].arrival)
+
+    async def page_queue(self, request: server.Request, session: Session, rest: str) -> Tag:
         if rest:
-            return await self._queue_message(session, manager, rest)
+            return await self._queue_message(session, rest)
         now = time.time()
         c = session.csrf
         rows = []
-        for qid, entry in sorted(manager.entries.items(), key=lambda kv: kv[1].record.arrival):
-            rec = entry.record
+        for rec, busy in await self._queued():
+            qid = rec.id
             pending = [r for r in rec.recipients if not r.final]
-            state = "being delivered" if entry.busy else ("deferred" if any(r.attempts for r in pending) else "waiting")
+            state = "being delivered" if busy else ("deferred" if any(r.attempts for r in pending) else "waiting")
             errors = sorted({r.error for r in pending if r.error})
             rows.append(tags.tr(
                 cell("Queue ID", tags.a(qid, href=f"/admin/queue/{quote(qid)}")),
@@ -398,9 +409,9 @@ class AdminPages(resource.Resource):
                 cell("To", ", ".join(r.address for r in pending) or "-"),
                 cell("State", state),
                 cell("Last error", "; ".join(errors) or "-"),
-                cell("", post_form(f"/admin/queue/retry", c, tags.input(type="hidden", name="id", value=qid),
+                cell("", post_form("/admin/queue/retry", c, tags.input(type="hidden", name="id", value=qid),
                                    tags.button("Retry now", type="submit")),
-                     post_form(f"/admin/queue/delete", c, tags.input(type="hidden", name="id", value=qid),
+                     post_form("/admin/queue/delete", c, tags.input(type="hidden", name="id", value=qid),
                                tags.button("Delete", type="submit", **{"class": "danger"}))),
             ))
         body = [tags.p(f"{len(rows)} message(s) in the queue.")]
@@ -409,14 +420,11 @@ class AdminPages(resource.Resource):
             body.append(tags.p("Delete removes a message without a bounce to its sender.", **{"class": "note"}))
         return self._page(session, "Queue", "queue", body)
 
-    async def _queue_message(self, session: Session, manager: Any, qid: str) -> Tag:
-        from mailsuite.queue import spool
-
-        entry = manager.entries.get(qid)
-        if entry is None:
+    async def _queue_message(self, session: Session, qid: str) -> Tag:
+        rec = next((r for r, _busy in await self._queued() if r.id == qid), None)
+        if rec is None:
             session.flash.append(f"!{qid}: not in the queue (delivered or deleted).")
             raise Redirect("/admin/queue")
-        rec = entry.record
         now = time.time()
         rows = [tags.tr(cell("Recipient", r.address), cell("State", r.state if r.final else
                                                           ("deferred" if r.attempts else "waiting")),
@@ -425,7 +433,7 @@ class AdminPages(resource.Resource):
                         cell("Last error", f"{r.dsn} {r.error}".strip() or "-"))
                 for r in rec.recipients]
         try:
-            headers = b"".join(await workers.run(lambda: list(spool.iter_headers(manager.paths.body(qid)))))
+            headers = await workers.run(data.spool_headers, self.cfg.queue_dir, qid)
         except OSError as e:
             headers = f"(headers unreadable: {e})".encode()
         c = session.csrf
@@ -442,17 +450,20 @@ class AdminPages(resource.Resource):
         return self._page(session, f"Message {qid}", "queue", body)
 
     async def post_queue(self, request: server.Request, session: Session, rest: str) -> Tag:
-        manager = self._manager()
         qid = _field(request, "id")
-        if manager is None:
+        if rest not in ("retry", "delete") or not qid:
             raise Redirect("/admin/queue")
-        if rest == "retry":
-            ok = manager.retry(qid)
-            session.flash.append(f"{qid}: retrying now." if ok else f"!{qid}: not in the queue.")
-        elif rest == "delete":
-            ok = await manager.delete(qid)
-            session.flash.append(f"{qid}: deleted." if ok else f"!{qid}: not in the queue.")
-        log.info("web: admin {user}: queue {op} {qid}", user=session.user, op=rest[:10], qid=qid[:40])
+        manager = self._manager()
+        if manager is not None:
+            ok = manager.retry(qid) if rest == "retry" else await manager.delete(qid)
+            message = ""
+        else:
+            ok, message = await workers.run(data.queue_request, self.cfg.queue_dir, rest, qid)
+        if ok:
+            session.flash.append(f"{qid}: retrying now." if rest == "retry" else f"{qid}: deleted.")
+        else:
+            session.flash.append(f"!{qid}: {message or 'not in the queue'}.")
+        log.info("web: admin {user}: queue {op} {qid}", user=session.user, op=rest, qid=qid[:40])
         raise Redirect("/admin/queue")
 
     # -- DNS -------------------------------------------------------------------------------
