@@ -9,13 +9,15 @@ import smtplib
 from pathlib import Path
 from typing import Any
 
+import ldap3
 import pytest
+
 from mailsuite.config import LDAPConfig
 from mailsuite.directory.files import FileDirectory, parse_aliases
 from mailsuite.directory.interface import Resolution, base_address
 from mailsuite.directory.ldap_client import LDAPClient
 from tests.support.server import Server
-from tests.support.slapd import SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, slapd_available
+from tests.support.slapd import ADMIN_DN, ADMIN_PW, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, slapd_available
 from tests.support.tls import make_ca
 
 # -- the delimiter ---------------------------------------------------------------------
@@ -128,6 +130,11 @@ def slapd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         Person("jorg", "jorg-pw", "jorg@xn--bcher-kva.example"),
     )
     server = Slapd(tmp / "slapd", make_ca(tmp / "ca"), ldif=base_ldif(extra)).start()
+    # A UTF-8 address needs a UTF-8 attribute (the test schema's mailUTF8Address).
+    conn = ldap3.Connection(server.url, ADMIN_DN, ADMIN_PW, auto_bind=True)
+    conn.modify(f"uid=jorg,ou=people,{SUFFIX}", {"mailUTF8Address": [(ldap3.MODIFY_ADD, ["Jörg@bücher.example"])]})
+    assert conn.result["result"] == 0, conn.result
+    conn.unbind()
     yield server
     server.stop()
 
@@ -163,3 +170,13 @@ def test_catchall_filter_must_use_domain() -> None:
     problems = check_ldap_config(LDAPConfig(servers=("ldap://127.0.0.1",), base_dn=SUFFIX,
                                             catchall_filter="(mail=@example.org)"), True)
     assert any("catchall_filter" in p for p in problems)
+
+
+def test_ldap_utf8_local_part_in_a_utf8_attribute(slapd: Slapd) -> None:
+    c = ldap_client(slapd, address_filter="(|(mail={address})(mailUTF8Address={address}))",
+                    address_attributes=("mail", "mailUTF8Address"))
+    # The mailbox is named by the primary (ASCII) address; the UTF-8 one delivers there.
+    assert c.resolve("JÖRG@xn--bcher-kva.example") == Resolution(("jorg@bücher.example",))
+    assert c.resolve("jörg+tag@bücher.example") == Resolution(("jorg@bücher.example",))
+    entry = c.account("jorg@bücher.example")
+    assert entry is not None and "jörg@bücher.example" in entry.addresses

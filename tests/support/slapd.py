@@ -53,8 +53,12 @@ attributetype ( 1.3.6.1.4.1.99999.7.1.3 NAME 'mailHost'
   DESC 'the mail node that holds this mailbox (proxy mode)'
   EQUALITY caseIgnoreIA5Match
   SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.7.1.4 NAME 'mailUTF8Address'
+  DESC 'an internationalised address (RFC 6531): UTF-8, which IA5String mail cannot hold'
+  EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15{256} )
 objectclass ( 1.3.6.1.4.1.99999.7.2.1 NAME 'mailsuiteRecipient' SUP top AUXILIARY
-  MAY ( mail $ mailAlternateAddress $ mailQuota $ mailHost ) )
+  MAY ( mail $ mailAlternateAddress $ mailQuota $ mailHost $ mailUTF8Address ) )
 """
 
 
