@@ -144,7 +144,12 @@ class _Watched:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self.stamp:
             try:
-                self.value = self.parser(self.path.read_text("utf-8"), str(self.path))
+                text = self.path.read_text("utf-8")
+                if text and not text.endswith("\n") and self.stamp is not None:
+                    # Half written (an editor or a copy still at work, or one that
+                    # died): a cut line would lock people out or drop accounts.
+                    raise FileFormatError(f"{self.path}: the last line has no line end (still being written?)")
+                self.value = self.parser(text, str(self.path))
             except FileFormatError as e:
                 # Keep serving the last good version; an admin's typo must not stop mail.
                 log.error("directory: {error}; keeping the previous version", error=str(e))

@@ -219,8 +219,7 @@ class FolderDisk:
                 try:
                     self.uidlist.load()
                 except (ValueError, IndexError):
-                    log.warn("store: {path}: unreadable uidlist, starting a new UIDVALIDITY", path=str(self.path))
-                    self.uidlist.reset()
+                    self._recover_uidlist(state)
             if state is not None and state.uidvalidity == self.uidlist.uidvalidity:
                 self._load_records(state)
                 known = self.uidlist.uids
@@ -233,6 +232,26 @@ class FolderDisk:
         if self.needs_scan():
             return self.scan()
         return NO_CHANGES
+
+    def _recover_uidlist(self, state: IndexState | None) -> None:
+        """An unreadable uidlist (lock held): set it aside, and rebuild it from the
+        index when there is one, so that UIDVALIDITY and every indexed message's UID
+        survive (messages the index does not know get new UIDs above its UIDNEXT);
+        without an index, a new UIDVALIDITY makes clients drop their caches."""
+        aside = self.uidlist.path.with_name(self.uidlist.path.name + ".corrupt")
+        try:
+            os.replace(self.uidlist.path, aside)
+        except OSError:
+            pass
+        if state is not None:
+            log.warn("store: {path}: unreadable uidlist set aside as {aside}; rebuilt from the index, "
+                     "UIDVALIDITY {v} and UIDs kept", path=str(self.path), aside=aside.name, v=state.uidvalidity)
+            self.uidlist.rebuild(state.uidvalidity, state.uidnext,
+                                 {names.base_name(rec[1]): rec[0] for rec in state.records})
+        else:
+            log.warn("store: {path}: unreadable uidlist set aside as {aside}, no index to rebuild it from: "
+                     "starting a new UIDVALIDITY", path=str(self.path), aside=aside.name)
+            self.uidlist.reset()
 
     def _load_records(self, state: IndexState) -> None:
         self.highest_modseq = max(state.highest_modseq, 1)

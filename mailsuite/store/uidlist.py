@@ -209,6 +209,11 @@ class UidList:
         self._write(self.uidvalidity, self.uidnext, keep)
         self.load()
 
+    def rebuild(self, uidvalidity: int, uidnext: int, uids: dict[str, int]) -> None:
+        """Write the list anew from what the index remembers (lock held)."""
+        self._write(uidvalidity, max(uidnext, max(uids.values(), default=0) + 1), uids)
+        self.load()
+
     def reset(self) -> None:
         """Start a new UID list with a larger UIDVALIDITY (the old one is unusable)."""
         uidvalidity = next_uidvalidity(account_root(self.folder), at_least=self.uidvalidity + 1)
