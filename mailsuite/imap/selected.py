@@ -69,9 +69,10 @@ class SelectedMailbox:
         self.recent: set[int] = set()
         self.reported_modseq = 0
         self.keywords: tuple[str, ...] = ()  # announced with FLAGS / PERMANENTFLAGS
-        # (uid, modseq) of flag changes this session made and answered itself: not
-        # reported again as news (anyone else's change still is).
-        self._own: set[tuple[int, int]] | None = None
+        # The modseqs of flag changes this session made and answered itself (the store
+        # gives each operation its own): not reported again as news; anyone else's
+        # change, with another modseq, still is.
+        self._own: set[int] | None = None
         self._listener: Callable[..., None] | None = None
 
     # -- opening -----------------------------------------------------------------------
@@ -195,7 +196,7 @@ class SelectedMailbox:
         own = self._own
         if own is None:
             own = self._own = set()
-        own.update((r.uid, r.modseq) for r in records)
+        own.update({r.modseq for r in records})
 
     def report(self, write: Callable[[bytes], None], expunges: bool = True) -> None:
         """Write what changed since the last report (see the module docstring).
@@ -236,13 +237,16 @@ class SelectedMailbox:
                 # the folder's UID array then.
                 self.uids = current if new_view == current else new_view
         modseq = folder.highest_modseq
-        if modseq > self.reported_modseq:
-            since = self.reported_modseq
-            own = self._own or ()
-            recent = self.recent
-            for seq, r in self.records_for(list(range(1, len(self.uids) + 1))):
-                if r.modseq > since and (r.uid, r.modseq) not in own:
-                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)))
+        since = self.reported_modseq
+        if modseq > since:
+            own = self._own or set()
+            # Only our own changes since the last report (the usual case after STORE):
+            # nothing to look for.
+            if not (modseq - since <= len(own) and all(m in own for m in range(since + 1, modseq + 1))):
+                recent = self.recent
+                for seq, r in self.records_for(list(range(1, len(self.uids) + 1))):
+                    if r.modseq > since and r.modseq not in own:
+                        out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)))
             self.reported_modseq = modseq
         self._own = None
         if out:
