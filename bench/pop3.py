@@ -95,13 +95,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--retr", type=int, default=0, help="messages to RETR per rep (0: all)")
     ap.add_argument("--dovecot", help="HOST:PORT:USER:PASS:MAILDIR of the Dovecot anchor")
+    ap.add_argument("--processes", type=int, default=0, help="[server] processes (0 = one per core, the default)")
     a = ap.parse_args()
 
     user, password = "bob@example.test", "bobpw"
     # The anchor stores {PLAIN} passwords; so does this run, so that login compares the
     # servers and not the password hash (tens of ms per check at our default cost).
     srv = BenchServer("mailsuite-pop3-bench-", ["pop3"], {user: password},
-                      {"server": {"allow_plaintext_auth": True}, "pop3": {"max_connections_per_ip": 100}},
+                      {"server": {"allow_plaintext_auth": True, "processes": a.processes},
+                       "pop3": {"max_connections_per_ip": 100}},
                       plain_passwords=True)
     load(srv.maildir(user), a.count)
     srv.start()

@@ -60,6 +60,7 @@ def bench_mailsuite(a: argparse.Namespace) -> None:
                       {"relay": {"transport": {"remote.test": f"127.0.0.1:{sink_port}"},
                                  "destination_concurrency": a.concurrency},
                        "smtp": {"max_connections_per_ip": 1000},
+                       "server": {"processes": a.processes},
                        "dns": {"nameservers": ["127.0.0.1:1"]}}).start()  # no query leaves loopback
     spool = srv.root / "data" / "queue" / "spool"
     try:
@@ -133,6 +134,7 @@ def main() -> None:
     ap.add_argument("--postfix", type=int, default=0, metavar="PORT", help="drive a Postfix anchor instead")
     ap.add_argument("--sink-port", type=int, default=10099, help="with --postfix: the sink port its transport names")
     ap.add_argument("--maillog", default="/tmp/mailsuite-pfrelay/data/maillog", help="with --postfix: its maillog_file")
+    ap.add_argument("--processes", type=int, default=0, help="[server] processes (0 = one per core, the default)")
     a = ap.parse_args()
     if a.postfix:
         bench_postfix(a)
