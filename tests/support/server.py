@@ -49,13 +49,16 @@ _PORTS = random.Random(os.getpid())
 
 def free_port() -> int:
     for _ in range(200):
-        port = _PORTS.randrange(10000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        # Above the benchmark anchors' ports (10025-11444); free for UDP too, as the
+        # test DNS server listens on both.
+        port = _PORTS.randrange(12000, 32000)
+        try:
+            with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                t.bind(("127.0.0.1", port))
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -129,7 +132,7 @@ class Server:
             lines.append("")
         self.config_path.write_text("\n".join(lines))
 
-    def start(self, timeout: float = 20.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> "Server":
         for attempt in range(3):
             try:
                 return self._start(timeout)
