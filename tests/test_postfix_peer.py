@@ -25,7 +25,7 @@ MASTER_CF = Path(__file__).resolve().parents[1] / "bench" / "anchors" / "anchor-
 
 
 class Postfix:
-    def __init__(self, back_port: int) -> None:
+    def __init__(self, back_port: int, tls: tuple[Path, Path] | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailsuite-postfix-"))
         os.chmod(self.root, 0o755)
         self.port = free_port()
@@ -62,7 +62,8 @@ alias_database =
 local_recipient_maps =
 maillog_file = {data}/maillog
 maillog_file_prefixes = {self.root}
-""")
+""" + (f"smtpd_tls_cert_file = {tls[0]}\nsmtpd_tls_key_file = {tls[1]}\nsmtpd_tls_security_level = may\n"
+       if tls else ""))
         (conf / "transport").write_text(f"partner.test discard:\nexample.test smtp:[127.0.0.1]:{back_port}\n")
         (conf / "master.cf").write_text(MASTER_CF.read_text().replace("127.0.0.1:@POSTFIX_PORT@ ", f"127.0.0.1:{self.port} "))
         out = subprocess.run([POSTFIX, "-c", str(conf), "start"], capture_output=True, text=True)
@@ -143,3 +144,31 @@ def test_binarymime_goes_to_postfix_only_as_bdat(relay_and_postfix) -> None:
     wait_for(lambda: status_of(srv, "bob@partner.test") == ["bounced"], 30, "the 5.6.3 bounce", srv)
     assert "dsn=5.6.3" in srv.log()
     _ = Server
+
+
+def test_requiretls_message_to_postfix_bounces_5_7_30(server_factory, tmp_path) -> None:
+    """Postfix 3.7 offers verified STARTTLS here but not REQUIRETLS (RFC 8689 5)."""
+    import ssl
+
+    from tests.support.tls import make_ca
+
+    if not os.path.exists(POSTFIX) and os.environ.get("CI") != "true":
+        pytest.skip("postfix not installed")
+    ca = make_ca(tmp_path / "ca", ("mx.partner.test",), ips=("127.0.0.1",))
+    srv = relay_server(server_factory, ca_file=str(ca.ca_cert))
+    pf = Postfix(srv.ports["smtp"], tls=(ca.server_cert, ca.server_key))
+    try:
+        srv.sections["relay"]["transport"] = {"partner.test": f"127.0.0.1:{pf.port}"}
+        srv.start()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with smtplib.SMTP_SSL("127.0.0.1", srv.ports["submissions"], context=ctx) as s:
+            s.login("alice@example.test", "alice-pw")
+            s.sendmail("alice@example.test", ["bob@partner.test"], b"Subject: tls only\r\n\r\nx\r\n",
+                       mail_options=["REQUIRETLS"])
+        wait_for(lambda: status_of(srv, "bob@partner.test") == ["bounced"], 30, "the 5.7.30 bounce", srv)
+        line = next(l for l in srv.log().splitlines() if "to=<bob@partner.test>" in l and "status=" in l)
+        assert "dsn=5.7.30" in line and "policy=requiretls" in line and "tls=TLS" in line
+        assert "REQUIRETLS support required" in line
+    finally:
+        pf.stop()

@@ -70,13 +70,13 @@ class Outcome:
                        getattr(session, "policy", ""))
 
 
-def _failure_outcome(err: Exception, relay: str = "none", host: str = "", policy: str = "") -> Outcome:
+def _failure_outcome(err: Exception, relay: str = "none", host: str = "", policy: str = "", tls: str = "") -> Outcome:
     if isinstance(err, RouteError):
         return Outcome("bounced" if err.permanent else "deferred", err.status, f"{err.code} {err.status} {err.text}",
                        policy=policy)
     if isinstance(err, SessionError):
         status = "bounced" if err.permanent else "deferred"
-        return Outcome(status, err.status, str(err), relay, "", host, policy=policy)
+        return Outcome(status, err.status, str(err), relay, tls, host, policy=policy)
     return Outcome("deferred", "4.4.1", str(err), relay, "", host, policy=policy)
 
 
@@ -168,7 +168,7 @@ class Relay:
                 refusal = self._requiretls_refusal(session, plan)
                 if refusal is not None:
                     session.close()
-                    return {r: _failure_outcome(refusal, session.relay, session.host, plan.policy)
+                    return {r: _failure_outcome(refusal, session.relay, session.host, plan.policy, session.tls)
                             for r in tx.recipients}
             try:
                 return await self._run(dest, session, tx)
