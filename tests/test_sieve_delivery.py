@@ -212,3 +212,19 @@ def test_vacation_reply_format(tmp_path: Path) -> None:
     assert again is None and "already answered" in why
     later, _ = reply_for(msg, "carol@other.test", ALICE, [ALICE], vac, mem, "mail.example.test", now=1000.0 + 86401)
     assert later is not None
+
+
+def test_an_interpreter_bug_keeps_the_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault of ours in the interpreter is a script error for the user: INBOX, one notice."""
+    from mailsuite.sieve import interpreter
+
+    engine, body, root = _engine_site(tmp_path, 'require "fileinto"; fileinto "Junk";')
+
+    def broken(self, test, frame):  # type: ignore[no-untyped-def]
+        raise KeyError("bug")
+
+    monkeypatch.setattr(interpreter.Interpreter, "_block", broken)
+    plan = engine.decide("a@b.example", ALICE, ALICE, body)
+    assert plan.folder == "INBOX" and plan.outcome.error == "internal error (KeyError)" and plan.needs_worker
+    engine.apply(plan, ALICE, b"", body, "stable")
+    assert len(os.listdir(root / "new")) == 1  # the notice; the message itself is the store's to write

@@ -161,11 +161,11 @@ class SieveEngine:
             outcome = Outcome(deliveries=[FileInto("INBOX")], error=f"script does not compile: {user}")
             if scripts:
                 # The admin's scripts still run; only the user's broken one is left out.
-                ran = Interpreter(msg, env, _Host(self, root), now, self.authserv_id).run(scripts)
+                ran = self._run(msg, env, root, now, scripts)
                 ran.error = ran.error or outcome.error
                 outcome = ran
         else:
-            outcome = Interpreter(msg, env, _Host(self, root), now, self.authserv_id).run(scripts)
+            outcome = self._run(msg, env, root, now, scripts)
         plan = Plan(outcome, message=msg)
         self._loop_check(msg, account, outcome)
         if outcome.redirects:
@@ -185,6 +185,13 @@ class SieveEngine:
         plan.needs_worker = bool(outcome.error or outcome.duplicates or plan.create or not simple
                                  and plan.targets)
         return plan
+
+    def _run(self, msg: Message, env: Envelope, root: Path, now: float | None, scripts: list[Script]) -> Outcome:
+        try:
+            return Interpreter(msg, env, _Host(self, root), now, self.authserv_id).run(scripts)
+        except Exception as e:  # noqa: BLE001 - a bug of ours must not hold the message back
+            log.failure("sieve: {account}: the interpreter failed; message kept in INBOX", account=env.account)
+            return Outcome(deliveries=[FileInto("INBOX")], error=f"internal error ({type(e).__name__})")
 
     def apply(self, plan: Plan, account: str, prefix: bytes, body: BodyFile, stable_base: str) -> None:
         """The writes a plan needs (blocking): folders to create, the error notice,
