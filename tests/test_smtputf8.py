@@ -14,6 +14,8 @@ from email import policy as email_policy
 
 import pytest
 
+from tests.support import smtp as smtp_client
+from tests.support.programs import needs
 from tests.support.relay import relay_server, status_of
 from tests.support.server import Server, hashed, make_server
 from tests.support.waiting import wait_for
@@ -276,3 +278,17 @@ def test_pop3_utf8_command_and_a_utf8_user_name(intl: Server) -> None:
         pop.quit()
     replies = raw_session(intl.ports["pop3"], [b"UTF8 now"])
     assert replies[1].startswith(b"-ERR")
+
+
+@needs(("swaks", "swaks"))
+def test_swaks_sees_the_extensions_and_delivers_to_an_a_label_domain(intl: Server) -> None:
+    """swaks has no SMTPUTF8 or BDAT option; it pipelines, sees the EHLO keywords and
+    sends to the A-label form of an IDN domain with UTF-8 in a header."""
+    p = smtp_client.swaks("--port", str(intl.ports["smtp"]), "--helo", "swaks.test", "--pipeline",
+                          "--to", "info@xn--bcher-kva.example", "--from", "swaks@remote.test",
+                          "--header", "Subject: Grüße von swaks")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for keyword in ("SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN", "PIPELINING"):
+        assert f"250-{keyword}" in p.stdout or f"250 {keyword}" in p.stdout
+    (msg,) = intl.messages("jörg@bücher.example")
+    assert "Subject: Grüße von swaks".encode() in msg
