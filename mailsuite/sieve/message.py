@@ -138,7 +138,8 @@ def _split_headers(head: bytes) -> list[tuple[str, str]]:
             continue
         if line[0] in " \t" and out:
             name, value = out[-1]
-            out[-1] = (name, value + "\n" + line)
+            # A continuation of a field, or of a line that is no field (kept as it is).
+            out[-1] = (name, value + "\n" + line) if value is not None else (name + "\n" + line, None)
             continue
         name, colon, value = line.partition(":")
         if not colon or not name.strip() or any(c in name for c in " \t"):
