@@ -9,6 +9,7 @@ from mailsuite.sieve.grammar import compile_script
 from mailsuite.sieve.interpreter import Envelope, Interpreter, Script
 from mailsuite.sieve.message import Message
 from mailsuite.sieve.parser import SieveSyntaxError
+from tests.support.sieve import FakeHost
 
 TOKENS = ['require', '"fileinto"', '"variables"', '"body"', '"vacation"', 'if', 'elsif', 'else', 'header', 'address',
           'envelope', 'body', 'exists', 'size', 'not', 'anyof', 'allof', 'true', 'false', 'keep', 'discard', 'stop',
@@ -34,17 +35,6 @@ if exists "list-id" { discard; } else { vacation :days 1 "${s}"; }
 """
 
 
-class _Host:
-    def load_script(self, location: str, name: str) -> None:
-        return None
-
-    def mailbox_exists(self, name: str) -> bool:
-        return True
-
-    def duplicate_seen(self, handle: str, key: str) -> bool:
-        return False
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SCRIPT)
 def test_any_script_text_compiles_or_gives_a_syntax_error(text: str) -> None:
@@ -58,5 +48,5 @@ def test_any_script_text_compiles_or_gives_a_syntax_error(text: str) -> None:
 @given(MESSAGE)
 def test_any_message_gets_an_outcome(raw: bytes) -> None:
     commands, required = compile_script(ROBUST.encode())
-    out = Interpreter(Message(raw), Envelope("a+b@c", "d+e@f", "d@f"), _Host()).run([Script("r", commands, required)])
+    out = Interpreter(Message(raw), Envelope("a+b@c", "d+e@f", "d@f"), FakeHost(all_folders_exist=True)).run([Script("r", commands, required)])
     assert out.error is None and (out.deliveries or out.discarded)

@@ -9,26 +9,7 @@ from mailsuite.sieve.grammar import compile_script
 from mailsuite.sieve.interpreter import Envelope, Interpreter, Outcome, Script
 from mailsuite.sieve.message import Message
 from mailsuite.sieve.parser import SieveSyntaxError
-
-
-class Host:
-    def __init__(self, scripts: dict[str, bytes] | None = None, folders: tuple[str, ...] = (),
-                 seen: set[str] | None = None) -> None:
-        self.scripts = scripts or {}
-        self.folders = folders
-        self.seen = seen or set()
-
-    def load_script(self, location: str, name: str) -> Script | None:
-        if name not in self.scripts:
-            return None
-        cmds, req = compile_script(self.scripts[name])
-        return Script(name, cmds, req)
-
-    def mailbox_exists(self, name: str) -> bool:
-        return name in self.folders
-
-    def duplicate_seen(self, handle: str, key: str) -> bool:
-        return key in self.seen
+from tests.support.sieve import FakeHost as Host
 
 
 MSG = (b"Return-Path: <x@y>\nFrom: Wile E. Coyote <coyote@ACME.Example.COM>\nTo: me@example.com\n"

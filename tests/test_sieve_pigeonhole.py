@@ -21,6 +21,7 @@ from mailsuite.sieve.grammar import compile_script
 from mailsuite.sieve.interpreter import Envelope, Interpreter, Script
 from mailsuite.sieve.message import Message
 from tests.support.programs import require
+from tests.support.sieve import FakeHost
 
 MESSAGE = (b"Return-Path: <coyote@acme.example>\nFrom: Wile E. Coyote <coyote@ACME.example>\n"
            b"To: me+shop@example.com\nCc: Road Runner <rr@desert.example>, all-staff@example.com\n"
@@ -85,7 +86,7 @@ SCRIPTS = {
 
 def ours(script: str) -> set[tuple]:
     commands, required = compile_script(script.encode())
-    out = Interpreter(Message(MESSAGE), Envelope(SENDER, RCPT, "me@example.com"), _NoHost()).run(
+    out = Interpreter(Message(MESSAGE), Envelope(SENDER, RCPT, "me@example.com"), FakeHost()).run(
         [Script("t", commands, required)])
     assert out.error is None, out.error
     actions: set[tuple] = set()
@@ -99,17 +100,6 @@ def ours(script: str) -> set[tuple]:
     if not actions:
         actions.add(("discard",))
     return actions
-
-
-class _NoHost:
-    def load_script(self, location: str, name: str) -> None:
-        return None
-
-    def mailbox_exists(self, name: str) -> bool:
-        return False
-
-    def duplicate_seen(self, handle: str, key: str) -> bool:
-        return False
 
 
 def pigeonhole(script: str, tmp: Path) -> set[tuple]:

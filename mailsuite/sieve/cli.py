@@ -37,7 +37,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from mailsuite.cli import load_config
     from mailsuite.service import make_directory
-    from mailsuite.sieve.delivery import SieveEngine, _Host
+    from mailsuite.sieve.delivery import SieveEngine, ScriptHost
     from mailsuite.sieve.interpreter import Envelope, Interpreter, Script
     from mailsuite.sieve.memory import Memory
     from mailsuite.sieve.message import Message
@@ -76,21 +76,21 @@ def cmd_test(args: argparse.Namespace) -> int:
             commands, required = compile_script(Path(args.script).read_bytes())
             user: object = Script(Path(args.script).stem, commands, required)
         else:
-            user = engine._user_script(root, account)
+            user = engine.user_script(root, account)
     except SieveSyntaxError as e:
         print(f"error: {args.script}:{e.line}:{e.column}: {e.message}", file=sys.stderr)
         return 1
     if isinstance(user, SieveSyntaxError):
         print(f"the active script does not compile: {user}; delivery keeps everything in INBOX")
         user = None
-    for s in (engine._global(engine.before), user, engine._global(engine.after)):
+    for s in (engine.global_script(engine.before), user, engine.global_script(engine.after)):
         if isinstance(s, Script):
             scripts.append(s)
     print(f"account: {account}")
     print("scripts: " + (", ".join(s.name for s in scripts) or "none (everything goes to INBOX)"))
     msg = Message(raw)
     env = Envelope(args.sender, address, account)
-    outcome = Interpreter(msg, env, _Host(engine, root), authserv_id=cfg.server.hostname).run(scripts)
+    outcome = Interpreter(msg, env, ScriptHost(engine, root), authserv_id=cfg.server.hostname).run(scripts)
     for line in outcome.describe():
         print(f"  {line}")
     for line in outcome.log:

@@ -74,7 +74,7 @@ class Plan:
 
 
 @implementer(ISieveHost)
-class _Host:
+class ScriptHost:
     def __init__(self, engine: "SieveEngine", root: Path) -> None:
         self.engine = engine
         self.root = root
@@ -130,7 +130,7 @@ class SieveEngine:
         self.clock = clock
         self._lookups: dict[str, tuple[float, Script | SieveSyntaxError | None]] = {}
 
-    def _global(self, path: Path | None) -> Script | None:
+    def global_script(self, path: Path | None) -> Script | None:
         if path is None:
             return None
         try:
@@ -149,7 +149,7 @@ class SieveEngine:
         ``default`` is where keep (implicit or not) files the message: INBOX, or the
         folder an earlier filter chose (Junk, for mail that failed DMARC)."""
         root = self._root(account)
-        before, after = self._global(self.before), self._global(self.after)
+        before, after = self.global_script(self.before), self.global_script(self.after)
         user = self.lookup(account)
         scripts = [s for s in (before, user, after) if isinstance(s, Script)]
         if not scripts and not isinstance(user, SieveSyntaxError):
@@ -188,7 +188,7 @@ class SieveEngine:
 
     def _run(self, msg: Message, env: Envelope, root: Path, now: float | None, scripts: list[Script]) -> Outcome:
         try:
-            return Interpreter(msg, env, _Host(self, root), now, self.authserv_id).run(scripts)
+            return Interpreter(msg, env, ScriptHost(self, root), now, self.authserv_id).run(scripts)
         except Exception as e:  # noqa: BLE001 - a bug of ours must not hold the message back
             log.failure("sieve: {account}: the interpreter failed; message kept in INBOX", account=env.account)
             return Outcome(deliveries=[FileInto("INBOX")], error=f"internal error ({type(e).__name__})")
@@ -238,7 +238,7 @@ class SieveEngine:
         hit = self._lookups.get(account)
         if hit is not None and now - hit[0] < self.check_interval:
             return hit[1]
-        result = self._user_script(self._root(account), account)
+        result = self.user_script(self._root(account), account)
         if self.check_interval > 0:
             if len(self._lookups) > 100_000:
                 self._lookups.clear()
@@ -257,7 +257,7 @@ class SieveEngine:
             root = self._roots[account] = account_dir(self.mail_dir, account)
         return root
 
-    def _user_script(self, root: Path, account: str) -> Script | SieveSyntaxError | None:
+    def user_script(self, root: Path, account: str) -> Script | SieveSyntaxError | None:
         # Plain strings, not pathlib: this runs for every message of an account with
         # a script, and pathlib's joins cost more than the readlink and stat.
         directory = os.path.join(str(root), SCRIPT_DIR)
