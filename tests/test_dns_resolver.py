@@ -108,12 +108,14 @@ class ResolverTests(unittest.TestCase):
         yield self.resolver.txt("example.test")
         with self.assertRaises(NotFound):
             yield self.resolver.txt("nowhere.test")
+        self.assertEqual((yield self.resolver.mx("empty.test")), [])  # NODATA: cached by the SOA minimum
         sent = self.resolver.queries_sent
         # The zone changes, but the cached answers (TTL 60) are still given.
         self.dns.set({})
         self.assertEqual(sorted((yield self.resolver.txt("example.test"))), [b"other", b"v=spf1 mx -all"])
         with self.assertRaises(NotFound):
             yield self.resolver.txt("nowhere.test")
+        self.assertEqual((yield self.resolver.mx("empty.test")), [])
         self.assertEqual(self.resolver.queries_sent, sent)
 
     @defer.inlineCallbacks

@@ -49,6 +49,17 @@ def _tlsa(value: list) -> dns.UnknownRecord:
     return dns.UnknownRecord(bytes([usage, selector, mtype]) + bytes.fromhex(hexdata), ttl=60)
 
 
+def _soa(qname: bytes) -> dns.RRHeader:
+    """The SOA a real server puts in the authority section of a negative answer
+    (RFC 2308): resolvers cache NXDOMAIN and NODATA for its minimum (60 s); without
+    it dnspython would not cache them at all.  Owned by the top-level label, which is
+    an ancestor of every name asked."""
+    top = qname.rstrip(b".").rpartition(b".")[2] or qname
+    return dns.RRHeader(top, dns.SOA, dns.IN, 60, dns.Record_SOA(
+        mname=b"ns." + top, rname=b"hostmaster." + top, serial=1, refresh=3600, retry=600,
+        expire=86400, minimum=60, ttl=60), auth=True)
+
+
 class ZoneAuthority(common.ResolverBase):
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -81,7 +92,7 @@ class ZoneAuthority(common.ResolverBase):
             field, make = makers[type]
             for value in entry.get(field, []):
                 answers.append(dns.RRHeader(name, type, dns.IN, 60, make(value), auth=True))
-        return defer.succeed((answers, [], []))
+        return defer.succeed((answers, [] if answers else [_soa(name)], []))
 
 
 class ZoneServerFactory(server.DNSServerFactory):
@@ -92,6 +103,8 @@ class ZoneServerFactory(server.DNSServerFactory):
         self.path = path
 
     def _responseFromMessage(self, message, **kw):  # type: ignore[no-untyped-def]
+        if kw.get("rCode") == dns.ENAME and message.queries:
+            kw["authority"] = [_soa(message.queries[0].name.name)]  # NXDOMAIN, cacheable
         response = super()._responseFromMessage(message, **kw)
         if message.queries:
             key = message.queries[0].name.name.decode().lower().rstrip(".")
