@@ -209,8 +209,10 @@ def test_admin_pages_with_several_processes(server_factory, peers, dns_factory) 
     send_queued(srv)
     wait_for(lambda: "status=deferred" in srv.log(), what="the message deferred", server=srv)
     c = logged_in(srv)
-    for _ in range(6):  # new connections, spread over both workers
-        assert c.get("/admin/").status == 200
+    for _ in range(6):  # new connections, spread over both workers; each shows every process's counts
+        page = c.get("/admin/").body.decode()
+        assert re.search(r'<div class="n">1</div><div class="l">received</div>', page)
+        assert re.search(r'<div class="n">1</div><div class="l">in the queue</div>', page)
     page = c.get("/admin/queue").body.decode()
     (qid,) = re.findall(r'href="/admin/queue/([^"]+)"', page)
     assert "451 4.7.1 greylisted" in page

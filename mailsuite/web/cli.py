@@ -16,8 +16,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-TODAY = (("received", "received"), ("delivered", "delivered"), ("queued", "queued"), ("deferred", "deferred"),
-         ("bounced", "bounced"), ("rejected", "rejected"), ("logins_failed", "failed logins"))
+from mailsuite.web.dashboard import TODAY, figures
 
 
 def metrics_url(cfg: Any) -> str | None:
@@ -49,15 +48,6 @@ def fetch(url: str, timeout: float = 5.0) -> dict[str, list[Any]]:
     return {fam.name: fam.samples for fam in text_string_to_metric_families(text)}
 
 
-def _value(families: dict[str, list[Any]], name: str, **labels: str) -> float:
-    total = 0.0
-    for samples in families.values():
-        for s in samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
-
-
 def _age(seconds: float) -> str:
     from mailsuite.queue.cli import _age as queue_age
 
@@ -66,21 +56,15 @@ def _age(seconds: float) -> str:
 
 def dashboard_lines(families: dict[str, list[Any]]) -> list[str]:
     """The dashboard as text, from parsed /metrics."""
-    today = ", ".join(f"{label} {int(_value(families, 'mailsuite_today', what=key))}" for key, label in TODAY)
-    queue = int(_value(families, "mailsuite_queue_messages"))
-    oldest = _value(families, "mailsuite_queue_oldest_age_seconds")
-    conns: dict[str, float] = {}
-    for s in families.get("mailsuite_connections_open", []):
-        conns[s.labels["protocol"]] = conns.get(s.labels["protocol"], 0) + s.value
-    started = _value(families, "mailsuite_start_time_seconds")
-    lag = _value(families, "mailsuite_reactor_lag_seconds")
+    f = figures(families)
+    today = ", ".join(f"{label} {f['today'][key]}" for key, label in TODAY)
+    queue = f["queue_messages"]
     return [
-        f"up {_age(time.time() - started) if started else '?'}, reactor lag {lag * 1000:.0f} ms, worker pool: "
-        f"{int(_value(families, 'mailsuite_worker_pool_busy_threads'))} busy, "
-        f"{int(_value(families, 'mailsuite_worker_pool_queue_length'))} waiting",
+        f"up {_age(f['uptime']) if f['uptime'] is not None else '?'}, reactor lag {f['reactor_lag'] * 1000:.0f} ms, "
+        f"worker pool: {f['pool_busy']} busy, {f['pool_waiting']} waiting",
         f"today: {today}",
-        f"queue: {queue} message(s)" + (f", oldest {_age(oldest)}" if queue else ""),
-        "connections open: " + (", ".join(f"{p} {int(v)}" for p, v in sorted(conns.items())) or "none"),
+        f"queue: {queue} message(s)" + (f", oldest {_age(f['queue_oldest_age'])}" if queue else ""),
+        "connections open: " + (", ".join(f"{p} {v}" for p, v in f["connections_open"].items()) or "none"),
     ]
 
 

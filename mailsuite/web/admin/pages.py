@@ -82,7 +82,6 @@ class AdminPages(resource.Resource):
         self.gate = LoginGate(suite.portal, suite.throttle, "http")
         self.edits = defer.DeferredLock()  # one edit of the users/aliases files at a time
         self.file_backend = self.cfg.directory.backend == "file"
-        self.started = time.time()
 
     # -- request plumbing -----------------------------------------------------------------
 
@@ -223,7 +222,7 @@ class AdminPages(resource.Resource):
     # -- dashboard -------------------------------------------------------------------------
 
     async def page_dashboard(self, request: server.Request, session: Session, rest: str) -> Tag:
-        return self._page(session, "Dashboard", "", dashboard_body(self.suite, self.started))
+        return self._page(session, "Dashboard", "", dashboard_body(self.suite))
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -512,50 +511,32 @@ def _size(n: int | None) -> str:
     return f"{n} bytes"
 
 
-def dashboard_figures(suite: Any, started: float) -> dict[str, Any]:
-    """What the dashboard shows; ``mailsuite status`` prints the same from /metrics."""
+def dashboard_body(suite: Any) -> Any:
+    from mailsuite.web.dashboard import families_of, figures
+
     m = suite.metrics
-    today = m.today()
-    out: dict[str, Any] = {f"today_{k}": v for k, v in today.items()}
-    manager = getattr(suite, "queue", None)
-    entries = getattr(manager, "entries", None)
-    if entries is not None:
-        arrivals = [e.record.arrival for e in entries.values()]
-        out["queue_messages"] = len(arrivals)
-        out["queue_oldest_age"] = time.time() - min(arrivals) if arrivals else 0.0
-    open_by_protocol: dict[str, float] = {}
-    if m.registry is not None:
-        for fam in m.conn_open.collect():
-            for s in fam.samples:
-                open_by_protocol[s.labels["protocol"]] = open_by_protocol.get(s.labels["protocol"], 0) + s.value
-        out["reactor_lag"] = m.reactor_lag._value.get()  # noqa: SLF001 - a Gauge has no public getter
-    out["connections_open"] = open_by_protocol
-    out["uptime"] = time.time() - started
-    return out
-
-
-def dashboard_body(suite: Any, started: float) -> Any:
-    f = dashboard_figures(suite, started)
+    if not m.enabled:
+        return [tags.p("Metrics are off (http.metrics = false): no counts.", **{"class": "note"})]
+    # What /metrics shows (every process's values when there are several).
+    f = figures(families_of(m.scrape_registry()))
 
     def card(label: str, value: Any, warn: bool = False) -> Tag:
         return tags.div(tags.div(str(value), **{"class": "n"}), tags.div(label, **{"class": "l"}),
                         **{"class": "card warn" if warn else "card"})
 
-    n = lambda key: int(f.get(key, 0))  # noqa: E731
+    t = f["today"]
     counts = tags.div(
-        card("received", n("today_received")), card("delivered", n("today_delivered")),
-        card("queued", n("today_queued")), card("deferred", n("today_deferred"), n("today_deferred") > 0),
-        card("bounced", n("today_bounced"), n("today_bounced") > 0), card("rejected", n("today_rejected")),
-        card("failed logins", n("today_logins_failed"), n("today_logins_failed") > 0),
+        card("received", t["received"]), card("delivered", t["delivered"]), card("queued", t["queued"]),
+        card("deferred", t["deferred"], t["deferred"] > 0), card("bounced", t["bounced"], t["bounced"] > 0),
+        card("rejected", t["rejected"]), card("failed logins", t["logins_failed"], t["logins_failed"] > 0),
         **{"class": "cards"})
     queue = tags.div(
-        card("in the queue", f.get("queue_messages", "-"), f.get("queue_messages", 0) > 0),
-        card("oldest", _age(f["queue_oldest_age"]) if f.get("queue_messages") else "-"),
+        card("in the queue", f["queue_messages"], f["queue_messages"] > 0),
+        card("oldest", _age(f["queue_oldest_age"]) if f["queue_messages"] else "-"),
         **{"class": "cards"})
-    conns = f["connections_open"]
-    live = tags.div(*[card(f"{p} connections", int(v)) for p, v in sorted(conns.items())],
-                    card("reactor lag", f"{f.get('reactor_lag', 0) * 1000:.0f} ms", f.get("reactor_lag", 0) > 0.1),
-                    card("up", _age(f["uptime"])), **{"class": "cards"})
-    note = tags.p("Counts since midnight (server time), from the same metrics as /metrics." if suite.metrics.enabled
-                  else "Metrics are off (http.metrics = false): no counts.", **{"class": "note"})
+    live = tags.div(*[card(f"{p} connections", v) for p, v in f["connections_open"].items()],
+                    card("reactor lag", f"{f['reactor_lag'] * 1000:.0f} ms", f["reactor_lag"] > 0.1),
+                    card("up", _age(f["uptime"]) if f["uptime"] is not None else "-"), **{"class": "cards"})
+    note = tags.p("Counts since midnight (server time), from the same metrics as /metrics and "
+                  "mailsuite status.", **{"class": "note"})
     return [tags.h2("Today"), counts, tags.h2("Queue"), queue, tags.h2("Now"), live, note]
