@@ -209,6 +209,9 @@ def test_admin_pages_with_several_processes(server_factory, peers, dns_factory) 
     send_queued(srv)
     wait_for(lambda: "status=deferred" in srv.log(), what="the message deferred", server=srv)
     c = logged_in(srv)
+    # With several processes the parent writes its computed gauges every second.
+    wait_for(lambda: '<div class="n">1</div><div class="l">in the queue</div>' in c.get("/admin/").body.decode(),
+             what="the queue gauge on the dashboard")
     for _ in range(6):  # new connections, spread over both workers; each shows every process's counts
         page = c.get("/admin/").body.decode()
         assert re.search(r'<div class="n">1</div><div class="l">received</div>', page)
