@@ -85,3 +85,18 @@ def test_check_config_compiles_the_global_scripts(site: Path) -> None:
     (site / "before.sieve").write_text('fileinto "Junk";')
     r = run(site, "check-config")
     assert r.returncode != 0 and "sieve.before:" in r.stdout + r.stderr and "line 1" in r.stdout + r.stderr
+
+
+def test_import_from_a_dovecot_home(site: Path) -> None:
+    home = site / "dovecot-home"
+    (home / "sieve").mkdir(parents=True)
+    (home / "sieve" / "vacation.sieve").write_text('require "vacation"; vacation "away";')
+    (home / "sieve" / "rules.sieve").write_text('require "fileinto"; fileinto "Lists";')
+    (home / "sieve" / "rules.svbin").write_bytes(b"\x00compiled")  # Pigeonhole's binary: ignored
+    os.symlink("sieve/rules.sieve", home / ".dovecot.sieve")
+    r = run(site, "sieve", "import", str(home), "bob@example.test")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["imported rules", "imported vacation", "active: rules"]
+    d = site / "data" / "mail" / "example.test" / "bob" / "sieve"
+    assert sorted(os.listdir(d)) == ["active", "rules.sieve", "vacation.sieve"]
+    assert os.readlink(d / "active") == "rules.sieve"

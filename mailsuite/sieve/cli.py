@@ -1,4 +1,5 @@
-"""``mailsuite sieve check FILE`` and ``mailsuite sieve test ADDRESS MESSAGE.eml``.
+"""``mailsuite sieve check FILE``, ``mailsuite sieve test ADDRESS MESSAGE.eml`` and
+``mailsuite sieve import HOME ACCOUNT`` (a Dovecot user's scripts).
 
 ``check`` compiles a script as PUTSCRIPT would and prints OK or the error with its
 line.  ``test`` shows what delivery would do with a message for an address (the
@@ -10,6 +11,7 @@ anything.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -107,6 +109,58 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if outcome.error else 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Bring a Dovecot/Pigeonhole user's scripts (``~/sieve/*.sieve`` and the
+    ``~/.dovecot.sieve`` link or file) into an account's ``sieve/`` directory."""
+    from mailsuite.cli import load_config
+    from mailsuite.sieve.scripts import SUFFIX, BadScriptName, UserScripts, check_name
+    from mailsuite.store.maildir import UnsafeName, account_dir
+
+    cfg = load_config(args)
+    home = Path(args.home)
+    try:
+        scripts = UserScripts(account_dir(cfg.mail_dir, args.account.strip().lower()))
+    except UnsafeName as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    found: dict[str, bytes] = {}
+    sieve_dir = home / "sieve"
+    for p in sorted(sieve_dir.glob("*" + SUFFIX)) if sieve_dir.is_dir() else []:
+        found[p.name[: -len(SUFFIX)]] = p.read_bytes()
+    active: str | None = None
+    link = home / ".dovecot.sieve"
+    if link.is_symlink():
+        target = Path(os.readlink(link)).name
+        if target.endswith(SUFFIX) and target[: -len(SUFFIX)] in found:
+            active = target[: -len(SUFFIX)]
+    elif link.is_file():  # a plain file: the active script without a name
+        found.setdefault("dovecot", link.read_bytes())
+        active = "dovecot"
+    if not found:
+        print(f"error: no scripts in {sieve_dir} or {link}", file=sys.stderr)
+        return 2
+    rc = 0
+    for name, data in found.items():
+        try:
+            check_name(name)
+        except BadScriptName:
+            print(f"skipped {name!r}: not a valid script name", file=sys.stderr)
+            rc = 1
+            continue
+        try:
+            compile_script(data)
+            note = ""
+        except SieveSyntaxError as e:
+            note = f" (does not compile here: {e})"
+            rc = 1
+        scripts.write(name, data)
+        print(f"imported {name}{note}")
+    if active is not None:
+        scripts.set_active(active)
+        print(f"active: {active}")
+    return rc
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     from mailsuite.cli import _add_config_arg
 
@@ -129,3 +183,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--account", help="the local account (needed with the LDAP directory)")
     _add_config_arg(p)
     p.set_defaults(func=cmd_test)
+    p = ssub.add_parser("import", help="bring a Dovecot user's Sieve scripts into an account",
+                        description="Copy HOME/sieve/*.sieve into ACCOUNT's sieve/ directory and make the "
+                                    "script HOME/.dovecot.sieve points to the active one (Pigeonhole's layout). "
+                                    "A script that does not compile is imported anyway and reported.")
+    p.add_argument("home", metavar="HOME", help="the Dovecot user's home (holding sieve/ and .dovecot.sieve)")
+    p.add_argument("account", metavar="ACCOUNT")
+    _add_config_arg(p)
+    p.set_defaults(func=cmd_import)
