@@ -105,6 +105,18 @@ def test_keygen_writes_a_private_key_file_and_prints_its_record(tmp_path: Path) 
     assert bad.returncode == 1 and "not a valid selector" in bad.stderr
 
 
+def test_check_config_notes_a_domain_without_its_signing_key(tmp_path: Path) -> None:
+    srv = make_server(tmp_path / "srv", server={"domains": ["example.test"]})
+    assert keygen(srv, "example.test").returncode == 0
+    out = subprocess.run([MAILSUITE, "check-config", str(srv.config_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "dkim" not in out.stdout
+    srv.sections["dkim"] = {"selector": "s2027"}
+    srv.write_config()
+    out = subprocess.run([MAILSUITE, "check-config", str(srv.config_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.endswith("OK\n")
+    assert "note: dkim: example.test is not signed with selector 's2027'" in out.stdout
+
+
 def test_oversigned_header_list() -> None:
     block = b"From: a@example.test\nTo: b@example.test\nReceived: x\nSubject: s\nCc: c@x\nCc: d@x\n"
     names = [h.decode() for h in include_headers(block)]
