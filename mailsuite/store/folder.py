@@ -279,6 +279,13 @@ class FolderDisk:
         except FileNotFoundError:
             return True
 
+    def scan_if_needed(self) -> Changes:
+        """A scan queued behind this folder's own operation (a STORE renaming
+        thousands of files wakes the inotify watch many times) often finds, by the
+        time it runs, that the operation recorded the new mtimes itself: then two stat
+        calls instead of listing the folder again."""
+        return self.scan() if self.needs_scan() else NO_CHANGES
+
     def scan(self) -> Changes:
         """List new/ and cur/ and bring the records in line with them."""
         try:
@@ -931,7 +938,7 @@ class Folder:
                     w.callback(result)
             return result
 
-        return self._op(self._disk.scan, starting=starting).addBoth(fan_out)
+        return self._op(self._disk.scan_if_needed, starting=starting).addBoth(fan_out)
 
     def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str) -> defer.Deferred:
         """Add ('+'), remove ('-') or set ('=') flags; fires with the changed records
