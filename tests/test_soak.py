@@ -16,7 +16,7 @@ from tests.support.soak import soak
 from tests.support.waiting import wait_for
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
-USERS = {f"s{i}@example.test": f"s{i}-pw" for i in range(4)}
+USERS = {f"s{i}@example.test": f"s{i}-pw" for i in range(6)}
 
 
 def test_mixed_load_leaves_no_error_and_flat_memory(tmp_path: Path) -> None:
