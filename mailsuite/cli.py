@@ -12,21 +12,27 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
-from typing import Callable
 
 from mailsuite import config as config_mod
 
-# Later work registers more subcommand groups here: name -> function(subparsers).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+from mailsuite.directory import ldap_cli
+from mailsuite.mailauth import cli as mailauth_cli
+from mailsuite.queue import cli as queue_cli
+from mailsuite.sieve import cli as sieve_cli
+from mailsuite.web import cli as web_cli
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
+    """``--config PATH``; the subcommand's handler then calls ``args.load_config(args)``
+    (and ``args.check_files(cfg)``), so the packages' command modules (queue, ldap,
+    mailauth, sieve) need not import this module or the config module."""
     p.add_argument(
         "--config",
         metavar="PATH",
         default=None,
         help="config file (default: $MAILSUITE_CONFIG, else etc/mailsuite.toml)",
     )
+    p.set_defaults(load_config=load_config, check_files=config_mod.check_files)
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
@@ -47,7 +53,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in e.problems:
             print(line)
         return 1
-    from mailsuite.service import inactive_services, runtime_problems
+    from mailsuite.service import runtime_problems
 
     problems = runtime_problems(cfg)
     for line in problems:
@@ -55,8 +61,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         return 1
 
-    for line in inactive_services(cfg):
-        print(f"note: {line}")
     from mailsuite.mailauth.dkim_sign import KeyRing
 
     # A domain without its signing key still works (its mail leaves unsigned): a note.
@@ -199,25 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arg(p)
     p.set_defaults(func=cmd_user_list)
 
-    for add in EXTRA_COMMANDS:
-        add(sub)
-    _load_extra(sub)
+    for add_commands in (queue_cli.add_commands, ldap_cli.add_commands, mailauth_cli.add_commands,
+                         sieve_cli.add_commands, web_cli.add_commands):
+        add_commands(sub, _add_config_arg)
     return parser
-
-
-def _load_extra(sub: argparse._SubParsersAction) -> None:
-    """Subcommand groups from other packages (queue, ldap), if they are built."""
-    import importlib
-
-    for module in ("mailsuite.queue.cli", "mailsuite.directory.ldap_cli", "mailsuite.mailauth.cli",
-                   "mailsuite.sieve.cli", "mailsuite.web.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
-            continue
-        mod.add_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

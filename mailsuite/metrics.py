@@ -73,10 +73,11 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, clock: Any = None,
                  probe_dir: Path | None = None, pool_stats: Callable[[], Any] | None = None,
-                 shared_dir: Path | None = None) -> None:
+                 shared_dir: Path | None = None, workers: Any = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.clock = clock
+        self.workers = workers  # mailsuite.workers.IWorkers: where the fsync probe runs (with probe_dir)
         # Several processes: values in shared files (see the module docstring).
         self.shared_dir = shared_dir
         if shared_dir is not None:
@@ -316,9 +317,7 @@ class Metrics:
         have no metrics object at hand; timing them there would need a process-wide
         hook.  A probe on the same filesystem every 30 s measures the latency they
         see instead."""
-        from mailsuite import workers
-
-        d = workers.run(_timed_fsync, self.probe_dir)
+        d = self.workers.run(_timed_fsync, self.probe_dir)
         d.addCallbacks(self.fsync_seconds.observe,
                        lambda f: log.warn("metrics: fsync probe failed: {why}", why=f.getErrorMessage()))
         return d

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application import service
-from twisted.internet import reactor, task
+from twisted.internet import task
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
-from mailsuite import config as config_mod, workers
+from mailsuite import config as config_mod
 from mailsuite.auth.portal import make_portal
 from mailsuite.auth.throttle import AuthThrottle, MessageRate
-from mailsuite.directory.files import FileDirectory
+from mailsuite.directory.backends import make_directory
 from mailsuite.dns import resolver as dns_resolver
 from mailsuite.mailauth.dkim_sign import KeyRing, SignPolicy, SigningSink
 from mailsuite.mailauth.dnsbl import DNSBL
@@ -48,8 +48,15 @@ from mailsuite.queue.handover import SpoolWriter
 from mailsuite.smtp.policy import Policy
 from mailsuite.frontend import ConnectionCounts
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
+from mailsuite.imap import service as imap_service
+from mailsuite.managesieve import service as managesieve_service
+from mailsuite.pop3 import service as pop3_service
+from mailsuite.proxy import service as proxy_service
 from mailsuite.store.mailstore import MaildirStore
+from mailsuite.web import service as web_service
+from mailsuite.workers import IWorkers, WorkerPool
 from mailsuite.store.maildir import clean_tmp
+from mailsuite.store.notify import ChangeHub
 from mailsuite.store.watch import make_watcher
 from mailsuite.tls import HandshakeGateFactory, ReloadableContextFactory, TLSConfigError, generate_self_signed
 
@@ -97,27 +104,15 @@ def runtime_problems(cfg: config_mod.Config) -> list[str]:
     return problems
 
 
-def make_directory(cfg: config_mod.Config, metrics: Any = NULL_METRICS) -> IDirectory:
-    d = cfg.directory
-    if d.backend == "ldap":
-        from mailsuite.directory.ldap import make_ldap_directory  # built in its own issue
-
-        return make_ldap_directory(cfg, metrics)
-    return FileDirectory(
-        d.users_file,
-        d.aliases_file,
-        cfg.server.domains,
-        postmaster=cfg.server.postmaster,
-        allow_plaintext_passwords=d.allow_plaintext_passwords,
-        recipient_delimiter=cfg.server.recipient_delimiter,
-    )
-
-
 @dataclass
 class Suite:
-    """The parts every protocol shares, built once per process."""
+    """The parts every protocol shares, built once per process by :func:`build_suite`,
+    in order, each handed to the next."""
 
     config: config_mod.Config
+    reactor: Any  # every timer, thread hop and listener of the suite
+    workers: IWorkers  # the pool for blocking work (fsync, password hashing)
+    hub: ChangeHub  # change notices between sessions and deliveries of this process
     directory: IDirectory
     portal: Any
     realm: Any
@@ -126,11 +121,11 @@ class Suite:
     queue: IMessageSink  # the spool and relay queue (a child service); a worker's SpoolWriter
     dispatcher: IMessageSink  # what the front ends hand messages to (handoff.py)
     tls: ReloadableContextFactory | None
+    # Auth failure counting shared by SMTP, IMAP and POP3 (auth/throttle.py).
+    throttle: AuthThrottle
+    message_rate: MessageRate
     on_start: list[Callable[[], Any]] = field(default_factory=list)
     on_stop: list[Callable[[], Any]] = field(default_factory=list)
-    # Auth failure counting shared by SMTP, IMAP and POP3 (auth/throttle.py).
-    throttle: AuthThrottle = field(default_factory=lambda: AuthThrottle(config_mod.LimitsConfig()))
-    message_rate: MessageRate = field(default_factory=lambda: MessageRate(config_mod.LimitsConfig()))
     # Contexts of services with their own certificate ([tls.<service>]).
     tls_overrides: dict[str, ReloadableContextFactory] = field(default_factory=dict)
     # The one DNS resolver ([dns]): relay MX lookups, mail authentication, DNSBL.
@@ -174,7 +169,8 @@ class Suite:
             ctx = context if context is not None else self.tls
             if ctx is None:
                 raise TLSConfigError("implicit TLS listener without a certificate")
-            gate = HandshakeGateFactory(factory, self.config.tls.handshake_timeout, max_handshakes_per_ip)
+            gate = HandshakeGateFactory(factory, self.config.tls.handshake_timeout, max_handshakes_per_ip,
+                                        clock=self.reactor)
             factory = TLSMemoryBIOFactory(ctx, False, gate)
         self.binder.bind(parent, desc, factory)
 
@@ -216,7 +212,7 @@ def load_tls_overrides(cfg: config_mod.Config) -> dict[str, ReloadableContextFac
     return out
 
 
-def make_sieve_filter(cfg: config_mod.Config, directory: IDirectory) -> Any:
+def make_sieve_filter(cfg: config_mod.Config, directory: IDirectory, workers: IWorkers, hub: ChangeHub) -> Any:
     """The Sieve delivery filter ([sieve]), or None when it is turned off."""
     if not cfg.sieve.enabled:
         return None
@@ -224,7 +220,8 @@ def make_sieve_filter(cfg: config_mod.Config, directory: IDirectory) -> Any:
 
     engine = SieveEngine(cfg.mail_dir, cfg.sieve.before, cfg.sieve.after, cfg.sieve.global_dir,
                          hostname=cfg.server.hostname, check_interval=cfg.sieve.script_check_interval)
-    return SieveFilter(engine, directory, cfg.server.domains, cfg.server.hostname, cfg.queue_dir / "incoming")
+    return SieveFilter(engine, directory, cfg.server.domains, cfg.server.hostname, cfg.queue_dir / "incoming",
+                       workers, hub)
 
 
 def per_process_limits(limits: config_mod.LimitsConfig, role: ProcessRole) -> config_mod.LimitsConfig:
@@ -248,22 +245,29 @@ def per_process_limits(limits: config_mod.LimitsConfig, role: ProcessRole) -> co
                    messages_per_user=share(limits.messages_per_user))
 
 
-def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE) -> Suite:
-    workers.configure(cfg.server.thread_pool_size)
+def build_suite(cfg: config_mod.Config, reactor: Any, binder: IListenerBinder | None = None,
+                role: ProcessRole = SINGLE) -> Suite:
+    """The shared parts, built in order and each handed to the next: worker pool and
+    change hub, metrics, directory and portal, store, local delivery (with its
+    filters), queue, dispatcher (wrapped by the mail-authentication sinks)."""
+    workers = WorkerPool(reactor, cfg.server.thread_pool_size)
+    hub = ChangeHub()
     if role.kind != "single":
         use_process_slot(role.index, role.count)
     # Several processes share their values through files (mailsuite/metrics.py).
     shared = metrics_dir(cfg) if role.kind != "single" else None
-    metrics = (Metrics(probe_dir=cfg.server.data_dir, pool_stats=workers.statistics, shared_dir=shared)
+    metrics = (Metrics(clock=reactor, probe_dir=cfg.server.data_dir, pool_stats=workers.statistics,
+                       shared_dir=shared, workers=workers)
                if cfg.http.metrics else NULL_METRICS)
-    directory = make_directory(cfg, metrics)
+    directory = make_directory(cfg, workers, metrics)
     portal, realm = make_portal(directory)
     realm.register(ISMTPAvatar, lambda account: account)
     # Built in order, each part handed to the next (nothing patched in afterwards):
     # store -> local delivery -> queue -> dispatcher -> the SMTP listeners.
     resolver = dns_resolver.from_config(cfg.dns, reactor)
-    store = MaildirStore(cfg.mail_dir, watcher=make_watcher(reactor, cfg.imap.change_poll_interval))
-    sieve = make_sieve_filter(cfg, directory)
+    store = MaildirStore(cfg.mail_dir, workers, hub, reactor,
+                         watcher=make_watcher(reactor, cfg.imap.change_poll_interval))
+    sieve = make_sieve_filter(cfg, directory, workers, hub)
     local = LocalDelivery(store, filters=[EnvelopeFolderFilter()] + ([sieve] if sieve is not None else []))
     # DKIM: our own users' mail and our DSNs are signed once, as they enter.
     keyring = KeyRing(cfg.dkim, cfg.server.data_dir, cfg.server.domains)
@@ -282,8 +286,9 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
     rewriter = SenderRewriter(srs, ours, cfg.server.domains) if srs is not None else None
     # With several processes the parent alone runs the queue; a worker writes the
     # spool and hands the message over (queue/handover.py).
-    queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel) if role.kind == "worker"
-                           else build_queue(cfg, local, directory, resolver, reactor, wrap_dsn_sink=signing, metrics=metrics,
+    queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel, workers) if role.kind == "worker"
+                           else build_queue(cfg, local, directory, resolver, reactor, workers, wrap_dsn_sink=signing,
+                                            metrics=metrics,
                                             sender_rewriter=rewriter))
     dispatcher = signing(Dispatcher(local, queue, metrics=metrics))
     if sieve is not None:
@@ -300,10 +305,11 @@ def build_suite(cfg: config_mod.Config, binder: IListenerBinder | None = None, r
         dispatcher = CheckingSink(dispatcher, checker, SignPolicy(cfg.server.relay_networks), auth_pool.run,
                                   cfg.server.hostname)
     suite = Suite(
-        cfg, directory, portal, realm, store, local, queue, dispatcher, load_tls(cfg),
-        throttle=AuthThrottle(per_process_limits(cfg.limits, role), metrics=metrics,
+        config=cfg, reactor=reactor, workers=workers, hub=hub, directory=directory, portal=portal, realm=realm,
+        store=store, local=local, queue=queue, dispatcher=dispatcher, tls=load_tls(cfg),
+        throttle=AuthThrottle(per_process_limits(cfg.limits, role), reactor, metrics=metrics,
                               default_domain=cfg.server.domains[0] if cfg.server.domains else None),
-        message_rate=MessageRate(per_process_limits(cfg.limits, role)),
+        message_rate=MessageRate(per_process_limits(cfg.limits, role), reactor),
         tls_overrides=load_tls_overrides(cfg),
         resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve, srs=srs,
         metrics=metrics,
@@ -358,37 +364,6 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
             )
 
 
-# Later capabilities add themselves here: name -> function(suite, parent).
-LISTENER_BUILDERS: dict[str, Callable[[Suite, service.MultiService], None]] = {
-    "smtp": _smtp_listeners,
-}
-
-
-def _optional_builders() -> None:
-    """Import the protocol packages that provide listener builders, if built."""
-    import importlib
-
-    for name in ("imap", "pop3", "web", "managesieve", "proxy"):
-        try:
-            mod = importlib.import_module(f"mailsuite.{name}.service")
-        except ModuleNotFoundError as e:
-            if e.name not in (f"mailsuite.{name}", f"mailsuite.{name}.service"):
-                raise
-            continue
-        LISTENER_BUILDERS[name] = mod.add_services
-
-
-def inactive_services(cfg: config_mod.Config) -> list[str]:
-    """Configured listeners whose protocol this build does not serve yet."""
-    _optional_builders()
-    out = []
-    for name in ("imap", "pop3"):
-        svc = getattr(cfg, name)
-        if name not in LISTENER_BUILDERS and (svc.listen or svc.listen_tls):
-            out.append(f"{name}: configured but not active in this version (not built yet)")
-    return out
-
-
 class _Lifecycle(service.Service):
     """Creates folders and cleans leftovers after privileges are dropped; runs the
     suite's start and stop hooks; reloads TLS on SIGHUP."""
@@ -406,26 +381,22 @@ class _Lifecycle(service.Service):
             log.info("queue: removed {n} incomplete incoming file(s) left by a crash", n=n)
         if self.suite.tls is not None or self.suite.tls_overrides:
             try:
-                signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(self.suite.reload_tls))
+                signal.signal(signal.SIGHUP, lambda *_: self.suite.reactor.callFromThread(self.suite.reload_tls))
             except ValueError:  # not the main thread (tests)
                 pass
         for hook in self.suite.on_start:
             hook()
         if owns_state:
             self._tmp_cleaner = task.LoopingCall(self._clean_tmp)
+            self._tmp_cleaner.clock = self.suite.reactor
             self._tmp_cleaner.start(6 * 3600, now=True)
-        if self.suite.role.kind == "worker":
-            return
-        for line in inactive_services(cfg):
-            log.warn("{line}", line=line)
-        log.info("mailsuite started for domains {domains}", domains=", ".join(cfg.server.domains))
 
     def _clean_tmp(self) -> None:
         def report(n: int) -> None:
             if n:
                 log.info("store: removed {n} abandoned file(s) from Maildir tmp/ folders", n=n)
 
-        d = workers.run(clean_tmp, self.suite.config.mail_dir)
+        d = self.suite.workers.run(clean_tmp, self.suite.config.mail_dir)
         d.addCallbacks(report, lambda f: log.failure("store: tmp/ cleanup failed", f))
 
     def stopService(self) -> Any:
@@ -436,17 +407,36 @@ class _Lifecycle(service.Service):
             hook()
 
 
+class _Started(service.Service):
+    """The last child: its log line says every service before it has started (the
+    listeners accept connections earlier, from privilegedStartService on; the queue's
+    spool exists only from its startService)."""
+
+    def __init__(self, domains: tuple[str, ...]) -> None:
+        self.domains = domains
+
+    def startService(self) -> None:
+        super().startService()
+        log.info("mailsuite started for domains {domains}", domains=", ".join(self.domains))
+
+
 def build_service(
-    cfg: config_mod.Config, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE
+    cfg: config_mod.Config, reactor: Any, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE
 ) -> tuple[service.MultiService, Suite]:
-    suite = build_suite(cfg, binder, role)
+    """The whole application: the suite's parts, the queue, then every listener."""
+    suite = build_suite(cfg, reactor, binder, role)
     top = service.MultiService()
     _Lifecycle(suite).setServiceParent(top)
     if isinstance(suite.queue, QueueManager):
-        suite.queue.setServiceParent(top)
-    _optional_builders()
-    for build in LISTENER_BUILDERS.values():
-        build(suite, top)
+        suite.queue.setServiceParent(top)  # started before, stopped after the listeners
+    _smtp_listeners(suite, top)
+    imap_service.add_services(suite, top)
+    pop3_service.add_services(suite, top)
+    web_service.add_services(suite, top)
+    managesieve_service.add_services(suite, top)
+    proxy_service.add_services(suite, top)
+    if role.kind != "worker":
+        _Started(cfg.server.domains).setServiceParent(top)
     return top, suite
 
 
@@ -473,10 +463,13 @@ def makeService(options: Options) -> service.IService:
 
 
 def _make_top(options: Options) -> service.IService:
+    # The one place that names the global reactor: twistd has installed it by now.
+    from twisted.internet import reactor
+
     cfg = options["parsed"]
     n = process_count(cfg)
     if n == 1:
-        top, _suite = build_service(cfg)
+        top, _suite = build_service(cfg, reactor)
         return top
     # Several processes: this one binds every listener (as root, before twistd drops
     # privileges), runs the relay queue, and starts n workers that serve the protocols.
@@ -484,7 +477,7 @@ def _make_top(options: Options) -> service.IService:
 
     binder = SharingBinder(reactor)
     clear_shared_values(metrics_dir(cfg))
-    top, suite = build_service(cfg, binder, PARENT)
+    top, suite = build_service(cfg, reactor, binder, PARENT)
     manager = suite.queue
     WorkerSupervisor(
         reactor, n, options["config_path"], binder, on_queued=manager.adopt, ready=manager.when_loaded,

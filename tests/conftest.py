@@ -39,11 +39,13 @@ def server_factory(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """A MaildirStore in tmp_path whose blocking work runs inline (Deferreds fire at once)."""
-    from mailsuite import workers
-    from mailsuite.store.mailstore import MaildirStore
-    from tests.support.store import inline_run
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A MaildirStore in tmp_path whose blocking work runs inline (Deferreds fire at
+    once), on a clock that only moves when a test advances it."""
+    from twisted.internet.task import Clock
 
-    monkeypatch.setattr(workers, "run", inline_run)
-    return MaildirStore(tmp_path / "mail", linger=0)
+    from mailsuite.store.mailstore import MaildirStore
+    from mailsuite.store.notify import ChangeHub
+    from mailsuite.workers import InlineWorkers
+
+    return MaildirStore(tmp_path / "mail", InlineWorkers(), ChangeHub(), Clock(), linger=0)

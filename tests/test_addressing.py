@@ -16,6 +16,7 @@ from mailsuite.config import LDAPConfig
 from mailsuite.directory.files import FileDirectory, parse_aliases
 from mailsuite.directory.interface import Resolution, base_address
 from mailsuite.directory.ldap_client import LDAPClient
+from mailsuite.workers import InlineWorkers
 from tests.support.server import Server
 from tests.support.slapd import ADMIN_DN, ADMIN_PW, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, slapd_available
 from tests.support.tls import make_ca
@@ -43,7 +44,7 @@ def file_directory(tmp_path: Path, aliases: str, delimiter: str = "+") -> FileDi
     (tmp_path / "users").write_text("alice@example.test:x\nbob@example.test:x\nyves@other.test:x\n")
     (tmp_path / "aliases").write_text(aliases)
     return FileDirectory(tmp_path / "users", tmp_path / "aliases", ("example.test", "other.test"),
-                         recipient_delimiter=delimiter)
+                         recipient_delimiter=delimiter, workers=InlineWorkers())
 
 
 def test_catch_all_takes_unknown_addresses_of_its_domain_only(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ def test_recipient_delimiter_is_configurable(tmp_path: Path, delimiter: str, add
 def test_idn_domain_in_either_form_in_users_and_aliases(tmp_path: Path) -> None:
     (tmp_path / "users").write_text("jörg@xn--bcher-kva.example:x\n")
     (tmp_path / "aliases").write_text("@bücher.example: jörg\n")
-    d = FileDirectory(tmp_path / "users", tmp_path / "aliases", ("bücher.example",))
+    d = FileDirectory(tmp_path / "users", tmp_path / "aliases", ("bücher.example",), workers=InlineWorkers())
     assert d.resolve_now("JÖRG@bücher.example") == Resolution(("jörg@bücher.example",))
     assert d.resolve_now("other@xn--bcher-kva.example") == Resolution(("jörg@bücher.example",))
 

@@ -230,15 +230,12 @@ def test_user_commands_with_a_broken_config(tmp_path: Path) -> None:
     assert "Traceback" not in p.stderr
 
 
-def test_users_added_by_the_cli_can_log_in(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from twisted.internet import defer
-
-    from mailsuite import workers
+def test_users_added_by_the_cli_can_log_in(cfg: Path) -> None:
     from mailsuite.directory.files import FileDirectory
+    from mailsuite.workers import InlineWorkers
 
     run("user", "add", "a@example.test", "--password-stdin", "--config", str(cfg), stdin="pw-a\n")
-    d = FileDirectory(users_file(cfg), cfg.parent / "aliases", ("example.test",))
-    monkeypatch.setattr(workers, "run", lambda f, *a, **k: defer.maybeDeferred(f, *a, **k))
+    d = FileDirectory(users_file(cfg), cfg.parent / "aliases", ("example.test",), workers=InlineWorkers())
     got: list = []
     d.authenticate("a@example.test", "pw-a").addBoth(got.append)
     assert got[0].name == "a@example.test"

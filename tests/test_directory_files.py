@@ -12,7 +12,7 @@ import pytest
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 
-from mailsuite import workers
+from mailsuite.workers import InlineWorkers
 from mailsuite.directory.files import (
     FileDirectory,
     FileFormatError,
@@ -28,16 +28,11 @@ from tests.support.server import hashed
 DOMAINS = ("example.test", "other.test")
 
 
-@pytest.fixture(autouse=True)
-def inline_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run 'blocking' work inline so Deferreds fire at once (no reactor in unit tests)."""
-    monkeypatch.setattr(workers, "run", lambda f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
-
-
 def make_dir(tmp_path: Path, users: str, aliases: str = "", **kw) -> FileDirectory:  # type: ignore[no-untyped-def]
     (tmp_path / "users").write_text(users)
     (tmp_path / "aliases").write_text(aliases)
-    return FileDirectory(tmp_path / "users", tmp_path / "aliases", DOMAINS, **kw)
+    # 'Blocking' work runs inline so Deferreds fire at once (no reactor in unit tests).
+    return FileDirectory(tmp_path / "users", tmp_path / "aliases", DOMAINS, workers=InlineWorkers(), **kw)
 
 
 USERS = (
@@ -212,7 +207,7 @@ def test_broken_edit_keeps_the_last_good_version(tmp_path: Path) -> None:
 
 
 def test_missing_files_mean_no_users(tmp_path: Path) -> None:
-    d = FileDirectory(tmp_path / "nope", tmp_path / "nope2", DOMAINS)
+    d = FileDirectory(tmp_path / "nope", tmp_path / "nope2", DOMAINS, workers=InlineWorkers())
     assert d.resolve_now("alice@example.test") is None
 
 

@@ -10,7 +10,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from zope.interface import Interface
 
-from mailsuite import workers
+from mailsuite.workers import InlineWorkers
 from mailsuite.auth.portal import make_portal
 from mailsuite.directory.files import FileDirectory
 from mailsuite.directory.interface import Account
@@ -25,16 +25,12 @@ class IOther(Interface):
     pass
 
 
-@pytest.fixture(autouse=True)
-def inline_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workers, "run", lambda f, *a, **kw: defer.maybeDeferred(f, *a, **kw))
-
-
 @pytest.fixture
 def directory(tmp_path: Path) -> FileDirectory:
     (tmp_path / "users").write_text(f"alice@example.test:{hashed('alice-pw')}\n")
     (tmp_path / "aliases").write_text("")
-    return FileDirectory(tmp_path / "users", tmp_path / "aliases", ("example.test",))
+    # Password checks run inline: Deferreds fire at once (no reactor in unit tests).
+    return FileDirectory(tmp_path / "users", tmp_path / "aliases", ("example.test",), workers=InlineWorkers())
 
 
 def outcome(d: defer.Deferred):  # type: ignore[no-untyped-def]

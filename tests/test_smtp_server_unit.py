@@ -15,6 +15,7 @@ from twisted.internet.testing import StringTransport
 from mailsuite.config import SMTPConfig
 from mailsuite.directory.files import FileDirectory
 from mailsuite.handoff import PermanentFailure, TemporaryFailure
+from mailsuite.workers import InlineWorkers
 from mailsuite.smtp.policy import Policy
 from mailsuite.smtp.server import SMTPFactoryConfig, SMTPServerFactory
 from tests.support.server import hashed
@@ -35,7 +36,7 @@ class SlowDispatcher:
 def connect(tmp_path: Path, dispatcher: SlowDispatcher, timeout: int = 10):  # type: ignore[no-untyped-def]
     (tmp_path / "users").write_text(f"alice@example.test:{hashed('pw')}\n")
     (tmp_path / "aliases").write_text("")
-    directory = FileDirectory(tmp_path / "users", tmp_path / "aliases", ("example.test",))
+    directory = FileDirectory(tmp_path / "users", tmp_path / "aliases", ("example.test",), workers=InlineWorkers())
     policy = Policy(directory, ("example.test",), (ipaddress.ip_network("127.0.0.0/8"),))
     conf = SMTPFactoryConfig(
         hostname="mx.example.test",

@@ -16,7 +16,7 @@ from mailsuite.store.errors import MessageGone, TooManyKeywords
 from mailsuite.store.folder import FolderDisk
 from mailsuite.store.maildir import account_dir
 from mailsuite.store.mailstore import MaildirStore
-from tests.support.store import ACCOUNT, deliver, resolve
+from tests.support.store import ACCOUNT, deliver, resolve, same_store
 
 MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
 
@@ -61,7 +61,7 @@ def test_uids_survive_a_restart(store: MaildirStore, tmp_path: Path) -> None:
     before = [(r.uid, r.base) for r in folder.messages()]
     validity = folder.uidvalidity
     resolve(folder.close())
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert [(r.uid, r.base) for r in again.messages()] == before
     assert again.uidvalidity == validity
 
@@ -74,7 +74,7 @@ def test_uids_survive_a_restart_without_an_index(store: MaildirStore) -> None:
     resolve(folder.close())
     (inbox_dir(store) / "mailsuite-index").unlink()
     deliver(store.mail_dir, MSG)
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert [r.uid for r in again.messages()] == [2, 3, 4]
 
 
@@ -85,7 +85,7 @@ def test_expunged_uid_is_never_reused(store: MaildirStore) -> None:
     assert resolve(folder.expunge([2])) == [2]
     resolve(folder.close())
     deliver(store.mail_dir, MSG)
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert [r.uid for r in again.messages()] == [1, 3]
 
 
@@ -196,13 +196,11 @@ def test_sync_within_the_same_clock_tick_rescans(store: MaildirStore) -> None:
 
 
 def test_delivery_notice_syncs_and_calls_listeners(store: MaildirStore) -> None:
-    from mailsuite.store import notify
-
     folder = open_inbox(store)
     seen = []
     folder.add_listener(lambda f: seen.append([r.uid for r in f.messages()]))
     deliver(store.mail_dir, MSG)
-    notify.changed(ACCOUNT, "INBOX")
+    store.hub.changed(ACCOUNT, "INBOX")
     assert seen == [[1]]
     resolve(folder.close())
 
@@ -296,7 +294,7 @@ def test_open_message_finds_a_file_renamed_by_another_tool(store: MaildirStore) 
 def test_two_stores_agree_on_uids_flags_and_expunges(store: MaildirStore) -> None:
     deliver(store.mail_dir, MSG)
     a = open_inbox(store)
-    b = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    b = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert [r.uid for r in b.messages()] == [1]
     uid = resolve(a.append(b"x\r\n", [], None))
     deliver(store.mail_dir, MSG)
@@ -320,7 +318,7 @@ def test_cache_values_persist_with_the_index(store: MaildirStore) -> None:
     folder = open_inbox(store)
     folder.cache_put(1, "envelope", ["a", None, [1, 2]])
     resolve(folder.close())
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert again.cache_get(1, "envelope") == ["a", None, [1, 2]]
     assert again.cache_get(1, "bodystructure") is None
 
@@ -345,7 +343,7 @@ def test_a_corrupt_uidlist_gets_a_new_uidvalidity(store: MaildirStore) -> None:
     resolve(folder.close())
     (inbox_dir(store) / "mailsuite-uidlist").write_text("garbage")
     (inbox_dir(store) / "mailsuite-index").unlink()
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert again.uidvalidity > old and [r.uid for r in again.messages()] == [1]
 
 
@@ -401,7 +399,7 @@ def test_indexed_folder_opens_without_listing_or_reading_messages(store: Maildir
     resolve(folder.close())
     monkeypatch.setattr(os, "listdir", lambda *a: pytest.fail("listed a directory"))
     started = time.perf_counter()
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     elapsed = time.perf_counter() - started
     assert len(again.messages()) == 20000 and again.get(20000).flags == {"\\Seen"}
     assert elapsed < 1.0  # ~0.04 s here; 100,000 messages take ~0.15-0.2 s
@@ -415,7 +413,7 @@ def test_stale_index_is_corrected_by_a_rescan(store: MaildirStore) -> None:
     path = inbox_dir(store)
     (path / "cur" / folder.get(2).filename).unlink()  # behind the index's back
     deliver(store.mail_dir, MSG)
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     assert [r.uid for r in again.messages()] == [1, 3, 4]
 
 
@@ -424,7 +422,7 @@ def test_message_moved_back_to_new_keeps_its_uid(store: MaildirStore) -> None:
     deliver(store.mail_dir, MSG)
     folder = open_inbox(store)
     resolve(folder.close())
-    again = resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    again = resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
     path = inbox_dir(store)
     name = again.get(1).filename
     os.rename(path / "cur" / name, path / "new" / names.base_name(name))
@@ -455,7 +453,7 @@ def test_a_torn_last_uidlist_line_is_repaired(store: MaildirStore, from_index: b
     folder = open_inbox(store)
     if from_index:  # the fast open path holds only part of the uidlist in memory
         resolve(folder.close())
-        folder = resolve(MaildirStore(store.mail_dir, linger=0).open_folder(ACCOUNT, "INBOX"))
+        folder = resolve(same_store(store, linger=0).open_folder(ACCOUNT, "INBOX"))
     with open(inbox_dir(store) / "mailsuite-uidlist", "a") as f:
         f.write("7 half-writ")  # a writer died mid-append
     deliver(store.mail_dir, MSG)

@@ -87,10 +87,10 @@ def _norm_login(login: str | bytes, default_domain: str | None = None) -> str:
 class AuthThrottle:
     """Counts auth failures per client IP and per login; see the module docstring."""
 
-    def __init__(self, limits: Any, clock: Any = None, metrics: Any = None,
-                 default_domain: str | None = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+    def __init__(self, limits: Any, clock: Any, metrics: Any = None,
+                 default_domain: str | None = None, max_entries: int = MAX_ENTRIES) -> None:
+        """``clock``: the reactor (or a test's Clock); ``max_entries`` bounds memory."""
+        self.max_entries = max_entries
         if metrics is None:
             from mailsuite.metrics import NULL as metrics  # type: ignore[no-redef]
         self.metrics = metrics
@@ -206,7 +206,7 @@ class AuthThrottle:
         return e
 
     def _new(self, key: tuple[str, str]) -> _Entry:
-        if len(self._entries) >= MAX_ENTRIES:
+        if len(self._entries) >= self.max_entries:
             self._prune()
         e = self._entries[key] = _Entry()
         return e
@@ -215,13 +215,13 @@ class AuthThrottle:
         now = self.clock.seconds()
         for key in list(self._entries):
             self._current(key, now)
-        if len(self._entries) >= MAX_ENTRIES:
+        if len(self._entries) >= self.max_entries:
             # Still full: drop the quarter seen least recently, fewest failures first
             # (never one refusing now).
             victims = sorted(
                 (k for k, e in self._entries.items() if e.refused_until <= now),
                 key=lambda k: (self._entries[k].last, self._entries[k].failures),
-            )[: MAX_ENTRIES // 4]
+            )[: self.max_entries // 4]
             for k in victims:
                 del self._entries[k]
 
@@ -241,9 +241,7 @@ class MessageRate:
     """Messages per authenticated user in a sliding window (``[limits]
     messages_per_user`` per ``message_rate_window`` seconds; 0 turns it off)."""
 
-    def __init__(self, limits: Any, clock: Any = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+    def __init__(self, limits: Any, clock: Any) -> None:
         self.limits = limits
         self.clock = clock
         self._sent: dict[str, list[float]] = {}

@@ -34,7 +34,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite import fsutil, workers
+from mailsuite import fsutil
 from mailsuite.directory.interface import (
     Account,
     DirectoryUnavailable,
@@ -44,6 +44,7 @@ from mailsuite.directory.interface import (
     normalize_address,
 )
 from mailsuite.directory.passwords import check_password
+from mailsuite.workers import IWorkers
 
 log = Logger(namespace="mailsuite.directory")
 
@@ -194,7 +195,11 @@ class FileDirectory:
         postmaster: str = "",
         allow_plaintext_passwords: bool = False,
         recipient_delimiter: str = "+",
+        *,
+        workers: IWorkers,
     ) -> None:
+        """``workers``: where password hashes are checked (bcrypt/argon2 block)."""
+        self.workers = workers
         self.domains = tuple(domains)
         self.postmaster = normalize_address(postmaster) if postmaster else ""
         self.allow_plaintext = allow_plaintext_passwords
@@ -303,7 +308,7 @@ class FileDirectory:
         if entry is not None and self._cache.hit(entry.address, entry.password_hash, password):
             return defer.succeed(Account(entry.address, entry.quota, entry.host))
         stored = entry.password_hash if entry else None
-        d = workers.run(check_password, password, stored, self.allow_plaintext)
+        d = self.workers.run(check_password, password, stored, self.allow_plaintext)
 
         def checked(ok: bool) -> Account:
             if not ok or entry is None:

@@ -12,19 +12,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import Any, Callable
 
-from mailsuite import config as config_mod
 
 EXIT_REFUSED, EXIT_CONFIG, EXIT_UNAVAILABLE = 1, 2, 3
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from mailsuite.cli import load_config
-
-    cfg = load_config(args)
+    cfg = args.load_config(args)
     lc = cfg.directory.ldap
-    problems = config_mod.check_files(cfg) if cfg.directory.backend == "ldap" else []
+    problems = args.check_files(cfg) if cfg.directory.backend == "ldap" else []
     if not lc.servers or not lc.base_dn:
         problems.append("directory.ldap: set servers and base_dn first")
     if problems:
@@ -139,9 +136,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         client.close()
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    from mailsuite.cli import _add_config_arg
-
+def add_commands(sub: argparse._SubParsersAction, add_config_arg: Callable[[Any], None]) -> None:
+    """``add_config_arg(parser)`` (from mailsuite.cli) adds ``--config`` and sets
+    ``args.load_config`` (and ``args.check_files``): this package never imports mailsuite.cli."""
     ldap = sub.add_parser(
         "ldap",
         help="check the LDAP directory settings",
@@ -157,7 +154,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("login", metavar="LOGIN", help="what a user types as login, e.g. alice or alice@example.org")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_test)
     p = lsub.add_parser(
         "lookup",
@@ -166,5 +163,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "forwards it delivers to (groups expanded if expand_groups is set).",
     )
     p.add_argument("address", metavar="ADDRESS", help="a recipient address in a local domain")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_lookup)

@@ -15,7 +15,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite import mutf7, workers
+from mailsuite import mutf7
 from mailsuite import mime
 from mailsuite.imap import msgdata, search, wire
 from mailsuite.imap.account import IMAPAccount
@@ -447,7 +447,7 @@ class MailboxCommands:
 
             step = 2000
             for i in range(0, len(pairs), step):
-                found.extend(await workers.run(scan, pairs[i : i + step]))
+                found.extend(await folder.workers.run(scan, pairs[i : i + step]))
         self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
         return f"{'UID ' if uid else ''}SEARCH completed"
 
@@ -471,7 +471,7 @@ class MailboxCommands:
             return out
 
         for i in range(0, len(missing), 2000):
-            for u, data in await workers.run(load, missing[i : i + 2000]):
+            for u, data in await folder.workers.run(load, missing[i : i + 2000]):
                 if data is not None:
                     folder.remember_header(u, data)
         cache_get = folder.cache_get
@@ -585,7 +585,7 @@ class MailboxCommands:
                     j += 1
                 next_ahead = j
                 if len(want) > 1 or total > 256 * 1024:
-                    for u, data in await workers.run(read_many, want):
+                    for u, data in await folder.workers.run(read_many, want):
                         if data is not None:
                             (heads if header_only else ahead)[u] = data
             try:

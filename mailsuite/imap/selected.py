@@ -33,12 +33,10 @@ LINGER_SECONDS = 120.0
 
 def linger(folder: IFolder) -> None:
     """Give back a session's reference to ``folder`` a little later (see LINGER_SECONDS)."""
-    from twisted.internet import reactor
-
     # What the store does at the last close, now: a big folder's freshly built index and
     # cache reach the disk even if the process stops before the reference is returned.
     folder.save_index()
-    reactor.callLater(LINGER_SECONDS, folder.close)  # type: ignore[attr-defined]
+    folder.reactor.callLater(LINGER_SECONDS, folder.close)
 
 
 # The UIDs of each open folder's current message list, as one array shared by every

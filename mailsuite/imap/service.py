@@ -1,6 +1,6 @@
 """IMAP listeners: STARTTLS on ``[imap] listen``, implicit TLS on ``[imap] listen_tls``.
 
-``add_services(suite, parent)`` is found by mailsuite.service; it registers the IMAP
+``add_services(suite, parent)`` is called by mailsuite.service; it registers the IMAP
 avatar with the shared realm and adds one listener per configured endpoint.
 """
 
@@ -48,8 +48,7 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
     suite.on_start.append(clean_spool)
     shutdown = _Shutdown(store)
     shutdown.setServiceParent(parent)
-    tls_for = getattr(suite, "tls_for", None)
-    ctx = tls_for("imap") if tls_for is not None else suite.tls
+    ctx = suite.tls_for("imap")
     connections = ConnectionCounts()  # one count per client IP for 143 and 993 together
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
         conf = IMAPFactoryConfig(
@@ -59,12 +58,10 @@ def add_services(suite: Any, parent: service.MultiService) -> None:
             tls_context=ctx,
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
-            throttle=getattr(suite, "throttle", None),
+            throttle=suite.throttle,
             spool_dir=spool,
         )
-        extra = {}
-        if implicit and tls_for is not None:
-            extra = {"context": ctx, "max_handshakes_per_ip": cfg.tls.max_handshakes_per_ip}
         factory = IMAPServerFactory(conf, connections)
         shutdown.factories.append(factory)
-        suite.listener(parent, desc, factory, implicit, **extra)
+        suite.listener(parent, desc, factory, implicit, context=ctx,
+                       max_handshakes_per_ip=cfg.tls.max_handshakes_per_ip)

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from mailsuite.mailauth import dkim_keys
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from mailsuite.cli import load_config
-
-    return load_config(args)
+    return args.load_config(args)
 
 
 def cmd_dkim_keygen(args: argparse.Namespace) -> int:
@@ -76,9 +74,9 @@ def cmd_dns_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    from mailsuite.cli import _add_config_arg
-
+def add_commands(sub: argparse._SubParsersAction, add_config_arg: Callable[[Any], None]) -> None:
+    """``add_config_arg(parser)`` (from mailsuite.cli) adds ``--config`` and sets
+    ``args.load_config`` (and ``args.check_files``): this package never imports mailsuite.cli."""
     dk = sub.add_parser("dkim", help="DKIM signing keys", description="Manage DKIM signing keys.")
     dsub = dk.add_subparsers(dest="dkim_command", metavar="ACTION", required=True)
     p = dsub.add_parser("keygen", help="make a signing key and print its DNS record",
@@ -88,7 +86,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("domain", help="the signing domain, e.g. example.org")
     p.add_argument("--selector", help="selector (default: [dkim] selector, or the domain's entry in selectors)")
     p.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa", help="rsa (2048 bits, default) or ed25519")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_dkim_keygen)
 
     p = sub.add_parser("dns-records", help="print the DNS records a domain should publish (zone-file lines)",
@@ -96,11 +94,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "DKIM (each key on disk), DMARC, TLS-RPT, MTA-STS, RFC 6186 SRV records "
                                    "and the autoconfig CNAMEs.")
     p.add_argument("domain")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_dns_records)
     p = sub.add_parser("dns-check", help="look up a domain's records and say which are missing or differ",
                        description="Look up every record dns-records prints (through [dns]) and say which "
                                    "are missing or differ.  Exit status 1 if any is.")
     p.add_argument("domain")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_dns_check)

@@ -35,7 +35,6 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from mailsuite import workers
 from mailsuite.frontend import (
     MANAGESIEVE_ANSWERS, ConnectionCounts, Credentials, LoginFailed, LoginGate, Outcome, RequestDeadline, SASLError,
     SASLExchange, Slot, set_no_delay,
@@ -75,6 +74,7 @@ class ManageSieveConfigBundle:
     tls_context: Any
     implicit_tls: bool
     allow_plaintext_auth: bool
+    workers: Any  # mailsuite.workers.IWorkers: script files are read and written there
     on_change: Callable[[str], None] | None = None  # an account's scripts changed (delivery's cache)
 
 
@@ -486,7 +486,7 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
     # -- authenticated ----------------------------------------------------------------
 
     def _in_worker(self, f: Callable[..., Any], *a: Any) -> defer.Deferred:
-        return workers.run(f, *a)
+        return self.conf.workers.run(f, *a)
 
     def _check_space(self, scripts: UserScripts, name: str, size: int) -> None:
         if size > self.svc.max_script_size:

@@ -36,6 +36,7 @@ def add_services(suite: Any, parent: Any) -> None:
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
             on_change=sieve.engine.invalidate if sieve is not None else None,
+            workers=suite.workers,
         )
         factory = ManageSieveFactory(conf, connections)
         if implicit:

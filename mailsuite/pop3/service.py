@@ -19,13 +19,13 @@ def add_services(suite: Any, parent: Any) -> None:
     suite.realm.register(IPOP3Account, lambda account: POP3Account(store.account(account.name)))
     connections = ConnectionCounts()
     locks = MaildropLocks(suite.store.account_dir)
-    tls = suite.tls_for("pop3") if hasattr(suite, "tls_for") else suite.tls
+    tls = suite.tls_for("pop3")
     for desc, implicit in [(d, False) for d in svc.listen] + [(d, True) for d in svc.listen_tls]:
         conf = POP3FactoryConfig(
             hostname=cfg.server.hostname,
             service=svc,
             portal=suite.portal,
-            throttle=getattr(suite, "throttle", None),
+            throttle=suite.throttle,
             tls_context=tls,
             implicit_tls=implicit,
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,

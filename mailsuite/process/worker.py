@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         inherited.append(SharedSocket(desc, int(fd), int(family)))
     cfg = config_mod.load(args.config)
     role = WorkerRole(index=args.index, count=args.count, channel=ParentChannel(CONTROL_FD))
-    top, _suite = service_mod.build_service(cfg, binder=AdoptingBinder(reactor, inherited), role=role)
+    top, _suite = service_mod.build_service(cfg, reactor, binder=AdoptingBinder(reactor, inherited), role=role)
     top.privilegedStartService()
     top.startService()
     Logger(namespace="mailsuite.process").info("process: worker {n} serving (pid {pid})", n=args.index, pid=os.getpid())

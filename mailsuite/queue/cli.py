@@ -10,6 +10,7 @@ lock is free) they edit the spool themselves under that lock.  See
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
 import sys
 import time
 
@@ -18,9 +19,7 @@ from mailsuite.queue.spool import Record, SpoolPaths
 
 
 def _paths(args: argparse.Namespace) -> SpoolPaths:
-    from mailsuite.cli import load_config
-
-    return SpoolPaths(load_config(args).queue_dir)
+    return SpoolPaths(args.load_config(args).queue_dir)
 
 
 def _age(seconds: float) -> str:
@@ -192,9 +191,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return _act(args, "delete", args.id)
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from mailsuite.cli import _add_config_arg
-
+def add_commands(subparsers: argparse._SubParsersAction, add_config_arg: Callable[[Any], None]) -> None:
+    """``add_config_arg(parser)`` (from mailsuite.cli) adds ``--config`` and sets
+    ``args.load_config`` (and ``args.check_files``): this package never imports mailsuite.cli."""
     queue = subparsers.add_parser(
         "queue", help="inspect and steer the relay queue",
         description="Inspect and steer the relay queue (works while the server runs).",
@@ -216,5 +215,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument("--body", action="store_true", help="print the whole message instead of its headers")
         if name == "delete":
             p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-        _add_config_arg(p)
+        add_config_arg(p)
         p.set_defaults(func=func)

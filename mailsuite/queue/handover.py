@@ -25,9 +25,10 @@ from mailsuite.queue.spool import SpoolPaths
 
 @implementer(IMessageSink)
 class SpoolWriter:
-    def __init__(self, queue_dir: Path, channel: Any) -> None:
+    def __init__(self, queue_dir: Path, channel: Any, workers: Any) -> None:
         self.paths = SpoolPaths(queue_dir)
         self.channel = channel
+        self.workers = workers  # mailsuite.workers.IWorkers, for the spool's fsyncs
 
     def accept(self, envelope: Envelope, body: BodyFile) -> defer.Deferred:
         rec = record_from_envelope(envelope, body.size, body.lines)
@@ -36,4 +37,4 @@ class SpoolWriter:
             self.channel.queued(rec.id)
             return "queued"
 
-        return spool.write_durably(self.paths, rec, body).addCallback(written)
+        return spool.write_durably(self.paths, rec, body, self.workers).addCallback(written)

@@ -37,7 +37,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from mailsuite import fsutil, workers
+from mailsuite import fsutil
 from mailsuite.idn import ascii_domain
 
 log = Logger(namespace="mailsuite.relay")
@@ -117,8 +117,9 @@ def parse_policy(domain: str, sts_id: str, text: str, now: float) -> Policy:
 class PolicyCache:
     """Policies by domain, kept in a JSON file that survives restarts."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, workers: Any) -> None:
         self.path = path
+        self.workers = workers  # mailsuite.workers.IWorkers: where the file is saved
         self.policies: dict[str, Policy] = {}
 
     def load(self) -> None:
@@ -138,7 +139,7 @@ class PolicyCache:
     def put(self, policy: Policy) -> defer.Deferred:
         self.policies[policy.domain] = policy
         snapshot = {d: asdict(p) for d, p in self.policies.items()}
-        return workers.run(self.save_sync, snapshot)
+        return self.workers.run(self.save_sync, snapshot)
 
 
 class _Collect(protocol.Protocol):

@@ -96,12 +96,8 @@ class TLSPlan:
 
 
 class Relay:
-    def __init__(self, relay_cfg: Any, hostname: str, mx: MXResolver, reactor: Any = None,
+    def __init__(self, relay_cfg: Any, hostname: str, mx: MXResolver, reactor: Any,
                  mtasts: Any = None, resolver: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
         self.cfg = relay_cfg
         self.hostname = hostname
         self.mx = mx

@@ -37,7 +37,6 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite import workers
 from mailsuite.metrics import NULL as NULL_METRICS
 from mailsuite.idn import ascii_domain, canonical_domain
 from mailsuite.queue import control, dsn, spool
@@ -49,6 +48,7 @@ from mailsuite.queue.route import Router
 from mailsuite.queue.spool import Record, Recipient, SpoolPaths
 from mailsuite.smtp import dsnparams
 from mailsuite.smtp.outbound import Transaction
+from mailsuite.workers import IWorkers
 
 log = Logger(namespace="mailsuite.queue")
 
@@ -106,17 +106,16 @@ class QueueManager(service.Service):
         directory: Any,
         relay: Relay,
         router: Router,
-        reactor: Any = None,
+        *,
+        reactor: Any,
+        workers: IWorkers,
         clock: Callable[[], float] = time.time,
         wrap_dsn_sink: Callable[[Any], Any] | None = None,
         metrics: Any = None,
         sender_rewriter: Callable[[Record], str] | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
         self.config = config
+        self.workers = workers  # the spool's fsyncs and scans run there
         self.cfg = config.relay
         self.hostname = config.server.hostname
         self.local = local
@@ -164,7 +163,7 @@ class QueueManager(service.Service):
             log.error("queue: {path} is locked by another process (a second mailsuite, or "
                       "'mailsuite queue' editing the spool); the relay queue does not run", path=str(self.paths.lock))
             raise
-        self._ready = workers.run(spool.scan, self.paths, True)
+        self._ready = self.workers.run(spool.scan, self.paths, True)
         self._ready.addCallback(self._loaded)
         self._ready.addErrback(lambda f: log.failure("queue: reading the spool failed", f))
         self._ready.addBoth(lambda _: self._mark_loaded())
@@ -213,7 +212,7 @@ class QueueManager(service.Service):
             # Finished messages still waiting for their batch, so a clean stop
             # does not send them again after the restart.
             qids, self._removals = self._removals, []
-            return workers.run(spool.remove_many, self.paths, qids) if qids else None
+            return self.workers.run(spool.remove_many, self.paths, qids) if qids else None
 
         grace.addCallback(last_removals)
         grace.addErrback(lambda f: log.warn("queue: removal at stop failed: {why}", why=f.getErrorMessage()))
@@ -228,7 +227,7 @@ class QueueManager(service.Service):
         if qid in self.entries:
             return
         d = self._when_loaded()
-        d.addCallback(lambda _: workers.run(spool.read_record, self.paths, qid))
+        d.addCallback(lambda _: self.workers.run(spool.read_record, self.paths, qid))
 
         def got(rec: Record) -> None:
             if qid not in self.entries and self.running:
@@ -275,7 +274,7 @@ class QueueManager(service.Service):
         rec = record_from_envelope(envelope, body.size, body.lines)
         # Not before the start-up scan is done: it removes bodies without envelopes.
         d = self._when_loaded()
-        d.addCallback(lambda _: spool.write_durably(self.paths, rec, body))
+        d.addCallback(lambda _: spool.write_durably(self.paths, rec, body, self.workers))
 
         def written(_: object) -> str:
             entry = Entry(rec, data=body.data)
@@ -322,10 +321,10 @@ class QueueManager(service.Service):
             return d.addCallback(lambda _: True)
         del self.entries[qid]
         self._recovered.discard(qid)
-        return workers.run(spool.remove, self.paths, qid).addCallback(lambda _: True)
+        return self.workers.run(spool.remove, self.paths, qid).addCallback(lambda _: True)
 
     def _poll_control(self) -> defer.Deferred:
-        d = workers.run(control.read_requests, self.paths.control)
+        d = self.workers.run(control.read_requests, self.paths.control)
 
         def handle(requests: list) -> defer.Deferred:
             ds = []
@@ -356,7 +355,7 @@ class QueueManager(service.Service):
             qid = str(req.get("id", ""))
             ok = await self.delete(qid)
             msg = f"{qid}: deleted" if ok else f"{qid}: no such message in the queue"
-        await workers.run(control.answer, self.paths.control, stem, ok, msg)
+        await self.workers.run(control.answer, self.paths.control, stem, ok, msg)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -390,7 +389,7 @@ class QueueManager(service.Service):
             if entry.deleted:
                 self.entries.pop(qid, None)
                 self._recovered.discard(qid)
-                removed = workers.run(spool.remove, self.paths, qid, True)
+                removed = self.workers.run(spool.remove, self.paths, qid, True)
                 waiters, entry.waiters = entry.waiters, []
                 for w in waiters:
                     removed.addBoth(lambda r, w=w: w.callback(None))
@@ -434,7 +433,7 @@ class QueueManager(service.Service):
             entry.record = rec
             if not (rec.done and not self._unnotified(rec)):
                 # Durable before the next step: a crash now must not deliver these again.
-                await workers.run(spool.write_record, self.paths, rec)
+                await self.workers.run(spool.write_record, self.paths, rec)
         if remote:
             groups: dict[Any, list[int]] = {}
             for i in remote:
@@ -466,11 +465,11 @@ class QueueManager(service.Service):
             # tolerates, and skipping the directory fsync is most of the relay's
             # throughput.  After local copies it must be durable (no second copy).
             if local:
-                await workers.run(spool.remove, self.paths, rec.id, True)
+                await self.workers.run(spool.remove, self.paths, rec.id, True)
             else:
                 self._remove_soon(rec.id)
         else:
-            await workers.run(spool.write_record, self.paths, rec)
+            await self.workers.run(spool.write_record, self.paths, rec)
 
     def _remove_soon(self, qid: str) -> None:
         """Remove a finished message's files; removals that come in the same reactor
@@ -481,7 +480,7 @@ class QueueManager(service.Service):
 
     def _flush_removals(self) -> None:
         qids, self._removals = self._removals, []
-        workers.run(spool.remove_many, self.paths, qids).addErrback(
+        self.workers.run(spool.remove_many, self.paths, qids).addErrback(
             lambda f: log.warn("queue: removing {n} finished message(s) failed, they go at the next start: {why}",
                                n=len(qids), why=f.getErrorMessage()))
 
@@ -546,7 +545,7 @@ class QueueManager(service.Service):
             head = entry.data if end < 0 else entry.data[:end]
         else:
             try:
-                head = b"".join(await workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
+                head = b"".join(await self.workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
             except OSError:
                 return True
         return not head.isascii()
@@ -651,9 +650,9 @@ class QueueManager(service.Service):
         full = action == "failed" and rec.ret == "FULL" and rec.size <= FULL_RETURN_LIMIT
         try:
             if full:
-                original = await workers.run(self.paths.body(rec.id).read_bytes)
+                original = await self.workers.run(self.paths.body(rec.id).read_bytes)
             else:
-                original = b"".join(await workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
+                original = b"".join(await self.workers.run(lambda: list(spool.iter_headers(self.paths.body(rec.id)))))
         except OSError:
             original, full = b"", False
         body = dsn.build(rec, rcpts, original, self.hostname, action,

@@ -15,9 +15,10 @@ from mailsuite.queue.route import Router, read_auth_file
 from mailsuite.queue.scheduler import QueueManager
 
 
-def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, reactor: Any,
+def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, reactor: Any, workers: Any,
                 wrap_dsn_sink: Any = None, metrics: Any = None, sender_rewriter: Any = None) -> QueueManager:
     """``resolver``: the suite's one DNS resolver (mailsuite.dns) for MX lookups;
+    ``workers``: the pool for the spool's fsyncs (mailsuite.workers.IWorkers);
     ``wrap_dsn_sink``: wraps the sink DSNs enter by (DKIM signing)."""
     relay_cfg = cfg.relay
     auth = read_auth_file(relay_cfg.smarthost_auth_file) if relay_cfg.smarthost_auth_file else None
@@ -25,13 +26,15 @@ def build_queue(cfg: Any, local: ILocalDelivery, directory: Any, resolver: Any, 
     mx = MXResolver(resolver)
     relay = Relay(relay_cfg, cfg.server.hostname, mx, reactor=reactor, resolver=resolver)
     if relay_cfg.mta_sts:
-        cache = PolicyCache(cfg.queue_dir / "mta-sts.json")
+        cache = PolicyCache(cfg.queue_dir / "mta-sts.json", workers)
         cache.load()  # at start, before the reactor runs: a small file
         relay.mtasts = MTASTS(resolver, cache, reactor, trust_root=relay.trust_root, port=relay_cfg.mta_sts_port,
                               timeout=relay_cfg.connect_timeout)
     if relay_cfg.tls_reports:
         domain = cfg.server.domains[0] if cfg.server.domains else cfg.server.hostname
-        relay.reports = TLSReports(cfg.queue_dir / "tls-rpt.json", cfg.server.hostname, f"postmaster@{domain}", resolver)
+        relay.reports = TLSReports(cfg.queue_dir / "tls-rpt.json", cfg.server.hostname, f"postmaster@{domain}", resolver,
+                                   workers)
         relay.reports.load()
-    return QueueManager(cfg, local, directory, relay, router, reactor=reactor, wrap_dsn_sink=wrap_dsn_sink,
+    return QueueManager(cfg, local, directory, relay, router, reactor=reactor, workers=workers,
+                        wrap_dsn_sink=wrap_dsn_sink,
                         metrics=metrics, sender_rewriter=sender_rewriter)

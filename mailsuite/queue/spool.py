@@ -326,13 +326,11 @@ def iter_headers(path: Path, limit: int = 64 * 1024) -> Iterator[bytes]:
     yield from head.splitlines(keepends=True)
 
 
-def write_durably(paths: SpoolPaths, record: Record, body: BodyFile) -> Any:
-    """:func:`write_new` in the worker pool; a spool that cannot be written (disk full,
-    permissions) fails with TemporaryFailure, so the client tries again later, and
-    what was written is removed.  Used by the queue manager and by a worker
-    process's hand-over alike."""
-    from mailsuite import workers  # here: the queue CLI reads the spool without a reactor
-
+def write_durably(paths: SpoolPaths, record: Record, body: BodyFile, workers: Any) -> Any:
+    """:func:`write_new` in the worker pool ``workers``; a spool that cannot be written
+    (disk full, permissions) fails with TemporaryFailure, so the client tries again
+    later, and what was written is removed.  Used by the queue manager and by a
+    worker process's hand-over alike."""
     log = Logger(namespace="mailsuite.queue")
     d = workers.run(write_new, paths, record, body)
 

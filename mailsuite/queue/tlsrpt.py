@@ -28,7 +28,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailsuite import fsutil, workers
+from mailsuite import fsutil
 from mailsuite.handoff import BodyFile, Envelope, new_queue_id
 
 log = Logger(namespace="mailsuite.relay")
@@ -71,9 +71,10 @@ def parse_rua(records: list[bytes]) -> list[str]:
 
 
 class TLSReports:
-    def __init__(self, path: Path, hostname: str, sender: str, resolver: Any, sink: Any = None,
+    def __init__(self, path: Path, hostname: str, sender: str, resolver: Any, workers: Any, sink: Any = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.workers = workers  # mailsuite.workers.IWorkers: where the file is saved
         self.hostname = hostname
         self.sender = sender  # envelope sender and From: of the reports
         self.resolver = resolver
@@ -120,7 +121,7 @@ class TLSReports:
         if not self._dirty or (not force and now - self._last_save < SAVE_EVERY):
             return defer.succeed(None)
         self._dirty, self._last_save = False, now
-        return workers.run(self._save_sync, json.dumps(self.days, sort_keys=True))
+        return self.workers.run(self._save_sync, json.dumps(self.days, sort_keys=True))
 
     def _save_sync(self, text: str) -> None:
         fsutil.atomic_write(self.path, text.encode())

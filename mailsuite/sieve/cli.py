@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any, Callable
 import sys
 from pathlib import Path
 
@@ -37,20 +38,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from mailsuite.cli import load_config
-    from mailsuite.service import make_directory
+    from mailsuite.directory.backends import make_directory
     from mailsuite.sieve.delivery import SieveEngine, ScriptHost
     from mailsuite.sieve.interpreter import Envelope, Interpreter, Script
     from mailsuite.sieve.memory import Memory
     from mailsuite.sieve.message import Message
     from mailsuite.sieve.vacation import why_not
     from mailsuite.store.maildir import UnsafeName, account_dir
+    from mailsuite.workers import InlineWorkers
 
-    cfg = load_config(args)
+    cfg = args.load_config(args)
     address = args.address.strip().lower()
     account = args.account
     if account is None:
-        directory = make_directory(cfg)
+        directory = make_directory(cfg, InlineWorkers())
         resolve_now = getattr(directory, "resolve_now", None)
         if resolve_now is None:
             print("error: this directory backend needs --account ACCOUNT", file=sys.stderr)
@@ -112,11 +113,10 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """Bring a Dovecot/Pigeonhole user's scripts (``~/sieve/*.sieve`` and the
     ``~/.dovecot.sieve`` link or file) into an account's ``sieve/`` directory."""
-    from mailsuite.cli import load_config
     from mailsuite.sieve.scripts import SUFFIX, BadScriptName, UserScripts, check_name
     from mailsuite.store.maildir import UnsafeName, account_dir
 
-    cfg = load_config(args)
+    cfg = args.load_config(args)
     home = Path(args.home)
     try:
         scripts = UserScripts(account_dir(cfg.mail_dir, args.account.strip().lower()))
@@ -161,16 +161,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return rc
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from mailsuite.cli import _add_config_arg
-
+def add_commands(subparsers: argparse._SubParsersAction, add_config_arg: Callable[[Any], None]) -> None:
+    """``add_config_arg(parser)`` (from mailsuite.cli) adds ``--config`` and sets
+    ``args.load_config`` (and ``args.check_files``): this package never imports mailsuite.cli."""
     sieve = subparsers.add_parser("sieve", help="check Sieve scripts and try them on a message",
                                   description="Check Sieve scripts and try them on a message.")
     ssub = sieve.add_subparsers(dest="sieve_command", metavar="ACTION", required=True)
     p = ssub.add_parser("check", help="compile a script; print OK or the error with its line",
                         description="Compile a Sieve script as ManageSieve's PUTSCRIPT would.")
     p.add_argument("file", metavar="FILE")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_check)
     p = ssub.add_parser("test", help="show what delivery would do with a message (delivers nothing)",
                         description="Run the scripts that apply to ADDRESS (global before/after and the "
@@ -181,7 +181,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sender", default="sender@example.org", help="envelope sender (default %(default)s)")
     p.add_argument("--script", metavar="FILE", help="try this script instead of the active one")
     p.add_argument("--account", help="the local account (needed with the LDAP directory)")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_test)
     p = ssub.add_parser("import", help="bring a Dovecot user's Sieve scripts into an account",
                         description="Copy HOME/sieve/*.sieve into ACCOUNT's sieve/ directory and make the "
@@ -189,5 +189,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                     "A script that does not compile is imported anyway and reported.")
     p.add_argument("home", metavar="HOME", help="the Dovecot user's home (holding sieve/ and .dovecot.sieve)")
     p.add_argument("account", metavar="ACCOUNT")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_import)

@@ -41,7 +41,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite import workers
 from mailsuite.delivery.local import DELIVERED, DISCARDED, CopyResult, IDeliveryFilter, LocalCopy
 from mailsuite.handoff import BodyFile, Envelope as HandoffEnvelope, new_queue_id
 from mailsuite.sieve.interpreter import Envelope, FileInto, Interpreter, ISieveHost, Outcome, Script
@@ -50,7 +49,7 @@ from mailsuite.sieve.message import Message
 from mailsuite.sieve.parser import SieveSyntaxError
 from mailsuite.sieve.scripts import ACTIVE, SCRIPT_DIR, SUFFIX, CompileCache, UserScripts, check_name
 from mailsuite.sieve.vacation import reply_for
-from mailsuite.store import folders, names, notify
+from mailsuite.store import folders, names
 from mailsuite.store.errors import StoreError
 from mailsuite.store.keywords import Keywords, split_flags
 from mailsuite.store.maildir import SPECIAL_FOLDERS, DeliveryError, UnsafeName, account_dir, deliver_one, ensure_account
@@ -378,8 +377,12 @@ class SieveFilter:
     name = "sieve"
 
     def __init__(self, engine: SieveEngine, directory: Any, domains: tuple[str, ...], hostname: str,
-                 incoming_dir: Path) -> None:
+                 incoming_dir: Path, workers: Any, hub: Any) -> None:
+        """``workers`` (mailsuite.workers.IWorkers) runs the script's file work;
+        ``hub`` (the store's ChangeHub) hears of the folders a script wrote to."""
         self.engine = engine
+        self.workers = workers
+        self.hub = hub
         self.directory = directory
         self.domains = tuple(d.lower() for d in domains)
         self.hostname = hostname
@@ -399,7 +402,7 @@ class SieveFilter:
             return None
         args = (envelope.sender, copy.account, copy.rcpt, body, copy.folder)
         if body.data is None:  # on disk: read it in the worker pool
-            d = workers.run(self.engine.decide, *args)
+            d = self.workers.run(self.engine.decide, *args)
             return d.addCallback(lambda plan: defer.ensureDeferred(self._finish(envelope, body, copy, plan)))
         # A body in memory is decided on in the reactor thread (a 20-rule script takes
         # about 0.1 ms; a trip through the worker pool and a coroutine cost more), and
@@ -417,7 +420,7 @@ class SieveFilter:
             return
         if plan.needs_worker:
             stable = names.stable_name(envelope.arrival, envelope.queue_id)
-            await workers.run(self.engine.apply, plan, copy.account, b"".join(copy.headers), body, stable)
+            await self.workers.run(self.engine.apply, plan, copy.account, b"".join(copy.headers), body, stable)
         self._apply(envelope, copy, plan)
         for addr, head in plan.redirects:
             await self._redirect(envelope, copy, addr, head, body)
@@ -433,7 +436,7 @@ class SieveFilter:
             copy.reject(" ".join(out.reject.split()) or "Rejected by the recipient's filter", "5.7.1")
         elif plan.written:
             for folder in plan.written:
-                notify.changed(copy.account, folder)
+                self.hub.changed(copy.account, folder)
             copy.result = CopyResult(DELIVERED, "2.0.0", f"delivered by sieve to {', '.join(plan.written)}",
                                      plan.written[0])
         elif not plan.folder:
@@ -443,7 +446,7 @@ class SieveFilter:
 
     async def _redirect(self, envelope: HandoffEnvelope, copy: LocalCopy, addr: str, head: bytes,
                         body: BodyFile) -> None:
-        full = await workers.run(_read_all, body)
+        full = await self.workers.run(_read_all, body)
         cut = full.find(b"\n\n")
         data = head + (full[cut + 2:] if cut >= 0 else b"")
         ok = await self.send(envelope.sender, addr, data, f"redirect from {copy.account}")
@@ -458,7 +461,7 @@ class SieveFilter:
         except Exception as e:  # noqa: BLE001 - directory down: the account and RCPT still count
             log.warn("sieve: {account}: addresses unavailable for vacation ({e})", account=copy.account, e=str(e))
         try:
-            reply, why = await workers.run(self.engine.vacation_reply, copy.account, copy.rcpt, envelope.sender,
+            reply, why = await self.workers.run(self.engine.vacation_reply, copy.account, copy.rcpt, envelope.sender,
                                            own, plan.message, plan.outcome)
         except OSError as e:
             log.error("sieve: {account}: vacation memory failed: {e}", account=copy.account, e=str(e))

@@ -17,7 +17,7 @@ Contract for callers (the IMAP and POP3 servers):
   UIDs and move to cur/ keeping them; renamed files are flag changes; vanished files are
   expunges).  When new/ and cur/ are unchanged it costs two stat calls in the reactor
   thread, so call it before every command.
-* Every change (by any session, by SMTP delivery through ``store.notify.changed``, or
+* Every change (by any session, by SMTP delivery through the store's ``ChangeHub``, or
   found by ``sync``) is followed by a call of each listener ``cb(folder)`` in the
   reactor thread; a session then compares ``messages()`` with its own view (new UIDs →
   EXISTS, missing UIDs → EXPUNGE, ``modseq`` above the session's → FETCH FLAGS).
@@ -42,12 +42,12 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, NamedTuple, Sequence
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsuite import fsutil, workers
+from mailsuite import fsutil
 from mailsuite.store import index as index_mod, names
 from mailsuite.store.errors import FolderGone, MessageGone, NoSuchFolder
 from mailsuite.store.index import Cache, IndexState, MessageRecord
@@ -56,6 +56,7 @@ from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
 from mailsuite.fsutil import fsync_dir as _fsync_dir
 from mailsuite.store.messages import SEARCH_CACHE_KEY, header_block, search_fields
 from mailsuite.store.uidlist import FolderLock, UidList
+from mailsuite.workers import IWorkers
 
 log = Logger(namespace="mailsuite.store")
 
@@ -782,8 +783,11 @@ def _link_or_copy(src: Path, dst: Path, tmp_dir: Path, date: float) -> bool:
 class Folder:
     """The shared, reactor-side view of one open folder (see the module docstring)."""
 
-    def __init__(self, release: Callable[["Folder"], defer.Deferred], account: str, name: str, disk: FolderDisk) -> None:
+    def __init__(self, release: Callable[["Folder"], defer.Deferred], account: str, name: str, disk: FolderDisk,
+                 workers: IWorkers, reactor: Any) -> None:
         self._release = release  # the store's: count down the users, unload at the last
+        self.workers = workers  # the store's pool: every disk step runs there
+        self.reactor = reactor
         self.account = account
         self.name = name
         self._disk = disk
@@ -887,7 +891,7 @@ class Folder:
         def run() -> defer.Deferred:
             if starting is not None:
                 starting()
-            d = workers.run(f, *args)
+            d = self.workers.run(f, *args)
 
             def done(result: Any) -> Any:
                 before = self._version
@@ -911,7 +915,7 @@ class Folder:
             except Exception:
                 log.failure("store: folder listener failed")
         if self._save_call is None or not self._save_call.active():
-            self._save_call = reactor.callLater(_INDEX_SAVE_DELAY, self.save_index)  # type: ignore[attr-defined]
+            self._save_call = self.reactor.callLater(_INDEX_SAVE_DELAY, self.save_index)
 
     def sync(self) -> defer.Deferred:
         """Pick up outside changes; fires with :class:`Changes` (empty when none).
@@ -1088,7 +1092,7 @@ class Folder:
         if self._save_call is not None and self._save_call.active():
             self._save_call.cancel()
         self._save_call = None
-        return self._lock.run(lambda: workers.run(self._disk.save_index)).addErrback(self._save_failed)
+        return self._lock.run(lambda: self.workers.run(self._disk.save_index)).addErrback(self._save_failed)
 
     def _save_failed(self, f: Failure) -> None:
         # The index and cache are rebuildable: a failure to write them (disk full,

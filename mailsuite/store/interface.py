@@ -107,6 +107,8 @@ class IFolder(Interface):
     uidnext = Attribute("the UID the next message will get")
     highest_modseq = Attribute("the highest modseq of any change so far")
     gone = Attribute("True once the folder was deleted or renamed away")
+    workers = Attribute("the worker pool (mailsuite.workers.IWorkers) for blocking reads of its messages")
+    reactor = Attribute("the reactor the store runs on (for timers)")
 
     # -- the message list ------------------------------------------------------------
 

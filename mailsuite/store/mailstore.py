@@ -8,8 +8,9 @@ session of an (account, folder) the same :class:`~mailsuite.store.folder.Folder`
 counted; the last ``close()`` keeps it loaded ``linger`` seconds (clients that
 reconnect for every check find it warm), then saves its index and unloads it.
 
-Every blocking step (listdir, rename, fsync) runs in the worker pool
-(:func:`mailsuite.workers.run`); the folder tree functions are in
+Every blocking step (listdir, rename, fsync) runs in the worker pool the store is
+given (:class:`mailsuite.workers.IWorkers`); change notices go through its
+:class:`~mailsuite.store.notify.ChangeHub`; the folder tree functions are in
 :mod:`mailsuite.store.folders`, the delivery functions in :mod:`mailsuite.store.maildir`.
 """
 
@@ -22,13 +23,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailsuite import workers
-from mailsuite.store import folders as folder_tree, notify
+from mailsuite.store import folders as folder_tree
 from mailsuite.store.errors import UnsafeName
 from mailsuite.store.folder import Folder, FolderDisk
 from mailsuite.store.interface import FolderInfo, IAccountStore, IMailStore
 from mailsuite.store.watch import IFolderWatcher, NullWatcher
 from mailsuite.store.maildir import BodyFile, account_dir, deliver_copies, ensure_account, normalized_folder
+from mailsuite.store.notify import ChangeHub
+from mailsuite.workers import IWorkers
 
 log = Logger(namespace="mailsuite.store")
 
@@ -74,8 +76,15 @@ class MaildirAccount:
 class MaildirStore:
     """The store as the reactor thread sees it (see the module docstring)."""
 
-    def __init__(self, mail_dir: Path, linger: float = 30.0, watcher: IFolderWatcher | None = None) -> None:
+    def __init__(self, mail_dir: Path, workers: IWorkers, hub: ChangeHub, reactor: Any, linger: float = 30.0,
+                 watcher: IFolderWatcher | None = None) -> None:
+        """``workers`` runs the blocking file work; ``hub`` carries change notices
+        between sessions and deliveries of this process; ``reactor`` times the
+        lingering of closed folders and the folders' index saves."""
         self.mail_dir = mail_dir
+        self.workers = workers
+        self.hub = hub
+        self.reactor = reactor
         # Wakes a loaded folder when another process or node changes it (store/watch.py).
         self.watcher: IFolderWatcher = watcher or NullWatcher()
         self._watches: dict[tuple[str, str], Any] = {}
@@ -97,7 +106,7 @@ class MaildirStore:
     def ensure_account(self, account: str) -> defer.Deferred:
         if account in self._ensured:
             return defer.succeed(self.account_dir(account))
-        d = workers.run(ensure_account, self.mail_dir, account)
+        d = self.workers.run(ensure_account, self.mail_dir, account)
 
         def done(path: Path) -> Path:
             self._ensured.add(account)
@@ -113,13 +122,13 @@ class MaildirStore:
         :func:`~mailsuite.store.maildir.deliver_one` for ``stable_base`` and
         ``check_existing``, and :func:`~mailsuite.store.maildir.deliver_copies` for
         ``folders``."""
-        d = workers.run(deliver_copies, self.mail_dir, prefixes, body, stable_base, check_existing, folders)
+        d = self.workers.run(deliver_copies, self.mail_dir, prefixes, body, stable_base, check_existing, folders)
 
         def delivered(result: dict[str, str]) -> dict[str, str]:
             for account in result:
                 self._ensured.add(account)
                 folder = folders.get(account, "INBOX") if folders else "INBOX"
-                notify.changed(account, folder if folder == "INBOX" else normalized_folder(folder))
+                self.hub.changed(account, folder if folder == "INBOX" else normalized_folder(folder))
             return result
 
         return d.addCallback(delivered)
@@ -134,7 +143,7 @@ class MaildirStore:
 
     def _folder_op(self, account: str, f: Callable[..., Any], *args: Any) -> defer.Deferred:
         root = account_dir(self.mail_dir, account)
-        return workers.run(f, root, *args)
+        return self.workers.run(f, root, *args)
 
     def create_folder(self, account: str, name: str) -> defer.Deferred:
         """Create a folder; fires with its normalised name; FolderExists / UnsafeName."""
@@ -208,9 +217,9 @@ class MaildirStore:
             return disk.open()
 
         def opened(_: Any) -> None:
-            folder = Folder(self._release, key[0], key[1], disk)
+            folder = Folder(self._release, key[0], key[1], disk, self.workers, self.reactor)
             self._open[key] = folder
-            notify.subscribe(key[0], key[1], folder.notified)
+            self.hub.subscribe(key[0], key[1], folder.notified)
             self._watches[key] = self.watcher.watch(path, folder.notified)
             for d in self._opening.pop(key):
                 folder.refs += 1
@@ -220,7 +229,7 @@ class MaildirStore:
             for d in self._opening.pop(key):
                 d.errback(f)
 
-        workers.run(load).addCallbacks(opened, failed)
+        self.workers.run(load).addCallbacks(opened, failed)
 
     def _release(self, folder: Folder) -> defer.Deferred:
         folder.refs -= 1
@@ -229,11 +238,9 @@ class MaildirStore:
         if self.linger > 0 and not folder.gone:
             # Keep it loaded a while: POP3 clients and IMAP STATUS/SELECT often come
             # back within seconds, and reloading a big index costs more than keeping it.
-            from twisted.internet import reactor
-
             # The index is saved when it unloads (and 30 s after changes): saving it
             # now would hold the folder's lock just when a client logs in again.
-            folder.linger_call = reactor.callLater(self.linger, self._expire, folder)  # type: ignore[attr-defined]
+            folder.linger_call = self.reactor.callLater(self.linger, self._expire, folder)
             return defer.succeed(None)
         return self._expire(folder)
 
@@ -244,7 +251,7 @@ class MaildirStore:
         key = (folder.account, folder.name)
         if self._open.get(key) is folder:
             del self._open[key]
-        notify.unsubscribe(key[0], key[1], folder.notified)
+        self.hub.unsubscribe(key[0], key[1], folder.notified)
         self.watcher.unwatch(self._watches.pop(key, None))
         return folder.save_index()
 

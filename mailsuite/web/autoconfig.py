@@ -23,14 +23,16 @@ import json
 import plistlib
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from twisted.web import resource
 from twisted.web.server import Request
 
-from mailsuite import config as config_mod
 from mailsuite.web.endpoints import ClientEndpoint, client_endpoints, endpoint_port, public_hostname
+
+if TYPE_CHECKING:  # annotations only: the config module validates with code that uses this package
+    from mailsuite import config as config_mod
 
 # Largest autodiscover POST body read (a real request is ~400 bytes).
 MAX_POX_BODY = 16 * 1024

@@ -14,7 +14,7 @@ import argparse
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 from mailsuite.web.dashboard import TODAY, figures
 
@@ -82,9 +82,7 @@ def offline_lines(cfg: Any) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mailsuite.cli import load_config
-
-    cfg = load_config(args)
+    cfg = args.load_config(args)
     url = args.url or metrics_url(cfg)
     if url is None:
         print("mailsuite status: no [http] listen endpoint to ask; the server's figures are unavailable")
@@ -107,13 +105,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    from mailsuite.cli import _add_config_arg
-
+def add_commands(sub: argparse._SubParsersAction, add_config_arg: Callable[[Any], None]) -> None:
+    """``add_config_arg(parser)`` (from mailsuite.cli) adds ``--config`` and sets
+    ``args.load_config`` (and ``args.check_files``): this package never imports mailsuite.cli."""
     p = sub.add_parser("status", help="print the dashboard: today's counts, queue, connections",
                        description="Print what the admin dashboard shows, read from the running server's "
                                    "/metrics (the first [http] listen endpoint); without a running server, "
                                    "what the spool says.  Exit status 1 when the server does not answer.")
     p.add_argument("--url", help="the /metrics URL to read (default: from [http] listen)")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.set_defaults(func=cmd_status)

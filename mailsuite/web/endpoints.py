@@ -11,9 +11,11 @@ a plain listener is published with STARTTLS when a certificate is configured, an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from mailsuite import config as config_mod
+if TYPE_CHECKING:  # annotations only: the config module validates with code that uses this package
+    from mailsuite import config as config_mod
+
 
 SocketType = Literal["SSL", "STARTTLS", "plain"]
 

@@ -11,12 +11,15 @@ DNS page).  Redirects are never used (RFC 8461 3.3 forbids following them).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from twisted.web import resource
 from twisted.web.server import Request
 
-from mailsuite import config as config_mod
 from mailsuite.web.endpoints import public_hostname
+
+if TYPE_CHECKING:  # annotations only: the config module validates with code that uses this package
+    from mailsuite import config as config_mod
 
 
 def policy_text(cfg: config_mod.Config) -> str:

@@ -14,14 +14,16 @@ twisted.web would spool any size to a temporary file), header count and size
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.web import resource, server
 
-from mailsuite import config as config_mod
 from mailsuite.web.autoconfig import AutodiscoverJSON, AutodiscoverXML, MobileConfig, ThunderbirdConfig
 from mailsuite.web.metrics_page import MetricsPage
 from mailsuite.web.mtasts import MTASTSPolicy
+
+if TYPE_CHECKING:  # annotations only: the config module validates with code that uses this package
+    from mailsuite import config as config_mod
 
 MAX_BODY = 64 * 1024
 IDLE_TIMEOUT = 60

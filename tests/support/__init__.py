@@ -13,5 +13,6 @@
 - ``relay``: relay peers (smtp-sink, a scripted SMTP peer, a DNS server process).
 - ``dns_server``: the twisted.names DNS server that ``relay`` starts.
 - ``slapd``: a real OpenLDAP server.
-- ``store``: inline workers and direct Maildir delivery for store unit tests.
+- ``store``: a second store on the same Maildirs, resolving Deferreds, and direct
+  Maildir delivery for store unit tests.
 """

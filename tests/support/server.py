@@ -188,6 +188,13 @@ class Server:
         if pending:
             self.stop()
             raise RuntimeError(f"mailsuite did not listen on {pending}:\n{self.log()}")
+        # Ports accept as soon as they are bound, before the services (the queue's
+        # spool, the folders) have started: wait for the line logged after all of them.
+        while "mailsuite started" not in self.log():
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"mailsuite did not finish starting:\n{self.log()}")
+            time.sleep(0.02)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -250,19 +257,9 @@ def make_server(root: Path, users: dict[str, str] | None = None, aliases: str = 
     }
     for section, values in overrides.items():
         sections.setdefault(section, {}).update(values)
-    # Wait only for listeners that are configured and served by this build.
-    active = {"smtp": ports["smtp"], "submission": ports["submission"], "submissions": ports["submissions"]}
-    from mailsuite.service import LISTENER_BUILDERS, _optional_builders
-
-    _optional_builders()
-    if "imap" in LISTENER_BUILDERS:
-        active.update(imap=ports["imap"], imaps=ports["imaps"])
-    if "pop3" in LISTENER_BUILDERS:
-        active.update(pop3=ports["pop3"], pop3s=ports["pop3s"])
-    if "web" in LISTENER_BUILDERS:
-        active.update(http=ports["http"], https=ports["https"])
-    if "managesieve" in LISTENER_BUILDERS:
-        active.update(managesieve=ports["managesieve"])
+    # Wait only for the listeners that are configured.
+    active = {name: ports[name] for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                                             "http", "https", "managesieve")}
     for name in list(active):
         section = {"submissions": "submission", "imaps": "imap", "pop3s": "pop3", "https": "http"}.get(name, name)
         key = "listen_tls" if name in ("submissions", "imaps", "pop3s", "https") else "listen"

@@ -1,4 +1,5 @@
-"""Helpers for the store unit tests: run the worker pool inline, resolve Deferreds."""
+"""Helpers for the store unit tests: a second store on the same Maildirs, resolve
+Deferreds (the ``store`` fixture runs its workers inline), deliver directly."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from mailsuite.store.maildir import BodyFile, deliver_copies
+from mailsuite.handoff import BodyFile
+from mailsuite.store.maildir import deliver_copies
+from mailsuite.store.mailstore import MaildirStore
 
 ACCOUNT = "alice@example.test"
 
 
-def inline_run(f: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
-    return defer.maybeDeferred(f, *args, **kwargs)
+def same_store(store: MaildirStore, linger: float = 30.0) -> MaildirStore:
+    """A second store object on the same Maildirs, with the same workers, change hub
+    and clock (another part of the same process)."""
+    return MaildirStore(store.mail_dir, store.workers, store.hub, store.reactor, linger=linger)
 
 
 def resolve(d: defer.Deferred) -> Any:
