@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mailsuite.store.mailstore import MaildirStore
-from tests.support.store import ACCOUNT, deliver, resolve
+from tests.support.store import ACCOUNT, deliver, resolve, same_store
 from tests.test_store_folder import MSG, inbox_dir, open_inbox
 
 
@@ -22,7 +22,7 @@ def three_messages(store: MaildirStore) -> tuple[int, list[int]]:
 
 
 def reopen(store: MaildirStore):  # type: ignore[no-untyped-def]
-    return resolve(MaildirStore(store.mail_dir).open_folder(ACCOUNT, "INBOX"))
+    return resolve(same_store(store).open_folder(ACCOUNT, "INBOX"))
 
 
 def test_a_uidlist_cut_mid_line_keeps_every_uid(store: MaildirStore) -> None:
@@ -71,18 +71,18 @@ def test_a_garbage_keywords_file_is_set_aside_and_no_message_is_lost(store: Mail
     assert folder.uidvalidity == validity
 
 
-def test_users_file_cut_mid_edit_keeps_the_last_good_accounts(tmp_path: Path, store: MaildirStore) -> None:
-    # (store: its fixture runs the worker pool's jobs inline)
+def test_users_file_cut_mid_edit_keeps_the_last_good_accounts(tmp_path: Path) -> None:
     from twisted.cred.error import UnauthorizedLogin
 
     from mailsuite.directory.files import FileDirectory
     from mailsuite.directory.passwords import hash_password
+    from mailsuite.workers import InlineWorkers  # password checks inline: Deferreds fire at once
 
     users = tmp_path / "users"
     aliases = tmp_path / "aliases"
     aliases.write_text("")
     users.write_text(f"alice@example.test:{hash_password('alice-pw')}\nbob@example.test:{hash_password('bob-pw')}\n")
-    d = FileDirectory(users, aliases, ("example.test",))
+    d = FileDirectory(users, aliases, ("example.test",), workers=InlineWorkers())
     assert resolve(d.authenticate("alice@example.test", "alice-pw")).name == "alice@example.test"
     users.write_text("alice@example.test:$2b$10$trunc")  # an editor died mid-write
     import os

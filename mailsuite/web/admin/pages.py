@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 from twisted.web.template import Tag, flatten, tags
 
-from mailsuite import workers
 from mailsuite.frontend import Credentials, LoginFailed, LoginGate
 from mailsuite.web.admin import IAdmin, data
 from mailsuite.web.admin.layout import CSS, cell, frame, post_form, table
@@ -111,7 +110,7 @@ class AdminPages(resource.Resource):
         if path == "login":
             return await (self._login_post(request) if method == "POST" else self._login_form(request))
         token = (request.getCookie(SESSION_COOKIE) or b"").decode("ascii", "replace")
-        session = await workers.run(self.sessions.get, token)
+        session = await self.suite.workers.run(self.sessions.get, token)
         if session is None:
             raise Redirect("/admin/login")
         if method == "POST":
@@ -120,7 +119,7 @@ class AdminPages(resource.Resource):
                          ip=_client_ip(request), path=path[:64])
                 raise Forbidden()
             if path == "logout":
-                await workers.run(self.sessions.drop, token)
+                await self.suite.workers.run(self.sessions.drop, token)
                 raise Redirect("/admin/login")
         head, _, rest = path.partition("/")
         handler = self.PAGES.get((method if method != "HEAD" else "GET", head))
@@ -132,7 +131,7 @@ class AdminPages(resource.Resource):
             return await handler(self, request, session, rest)
         finally:
             if session.flash != flash:  # shown (cleared) or added: other processes must see it
-                await workers.run(self.sessions.save, token, session)
+                await self.suite.workers.run(self.sessions.save, token, session)
 
     def _write(self, tree: Tag, request: server.Request) -> Any:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -170,7 +169,7 @@ class AdminPages(resource.Resource):
         """Run a blocking edit in the worker pool under the edit lock; flash the outcome."""
         await self.edits.acquire()
         try:
-            await workers.run(f, *args)
+            await self.suite.workers.run(f, *args)
             session.flash.append(done)
             log.info("web: admin {user}: {what}", user=session.user, what=done)
         except data.EditError as e:
@@ -213,7 +212,7 @@ class AdminPages(resource.Resource):
         if name not in self.admins:
             log.info("web: [{ip}] {user} is not in http.admins; admin login refused", ip=ip, user=name)
             return await self._login_form(request, "Login failed.")
-        token, _session = await workers.run(self.sessions.create, name)
+        token, _session = await self.suite.workers.run(self.sessions.create, name)
         request.addCookie(SESSION_COOKIE, token.encode(), path=b"/", secure=True, httpOnly=True, sameSite="strict")
         request.addCookie(LOGIN_COOKIE, b"", path=b"/", secure=True, httpOnly=True, sameSite="strict", max_age="0")
         log.info("web: [{ip}] admin login {user}", ip=ip, user=name)
@@ -229,7 +228,7 @@ class AdminPages(resource.Resource):
     async def page_accounts(self, request: server.Request, session: Session, rest: str) -> Tag:
         if not self.file_backend:
             return self._page(session, "Accounts", "accounts", await self._ldap_accounts(request, session))
-        users = await workers.run(data.list_users, self.cfg.directory.users_file)
+        users = await self.suite.workers.run(data.list_users, self.cfg.directory.users_file)
         c = session.csrf
         add = tags.div(tags.h2("Add an account"), post_form(
             "/admin/accounts/add", c,
@@ -327,7 +326,7 @@ class AdminPages(resource.Resource):
                 ])
             elif rest == "delete":
                 await self._edit(session, data.delete_user, path, address, done=f"Deleted {address}.")
-                await workers.run(self.sessions.drop_user, address)
+                await self.suite.workers.run(self.sessions.drop_user, address)
         except data.EditError as e:
             session.flash.append("!" + str(e))
         raise Redirect("/admin/accounts")
@@ -339,7 +338,7 @@ class AdminPages(resource.Resource):
             body = tags.p("Aliases come from LDAP with directory.backend = \"ldap\"; look an address up on the "
                           "Accounts page to see where it delivers.", **{"class": "note"})
             return self._page(session, "Aliases", "aliases", body)
-        aliases = await workers.run(data.list_aliases, self.cfg.directory.aliases_file)
+        aliases = await self.suite.workers.run(data.list_aliases, self.cfg.directory.aliases_file)
         c = session.csrf
         add = tags.div(tags.h2("Add or change an alias"), post_form(
             "/admin/aliases/set", c,
@@ -387,7 +386,7 @@ class AdminPages(resource.Resource):
         if manager is not None:
             out = [(e.record, e.busy) for e in manager.entries.values() if not e.deleted]
         else:
-            out = [(r, False) for r in await workers.run(data.spool_records, self.cfg.queue_dir)]
+            out = [(r, False) for r in await self.suite.workers.run(data.spool_records, self.cfg.queue_dir)]
         return sorted(out, key=lambda rb: rb[0].arrival)
 
     async def page_queue(self, request: server.Request, session: Session, rest: str) -> Tag:
@@ -432,7 +431,7 @@ class AdminPages(resource.Resource):
                         cell("Last error", f"{r.dsn} {r.error}".strip() or "-"))
                 for r in rec.recipients]
         try:
-            headers = await workers.run(data.spool_headers, self.cfg.queue_dir, qid)
+            headers = await self.suite.workers.run(data.spool_headers, self.cfg.queue_dir, qid)
         except OSError as e:
             headers = f"(headers unreadable: {e})".encode()
         c = session.csrf
@@ -457,7 +456,7 @@ class AdminPages(resource.Resource):
             ok = manager.retry(qid) if rest == "retry" else await manager.delete(qid)
             message = ""
         else:
-            ok, message = await workers.run(data.queue_request, self.cfg.queue_dir, rest, qid)
+            ok, message = await self.suite.workers.run(data.queue_request, self.cfg.queue_dir, rest, qid)
         if ok:
             session.flash.append(f"{qid}: retrying now." if rest == "retry" else f"{qid}: deleted.")
         else:
@@ -476,7 +475,7 @@ class AdminPages(resource.Resource):
         for domain in self.cfg.server.domains:
             records = records_for(self.cfg, domain)
             # One worker job per record: the page waits for the slowest lookup, not the sum.
-            parts = await defer.gatherResults([workers.run(check, self.suite.resolver, [r]) for r in records])
+            parts = await defer.gatherResults([self.suite.workers.run(check, self.suite.resolver, [r]) for r in records])
             results = [r for part in parts for r in part]
             rows = [tags.tr(
                 cell("Name", tags.code(r.record.name)), cell("Type", r.record.rtype),
