@@ -126,3 +126,24 @@ def test_disk_full_is_a_temporary_failure_and_service_resumes(srv: Server, small
     log = srv.log()
     assert "Traceback" not in log, log[-3000:]
     assert imap_tracebacks(log) == []
+
+
+def test_a_full_disk_is_recognised_through_the_cause_chain() -> None:
+    import errno
+
+    from mailsuite.fsutil import is_disk_full
+    from mailsuite.handoff import NO_SPACE_STATUS, TemporaryFailure, temporary_failure
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise full
+        except OSError as e:
+            raise RuntimeError("write failed") from e
+    except RuntimeError as wrapped:
+        assert is_disk_full(wrapped)
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied")) and not is_disk_full(None)
+    t = temporary_failure(full)
+    assert isinstance(t, TemporaryFailure) and t.status == NO_SPACE_STATUS and t.reply
+    assert temporary_failure(OSError(errno.EIO, "I/O error")).status == "4.3.0"
