@@ -5,7 +5,7 @@ DNS server: OpenDKIM's ``opendkim-testmsg`` (Debian opendkim-tools) and dkimpy's
 ``dkimverify`` CLI; and the RFC 8463 example signatures through the same path.
 
 Both verifiers only ask the name servers of /etc/resolv.conf on port 53, so the test
-DNS server (tests/dns_server.py) listens on port 53 of a spare loopback address and
+DNS server (tests/support/dns_server.py) listens on port 53 of a spare loopback address and
 each verifier runs in a private mount namespace (``unshare --mount``) whose
 /etc/resolv.conf names it: nothing outside the test sees the change.
 """

@@ -1,5 +1,5 @@
 """The suite's one DNS resolver (mailsuite.dns.resolver) against a real twisted.names
-server on loopback (tests/dns_server.py): record types, errors sorted into permanent
+server on loopback (tests/support/dns_server.py): record types, errors sorted into permanent
 and temporary, the TTL cache, shared in-flight questions, the AD bit for DANE, and a
 reactor that keeps turning while a server drops queries.
 

@@ -1,6 +1,6 @@
 """Checks of mail from the world on the MX port: SPF, DKIM, ARC, DMARC and the one
 Authentication-Results field, against a real twisted.names server on loopback
-(tests/dns_server.py) and a real mailsuite (``twistd``), sent with smtplib.
+(tests/support/dns_server.py) and a real mailsuite (``twistd``), sent with smtplib.
 
 The server's relay_networks exclude 127.0.0.1, so the test client is "the world".
 Every DMARC policy (none, quarantine, reject) is tried with every way a message can

@@ -1,7 +1,7 @@
 """Verified TLS towards other servers: MTA-STS (RFC 8461), DANE (RFC 7672) and
 REQUIRETLS (RFC 8689), end to end on loopback.
 
-The pieces are real: a twisted.names DNS server (tests/dns_server.py) publishes the MX,
+The pieces are real: a twisted.names DNS server (tests/support/dns_server.py) publishes the MX,
 ``_mta-sts`` TXT and TLSA records (with the AD bit a validating resolver would set), an
 HTTPS server with a certificate from a test CA serves the MTA-STS policy, and the next
 hop is a second mailsuite whose certificate the same CA signed (or a self-signed one).

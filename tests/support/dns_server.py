@@ -14,7 +14,7 @@ an empty answer.  ``[0, ""]`` is a null MX.  TXT values longer than 255 bytes ar
 sent as several strings of one record (as a 2048-bit DKIM key is published).  TLSA
 is ``[usage, selector, matching type, hex data]``; ``"AD": true`` sets the
 authenticated-data bit on answers for that name, as a validating resolver would.
-``python tests/dns_server.py 53 ZONE.json 127.0.53.7`` serves port 53 of another
+``python tests/support/dns_server.py 53 ZONE.json 127.0.53.7`` serves port 53 of another
 loopback address instead, for programs that only ask the resolv.conf servers
 (opendkim-testmsg, dkimverify; see tests/test_dkim_sign.py).
 A top-level ``"*DROP*": true`` makes the server ignore every query (timeouts).

@@ -80,7 +80,7 @@ class Sink:
 
 
 class DNS:
-    """tests/dns_server.py in a child process on 127.0.0.1:<free port>, or on
+    """tests/support/dns_server.py in a child process on 127.0.0.1:<free port>, or on
     ``host``:``port`` when given (port 53 of a spare loopback address for programs
     that read /etc/resolv.conf)."""
 
