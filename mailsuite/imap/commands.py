@@ -410,17 +410,39 @@ class MailboxCommands:
 
     async def _search(self, cmd: Command, uid: bool) -> str:
         tokens = cmd.args["tokens"]
-        if tokens and isinstance(tokens[0], str) and tokens[0].upper() == "RETURN":
-            raise Bad("ESEARCH is not supported")
+        returns = _search_returns(tokens)  # None: a plain RFC 3501 SEARCH
+        if returns is not None:
+            tokens = tokens[2:]
+        sel = self.selected
         try:
             key = search.parse(tokens)
         except search.BadCharset:
+            if returns is not None and "SAVE" in returns:
+                sel.saved = frozenset()  # RFC 5182 2.1: a SAVE answered NO empties $
             raise No("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)") from None
         except search.SearchSyntaxError as e:
             raise Bad(f"SEARCH: {e}") from None
+        found = await self._search_matches(key, uid)
+        word = f"{'UID ' if uid else ''}SEARCH completed"
+        if returns is None:
+            self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
+            return word
+        if "SAVE" in returns:
+            # RFC 5182 2.4: with MIN and/or MAX only those are kept, else every match.
+            keep = found
+            if found and ("MIN" in returns or "MAX" in returns):
+                keep = ([found[0]] if "MIN" in returns else []) + ([found[-1]] if "MAX" in returns else [])
+            sel.saved = frozenset(keep if uid else [sel.uids[n - 1] for n in keep])
+            if returns == {"SAVE"}:
+                return word  # SAVE alone answers no ESEARCH (RFC 5182 2.4)
+        self.write(esearch_response(cmd.tag, uid, returns, found))
+        return word
+
+    async def _search_matches(self, key: search.Key, uid: bool) -> list[int]:
+        """The sequence numbers (or UIDs) of the selected messages ``key`` matches, ascending."""
         sel = self.selected
         uids = sel.uids
-        matcher = search.Matcher(key, max_seq=len(uids), max_uid=uids[-1] if len(uids) else 0)
+        matcher = search.Matcher(key, max_seq=len(uids), max_uid=uids[-1] if len(uids) else 0, saved=sel.saved)
         pairs = sel.records_for(list(range(1, len(uids) + 1)))
         found: list[int] = []
         recent = sel.recent
@@ -448,8 +470,7 @@ class MailboxCommands:
             step = 2000
             for i in range(0, len(pairs), step):
                 found.extend(await folder.workers.run(scan, pairs[i : i + step]))
-        self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
-        return f"{'UID ' if uid else ''}SEARCH completed"
+        return found
 
     async def _search_cached_headers(self, matcher: search.Matcher, matcher_key: Any, pairs: list[tuple[int, MessageRecord]],
                                      uid: bool) -> list[int]:
@@ -702,6 +723,43 @@ class MailboxCommands:
             sel.forget_expunged([s for s, _ in mapping], self.write)
             return f"{word} completed"
         return f"[{code.decode()}] {word} completed"
+
+
+SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "SAVE")
+
+
+def _search_returns(tokens: list[Any]) -> set[str] | None:
+    """The result options of ``SEARCH RETURN (...)`` (RFC 4731, SAVE of RFC 5182), or
+    None for a plain SEARCH.  ``RETURN ()`` means ALL; an unknown option is BAD."""
+    if not (tokens and isinstance(tokens[0], str) and tokens[0].upper() == "RETURN"):
+        return None
+    if len(tokens) < 2 or not isinstance(tokens[1], list):
+        raise Bad("SEARCH RETURN needs a list of result options")
+    opts = set()
+    for t in tokens[1]:
+        if not isinstance(t, str) or t.upper() not in SEARCH_RETURN_OPTIONS:
+            raise Bad(f"Unknown SEARCH result option {str(t)[:20]}")
+        opts.add(t.upper())
+    return opts or {"ALL"}
+
+
+def esearch_response(tag: bytes, uid: bool, returns: set[str], found: list[int]) -> bytes:
+    """``* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]`` (RFC 4731 3.1):
+    MIN, MAX and ALL are left out when nothing matched, COUNT is then 0.  ``found`` is
+    ascending."""
+    out = [b'* ESEARCH (TAG "%s")' % tag]  # tag characters never need quoting
+    if uid:
+        out.append(b" UID")
+    if found:
+        if "MIN" in returns:
+            out.append(b" MIN %d" % found[0])
+        if "MAX" in returns:
+            out.append(b" MAX %d" % found[-1])
+    if "COUNT" in returns:
+        out.append(b" COUNT %d" % len(found))
+    if found and "ALL" in returns:
+        out.append(b" ALL " + uid_set_text(found))
+    return b"".join(out) + b"\r\n"
 
 
 def _attrs(info: FolderInfo, lsub: bool, show_subscribed: bool) -> bytes:

@@ -78,9 +78,12 @@ def peek_tag_and_name(line: bytes) -> tuple[bytes, str]:
 
 @dataclass(frozen=True, slots=True)
 class SeqSet:
-    """A sequence set; each range is ``(low, high)`` as sent, None standing for ``*``."""
+    """A sequence set; each range is ``(low, high)`` as sent, None standing for ``*``.
+    ``saved`` is RFC 5182's ``$`` (the result a SEARCH RETURN (SAVE) kept; no ranges):
+    the selected mailbox resolves it."""
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    saved: bool = False
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
         """Ranges with ``*`` replaced by ``largest`` and low <= high (RFC 3501 §9:
@@ -96,7 +99,12 @@ class SeqSet:
         def n(x: int | None) -> str:
             return "*" if x is None else str(x)
 
+        if self.saved:
+            return "$"
         return ",".join(n(lo) if lo == hi else f"{n(lo)}:{n(hi)}" for lo, hi in self.ranges)
+
+
+SAVED = SeqSet((), saved=True)
 
 
 def parse_seqset(text: bytes | str) -> SeqSet:
@@ -313,6 +321,9 @@ class Reader:
             self.sp()
 
     def seqset(self) -> SeqSet:
+        if self.peek() == 0x24:  # '$': the saved search result (RFC 5182)
+            self.pos += 1
+            return SAVED
         s = self._run(frozenset(b"0123456789:,*"))
         if not s:
             raise ParseError("expected a sequence set" if not self.at_end() else "missing argument")

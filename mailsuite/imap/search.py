@@ -13,7 +13,10 @@ A leading ``CHARSET <name>`` is handled here (UTF-8 and US-ASCII; strings are de
 with it). ``parse`` raises :class:`SearchSyntaxError` (answer BAD) or
 :class:`BadCharset` (answer ``NO [BADCHARSET (UTF-8 US-ASCII)]``).
 
-Matching: ``Matcher(key, max_seq=, max_uid=)`` once per command, then
+``$`` (RFC 5182), alone or after ``UID``, is the :class:`Saved` key: the messages the
+session's last SEARCH RETURN (SAVE) kept, handed to the Matcher as ``saved`` UIDs.
+
+Matching: ``Matcher(key, max_seq=, max_uid=, saved=)`` once per command, then
 ``matcher.match(record, seq, source)`` per message, where ``record`` has ``uid``,
 ``flags`` (system flags such as ``"\\Seen"``), ``keywords``, ``size`` (wire octets),
 ``internaldate`` (epoch seconds) and ``recent`` (this session's \\Recent), and
@@ -48,6 +51,7 @@ __all__ = [
     "Not",
     "SequenceSet",
     "UidSet",
+    "Saved",
     "Flag",
     "Keyword",
     "DateKey",
@@ -115,6 +119,11 @@ class UidSet:
 
 
 @dataclass(frozen=True, slots=True)
+class Saved:
+    """``$``: the saved search result (RFC 5182)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Flag:
     """A system flag such as ``"\\Seen"`` (ANSWERED, DELETED, DRAFT, FLAGGED, SEEN,
     RECENT); compared case-insensitively. NEW/OLD/UNxxx are built from it with Not/And."""
@@ -171,7 +180,7 @@ class Text:
     value: str
 
 
-Key = Union[All, And, Or, Not, SequenceSet, UidSet, Flag, Keyword, DateKey, Size, Header, Body, Text]
+Key = Union[All, And, Or, Not, SequenceSet, UidSet, Saved, Flag, Keyword, DateKey, Size, Header, Body, Text]
 
 
 
@@ -348,7 +357,12 @@ class _Parser:
             return Not(self.nested())
         if word == "OR":
             return Or(self.nested(), self.nested())
+        if tok == "$":
+            return Saved()
         if word == "UID":
+            if self.toks[self.i : self.i + 1] == ["$"]:
+                self.i += 1
+                return Saved()
             return UidSet(parse_sequence_set(self.atom("UID set")))
         if _SEQ_SET.match(tok):
             return SequenceSet(parse_sequence_set(tok))
@@ -515,9 +529,10 @@ class Matcher:
 
     needs: str
 
-    def __init__(self, key: Key, *, max_seq: int, max_uid: int) -> None:
+    def __init__(self, key: Key, *, max_seq: int, max_uid: int, saved: frozenset[int] = frozenset()) -> None:
         self.max_seq = max_seq
         self.max_uid = max_uid
+        self.saved = saved
         self._fn, cost = self._compile(key)
         self.needs = {v: k for k, v in _COST.items()}[cost]
 
@@ -543,6 +558,9 @@ class Matcher:
         if isinstance(key, SequenceSet):
             ranges = resolve_ranges(key.ranges, self.max_seq)
             return (lambda c: any(lo <= c.seq <= hi for lo, hi in ranges)), 0
+        if isinstance(key, Saved):
+            saved = self.saved
+            return (lambda c: c.rec.uid in saved), 0  # type: ignore[attr-defined]
         if isinstance(key, UidSet):
             ranges = resolve_ranges(key.ranges, self.max_uid)
             return (lambda c: any(lo <= c.rec.uid <= hi for lo, hi in ranges)), 0  # type: ignore[attr-defined]

@@ -57,7 +57,7 @@ def shared_uids(folder: IFolder) -> array:
 
 
 class SelectedMailbox:
-    __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "keywords", "_own",
+    __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "keywords", "saved", "_own",
                  "_listener", "__weakref__")
 
     def __init__(self, folder: IFolder, readonly: bool) -> None:
@@ -71,6 +71,10 @@ class SelectedMailbox:
         # gives each operation its own): not reported again as news; anyone else's
         # change, with another modseq, still is.
         self._own: set[int] | None = None
+        # RFC 5182 search result variable: the UIDs SEARCH RETURN (SAVE) kept, empty
+        # until then.  It lives and dies with this view, so SELECT, EXAMINE, CLOSE and
+        # UNSELECT reset it; kept as UIDs so expunged messages simply drop out of ``$``.
+        self.saved: frozenset[int] = frozenset()
         self._listener: Callable[..., None] | None = None
 
     # -- opening -----------------------------------------------------------------------
@@ -113,9 +117,17 @@ class SelectedMailbox:
 
         Message sequence numbers beyond EXISTS are the client's mistake (BAD, raised as
         ValueError); a UID set may name UIDs that do not exist (they are skipped).
+        ``$`` (RFC 5182) names the saved messages still here, as numbers or UIDs alike.
         """
         uids = self.uids
         n = len(uids)
+        if s.saved:
+            found = []
+            for u in self.saved:
+                i = bisect.bisect_left(uids, u)
+                if i < n and uids[i] == u:
+                    found.append(i + 1)
+            return sorted(found)
         if uid:
             if not n:
                 return []
