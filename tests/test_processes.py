@@ -176,7 +176,7 @@ def test_kill_9_of_workers_and_parent_under_load_loses_and_duplicates_nothing(tm
             # Then the parent: its workers stop with it (PR_SET_PDEATHSIG) ...
             pids = worker_pids(srv)
             srv.kill9()
-            wait_for(lambda: not any(alive(p) for p in pids.values()), timeout=10, what="orphaned workers gone")
+            wait_for(lambda: not any(alive(p) for p in pids.values()), timeout=20, what="orphaned workers gone")
         finally:
             stop.set()
             for t in threads:

@@ -153,7 +153,7 @@ class WorkerSupervisor(service.Service):
             return
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r", LOG_FD: "r", CONTROL_FD: "r"}
         args = [self.python, "-m", "mailsuite.process.worker", "--config", str(self.config_path),
-                "--index", str(index), "--count", str(self.count)]
+                "--index", str(index), "--count", str(self.count), "--parent", str(os.getpid())]
         for i, s in enumerate(self.binder.sockets):
             fd = FIRST_SOCKET_FD + i
             child_fds[fd] = s.fd

@@ -165,7 +165,7 @@ class QueueManager(service.Service):
             raise
         self._ready = self.workers.run(spool.scan, self.paths, True)
         self._ready.addCallback(self._loaded)
-        self._ready.addErrback(lambda f: log.failure("queue: reading the spool failed", f))
+        self._ready.addErrback(self._scan_failed)
         self._ready.addBoth(lambda _: self._mark_loaded())
         self._poller = task.LoopingCall(self._poll_control)
         self._poller.clock = self.reactor
@@ -217,6 +217,14 @@ class QueueManager(service.Service):
         grace.addCallback(last_removals)
         grace.addErrback(lambda f: log.warn("queue: removal at stop failed: {why}", why=f.getErrorMessage()))
         return grace.addCallback(stopped)
+
+    def _scan_failed(self, f: Any) -> None:
+        if f.check(OSError):
+            # The disk, not a bug: one line, and the spool is scanned again at the
+            # next start (new messages are still taken and delivered meanwhile).
+            log.error("queue: reading the spool failed: {why}", why=f.getErrorMessage())
+        else:
+            log.failure("queue: reading the spool failed", f)
 
     def when_loaded(self) -> defer.Deferred:
         """Fires once the start-up scan of the spool is done."""
