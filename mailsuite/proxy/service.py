@@ -45,8 +45,6 @@ def add_services(suite: Any, parent: Any) -> None:
     if not any(descs for descs, *_ in listeners):
         return
     suite.realm.register(IProxyAccount, lambda account: account)
-    from twisted.internet import reactor
-
     for descs, cls, port, role in listeners:
         if not descs:
             continue
@@ -57,7 +55,7 @@ def add_services(suite: Any, parent: Any) -> None:
             allow_plaintext_auth=cfg.server.allow_plaintext_auth,
             backend=backend_chooser(px, port),
         )
-        factory = ProxyFactory(cls, conf, reactor)
+        factory = ProxyFactory(cls, conf, suite.reactor)
         for desc in descs:
             suite.listener(parent, desc, factory, False)
 
