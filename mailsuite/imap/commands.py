@@ -251,6 +251,7 @@ class MailboxCommands:
         subscribed_only = lsub or "SUBSCRIBED" in select
         special_only = "SPECIAL-USE" in select
         show_subscribed = "SUBSCRIBED" in select or "SUBSCRIBED" in returns
+        status_items = [r[7:] for r in cmd.args["return"] if r.startswith("STATUS:")] if not lsub else []
         out = []
         known = {i.name: i for i in infos}
         emitted: set[str] = set()
@@ -264,6 +265,13 @@ class MailboxCommands:
                 continue
             emitted.add(info.name)
             out.append(b"* %s %s \".\" %s\r\n" % (word.encode(), _attrs(info, lsub, show_subscribed), wire.mailbox(info.name, self.utf8)))
+            if status_items and not info.noselect:
+                # RFC 5819: the STATUS of each selectable mailbox right after its LIST
+                # line; one that cannot be read (deleted meanwhile) is left out.
+                try:
+                    out.append(await self._status_line(info.name, status_items))
+                except No as e:
+                    log.info("imap: LIST-STATUS skipped {name}: {why}", name=info.name, why=str(e))
         if lsub:
             # '%' matching a parent of a subscribed folder lists the parent as \Noselect.
             subs = await self.account.subscriptions()
@@ -292,12 +300,17 @@ class MailboxCommands:
 
     async def _status(self, cmd: Command) -> str:
         name = self._name(cmd.args["mailbox"])
+        self.write(await self._status_line(name, cmd.args["items"]))
+        return "STATUS completed"
+
+    async def _status_line(self, name: str, items: list[str]) -> bytes:
+        """``* STATUS name (ITEM n ...)`` for folder ``name`` (STATUS, and LIST-STATUS)."""
         folder = await self._open(name)
         try:
             await folder.sync()
             records = folder.messages()
             vals = []
-            for item in cmd.args["items"]:
+            for item in items:
                 if item == "MESSAGES":
                     v = len(records)
                 elif item == "RECENT":
@@ -309,7 +322,7 @@ class MailboxCommands:
                 elif item == "UNSEEN":
                     v = sum(1 for r in records if "\\Seen" not in r.flags)
                 elif item == "SIZE":
-                    v = sum(r.size for r in records)
+                    v = sum(r.size for r in records)  # RFC 8438: the RFC822.SIZEs added up
                 elif item == "HIGHESTMODSEQ":
                     v = folder.highest_modseq
                 else:  # APPENDLIMIT
@@ -317,8 +330,7 @@ class MailboxCommands:
                 vals.append(f"{item} {v}")
         finally:
             linger(folder)
-        self.write(b"* STATUS %s (%s)\r\n" % (wire.mailbox(name, self.utf8), " ".join(vals).encode()))
-        return "STATUS completed"
+        return b"* STATUS %s (%s)\r\n" % (wire.mailbox(name, self.utf8), " ".join(vals).encode())
 
     # -- APPEND --------------------------------------------------------------------------
 

@@ -302,7 +302,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 caps.append("LOGINDISABLED")
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-                     f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES"]
+                     f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-STATUS"]
         return " ".join(caps).encode("ascii")
 
     # -- input framing ---------------------------------------------------------------
