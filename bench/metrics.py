@@ -30,9 +30,10 @@ from smtp_inbound import RCPT, run_python, run_smtp_source
 class Server(BenchServer):
     """mailsuite with the MX listener; with ``metrics`` also [http] metrics on a listener."""
 
-    def __init__(self, metrics: bool) -> None:
+    def __init__(self, metrics: bool, processes: int = 0) -> None:
         super().__init__("mailsuite-metricsbench-", ["smtp", "http"] if metrics else ["smtp"], {RCPT: "alicepw"},
-                         {"smtp": {"max_connections_per_ip": 1000}, "http": {"metrics": metrics}})
+                         {"smtp": {"max_connections_per_ip": 1000}, "http": {"metrics": metrics},
+                          "server": {"processes": processes}})
         self.metrics = metrics
         self.start()
 
@@ -120,11 +121,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scrape-interval", type=float, default=1.0, help="seconds; 0: no scraping")
     ap.add_argument("--client", choices=("auto", "smtp-source", "python"), default="auto")
+    ap.add_argument("--processes", type=int, default=0, help="[server] processes of both servers (0: one per core)")
     a = ap.parse_args()
     client = a.client if a.client != "auto" else ("smtp-source" if shutil.which("smtp-source") else "python")
     send = run_smtp_source if client == "smtp-source" else run_python
     size = int(a.size_kb * 1024)
-    on, off = Server(True), Server(False)
+    on, off = Server(True, a.processes), Server(False, a.processes)
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     try:
         print(f"SMTP inbound, metrics on vs off: {a.count} x {a.size_kb:g} KB, C={a.concurrency}, client {client}, "
