@@ -209,9 +209,11 @@ def test_admin_pages_with_several_processes(server_factory, peers, dns_factory) 
     send_queued(srv)
     wait_for(lambda: "status=deferred" in srv.log(), what="the message deferred", server=srv)
     c = logged_in(srv)
-    # With several processes the parent writes its computed gauges every second.
-    wait_for(lambda: '<div class="n">1</div><div class="l">in the queue</div>' in c.get("/admin/").body.decode(),
-             what="the queue gauge on the dashboard")
+    # With several processes the parent writes the queue gauges every second and
+    # today's counts every TODAY_REFRESH (15) seconds.
+    wait_for(lambda: all(f'<div class="n">1</div><div class="l">{label}</div>' in page
+                         for page in [c.get("/admin/").body.decode()] for label in ("in the queue", "received")),
+             timeout=40, what="the queue and today's gauges on the dashboard")
     for _ in range(6):  # new connections, spread over both workers; each shows every process's counts
         page = c.get("/admin/").body.decode()
         assert re.search(r'<div class="n">1</div><div class="l">received</div>', page)
