@@ -51,7 +51,7 @@ def _quoted(value: str) -> str:
 
 
 def _port(listeners: tuple[str, ...]) -> int | None:
-    from mailsuite.web.endpoints import endpoint_port
+    from mailsuite.published import endpoint_port
 
     for desc in listeners:
         p = endpoint_port(desc)
@@ -61,7 +61,7 @@ def _port(listeners: tuple[str, ...]) -> int | None:
 
 
 def records_for(cfg: Any, domain: str) -> list[Record]:
-    from mailsuite.web.endpoints import public_hostname
+    from mailsuite.published import public_hostname
 
     domain = domain.lower().rstrip(".")
     host = public_hostname(cfg).rstrip(".")
@@ -78,7 +78,7 @@ def records_for(cfg: Any, domain: str) -> list[Record]:
     out.append(Record(f"_smtp._tls.{domain}", "TXT", f"v=TLSRPTv1; rua=mailto:{postmaster}",
                       "TLS-RPT: where senders report TLS problems (RFC 8460)"))
     if cfg.http.mta_sts.mode != "none":
-        from mailsuite.web.mtasts import policy_id
+        from mailsuite.published import policy_id
 
         out.append(Record(f"_mta-sts.{domain}", "TXT", f"v=STSv1; id={policy_id(cfg)}",
                           "MTA-STS: a policy is published; the id changes with it"))

@@ -1,7 +1,7 @@
 """Mail client autoconfiguration: Thunderbird's config-v1.1.xml, Outlook's
 autodiscover (POX and the JSON redirect), and an Apple ``.mobileconfig`` profile.
 
-All three describe the listeners of :func:`mailsuite.web.endpoints.client_endpoints`
+All three describe the listeners of :func:`mailsuite.published.client_endpoints`
 for a local domain and say nothing about whether an account exists (any address in a
 local domain gets the same answer), so they cannot be used to probe for users.
 
@@ -29,7 +29,7 @@ from urllib.parse import quote
 from twisted.web import resource
 from twisted.web.server import Request
 
-from mailsuite.web.endpoints import ClientEndpoint, client_endpoints, endpoint_port, public_hostname
+from mailsuite.published import ClientEndpoint, client_endpoints, endpoint_port, public_hostname
 
 if TYPE_CHECKING:  # annotations only: the config module validates with code that uses this package
     from mailsuite import config as config_mod

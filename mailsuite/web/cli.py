@@ -22,7 +22,7 @@ from mailsuite.web.dashboard import TODAY, figures
 def metrics_url(cfg: Any) -> str | None:
     from twisted.internet.endpoints import _parseServer  # noqa: PLC2701 - parse only
 
-    from mailsuite.web.endpoints import endpoint_port
+    from mailsuite.published import endpoint_port
 
     for desc in cfg.http.listen:
         port = endpoint_port(desc)

@@ -10,28 +10,15 @@ DNS page).  Redirects are never used (RFC 8461 3.3 forbids following them).
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 from twisted.web import resource
 from twisted.web.server import Request
 
-from mailsuite.web.endpoints import public_hostname
+from mailsuite.published import policy_text
 
 if TYPE_CHECKING:  # annotations only: the config module validates with code that uses this package
     from mailsuite import config as config_mod
-
-
-def policy_text(cfg: config_mod.Config) -> str:
-    sts = cfg.http.mta_sts
-    mx = sts.mx or (public_hostname(cfg),)
-    lines = ["version: STSv1", f"mode: {sts.mode}", *(f"mx: {m}" for m in mx), f"max_age: {sts.max_age}"]
-    return "\r\n".join(lines) + "\r\n"  # RFC 8461 3.2: CRLF-separated key/value pairs
-
-
-def policy_id(cfg: config_mod.Config) -> str:
-    """The ``id=`` of the ``_mta-sts`` TXT record: changes whenever the policy does."""
-    return hashlib.sha256(policy_text(cfg).encode()).hexdigest()[:20]
 
 
 class MTASTSPolicy(resource.Resource):

@@ -1,5 +1,8 @@
-"""What mail clients are told: the host, port and socket type of each configured
-IMAP, POP3 and submission listener.
+"""What this server publishes to mail clients and to DNS, derived from the config: the
+host, port and socket type of each configured IMAP, POP3 and submission listener, the
+public host name, and the MTA-STS policy.  The web pages (autoconfig, MTA-STS) and
+the DNS records tool (mailsuite.mailauth.records) both read it from here, so neither
+imports the other.
 
 One source for every autoconfiguration format (Thunderbird XML, Outlook POX, Apple
 profile) and for the RFC 6186 SRV records on the admin DNS page, so they all agree
@@ -10,6 +13,7 @@ a plain listener is published with STARTTLS when a certificate is configured, an
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -79,3 +83,16 @@ def client_endpoints(cfg: config_mod.Config) -> list[ClientEndpoint]:
             elif cfg.server.allow_plaintext_auth:
                 out.append(ClientEndpoint(protocol, host, port, "plain"))  # type: ignore[arg-type]
     return out
+
+
+def policy_text(cfg: config_mod.Config) -> str:
+    """The MTA-STS policy file served at /.well-known/mta-sts.txt."""
+    sts = cfg.http.mta_sts
+    mx = sts.mx or (public_hostname(cfg),)
+    lines = ["version: STSv1", f"mode: {sts.mode}", *(f"mx: {m}" for m in mx), f"max_age: {sts.max_age}"]
+    return "\r\n".join(lines) + "\r\n"  # RFC 8461 3.2: CRLF-separated key/value pairs
+
+
+def policy_id(cfg: config_mod.Config) -> str:
+    """The ``id=`` of the ``_mta-sts`` TXT record: changes whenever the policy does."""
+    return hashlib.sha256(policy_text(cfg).encode()).hexdigest()[:20]
