@@ -138,7 +138,15 @@ def test_search_tokens_keep_strings_and_lists_apart() -> None:
 def test_append_with_flags_date_and_literal() -> None:
     cmd = parse_command([b'a APPEND Sent (\\Seen $Work) "  1-Jan-2024 10:00:00 +0100" {5+}', b""], [b"hello"])
     assert cmd.args == {"mailbox": b"Sent", "flags": ["\\Seen", "$Work"], "date": b"  1-Jan-2024 10:00:00 +0100",
-                        "message": b"hello"}
+                        "message": b"hello",
+                        "messages": [(["\\Seen", "$Work"], b"  1-Jan-2024 10:00:00 +0100", b"hello")]}
+
+
+def test_multiappend_lists_each_message_with_its_own_flags_and_date() -> None:
+    cmd = parse_command([b"a APPEND INBOX (\\Seen) {2+}", b' "01-Feb-2024 10:00:00 +0000" {3}', b" (\\Draft) {1}", b""],
+                        [b"hi", b"two", b"3"])
+    assert cmd.args["messages"] == [(["\\Seen"], None, b"hi"), ([], b"01-Feb-2024 10:00:00 +0000", b"two"),
+                                    (["\\Draft"], None, b"3")]
 
 
 def test_append_without_flags_or_date() -> None:

@@ -336,38 +336,46 @@ class MailboxCommands:
 
     def do_APPEND(self, cmd: Command) -> defer.Deferred:
         d = defer.ensureDeferred(self._append(cmd))
-        message = cmd.args["message"]
-        if hasattr(message, "discard"):  # a big literal spooled to a file: remove it
+        spooled = [m for _, _, m in cmd.args["messages"] if hasattr(m, "discard")]
+        if spooled:  # big literals spooled to files: remove them
 
             def cleanup(result: Any) -> Any:
-                message.discard()
+                for message in spooled:
+                    message.discard()
                 return result
 
             d.addBoth(cleanup)
         return d
 
     async def _append(self, cmd: Command) -> str:
+        """APPEND of one message, or of several (MULTIAPPEND, RFC 3502): every message
+        is checked before any is stored, then all are stored or none, and APPENDUID
+        (RFC 4315) names the new UIDs as a set."""
         name = self._name(cmd.args["mailbox"])
-        flags = normalize_flags(cmd.args["flags"])
-        date = None
-        if cmd.args["date"] is not None:
-            try:
-                date = msgdata.parse_internaldate(cmd.args["date"])
-            except ValueError:
-                raise Bad("Invalid date-time in APPEND") from None
-        message: bytes = cmd.args["message"]
-        if not message:
-            raise No("Empty message", "CANNOT")
+        items = []
+        for flags, date_text, message in cmd.args["messages"]:
+            date = None
+            if date_text is not None:
+                try:
+                    date = msgdata.parse_internaldate(date_text)
+                except ValueError:
+                    raise Bad("Invalid date-time in APPEND") from None
+            if not message:
+                raise No("Empty message", "CANNOT")
+            # bytes, or a SpooledLiteral's file
+            items.append((getattr(message, "path", message), normalize_flags(flags), date))
         folder = await self._open(name, trycreate=True)
-        source = getattr(message, "path", message)  # bytes, or a SpooledLiteral's file
         try:
-            uid = await folder.append(source, flags, date)
+            if len(items) == 1:
+                uids = [await folder.append(*items[0])]
+            else:
+                uids = await folder.append_many(items)
             uidvalidity = folder.uidvalidity
         except store_errors.StoreError as e:
             raise store_error(e) from None
         finally:
             linger(folder)
-        return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
+        return f"[APPENDUID {uidvalidity} {uid_set_text(uids).decode()}] APPEND completed"
 
     # -- selected state ------------------------------------------------------------------
 

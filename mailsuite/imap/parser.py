@@ -516,21 +516,29 @@ def _status(r: Reader) -> dict[str, Any]:
 
 
 def _append(r: Reader) -> dict[str, Any]:
+    """APPEND, with MULTIAPPEND (RFC 3502): after the mailbox one or more messages, each
+    ``[flag-list SP] [date-time SP] literal``.  ``messages`` lists (flags, date,
+    message); flags/date/message are the first one's."""
     r.sp()
     mbox = _mailbox(r)
-    r.sp()
-    flags: list[str] = []
-    date = None
-    if r.peek() == 0x28:
-        flags = r.flag_list()
+    messages = []
+    while True:
         r.sp()
-    if r.peek() == 0x22:
-        date = r.date_time()
-        r.sp()
-    if r.peek() != 0x7B:
-        raise ParseError("APPEND needs the message as a literal")
-    message = r.literal()
-    return {"mailbox": mbox, "flags": flags, "date": date, "message": message}
+        flags: list[str] = []
+        date = None
+        if r.peek() == 0x28:
+            flags = r.flag_list()
+            r.sp()
+        if r.peek() == 0x22:
+            date = r.date_time()
+            r.sp()
+        if r.peek() != 0x7B:
+            raise ParseError("APPEND needs the message as a literal")
+        messages.append((flags, date, r.literal()))
+        if r.at_end():
+            break
+    flags, date, message = messages[0]
+    return {"mailbox": mbox, "flags": flags, "date": date, "message": message, "messages": messages}
 
 
 def _select(r: Reader) -> dict[str, Any]:

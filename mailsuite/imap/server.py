@@ -181,6 +181,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         self._lit_chunks: list[bytes] = []
         self._lit_discard = False
         self._spool: SpooledLiteral | None = None  # a big APPEND literal being written
+        self._append_mem = 0  # bytes of this APPEND's literals held in memory
         self._reject: bytes | None = None  # response for a command being skipped
         self._busy = False
         self._closing = False
@@ -302,7 +303,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
                 caps.append("LOGINDISABLED")
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-                     f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-STATUS"]
+                     f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-STATUS", "MULTIAPPEND"]
         return " ".join(caps).encode("ascii")
 
     # -- input framing ---------------------------------------------------------------
@@ -363,6 +364,7 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
     def _reset_command(self) -> None:
         self._discard_spools()
         self._segs, self._lits, self._seg_total = [], [], 0
+        self._append_mem = 0  # bytes of this APPEND's literals held in memory
         self._reject = None
         self._lit_discard = False
 
@@ -420,9 +422,15 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         else:
             if name != "APPEND":
                 self._seg_total += size  # held in memory until the command completes
-            if name == "APPEND" and size > SPOOL_THRESHOLD and self.conf.spool_dir is not None:
-                # Big messages stream to a file instead of memory (DESIGN.md rule 3).
-                self._spool = SpooledLiteral(self.conf.spool_dir, size)
+            if name == "APPEND":
+                # Big messages stream to a file instead of memory (DESIGN.md rule 3);
+                # so do the later messages of a MULTIAPPEND once those held in memory
+                # add up to SPOOL_THRESHOLD (up to MAX_LITERALS messages per command).
+                if self.conf.spool_dir is not None and (size > SPOOL_THRESHOLD or
+                                                        self._append_mem + size > SPOOL_THRESHOLD):
+                    self._spool = SpooledLiteral(self.conf.spool_dir, size)
+                else:
+                    self._append_mem += size
             if not nonsync:
                 self.write(b"+ OK\r\n")
         self._lit_left = size

@@ -539,29 +539,46 @@ class FolderDisk:
     def append(self, source: bytes | Path, flags: Iterable[str], internaldate: float | None) -> int:
         """Store a message durably in cur/ and give it a UID.  ``source`` has CRLF (or
         LF) line ends; it is stored with LF (as delivery does)."""
+        (uid,) = self.append_many([(source, flags, internaldate)])
+        return uid
+
+    def append_many(self, items: list[tuple[bytes | Path, Iterable[str], float | None]]) -> list[int]:
+        """Store several messages all or none (MULTIAPPEND, RFC 3502): each is written
+        and fsynced in tmp/ first; if any write fails, every one written is removed and
+        nothing reaches cur/.  Then all are renamed in, the directory fsynced once, and
+        the UIDs given in one uidlist step (consecutive unless another process appends
+        at the same moment)."""
         self._check()
-        letters = self._letters(flags)
-        base = names.unique_name()
-        tmp = self.tmp / base
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        written: list[tuple[Path, str, str]] = []  # (tmp path, base, final name)
         try:
-            with os.fdopen(fd, "wb") as f:
-                size, wire = _write_lf(f, source)
-                f.flush()
-                fsutil.fsync_fd(f.fileno())
-            if internaldate is not None:
-                os.utime(tmp, (internaldate, internaldate))
-            name = names.with_flags(names.with_sizes(base, size, wire), letters)
-            os.rename(tmp, self.cur / name)
+            for source, flags, internaldate in items:
+                letters = self._letters(flags)
+                base = names.unique_name()
+                tmp = self.tmp / base
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                written.append((tmp, base, ""))
+                with os.fdopen(fd, "wb") as f:
+                    size, wire = _write_lf(f, source)
+                    f.flush()
+                    fsutil.fsync_fd(f.fileno())
+                if internaldate is not None:
+                    os.utime(tmp, (internaldate, internaldate))
+                written[-1] = (tmp, base, names.with_flags(names.with_sizes(base, size, wire), letters))
+            for tmp, _, name in written:
+                os.rename(tmp, self.cur / name)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            for tmp, _, name in written:
+                for path in (tmp, self.cur / name if name else None):
+                    if path is None:
+                        continue
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
             raise
         _fsync_dir(self.cur)
-        (uid,) = self._give_uids([(base, name, True)])
-        return uid
+        uids = self._give_uids([(base, name, True) for _, base, name in written])
+        return uids  # type: ignore[return-value]
 
     def _give_uids(self, files: list[tuple[str, str, bool]]) -> list[int | None]:
         """UIDs for files this process just put into cur/ (recent: third item)."""
@@ -958,6 +975,11 @@ class Folder:
         """Store a message (bytes, or a path to a file to copy); fires with its UID after
         file, directory and uidlist are fsynced.  The message is \\Recent."""
         return self._op(self._disk.append, source, list(flags), internaldate)
+
+    def append_many(self, items: list[tuple[bytes | Path, Iterable[str], float | None]]) -> defer.Deferred:
+        """Store ``(source, flags, internaldate)`` messages all or none; fires with
+        their UIDs, in order, once all are durable (MULTIAPPEND)."""
+        return self._op(self._disk.append_many, [(src, list(fl), date) for src, fl, date in items])
 
     def copy(self, uids: Iterable[int], dest: "Folder") -> defer.Deferred:
         """Copy messages with their flags and dates; fires with [(src_uid, dst_uid)]

@@ -145,6 +145,10 @@ class IFolder(Interface):
     def append(source: object, flags: object = (), internaldate: float | None = None) -> object:
         """Store a message (bytes or a file path); fires with its UID once durable."""
 
+    def append_many(items: object) -> object:
+        """Store ``(source, flags, internaldate)`` messages all or none; fires with
+        their UIDs in order once all are durable (IMAP MULTIAPPEND)."""
+
     def copy(uids: object, dest: "IFolder") -> object:
         """Fires with [(source uid, new uid)] once the copies are durable."""
 

@@ -100,14 +100,20 @@ class Raw(LineClient):
         assert b" OK " in tagged, tagged
 
 
-@pytest.fixture(scope="module")
-def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_imap_server(tmp_path_factory.mktemp("imap") / "srv")
+def running_imap_server(tmp_path_factory: pytest.TempPathFactory, name: str = "imap", **overrides: Any) -> Iterator[Server]:
+    """Body of a module-scoped server fixture with its own settings (``yield from``
+    it): started, stopped at the end, and its log checked for tracebacks."""
+    srv = start_imap_server(tmp_path_factory.mktemp(name) / "srv", **overrides)
     try:
         yield srv
     finally:
         srv.stop()
     assert imap_tracebacks(srv.log()) == []
+
+
+@pytest.fixture(scope="module")
+def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from running_imap_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
