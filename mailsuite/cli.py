@@ -9,6 +9,7 @@ users could read them in the process list.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import sys
 from pathlib import Path
@@ -147,7 +148,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     from mailsuite.directory.passwords import hash_password
 
     path, address, users = _existing_user(args)
-    users[address] = UserEntry(address, hash_password(_read_password(args)), users[address].quota)
+    users[address] = dataclasses.replace(users[address], password_hash=hash_password(_read_password(args)))
     write_users(path, users)
     print(f"password changed for {address}")
     return 0

@@ -112,6 +112,7 @@ class LDAPConfig:
     catchall_filter: str = ""
     address_attributes: tuple[str, ...] = ("mail", "mailAlternateAddress")
     quota_attribute: str = ""
+    quota_messages_attribute: str = ""
     required_group: str = ""
     group_filter: str = "(|(member={dn})(uniqueMember={dn}))"
     expand_groups: bool = False

@@ -2,7 +2,7 @@
 
 users file, one account per line (like a Dovecot passwd-file)::
 
-    alice@example.org:$2b$10$...hash...[:quota=1073741824]
+    alice@example.org:$2b$10$...hash...[:quota=1073741824][:quota_messages=100000]
 
 aliases file, one alias per line (like Postfix virtual(5))::
 
@@ -61,9 +61,11 @@ class UserEntry:
     password_hash: str
     quota: int | None = None
     host: str = ""  # the user's backend node, for [proxy]
+    quota_messages: int | None = None  # most messages stored; None: no limit
 
     def to_line(self) -> str:
         extra = f":quota={self.quota}" if self.quota is not None else ""
+        extra += f":quota_messages={self.quota_messages}" if self.quota_messages is not None else ""
         extra += f":host={self.host}" if self.host else ""
         return f"{self.address}:{self.password_hash}{extra}\n"
 
@@ -78,17 +80,19 @@ def parse_users(text: str, source: str = "users file") -> dict[str, UserEntry]:
         if len(parts) < 2 or "@" not in parts[0]:
             raise FileFormatError(f"{source} line {n}: expected address:hash")
         address = normalize_address(parts[0])
-        quota = None
+        quota = quota_messages = None
         host = ""
         for opt in parts[2:]:
             key, _, value = opt.partition("=")
             if key == "quota" and value.isdigit():
                 quota = int(value)
+            elif key == "quota_messages" and value.isdigit():
+                quota_messages = int(value)
             elif key == "host" and value and all(c.isalnum() or c in ".-_" for c in value):
                 host = value
             elif opt:
                 raise FileFormatError(f"{source} line {n}: unknown field {opt!r}")
-        users[address] = UserEntry(address, parts[1], quota, host)
+        users[address] = UserEntry(address, parts[1], quota, host, quota_messages)
     return users
 
 
@@ -221,7 +225,7 @@ class FileDirectory:
 
     def account_now(self, name: str) -> Account | None:
         e = self._entry(name)
-        return Account(e.address, e.quota, e.host) if e else None
+        return Account(e.address, e.quota, e.host, e.quota_messages) if e else None
 
     def resolve_now(self, address: str) -> Resolution | None:
         address = normalize_address(address)
@@ -306,7 +310,7 @@ class FileDirectory:
         except DirectoryUnavailable:
             return defer.fail()
         if entry is not None and self._cache.hit(entry.address, entry.password_hash, password):
-            return defer.succeed(Account(entry.address, entry.quota, entry.host))
+            return defer.succeed(Account(entry.address, entry.quota, entry.host, entry.quota_messages))
         stored = entry.password_hash if entry else None
         d = self.workers.run(check_password, password, stored, self.allow_plaintext)
 
@@ -314,6 +318,6 @@ class FileDirectory:
             if not ok or entry is None:
                 raise UnauthorizedLogin("Authentication failed")
             self._cache.remember(entry.address, entry.password_hash, password)
-            return Account(entry.address, entry.quota, entry.host)
+            return Account(entry.address, entry.quota, entry.host, entry.quota_messages)
 
         return d.addCallback(checked)

@@ -26,6 +26,7 @@ class Account:
     name: str
     quota: int | None = None  # bytes; None means no quota
     host: str = ""  # the backend node of this user, for the proxy ([proxy] host_attribute)
+    quota_messages: int | None = None  # most messages the account may store; None: no limit
 
     @property
     def local(self) -> str:

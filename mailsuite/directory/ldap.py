@@ -227,7 +227,7 @@ class LDAPDirectory:
 
     @staticmethod
     def _account(entry: Entry) -> Account:
-        return Account(entry.primary, entry.quota, entry.host)
+        return Account(entry.primary, entry.quota, entry.host, entry.quota_messages)
 
     def close(self) -> None:
         self.pool.stop()

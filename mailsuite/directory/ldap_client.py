@@ -78,6 +78,7 @@ class Entry:
     quota: int | None = None
     members: tuple[str, ...] = ()  # member DNs, for a group
     host: str = ""  # the backend node named by [proxy] host_attribute
+    quota_messages: int | None = None  # [directory.ldap] quota_messages_attribute
 
     @property
     def primary(self) -> str:
@@ -208,6 +209,8 @@ class LDAPClient:
         attrs = list(cfg.address_attributes) + list(cfg.member_attributes)
         if cfg.quota_attribute:
             attrs.append(cfg.quota_attribute)
+        if cfg.quota_messages_attribute:
+            attrs.append(cfg.quota_messages_attribute)
         if host_attribute:
             attrs.append(host_attribute)
         self._attributes = list(dict.fromkeys(attrs))
@@ -411,11 +414,20 @@ class LDAPClient:
                 quota = parse_quota(values[0])
                 if quota is None:
                     self.warn(f"{dn}: {self.cfg.quota_attribute} {values[0]!r} is not a size in bytes; no quota")
+        quota_messages = None
+        if self.cfg.quota_messages_attribute:
+            values = texts(self.cfg.quota_messages_attribute)
+            if values:
+                if values[0].strip().isdigit():
+                    quota_messages = int(values[0].strip())
+                else:
+                    self.warn(f"{dn}: {self.cfg.quota_messages_attribute} {values[0]!r} is not a count; no limit")
         members: list[str] = []
         for name in self.cfg.member_attributes:
             members.extend(texts(name))
         hosts = texts(self.host_attribute) if self.host_attribute else []
-        return Entry(dn, tuple(dict.fromkeys(addresses)), quota, tuple(members), hosts[0].strip() if hosts else "")
+        return Entry(dn, tuple(dict.fromkeys(addresses)), quota, tuple(members), hosts[0].strip() if hosts else "",
+                     quota_messages)
 
     def _entries(self, filt: str, size_limit: int = 0) -> list[Entry]:
         return [self._entry(dn, attrs) for dn, attrs in self.search(self.cfg.base_dn, filt, size_limit=size_limit)]

@@ -128,6 +128,8 @@ def check_ldap_config(c: Any, active: bool) -> list[str]:
                 p.append(f"{w}.{key}: {a!r} is not an attribute name")
     if c.quota_attribute and not _ATTRIBUTE.match(c.quota_attribute):
         p.append(f"{w}.quota_attribute: {c.quota_attribute!r} is not an attribute name")
+    if c.quota_messages_attribute and not _ATTRIBUTE.match(c.quota_messages_attribute):
+        p.append(f"{w}.quota_messages_attribute: {c.quota_messages_attribute!r} is not an attribute name")
     if c.expand_groups and not c.member_attributes:
         p.append(f"{w}.member_attributes: at least one attribute when expand_groups = true")
     for key in ("connect_timeout", "timeout", "request_timeout"):

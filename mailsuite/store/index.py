@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mailsuite import fsutil
+from mailsuite.store import names
 
 INDEX = "mailsuite-index"
 CACHE = "mailsuite-cache"
 _VERSION = 1
+
 
 
 class MessageRecord(NamedTuple):
@@ -45,6 +47,12 @@ class MessageRecord(NamedTuple):
     @property
     def letters(self) -> str:
         return self.filename.partition(":2,")[2]
+
+    @property
+    def stored_size(self) -> int:
+        """Octets on disk (the name's S=; what quotas count), else RFC822.SIZE."""
+        size = names.size_of(self.filename)
+        return self.size if size is None else size
 
 
 class IndexState(NamedTuple):

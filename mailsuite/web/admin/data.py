@@ -7,6 +7,7 @@ so an edit applies at once, as it does with ``mailsuite user``."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mailsuite import fsutil
@@ -70,7 +71,7 @@ def set_password(path: Path, address: str, password: str) -> None:
     users = read_users(path)
     if address not in users:
         raise EditError(f"{address}: no such account")
-    users[address] = UserEntry(address, hash_password(password), users[address].quota)
+    users[address] = dataclasses.replace(users[address], password_hash=hash_password(password))
     write_users(path, users)
 
 
@@ -78,7 +79,7 @@ def set_quota(path: Path, address: str, quota: int | None) -> None:
     users = read_users(path)
     if address not in users:
         raise EditError(f"{address}: no such account")
-    users[address] = UserEntry(address, users[address].password_hash, quota)
+    users[address] = dataclasses.replace(users[address], quota=quota)
     write_users(path, users)
 
 
