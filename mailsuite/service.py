@@ -38,6 +38,7 @@ from mailsuite.directory.interface import IDirectory
 from mailsuite.metrics import NULL as NULL_METRICS, Metrics, clear_shared_values, process_ended
 from mailsuite.delivery.dispatch import Dispatcher
 from mailsuite.delivery.local import LocalDelivery
+from mailsuite.delivery.quota import QuotaFilter, Quotas
 from mailsuite.handoff import IMessageSink, clean_incoming
 from mailsuite.queue.scheduler import QueueManager
 from mailsuite.queue.service import build_queue
@@ -139,6 +140,8 @@ class Suite:
     sieve: Any = None
     # Prometheus metrics (mailsuite/metrics.py); NULL when [http] metrics = false.
     metrics: Any = NULL_METRICS
+    # Mailbox quotas (mailsuite.delivery.quota.Quotas): SMTP RCPT, delivery, IMAP.
+    quotas: Any = None
 
     def tls_for(self, service_name: str) -> ReloadableContextFactory | None:
         """The TLS context factory of ``service_name`` ("smtp", "submission", "imap",
@@ -268,7 +271,10 @@ def build_suite(cfg: config_mod.Config, reactor: Any, binder: IListenerBinder | 
     store = MaildirStore(cfg.mail_dir, workers, hub, reactor,
                          watcher=make_watcher(reactor, cfg.imap.change_poll_interval))
     sieve = make_sieve_filter(cfg, directory, workers, hub)
-    local = LocalDelivery(store, filters=[EnvelopeFolderFilter()] + ([sieve] if sieve is not None else []))
+    quotas = Quotas(directory, cfg.mail_dir, workers)
+    # Quota last: a copy Sieve discards or redirects takes no room.
+    local = LocalDelivery(store, filters=[EnvelopeFolderFilter()] + ([sieve] if sieve is not None else [])
+                          + [QuotaFilter(quotas)])
     # DKIM: our own users' mail and our DSNs are signed once, as they enter.
     keyring = KeyRing(cfg.dkim, cfg.server.data_dir, cfg.server.domains)
     for line in keyring.problems:
@@ -312,7 +318,7 @@ def build_suite(cfg: config_mod.Config, reactor: Any, binder: IListenerBinder | 
         message_rate=MessageRate(per_process_limits(cfg.limits, role), reactor),
         tls_overrides=load_tls_overrides(cfg),
         resolver=resolver, binder=binder or EndpointBinder(), role=role, sieve=sieve, srs=srs,
-        metrics=metrics,
+        metrics=metrics, quotas=quotas,
     )
     suite.on_start.append(metrics.start)
     suite.on_stop.append(metrics.stop)
@@ -330,6 +336,7 @@ def _smtp_listeners(suite: Suite, parent: service.MultiService) -> None:
             enforce_sender=submission and cfg.submission.enforce_sender,
             any_sender_users=frozenset(u.lower() for u in cfg.submission.any_sender_users),
             message_rate=suite.message_rate if submission else None,
+            quotas=suite.quotas,
         )
         # One count of connections per client IP for all listeners of a role (587 and
         # 465 together), taken once the TLS handshake of an implicit-TLS one is done.

@@ -97,7 +97,7 @@ def test_client_gone_during_delivery_leaves_no_timer(tmp_path: Path) -> None:
 @pytest.mark.parametrize("failure, reply", [
     (PermanentFailure("bob: rejected by sieve", "5.7.1", "not wanted here"), b"550 5.7.1 not wanted here\r\n"),
     (PermanentFailure("every copy failed"), b"554 5.3.0 Error: message not accepted\r\n"),
-    (TemporaryFailure("bob: quota", "4.2.2", "mailbox full"), b"451 4.2.2 mailbox full\r\n"),
+    (TemporaryFailure("bob: quota", "4.2.2", "mailbox full"), b"452 4.2.2 mailbox full\r\n"),  # RFC 5321 4.2.2
     # Local detail (paths, errno) stays in the log, never in the reply.
     (TemporaryFailure("ENOSPC /var/mail/x"), b"451 4.3.0 Error: local error in processing, try again later\r\n"),
     (RuntimeError("bug"), b"451 4.3.0 Error: local error in processing, try again later\r\n"),

@@ -10,16 +10,35 @@ modified UTF-7.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import defer
 
+from mailsuite.delivery.quota import Limits
 from mailsuite.store.interface import IAccountStore, IFolder
 
 
 class IMAPAccount:
-    __slots__ = ("mailbox",)
+    """``quotas`` (mailsuite.delivery.quota.Quotas) and ``limits`` (the account's, read
+    from the directory at login, as Dovecot does) serve GETQUOTA and OVERQUOTA."""
 
-    def __init__(self, mailbox: IAccountStore) -> None:
+    __slots__ = ("mailbox", "quotas", "limits")
+
+    def __init__(self, mailbox: IAccountStore, quotas: Any = None, limits: Limits = Limits()) -> None:
         self.mailbox = mailbox
+        self.quotas = quotas
+        self.limits = limits
+
+    async def quota_refusal(self, size: int, count: int) -> str | None:
+        """The text of NO [OVERQUOTA] if ``count`` messages of ``size`` octets in all
+        may not enter this account (RFC 9208 4.3), else None."""
+        if self.quotas is None or not self.limits:
+            return None
+        refusal = await self.quotas.refusal(self.name, size, count, self.limits)
+        return refusal.text if refusal is not None else None
+
+    def usage(self) -> defer.Deferred:
+        return self.quotas.usage(self.name)
 
     @property
     def name(self) -> str:

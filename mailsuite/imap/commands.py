@@ -325,6 +325,10 @@ class MailboxCommands:
                     v = sum(r.size for r in records)  # RFC 8438: the RFC822.SIZEs added up
                 elif item == "HIGHESTMODSEQ":
                     v = folder.highest_modseq
+                elif item == "DELETED":  # RFC 9208 4.4 (and RFC 9051)
+                    v = sum(1 for r in records if "\\Deleted" in r.flags)
+                elif item == "DELETED-STORAGE":  # RFC 9208 4.4: KiB an EXPUNGE would free
+                    v = _kib(sum(r.stored_size for r in records if "\\Deleted" in r.flags))
                 else:  # APPENDLIMIT
                     v = self.svc.append_limit
                 vals.append(f"{item} {v}")
@@ -365,6 +369,15 @@ class MailboxCommands:
             # bytes, or a SpooledLiteral's file
             items.append((getattr(message, "path", message), normalize_flags(flags), date))
         folder = await self._open(name, trycreate=True)
+        try:
+            # RFC 9208 4.3: messages that would exceed the quota are refused, none stored.
+            over = await self.account.quota_refusal(sum(len(m) for _, _, m in cmd.args["messages"]), len(items))
+        except BaseException:
+            linger(folder)
+            raise
+        if over is not None:
+            linger(folder)
+            raise No(over, "OVERQUOTA")
         try:
             if len(items) == 1:
                 uids = [await folder.append(*items[0])]
@@ -727,6 +740,11 @@ class MailboxCommands:
             uids = [r.uid for _, r in pairs]
             if not uids:
                 return f"{word} completed (no messages)"
+            if not move:  # a MOVE inside the account's one quota root frees what it takes
+                over = await self.account.quota_refusal(
+                    sum(r.stored_size for _, r in pairs), len(uids))
+                if over is not None:
+                    raise No(over, "OVERQUOTA")
             try:
                 if move:
                     mapping = await sel.folder.move(uids, dest)
@@ -887,3 +905,53 @@ def _cached_fields_suffice(key: Any) -> bool:
     if isinstance(key, search.Not):
         return _cached_fields_suffice(key.key)
     return True
+
+
+def _kib(octets: int) -> int:
+    """RFC 9208 5.1: STORAGE is in units of 1024 octets; what is used is rounded up
+    (a 1-octet message uses 1), so usage never reads as below a limit it reached."""
+    return -(-octets // 1024)
+
+
+class QuotaCommands:
+    """RFC 9208 GETQUOTAROOT, GETQUOTA, SETQUOTA.  One quota root per account, named
+    ``""``, covering all its folders; its limits come from the directory, so SETQUOTA
+    is refused."""
+
+    account: IMAPAccount
+
+    def _quota_line(self, usage: Any) -> bytes:
+        limits = self.account.limits
+        parts = []
+        if limits.storage is not None:
+            parts.append(b"STORAGE %d %d" % (_kib(usage.bytes), limits.storage // 1024))
+        if limits.messages is not None:
+            parts.append(b"MESSAGE %d %d" % (usage.messages, limits.messages))
+        return b'* QUOTA "" (' + b" ".join(parts) + b")\r\n"
+
+    def do_GETQUOTAROOT(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._getquotaroot(cmd))
+
+    async def _getquotaroot(self, cmd: Command) -> str:
+        name = self._name(cmd.args["mailbox"])  # type: ignore[attr-defined]
+        folder = await self._open(name)  # type: ignore[attr-defined]  # NO [NONEXISTENT] for a missing one
+        linger(folder)
+        if not self.account.limits:  # RFC 9208 4.2.2: a mailbox without a quota root
+            self.write(b"* QUOTAROOT %s\r\n" % wire.mailbox(name, self.utf8))  # type: ignore[attr-defined]
+            return "GETQUOTAROOT completed"
+        usage = await self.account.usage()
+        self.write(b'* QUOTAROOT %s ""\r\n' % wire.mailbox(name, self.utf8)  # type: ignore[attr-defined]
+                   + self._quota_line(usage))
+        return "GETQUOTAROOT completed"
+
+    def do_GETQUOTA(self, cmd: Command) -> defer.Deferred:
+        return defer.ensureDeferred(self._getquota(cmd))
+
+    async def _getquota(self, cmd: Command) -> str:
+        if cmd.args["root"] != b"" or not self.account.limits:
+            raise No("No such quota root", "NONEXISTENT")
+        self.write(self._quota_line(await self.account.usage()))  # type: ignore[attr-defined]
+        return "GETQUOTA completed"
+
+    def do_SETQUOTA(self, cmd: Command) -> None:
+        raise No("Quotas are set in the directory, not over IMAP", "CANNOT")

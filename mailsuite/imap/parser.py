@@ -490,7 +490,8 @@ def _list(r: Reader) -> dict[str, Any]:
     return {"reference": ref, "pattern": pattern, "select": select_opts, "return": returns}
 
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT"}
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT",
+                 "DELETED", "DELETED-STORAGE"}
 
 
 def _status_atts(r: Reader) -> list[str]:
@@ -539,6 +540,29 @@ def _append(r: Reader) -> dict[str, Any]:
             break
     flags, date, message = messages[0]
     return {"mailbox": mbox, "flags": flags, "date": date, "message": message, "messages": messages}
+
+
+def _quota_root(r: Reader) -> dict[str, Any]:
+    r.sp()
+    return {"root": r.astring()}
+
+
+def _setquota(r: Reader) -> dict[str, Any]:
+    """RFC 9208 SETQUOTA root (resource limit ...): parsed so that it gets its NO."""
+    r.sp()
+    root = r.astring()
+    r.sp()
+    r.expect(b"(")
+    limits: list[tuple[str, int]] = []
+    while not r.maybe(b")"):
+        if limits:
+            r.sp()
+        resource = r.atom().upper()
+        r.sp()
+        limits.append((resource, r.number()))
+        if len(limits) > 10:
+            raise ParseError("too many SETQUOTA resources")
+    return {"root": root, "limits": limits}
 
 
 def _select(r: Reader) -> dict[str, Any]:
@@ -733,4 +757,7 @@ _PARSERS = {
     "NAMESPACE": _none,
     "ID": _id,
     "ENABLE": _enable,
+    "GETQUOTA": _quota_root,
+    "GETQUOTAROOT": _one_mailbox,
+    "SETQUOTA": _setquota,
 }

@@ -48,7 +48,7 @@ from mailsuite.imap import parser as P
 from mailsuite.logtext import printable, quoted
 from mailsuite.imap import wire
 from mailsuite.imap.account import IMAPAccount
-from mailsuite.imap.commands import MailboxCommands
+from mailsuite.imap.commands import MailboxCommands, QuotaCommands
 from mailsuite.imap.errors import Bad, No
 from mailsuite.imap.selected import SelectedMailbox
 
@@ -143,7 +143,8 @@ class IMAPServerFactory(Factory):
 ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOTAUTH = ANY | {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTH = ANY | {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
-              "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE"}
+              "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE",
+              "GETQUOTA", "GETQUOTAROOT", "SETQUOTA"}
 SELECTED = AUTH | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
                    "MOVE", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
                    "UID EXPUNGE"}
@@ -161,7 +162,7 @@ def _auth_failed() -> None:
 
 
 @implementer(IPushProducer)
-class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
+class IMAPServer(MailboxCommands, QuotaCommands, Protocol, TimeoutMixin):
     def __init__(self, conf: IMAPFactoryConfig) -> None:
         self.conf = conf
         self.svc = conf.service
@@ -304,6 +305,8 @@ class IMAPServer(MailboxCommands, Protocol, TimeoutMixin):
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
                      f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-STATUS", "MULTIAPPEND"]
+            if self.account is not None and self.account.quotas is not None:
+                caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
         return " ".join(caps).encode("ascii")
 
     # -- input framing ---------------------------------------------------------------

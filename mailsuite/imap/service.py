@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application import service
 
 from mailsuite.frontend import ConnectionCounts
+from mailsuite.delivery.quota import Limits
 from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.server import IIMAPAccount, IMAPFactoryConfig, IMAPServerFactory
 from mailsuite.store.interface import IMailStore
@@ -35,7 +36,8 @@ class _Shutdown(service.Service):
 def add_services(suite: Any, parent: service.MultiService) -> None:
     cfg = suite.config
     store = suite.store
-    suite.realm.register(IIMAPAccount, lambda account: IMAPAccount(store.account(account.name)).prepare())
+    suite.realm.register(IIMAPAccount, lambda account: IMAPAccount(store.account(account.name), suite.quotas,
+                                                                   Limits.of(account)).prepare())
     svc = cfg.imap
     spool = cfg.server.data_dir / "imap-spool"
 

@@ -67,6 +67,7 @@ class Policy:
     enforce_sender: bool = False
     any_sender_users: frozenset[str] = frozenset()
     message_rate: Any = None  # auth.throttle.MessageRate for the submission role
+    quotas: Any = None  # mailsuite.delivery.quota.Quotas: a full mailbox gets 452 4.2.2 at RCPT
 
     def may_relay(self, session: Session) -> bool:
         if session.auth_user:
@@ -152,9 +153,11 @@ class Policy:
             return defer.fail(Reply(554, "5.7.1", f"<{rcpt}>: Relay access denied"))
         d = self.directory.resolve(rcpt)
 
-        def resolved(res: Resolution | None) -> Resolution:
+        def resolved(res: Resolution | None) -> Any:
             if not res:
                 raise Reply(550, "5.1.1", f"<{rcpt}>: Recipient address rejected: User unknown")
+            if self.quotas is not None and res.mailboxes and not res.forwards:
+                return defer.ensureDeferred(self._check_full(session, rcpt, res))
             return res
 
         def unavailable(f):  # type: ignore[no-untyped-def]
@@ -162,4 +165,14 @@ class Policy:
             log.warn("smtp: directory unavailable for <{rcpt}>: {why}", rcpt=escaped(rcpt), why=str(f.value))
             raise Reply(451, "4.4.3", "Directory temporarily unavailable, try again later")
 
-        return d.addCallbacks(resolved, unavailable)
+        return d.addCallback(resolved).addErrback(unavailable)
+
+    async def _check_full(self, session: Session, rcpt: str, res: Resolution) -> Resolution:
+        """RFC 5321 4.5.3.1.10 / RFC 3463 X.2.2: a recipient whose every mailbox is full
+        gets a temporary 452 4.2.2 (the sender keeps trying while the user makes room).
+        A mailbox that is full among others is left to delivery, which defers that copy."""
+        for account in res.mailboxes:
+            if await self.quotas.refusal(account) is None:
+                return res
+        log.info("smtp: [{ip}] <{rcpt}>: mailbox full, 452 4.2.2", ip=session.client_ip, rcpt=escaped(rcpt))
+        raise Reply(452, "4.2.2", f"<{rcpt}>: Mailbox full, try again later")

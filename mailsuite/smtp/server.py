@@ -912,8 +912,9 @@ class SMTPServer(Protocol, TimeoutMixin):
             if f.check(PermanentFailure):
                 e = f.value
                 self._log_message(qid, reader.size, f"rejected ({e.status} {f.getErrorMessage()})", env)
-                self._send(Reply(554 if e.status.startswith("5.3") else 550, e.status,
-                                 e.reply or "Error: message not accepted"))
+                # RFC 5321 4.2.2: 552 is "exceeded storage allocation" (5.2.2: larger than the quota).
+                code = 554 if e.status.startswith("5.3") else 552 if e.status.startswith("5.2.") else 550
+                self._send(Reply(code, e.status, e.reply or "Error: message not accepted"))
                 return
             if f.check(TemporaryFailure):
                 status, text = f.value.status, f.value.reply
@@ -923,8 +924,9 @@ class SMTPServer(Protocol, TimeoutMixin):
                 log.failure("smtp: {qid}: dispatch failed", f, qid=qid)
                 status, text = "4.3.0", None
             self._log_message(qid, reader.size, f"deferred ({f.getErrorMessage()})", env)
-            # RFC 5321 4.2.2: 452 is "insufficient system storage".
-            code = 452 if status == NO_SPACE_STATUS else 451
+            # RFC 5321 4.2.2: 452 is "insufficient system storage"; a full mailbox
+            # (4.2.2, quota) is storage the client should wait for too.
+            code = 452 if status in (NO_SPACE_STATUS, "4.2.2") else 451
             self._send(Reply(code, status, text or "Error: local error in processing, try again later"))
 
         d.addCallbacks(accepted, failed)
