@@ -372,13 +372,8 @@ class MailboxCommands:
         try:
             # RFC 9208 4.3: messages that would exceed the quota are refused, none stored.
             over = await self.account.quota_refusal(sum(len(m) for _, _, m in cmd.args["messages"]), len(items))
-        except BaseException:
-            linger(folder)
-            raise
-        if over is not None:
-            linger(folder)
-            raise No(over, "OVERQUOTA")
-        try:
+            if over is not None:
+                raise No(over, "OVERQUOTA")
             if len(items) == 1:
                 uids = [await folder.append(*items[0])]
             else:
