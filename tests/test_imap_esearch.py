@@ -232,3 +232,12 @@ def test_dollar_parses_as_the_saved_key_alone_or_after_uid() -> None:
     assert S.parse(["UID", "$", "SEEN"]) == S.And((S.Saved(), S.Flag("\\Seen")))
     assert parse_command([b"a UID FETCH $ (UID)"]).args["set"].saved
     assert str(parse_command([b"a COPY $ Trash"]).args["set"]) == "$"
+
+
+def test_uid_expunge_dollar_removes_only_saved_deleted_messages(raw: Raw) -> None:
+    ok(raw, b"STORE 1:6 +FLAGS.SILENT (\\Deleted)")
+    ok(raw, b"UID SEARCH RETURN (SAVE) FLAGGED")
+    untagged = ok(raw, b"UID EXPUNGE $")
+    assert sorted(untagged) == [b"* 2 EXPUNGE", b"* 3 EXPUNGE", b"* 5 EXPUNGE"], untagged
+    assert ok(raw, b"UID SEARCH ALL") == [b"* SEARCH 1 4 6"]
+    assert ok(raw, b"SEARCH NOT $") == [b"* SEARCH 1 2 3"]
