@@ -258,3 +258,41 @@ def test_pop3_is_unaffected_and_deleting_makes_room(server: Server) -> None:
     with smtp(server) as s:  # the room is seen at once (the directory's mtime changed)
         s.sendmail("s@remote.test", ["popq@example.test"], body(300))
     assert disk_usage(server, "popq@example.test")[1] == 1
+
+
+# -- LDAP -------------------------------------------------------------------------------
+
+
+def test_storage_quota_from_ldap(tmp_path: Path) -> None:
+    from tests.support.slapd import MAIL_GROUP, SERVICE_DN, SERVICE_PW, SUFFIX, Person, Slapd, base_ldif, require_slapd
+    from tests.support.tls import make_ca
+
+    require_slapd()
+    ca = make_ca(tmp_path / "ca")
+    slapd = Slapd(tmp_path / "slapd", ca, ldif=base_ldif((Person("quinn", "quinn-pw", "quinn@example.test",
+                                                                 quota="3K"),))).start()
+    srv = make_server(tmp_path / "srv", server={"allow_plaintext_auth": True})
+    (srv.root / "ldap-password").write_text(SERVICE_PW + "\n")
+    srv.sections["directory"] = {"backend": "ldap"}
+    srv.sections["directory.ldap"] = {
+        "servers": [slapd.url], "base_dn": SUFFIX, "bind_dn": SERVICE_DN, "bind_password_file": "ldap-password",
+        "required_group": MAIL_GROUP, "quota_attribute": "mailQuota", "ca_file": str(ca.ca_cert),
+    }
+    try:
+        srv.start()
+        with smtp(srv) as s:
+            s.sendmail("s@remote.test", ["quinn@example.test"], body(2000))
+            with pytest.raises(smtplib.SMTPDataError) as e:  # 3K = 3072 octets
+                s.sendmail("s@remote.test", ["quinn@example.test"], body(2000))
+            assert e.value.smtp_code == 452
+        octets, _ = disk_usage(srv, "quinn@example.test")
+        m = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=20)
+        try:
+            m.login("quinn", "quinn-pw")
+            typ, data = m.getquotaroot("INBOX")
+            assert typ == "OK" and data[1] == [f'"" (STORAGE {-(-octets // 1024)} 3)'.encode()]
+        finally:
+            m.logout()
+    finally:
+        srv.stop()
+        slapd.stop()
