@@ -236,35 +236,55 @@ class MailboxCommands:
 
     async def _list(self, cmd: Command, lsub: bool) -> str:
         word = "LSUB" if lsub else "LIST"
-        ref_raw, pat_raw = cmd.args["reference"], cmd.args["pattern"]
-        select, returns = set(cmd.args["select"]), set(cmd.args["return"])
-        if not pat_raw:
+        args = cmd.args
+        ref_raw, pat_raws = args["reference"], args["patterns"]
+        select, returns = set(args["select"]), set(args["return"])
+        if args["extended"]:
+            _check_list_options(lsub, select, returns)
+        if len(pat_raws) == 1 and not pat_raws[0]:
             # RFC 3501 6.3.8: the delimiter and the root of the reference.
             root = ref_raw.split(DELIM.encode())[0] if ref_raw else b""
             self.write(b'* %s (\\Noselect) "." %s\r\n' % (word.encode(), wire.string(root)))
             return f"{word} completed"
-        pattern = ref_raw + pat_raw if not pat_raw.upper().startswith(b"INBOX") else pat_raw
-        if pattern[:5].upper() == b"INBOX" and (len(pattern) == 5 or pattern[5:6] in (b".", b"*", b"%")):
-            pattern = b"INBOX" + pattern[5:]
-        rx = _pattern_regex(pattern)
+        rxs = []
+        for pat_raw in pat_raws:
+            pattern = ref_raw + pat_raw if not pat_raw.upper().startswith(b"INBOX") else pat_raw
+            if pattern[:5].upper() == b"INBOX" and (len(pattern) == 5 or pattern[5:6] in (b".", b"*", b"%")):
+                pattern = b"INBOX" + pattern[5:]
+            rxs.append(_pattern_regex(pattern))
+        rx = rxs[0] if len(rxs) == 1 else _AnyOf(rxs)
         infos = await self.account.list_folders()
         subscribed_only = lsub or "SUBSCRIBED" in select
         special_only = "SPECIAL-USE" in select
         show_subscribed = "SUBSCRIBED" in select or "SUBSCRIBED" in returns
-        status_items = [r[7:] for r in cmd.args["return"] if r.startswith("STATUS:")] if not lsub else []
+        status_items = [r[7:] for r in args["return"] if r.startswith("STATUS:")] if not lsub else []
+        recursive = "RECURSIVEMATCH" in select and "SUBSCRIBED" in select
         out = []
         known = {i.name: i for i in infos}
         emitted: set[str] = set()
+        subs: list[str] = await self.account.subscriptions() if (lsub or "SUBSCRIBED" in select) else []
+        # RFC 5258 RECURSIVEMATCH: a listed name with a subscribed descendant that the
+        # patterns do not list gets CHILDINFO ("SUBSCRIBED").
+        childinfo: set[str] = set()
+        if recursive:
+            for sub in subs:
+                if rx.match(self._encode_name(sub)):
+                    continue
+                parts = sub.split(DELIM)
+                childinfo.update(DELIM.join(parts[:i]) for i in range(1, len(parts)))
         for info in infos:
             enc = self._encode_name(info.name)
-            if subscribed_only and not info.subscribed:
-                continue
-            if special_only and not info.special_use:
-                continue
             if not rx.match(enc):
                 continue
+            selected = not (subscribed_only and not info.subscribed) and not (special_only and not info.special_use)
+            extra = b""
+            if info.name in childinfo and not lsub:
+                extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
+            elif not selected:
+                continue
             emitted.add(info.name)
-            out.append(b"* %s %s \".\" %s\r\n" % (word.encode(), _attrs(info, lsub, show_subscribed), wire.mailbox(info.name, self.utf8)))
+            out.append(b"* %s %s \".\" %s%s\r\n" % (word.encode(), _attrs(info, lsub, show_subscribed),
+                                                   wire.mailbox(info.name, self.utf8), extra))
             if status_items and not info.noselect:
                 # RFC 5819: the STATUS of each selectable mailbox right after its LIST
                 # line; one that cannot be read (deleted meanwhile) is left out.
@@ -272,9 +292,19 @@ class MailboxCommands:
                     out.append(await self._status_line(info.name, status_items))
                 except No as e:
                     log.info("imap: LIST-STATUS skipped {name}: {why}", name=info.name, why=str(e))
+        if not lsub and "SUBSCRIBED" in select:
+            # RFC 5258 3.1: subscribed names that do not exist are listed \NonExistent,
+            # as are missing parents that carry CHILDINFO.
+            missing = [n for n in dict.fromkeys(list(subs) + sorted(childinfo)) if n not in known]
+            for name in missing:
+                if special_only or not rx.match(self._encode_name(name)):
+                    continue
+                attrs = b"(\\NonExistent \\Subscribed)" if name in subs else b"(\\NonExistent)"
+                extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if name in childinfo else b""
+                emitted.add(name)
+                out.append(b'* LIST %s "." %s%s\r\n' % (attrs, wire.mailbox(name, self.utf8), extra))
         if lsub:
             # '%' matching a parent of a subscribed folder lists the parent as \Noselect.
-            subs = await self.account.subscriptions()
             for s in subs:
                 if rx.match(self._encode_name(s)):
                     continue  # listed itself; its parents only show under '%'
@@ -793,6 +823,35 @@ def esearch_response(tag: bytes, uid: bool, returns: set[str], found: list[int])
     if found and "ALL" in returns:
         out.append(b" ALL " + uid_set_text(found))
     return b"".join(out) + b"\r\n"
+
+
+_LIST_SELECT = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
+_LIST_RETURN = {"SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"}
+
+
+def _check_list_options(lsub: bool, select: set[str], returns: set[str]) -> None:
+    """BAD for what RFC 5258 3 says a server must refuse: unknown selection or return
+    options, RECURSIVEMATCH alone (or only with REMOTE), and any of it on LSUB."""
+    if lsub:
+        raise Bad("LSUB takes no LIST-EXTENDED options")
+    unknown = select - _LIST_SELECT
+    if unknown:
+        raise Bad(f"Unknown LIST selection option {sorted(unknown)[0][:20]}")
+    if "RECURSIVEMATCH" in select and not (select - {"RECURSIVEMATCH", "REMOTE"}):
+        raise Bad("RECURSIVEMATCH needs another selection option")
+    unknown = {r for r in returns if not r.startswith("STATUS:")} - _LIST_RETURN
+    if unknown:
+        raise Bad(f"Unknown LIST return option {sorted(unknown)[0][:20]}")
+
+
+class _AnyOf:
+    """Several LIST patterns (LIST-EXTENDED): a name matches if any of them does."""
+
+    def __init__(self, rxs: list[re.Pattern[bytes]]) -> None:
+        self.rxs = rxs
+
+    def match(self, name: bytes) -> bool:
+        return any(rx.match(name) for rx in self.rxs)
 
 
 def _attrs(info: FolderInfo, lsub: bool, show_subscribed: bool) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = [
     "ParseError",
@@ -458,21 +458,40 @@ def _rename(r: Reader) -> dict[str, Any]:
     return {"old": old, "new": _mailbox(r)}
 
 
+def _spaced_list(r: Reader, item: Callable[[], bytes]) -> list[bytes]:
+    """``(a b c)``: items read by ``item``, separated by single spaces; may be empty."""
+    r.expect(b"(")
+    out: list[bytes] = []
+    while not r.maybe(b")"):
+        if out:
+            r.sp()
+        out.append(item())
+    return out
+
+
 def _list(r: Reader) -> dict[str, Any]:
+    """LIST / LSUB, with LIST-EXTENDED (RFC 5258): ``(selection options)`` before the
+    reference, a parenthesized list of patterns, ``RETURN (options)`` after.
+    ``extended`` says whether any of that was used (options are checked by the command)."""
     r.sp()
     select_opts: list[str] = []
-    if r.peek() == 0x28:  # LIST-EXTENDED selection options: only (SUBSCRIBED) / (SPECIAL-USE)
-        r.pos += 1
-        while not r.maybe(b")"):
-            if select_opts:
-                r.sp()
-            select_opts.append(r.atom().decode("ascii").upper())
+    extended = False
+    if r.peek() == 0x28:
+        extended = True
+        select_opts = [a.decode("ascii").upper() for a in _spaced_list(r, r.atom)]
         r.sp()
     ref = _mailbox(r)
     r.sp()
-    pattern = r.list_mailbox()
+    if r.peek() == 0x28:
+        extended = True
+        patterns = _spaced_list(r, r.list_mailbox)
+        if not patterns:
+            raise ParseError("empty mailbox pattern list")
+    else:
+        patterns = [r.list_mailbox()]
     returns: list[str] = []
     if r.maybe(b" "):
+        extended = True
         if not r.maybe_ci(b"RETURN"):
             raise ParseError("expected RETURN")
         r.sp()
@@ -487,7 +506,8 @@ def _list(r: Reader) -> dict[str, Any]:
                 returns.extend("STATUS:" + a for a in _status_atts(r))
             else:
                 returns.append(opt)
-    return {"reference": ref, "pattern": pattern, "select": select_opts, "return": returns}
+    return {"reference": ref, "pattern": patterns[0], "patterns": patterns, "select": select_opts,
+            "return": returns, "extended": extended}
 
 
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT",

@@ -304,7 +304,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, Protocol, TimeoutMixin):
                 caps.append("LOGINDISABLED")
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
-                     f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-STATUS", "MULTIAPPEND"]
+                     f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-EXTENDED", "LIST-STATUS", "MULTIAPPEND"]
             if self.account is not None and self.account.quotas is not None:
                 caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
         return " ".join(caps).encode("ascii")
