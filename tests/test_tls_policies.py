@@ -385,8 +385,9 @@ def test_tls_report_goes_to_the_rua_of_the_policy_domain(server_factory, dns_fac
         out = subprocess.run([sys.executable, "-m", "mailsuite.cli", "queue", "tls-reports",
                               "--config", str(srv.config_path)], capture_output=True, text=True, cwd=srv.root)
         assert "1 TLS report(s) queued" in out.stdout, out
-        wait_for(lambda: sink.count() == 1, 20, "the report at the rua", srv)
-        raw = sink.messages()[0]
+        # smtp-sink writes its file while it answers: wait for the whole message.
+        raw = wait_for(lambda: next((m for m in sink.messages() if b"tlsrpt" in m and m.rstrip().endswith(b"--")), None),
+                       20, "the report at the rua", srv)
         msg = email.message_from_bytes(raw[raw.index(b"From: "):], policy=email_policy.default)
         assert msg["TLS-Report-Domain"] == "partner.test" and msg.get_param("report-type") == "tlsrpt"
         part = next(p for p in msg.iter_parts() if p.get_content_type() == "application/tlsrpt+gzip")
@@ -415,8 +416,9 @@ def test_tls_report_counts_dane_failures(server_factory, dns_factory, ca, sink) 
     out = subprocess.run([sys.executable, "-m", "mailsuite.cli", "queue", "tls-reports",
                           "--config", str(srv.config_path)], capture_output=True, text=True, cwd=srv.root)
     assert "1 TLS report(s) queued" in out.stdout, out
-    wait_for(lambda: sink.count() == 1, 20, "the report", srv)
-    raw = sink.messages()[0]
+    # smtp-sink writes its file while it answers: wait for the whole message.
+    raw = wait_for(lambda: next((m for m in sink.messages() if b"tlsrpt" in m and m.rstrip().endswith(b"--")), None),
+                   20, "the report at the rua", srv)
     msg = email.message_from_bytes(raw[raw.index(b"From: "):], policy=email_policy.default)
     part = next(p for p in msg.iter_parts() if p.get_content_type() == "application/tlsrpt+gzip")
     (pol,) = json.loads(gzip.decompress(part.get_content()))["policies"]
