@@ -13,7 +13,9 @@ from mailsuite.imap.server import IMAPFactoryConfig, IMAPServerFactory
 from tests.support.fakes import FakePortal
 from tests.support.sockets import split_at
 
-PORTAL = FakePortal(lambda user, pw: (user, pw) == (b"us er", b"p\"w{3}"))
+# The avatar: an account without quota limits, as IMAP's CAPABILITY reads it.
+PORTAL = FakePortal(lambda user, pw: (user, pw) == (b"us er", b"p\"w{3}"),
+                    avatar=lambda name: SimpleNamespace(name=name, quotas=None))
 
 
 def run(chunks: list[bytes]) -> bytes:
