@@ -45,6 +45,9 @@ def hashed(pw: str) -> str:
 # port from port 0 was often taken by some client between the pick and the server's
 # bind ("Address already in use").
 _PORTS = random.Random(os.getpid())
+# Never the same port twice in one test run: a server's dozen listeners are picked
+# before any is bound, so a random pick could repeat and collide with itself.
+_GIVEN: set[int] = set()
 
 
 def free_port() -> int:
@@ -52,6 +55,9 @@ def free_port() -> int:
         # Above the benchmark anchors' ports (10025-11444); free for UDP too, as the
         # test DNS server listens on both.
         port = _PORTS.randrange(12000, 32000)
+        if port in _GIVEN:
+            continue
+        _GIVEN.add(port)
         try:
             with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 t.bind(("127.0.0.1", port))
