@@ -399,7 +399,7 @@ def parse_command(segments: Sequence[bytes], literals: Sequence[bytes] = ()) -> 
     return Command(tag, name, args)
 
 
-_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"}
 
 
 def _none(r: Reader) -> dict[str, Any]:
@@ -718,6 +718,29 @@ def _search(r: Reader) -> dict[str, Any]:
     return {"tokens": r.tokens()}
 
 
+def _sort(r: Reader) -> dict[str, Any]:
+    """SORT (RFC 5256): ``(sort-criterion ...) charset search-key...``; the criteria
+    are checked by mailsuite.imap.sort, the search keys by the SEARCH parser."""
+    r.sp()
+    criteria = [a.decode("ascii") for a in _spaced_list(r, r.atom)]
+    if not criteria:
+        raise ParseError("empty sort criteria")
+    r.sp()
+    charset = r.astring()
+    r.sp()
+    return {"criteria": criteria, "charset": charset, "tokens": r.tokens()}
+
+
+def _thread(r: Reader) -> dict[str, Any]:
+    """THREAD (RFC 5256): ``algorithm charset search-key...``."""
+    r.sp()
+    algorithm = r.atom().decode("ascii")
+    r.sp()
+    charset = r.astring()
+    r.sp()
+    return {"algorithm": algorithm, "charset": charset, "tokens": r.tokens()}
+
+
 def _enable(r: Reader) -> dict[str, Any]:
     caps = []
     while r.maybe(b" "):
@@ -780,4 +803,6 @@ _PARSERS = {
     "GETQUOTA": _quota_root,
     "GETQUOTAROOT": _one_mailbox,
     "SETQUOTA": _setquota,
+    "SORT": _sort,
+    "THREAD": _thread,
 }
