@@ -52,6 +52,7 @@ from mailsuite.imap.commands import MailboxCommands, QuotaCommands
 from mailsuite.imap.errors import Bad, No
 from mailsuite.imap.selected import SelectedMailbox
 from mailsuite.imap.sort import SortCommands
+from mailsuite.imap.thread import ThreadCommands
 
 log = Logger(namespace="mailsuite.imap")
 
@@ -148,14 +149,15 @@ AUTH = ANY | {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "U
               "GETQUOTA", "GETQUOTAROOT", "SETQUOTA"}
 SELECTED = AUTH | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
                    "MOVE", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
-                   "UID EXPUNGE", "SORT", "UID SORT"}
+                   "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD"}
 STATES = {"notauth": NOTAUTH, "auth": AUTH, "selected": SELECTED}
 ANSWERED = object()  # a handler's result when it wrote the tagged response itself
 
 # RFC 3501 §7.4.1: no EXPUNGE responses while these run (sequence numbers would shift
 # under the client); the UID variants may send them, but we hold them back as well
 # (UID EXPUNGE and MOVE report their own expunges).
-NO_EXPUNGE_REPORT = {"FETCH", "STORE", "SEARCH", "UID FETCH", "UID STORE", "UID SEARCH", "SORT", "UID SORT"}
+NO_EXPUNGE_REPORT = {"FETCH", "STORE", "SEARCH", "UID FETCH", "UID STORE", "UID SEARCH", "SORT", "UID SORT",
+                     "THREAD", "UID THREAD"}
 
 
 def _auth_failed() -> None:
@@ -163,7 +165,7 @@ def _auth_failed() -> None:
 
 
 @implementer(IPushProducer)
-class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, Protocol, TimeoutMixin):
+class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, Protocol, TimeoutMixin):
     def __init__(self, conf: IMAPFactoryConfig) -> None:
         self.conf = conf
         self.svc = conf.service
@@ -306,7 +308,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, Protocol, Timeout
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
                      f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-EXTENDED", "LIST-STATUS", "MULTIAPPEND",
-                     "SORT", "SORT=DISPLAY"]
+                     "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
             if self.account is not None and self.account.quotas is not None:
                 caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
         return " ".join(caps).encode("ascii")
