@@ -35,7 +35,8 @@ IMAP = ["a CAPABILITY", "a NOOP", "a LOGIN alice@example.test alice-pw", "a LOGI
         "a CLOSE", "a ID (\"name\" \"x\")", "a ENABLE UTF8=ACCEPT", "a STARTTLS", "a AUTHENTICATE PLAIN", "*",
         "a LOGOUT", "a COPY 1 Trash", "a MOVE 1 Trash", "a STATUS INBOX (MESSAGES RECENT)", "a GETQUOTAROOT INBOX",
         "a SORT (REVERSE DATE SUBJECT) UTF-8 ALL", "a UID SORT (SIZE) US-ASCII 1:*", "a SORT (", "a SORT () x",
-        "a THREAD REFERENCES UTF-8 ALL", "a UID THREAD ORDEREDSUBJECT UTF-8 ALL", "a THREAD X"]
+        "a THREAD REFERENCES UTF-8 ALL", "a UID THREAD ORDEREDSUBJECT UTF-8 ALL", "a THREAD X",
+        "a FETCH 1 BINARY[1]", "a FETCH 1:* (BINARY.PEEK[2]<0.10> BINARY.SIZE[1])", "a APPEND INBOX ~{3+}"]
 POP3 = ["CAPA", "USER alice@example.test", "PASS alice-pw", "PASS x", "STAT", "LIST", "LIST 1", "UIDL", "RETR 1",
         "TOP 1 0", "DELE 1", "RSET", "NOOP", "STLS", "AUTH PLAIN", "AUTH", "APOP a b", "UTF8", "QUIT", "*"]
 SIEVE = ["CAPABILITY", "NOOP", "STARTTLS", "AUTHENTICATE \"PLAIN\"", "AUTHENTICATE \"PLAIN\" \"AGFsaWNlAHB3\"",

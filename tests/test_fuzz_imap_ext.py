@@ -1,4 +1,4 @@
-"""Fuzzing the parser pieces of SORT, THREAD (RFC 5256) with hypothesis, without a
+"""Fuzzing the parser pieces of SORT, THREAD (RFC 5256) and BINARY (RFC 3516) with hypothesis, without a
 server: any command line either parses into what the command code expects or raises
 ParseError (answered BAD), and what parses is either run or refused with Bad/No.
 Nothing else may escape (it would be a CRITICAL traceback and NO [SERVERBUG]).
@@ -42,6 +42,35 @@ def test_sort_and_thread_lines_parse_or_are_refused(words: list[str], sep: str) 
             sort.search_key(sort.parse_charset(cmd.args["charset"]), cmd.args["tokens"])
     except (ValueError, Bad, No):
         return
+
+
+FETCH_WORDS = ["BINARY", "BINARY.PEEK", "BINARY.SIZE", "[", "]", "[1]", "[1.2]", "[0]", "[1.TEXT]", "[]", "<0.5>",
+               "<5>", ".", "(", ")", "FLAGS", "BODY[]", "~{3}", "1"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(FETCH_WORDS), st.text(max_size=4)), min_size=1, max_size=8),
+       st.sampled_from([" ", ""]))
+def test_binary_fetch_items_parse_or_are_refused(words: list[str], sep: str) -> None:
+    from mailsuite.imap.fetch import FetchPlan
+
+    line = ("t FETCH 1 " + sep.join(words)).encode("utf-8", "replace")
+    try:
+        cmd = P.parse_command([line])
+    except P.ParseError:
+        return
+    try:
+        FetchPlan(cmd.args["atts"], False)
+    except ValueError:
+        return
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([b"base64", b"quoted-printable", b"7bit", b"binary", b""]))
+def test_decoding_never_raises(body: bytes, cte: bytes) -> None:
+    from mailsuite.imap.binary import decode
+
+    assert isinstance(decode(body, cte), bytes)
 
 
 header_lines = st.sampled_from([b"Subject: ", b"From: ", b"To: ", b"Cc: ", b"Date: ", b"Message-ID: ",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from mailsuite import mime
-from mailsuite.imap import msgdata
+from mailsuite.imap import binary, msgdata
 from mailsuite.imap.parser import FetchAtt
 from mailsuite.imap.wire import flags_bytes
 from mailsuite.store.interface import MessageRecord
@@ -32,6 +32,7 @@ class FetchPlan:
             atts = [FetchAtt("UID")] + list(atts)
         self.atts = atts
         self.sections: dict[int, msgdata.Section] = {}
+        self.binary: dict[int, tuple[int, ...]] = {}  # BINARY[...] / BINARY.SIZE[...] (RFC 3516)
         self.needs_message = False
         self.sets_seen = False
         for i, a in enumerate(atts):
@@ -39,6 +40,11 @@ class FetchPlan:
                 self.sections[i] = msgdata.parse_section(a.section or b"")  # ValueError -> BAD
                 self.needs_message = True
                 if not a.peek:
+                    self.sets_seen = True
+            elif a.name in ("BINARY[]", "BINARY.SIZE"):
+                self.binary[i] = binary.parse_section(a.section)  # ValueError -> BAD
+                self.needs_message = True
+                if a.name == "BINARY[]" and not a.peek:
                     self.sets_seen = True
             elif a.name in ("RFC822", "RFC822.TEXT"):
                 self.needs_message = True
@@ -140,6 +146,12 @@ class FetchPlan:
                 lit(b"RFC822.HEADER", msgdata.section(message(), msgdata.Section(text="HEADER")) or b"")
             elif n == "RFC822.TEXT":
                 lit(b"RFC822.TEXT", msgdata.section(message(), msgdata.Section(text="TEXT")) or b"")
+            elif n in ("BINARY[]", "BINARY.SIZE"):
+                m = message()
+                pieces = binary.fetch_item(a, self.binary[i], m, stored)
+                out.append(sep[0] + pieces[0])
+                out.extend(pieces[1:])
+                sep[0] = b" "
             elif n == "BODY[]":
                 sec = self.sections[i]
                 if not sec.parts and not sec.text:

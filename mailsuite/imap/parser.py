@@ -136,8 +136,8 @@ def _seq_number(s: bytes) -> int | None:
 @dataclass(frozen=True, slots=True)
 class FetchAtt:
     """One FETCH data item.  ``name``: ENVELOPE, FLAGS, INTERNALDATE, RFC822,
-    RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY, BODYSTRUCTURE, UID, or BODY[]
-    for the section forms (``section`` = the raw text between the brackets, ``peek``
+    RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY, BODYSTRUCTURE, UID, BINARY[] and
+    BINARY.SIZE (RFC 3516, ``peek`` for BINARY.PEEK), or BODY[] for the section forms (``section`` = the raw text between the brackets, ``peek``
     for BODY.PEEK, ``partial`` = (origin, length))."""
 
     name: str
@@ -553,7 +553,9 @@ def _append(r: Reader) -> dict[str, Any]:
         if r.peek() == 0x22:
             date = r.date_time()
             r.sp()
-        if r.peek() != 0x7B:
+        if r.peek() == 0x7E and r.line[r.pos + 1 : r.pos + 2] == b"{":
+            r.pos += 1  # a literal8 (RFC 3516 4.4): the message may hold any octet
+        elif r.peek() != 0x7B:
             raise ParseError("APPEND needs the message as a literal")
         messages.append((flags, date, r.literal()))
         if r.at_end():
@@ -610,9 +612,7 @@ def _fetch_att(r: Reader) -> FetchAtt:
     name = r._run(_FETCH_ATOM).decode("ascii").upper()
     if not name:
         raise ParseError("expected a fetch attribute")
-    if name in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK") and r.peek() == 0x5B:
-        if name.startswith("BINARY"):
-            raise ParseError("BINARY is not supported")
+    if name in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE") and r.peek() == 0x5B:
         r.pos += 1
         start = r.pos
         depth = 0
@@ -634,12 +634,15 @@ def _fetch_att(r: Reader) -> FetchAtt:
         section = line[start : r.pos]
         r.pos += 1
         partial = None
-        if r.maybe(b"<"):
+        if name != "BINARY.SIZE" and r.maybe(b"<"):
             origin = r.number()
             r.expect(b".")
             length = r.number(nonzero=True)
             r.expect(b">")
             partial = (origin, length)
+        if name.startswith("BINARY"):  # RFC 3516; the section is checked by imap/binary.py
+            return FetchAtt("BINARY.SIZE" if name == "BINARY.SIZE" else "BINARY[]", section, name == "BINARY.PEEK",
+                            partial)
         return FetchAtt("BODY[]", section, name == "BODY.PEEK", partial)
     if name not in _SIMPLE_ATTS:
         raise ParseError(f"unknown fetch attribute {name[:30]}")
