@@ -441,7 +441,7 @@ def test_uidlist_is_compacted_when_mostly_expunged_and_keeps_uidnext(store: Mail
     assert folder.uidnext == 1101
     resolve(folder.expunge(range(1, 1100)))
     lines = (path / "mailsuite-uidlist").read_text().splitlines()
-    assert lines[0].endswith("N1101") and lines[1:] == [f"1100 {folder.get(1100).base}"]
+    assert "N1101" in lines[0].split() and lines[1:] == [f"1100 {folder.get(1100).base}"]
     deliver(store.mail_dir, MSG)
     folder.mark_dirty()
     assert resolve(folder.sync()).added == [1101]

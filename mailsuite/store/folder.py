@@ -21,6 +21,10 @@ Contract for callers (the IMAP and POP3 servers):
   found by ``sync``) is followed by a call of each listener ``cb(folder)`` in the
   reactor thread; a session then compares ``messages()`` with its own view (new UIDs →
   EXISTS, missing UIDs → EXPUNGE, ``modseq`` above the session's → FETCH FLAGS).
+* Every change (arrival, flag change, expunge, by anyone) gets a modseq from the
+  folder's modseq log (:mod:`mailsuite.store.modseq`), under the folder lock, so every
+  process numbers it alike and HIGHESTMODSEQ never goes back; ``highest_modseq`` is
+  published only once every change up to it shows in ``messages()``.
 * ``claim_recent()`` hands the \\Recent messages (those this process moved from new/)
   to the first session that asks, once (RFC 3501 2.3.2).
 * Flags are IMAP names ('\\Seen', '\\Answered', '\\Flagged', '\\Deleted', '\\Draft',
@@ -34,13 +38,14 @@ Contract for callers (the IMAP and POP3 servers):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -55,6 +60,7 @@ from mailsuite.store.interface import IFolder
 from mailsuite.store.keywords import SYSTEM_FLAGS, Keywords, split_flags
 from mailsuite.fsutil import fsync_dir as _fsync_dir
 from mailsuite.store.messages import SEARCH_CACHE_KEY, header_block, search_fields
+from mailsuite.store.modseq import ModLog, norm_letters
 from mailsuite.store.uidlist import FolderLock, UidList
 from mailsuite.workers import IWorkers
 
@@ -117,7 +123,13 @@ class FolderDisk:
         self.records: dict[int, MessageRecord] = {}
         self.by_filename: dict[str, int] = {}
         self._by_base: dict[str, int] | None = None
-        self.highest_modseq = 1
+        self.modlog = ModLog(path)
+        self.highest_modseq = 1  # the log's, once every change it holds is in ``records``
+        # Log lines read that matched no record yet (a change the next listing shows):
+        # uid -> (modseq, letters or None for expunged).  Emptied by every scan.
+        self.pending: dict[int, tuple[int, str | None]] = {}
+        self._lock: FolderLock | None = None
+        self._lock_depth = 0
         self.new_mtime = -1
         self.cur_mtime = -1
         self.dirty = True
@@ -173,9 +185,74 @@ class FolderDisk:
             self.index_dirty = True
         return rec
 
-    def _next_modseq(self) -> int:
-        self.highest_modseq += 1
-        return self.highest_modseq
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder lock (re-entrant within this FolderDisk: a flock taken twice
+        through two descriptors would wait for itself)."""
+        if self._lock_depth == 0:
+            self._lock = FolderLock(self.path)
+            self._lock.__enter__()
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock is not None:
+                lock, self._lock = self._lock, None
+                lock.__exit__(None, None, None)
+
+    # -- modseqs (see store/modseq.py) ---------------------------------------------------
+
+    def _apply_log(self, entries: list) -> list[int]:
+        """Take the modseqs of log lines whose change the records already show; keep
+        the others in ``pending`` for the next listing.  Returns the UIDs whose modseq
+        changed."""
+        changed: list[int] = []
+        pending = self.pending
+        for modseq, letters, uids in entries:
+            for uid in uids:
+                rec = self.records.get(uid)
+                if letters is not None and rec is not None and norm_letters(rec.letters) == letters:
+                    pending.pop(uid, None)
+                    if rec.modseq != modseq:
+                        self._put(rec._replace(modseq=modseq))
+                        changed.append(uid)
+                else:
+                    pending[uid] = (modseq, letters)
+        return changed
+
+    def _catch_up(self) -> None:
+        """Before logging an own change (lock held, the change made): read what others
+        logged, and list the folder if they changed anything the records do not show
+        yet, so that the HIGHESTMODSEQ published with this change covers only changes
+        the records show."""
+        self._apply_log(self.modlog.read_tail())
+        if self.pending:
+            self.scan()
+
+    def _log(self, changes: list[tuple[str | None, list[int]]]) -> int:
+        """Record own changes (lock held) under one new modseq, durably."""
+        self._catch_up()
+        modseq = self.modlog.append(changes, len(self.records))
+        self.highest_modseq = self.modlog.highest
+        return modseq
+
+    def _log_records(self, uids: Iterable[int], expunged: Iterable[int] = ()) -> int:
+        """Log the current flags of ``uids`` (arrivals, flag changes) and the
+        ``expunged`` UIDs under one new modseq, and give it to the records."""
+        self._catch_up()
+        groups: dict[str, list[int]] = {}
+        for uid in uids:
+            rec = self.records.get(uid)
+            if rec is not None:
+                groups.setdefault(norm_letters(rec.letters), []).append(uid)
+        changes: list[tuple[str | None, list[int]]] = list(groups.items())  # type: ignore[arg-type]
+        changes.append((None, list(expunged)))
+        modseq = self._log(changes)
+        for us in groups.values():
+            for uid in us:
+                self._put(self.records[uid]._replace(modseq=modseq))
+        return modseq
 
     # -- open ----------------------------------------------------------------------
 
@@ -205,7 +282,8 @@ class FolderDisk:
         except FileNotFoundError:
             st, key = None, None
         self.keywords.load()
-        if state is not None and st is not None and tuple(state.uidlist_key) == key:
+        fast = state is not None and st is not None and tuple(state.uidlist_key) == key
+        if fast:
             # Fast path: the index was written from this very uidlist.
             ul = self.uidlist
             ul.uidvalidity, ul.uidnext = state.uidvalidity, state.uidnext
@@ -216,7 +294,7 @@ class FolderDisk:
             self.new_mtime, self.cur_mtime = state.new_mtime, state.cur_mtime
             self.dirty = False
         else:
-            with FolderLock(self.path):
+            with self.locked():
                 try:
                     self.uidlist.load()
                 except (ValueError, IndexError):
@@ -228,11 +306,43 @@ class FolderDisk:
                     if known.get(rec.base) != uid:
                         self._drop(uid)
             self.dirty = True
+        with self.locked():
+            self._open_modlog(state if fast else None, state)
         self.cache = Cache(self.path, self.uidlist.uidvalidity)
         self.index_dirty = False
-        if self.needs_scan():
+        if self.needs_scan() or self.pending:
             return self.scan()
         return NO_CHANGES
+
+    def _open_modlog(self, fast_state: IndexState | None, state: IndexState | None) -> None:
+        """Read the modseq log (lock held) and take its modseqs into the records."""
+        uidvalidity = self.uidlist.uidvalidity
+        entries = self.modlog.open(uidvalidity, fast_state.modlog if fast_state is not None else None)
+        if entries is None:
+            if not self.uidlist.uids:
+                self.uidlist.load()  # after a fast open only the header fields are known
+            if self.uidlist.has_modlog and self.modlog.uidvalidity != self.uidlist.uidvalidity and \
+                    not self.modlog.path.exists():
+                # The modseqs clients were told are unknown: only a new UIDVALIDITY
+                # keeps RFC 7162's promise that HIGHESTMODSEQ never goes back.
+                log.warn("store: {path}: modseq log lost: starting a new UIDVALIDITY", path=str(self.path))
+                self.uidlist.reset()
+                self.records, self.by_filename, self._by_base = {}, {}, None
+                self.version += 1
+                self.dirty = True
+                floor = 1
+            else:
+                same = state is not None and state.uidvalidity == self.uidlist.uidvalidity
+                floor = state.highest_modseq if same and self.records else 1  # type: ignore[union-attr]
+                for uid, rec in list(self.records.items()):
+                    if rec.modseq > floor:
+                        self._put(rec._replace(modseq=floor))
+            self.modlog.create(self.uidlist.uidvalidity, floor)
+            if not self.uidlist.has_modlog:
+                self.uidlist.mark_modlog()
+            entries = []
+        self._apply_log(entries)
+        self.highest_modseq = self.modlog.highest
 
     def _recover_uidlist(self, state: IndexState | None) -> None:
         """An unreadable uidlist (lock held): set it aside, and rebuild it from the
@@ -288,7 +398,18 @@ class FolderDisk:
         return self.scan() if self.needs_scan() else NO_CHANGES
 
     def scan(self) -> Changes:
-        """List new/ and cur/ and bring the records in line with them."""
+        """List new/ and cur/ and bring the records in line with them (under the folder
+        lock: the modseq log then holds no change the listing does not show)."""
+        try:
+            with self.locked():
+                return self._scan()
+        except FileNotFoundError:
+            if self._lock_depth == 0 and not self.path.exists():
+                return self._vanish()  # deleted: not even the lock file can be made
+            raise
+
+    def _scan(self) -> Changes:
+        logged = self._apply_log(self.modlog.read_tail())
         try:
             st_new = os.stat(self.new)
             st_cur = os.stat(self.cur)
@@ -316,7 +437,7 @@ class FolderDisk:
             if uid is not None and uid not in seen:
                 # Renamed by another agent: a flag change.
                 old = self.records[uid]
-                self._put(old._replace(filename=fn, flags=self.flags_of(fn.partition(":2,")[2]), modseq=self._next_modseq()))
+                self._put(old._replace(filename=fn, flags=self.flags_of(fn.partition(":2,")[2])))
                 seen.add(uid)
                 flagged.append(uid)
             elif uid is None:
@@ -338,17 +459,47 @@ class FolderDisk:
             self._drop(uid)
         if expunged and self.cache is not None:
             self.cache.forget(set(expunged))
+        self._attribute(added, flagged, expunged)
+        flagged = list(dict.fromkeys(flagged + [u for u in logged if u in self.records]))
         self.new_mtime, self.cur_mtime = st_new.st_mtime_ns, st_cur.st_mtime_ns
         newest = max(self.new_mtime, self.cur_mtime)
         self.dirty = renamed_away or now - newest < _DIRTY_WINDOW_NS
         self.index_dirty = True
         return Changes(added, expunged, flagged)
 
+    def _attribute(self, added: list[int], flagged: list[int], expunged: list[int]) -> None:
+        """Give the changes a listing found their modseqs (lock held): the logged one
+        when the log has the change, else one new modseq for all that it lacks
+        (another program's change) -- then logged, so every process agrees."""
+        pending = self.pending
+        need: dict[str, list[int]] = {}
+        for uid in added + flagged:
+            rec = self.records.get(uid)
+            if rec is None:
+                continue
+            letters = norm_letters(rec.letters)
+            p = pending.get(uid)
+            if p is not None and p[1] == letters:
+                if rec.modseq != p[0]:
+                    self._put(rec._replace(modseq=p[0]))
+            else:
+                need.setdefault(letters, []).append(uid)
+        gone = [uid for uid in expunged if not (uid in pending and pending[uid][1] is None)]
+        pending.clear()
+        if need or gone:
+            changes: list[tuple[str | None, list[int]]] = list(need.items())  # type: ignore[arg-type]
+            changes.append((None, gone))
+            modseq = self.modlog.append(changes, len(self.records))
+            for uids in need.values():
+                for uid in uids:
+                    self._put(self.records[uid]._replace(modseq=modseq))
+        self.highest_modseq = self.modlog.highest
+
     def _adopt_unknown(self, unknown: list[tuple[str, str, bool]], seen: set[int], flagged: list[int]) -> tuple[list[int], bool]:
         added: list[int] = []
         renamed_away = False
         unknown.sort(key=lambda u: _sort_key(u[1]))
-        with FolderLock(self.path):
+        with self.locked():
             ul = self.uidlist
             ul.read_tail()
             for base, _, _ in unknown:
@@ -391,13 +542,12 @@ class FolderDisk:
                 old = self.records.get(uid)
                 if old is not None:
                     # A known message that reappeared in new/: same UID, new flags.
-                    self._put(old._replace(filename=target, flags=self.flags_of(target.partition(":2,")[2]),
-                                           modseq=self._next_modseq()))
+                    self._put(old._replace(filename=target, flags=self.flags_of(target.partition(":2,")[2])))
                     seen.add(uid)
                     flagged.append(uid)
                     continue
                 rec = MessageRecord(uid, target, self.flags_of(target.partition(":2,")[2]), size,
-                                    st.st_mtime, self._next_modseq(), recent)
+                                    st.st_mtime, 0, recent)  # modseq: _attribute
                 self._put(rec)
                 seen.add(uid)
                 added.append(uid)
@@ -423,27 +573,24 @@ class FolderDisk:
         if mode not in ("+", "-", "="):
             raise ValueError(f"bad mode {mode!r}")
         sys_letters, kws = split_flags(list(flags))
-        if kws and mode != "-":
-            with FolderLock(self.path):
+        with self.locked():
+            if kws and mode != "-":
                 if self.keywords.load():
                     self._flag_cache.clear()
                 kw_letters = self.keywords.letters_for(kws)
-        else:
-            kw_letters = self.keywords.known_letters(kws)
-        letters = set(sys_letters + kw_letters)
-        uids = list(uids)
-        changed, missing = self._rename_flags(uids, letters, mode)
-        if missing:
-            self.scan()
-            more, _ = self._rename_flags(missing, letters, mode)
-            changed += more
-        modseq = self._next_modseq() if changed else 0
-        out = []
-        for uid in changed:
-            rec = self.records[uid]._replace(modseq=modseq)
-            self._put(rec)
-            out.append(rec)
-        return out
+            else:
+                kw_letters = self.keywords.known_letters(kws)
+            letters = set(sys_letters + kw_letters)
+            uids = list(uids)
+            changed, missing = self._rename_flags(uids, letters, mode)
+            if missing:
+                self.scan()
+                more, _ = self._rename_flags(missing, letters, mode)
+                changed += more
+            if not changed:
+                return []
+            self._log_records(changed)
+            return [self.records[uid] for uid in changed if uid in self.records]
 
     def _rename_flags(self, uids: list[int], letters: set[str], mode: str) -> tuple[list[int], list[int]]:
         changed, missing = [], []
@@ -474,6 +621,13 @@ class FolderDisk:
 
     def expunge(self, uids: Iterable[int]) -> list[int]:
         self._check()
+        with self.locked():
+            gone = self._expunge(uids)
+            if gone:
+                self._log_records((), gone)
+            return gone
+
+    def _expunge(self, uids: Iterable[int]) -> list[int]:
         gone: list[int] = []
         missing: list[int] = []
         for uid in uids:
@@ -508,7 +662,10 @@ class FolderDisk:
     def forget(self, uids: Iterable[int]) -> list[int]:
         """Drop the records of messages whose files moved to another folder (MOVE);
         returns the UIDs dropped."""
-        gone = [uid for uid in uids if self._drop(uid) is not None]
+        with self.locked():
+            gone = [uid for uid in uids if self._drop(uid) is not None]
+            if gone:
+                self._log_records((), gone)
         if gone:
             if self.cache is not None:
                 self.cache.forget(set(gone))
@@ -518,7 +675,7 @@ class FolderDisk:
     def _maybe_compact(self) -> None:
         if len(self.uidlist.uids) <= 2 * len(self.records) + 1000:
             return
-        with FolderLock(self.path):
+        with self.locked():
             # Under the lock every UID given out belongs to a file already in new/ or
             # cur/ (or one deleted), so a fresh listing tells live from dead.
             live = {names.base_name(n) for n in os.listdir(self.new)}
@@ -531,7 +688,7 @@ class FolderDisk:
         sys_letters, kws = split_flags(list(flags))
         if not kws:
             return sys_letters
-        with FolderLock(self.path):
+        with self.locked():
             if self.keywords.load():
                 self._flag_cache.clear()
             return sys_letters + self.keywords.letters_for(kws)
@@ -583,29 +740,30 @@ class FolderDisk:
     def _give_uids(self, files: list[tuple[str, str, bool]]) -> list[int | None]:
         """UIDs for files this process just put into cur/ (recent: third item)."""
         out: list[int | None] = []
-        with FolderLock(self.path):
+        with self.locked():
             tail = self.uidlist.read_tail()
             foreign = [b for b in tail if b not in self.by_base]
             assigned = self.uidlist.assign(b for b, _, _ in files)
-        for base, name, recent in files:
-            uid = assigned.get(base)
-            out.append(uid)
-            if uid is None:
-                continue
-            path = self.cur / name
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue
-            size = names.crlf_size_of(name)
-            if size is None:
-                size = crlf_size(path)
-            self._put(MessageRecord(uid, name, self.flags_of(names.split_info(name)[1]), size,
-                                    st.st_mtime, self._next_modseq(), recent))
-            if recent:
-                self.recent.append(uid)
-        if any(b not in self.by_base for b in foreign):
-            self.scan()  # others added messages meanwhile: show them in UID order
+            for base, name, recent in files:
+                uid = assigned.get(base)
+                out.append(uid)
+                if uid is None:
+                    continue
+                path = self.cur / name
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                size = names.crlf_size_of(name)
+                if size is None:
+                    size = crlf_size(path)
+                self._put(MessageRecord(uid, name, self.flags_of(names.split_info(name)[1]), size,
+                                        st.st_mtime, 0, recent))
+                if recent:
+                    self.recent.append(uid)
+            if any(b not in self.by_base for b in foreign):
+                self.scan()  # others added messages meanwhile: show them in UID order
+            self._log_records([u for u in out if u is not None and u in self.records])
         return out
 
     def adopt(self, items: list[tuple[Path, str, frozenset[str], float]], move: bool = False) -> list[int | None]:
@@ -703,6 +861,7 @@ class FolderDisk:
             -1 if self.dirty else self.new_mtime,
             -1 if self.dirty else self.cur_mtime,
             [[r.uid, r.filename, r.size, r.internaldate, r.modseq] for r in self.records.values()],  # type: ignore[misc]
+            self.modlog.saved_position(),
         )
         index_mod.save(self.path, state)
         self.index_dirty = False

@@ -3,8 +3,9 @@
 ``MessageRecord`` is one message as the protocols see it.  The index file
 ``mailsuite-index`` (JSON, written temp → fsync → rename) keeps, per message, the UID,
 the current file name (which carries the flags), the CRLF size, the internal date and
-the modseq, plus the folder's HIGHESTMODSEQ and the state of the directories and the
-uidlist it was taken from.  Opening a folder reads this file and trusts it when the
+the modseq, plus the folder's HIGHESTMODSEQ and the state of the directories, the
+uidlist and the modseq log (``store/modseq.py``, the durable source of modseqs) it was
+taken from.  Opening a folder reads this file and trusts it when the
 uidlist and the new/ and cur/ directories are unchanged since; otherwise the folder
 rescans the directories (names only: flags and sizes are in the file names) and only
 stats files it has never seen.  It is a cache: a lost or corrupt index is rebuilt.
@@ -63,6 +64,7 @@ class IndexState(NamedTuple):
     new_mtime: int
     cur_mtime: int
     records: list[tuple[int, str, int, float, int]]  # uid, filename, size, date, modseq
+    modlog: list[int] | None = None  # how far the modseq log was read (ModLog.saved_position)
 
 
 def load(folder: Path) -> IndexState | None:
@@ -79,6 +81,7 @@ def load(folder: Path) -> IndexState | None:
             raw["new_mtime"],
             raw["cur_mtime"],
             raw["records"],
+            raw.get("modlog"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -94,6 +97,7 @@ def save(folder: Path, state: IndexState) -> None:
         "new_mtime": state.new_mtime,
         "cur_mtime": state.cur_mtime,
         "records": state.records,
+        "modlog": state.modlog,
     }
     # Rebuildable: after a crash an old index is fine (it is checked against the
     # uid list and the folders' mtimes), a torn one is not.

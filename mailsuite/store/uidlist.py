@@ -2,7 +2,7 @@
 
 File ``mailsuite-uidlist`` in the folder directory::
 
-    mailsuite-uidlist 1 V<uidvalidity> N<uidnext>
+    mailsuite-uidlist 1 V<uidvalidity> N<uidnext> [M1]
     <uid> <base name>
     ...
 
@@ -18,7 +18,10 @@ mid-append; the lock holder that appends next rewrites the file).
 UIDVALIDITY strictly increases per account (:func:`next_uidvalidity`: the creation time
 in seconds, or the account's last value + 1 when that is not larger); a lost list is
 recreated with a larger UIDVALIDITY so clients drop their caches.  A folder that Dovecot used before
-(``dovecot-uidlist`` present, ours missing) keeps its UIDVALIDITY and UIDs.
+(``dovecot-uidlist`` present, ours missing) keeps its UIDVALIDITY and UIDs.  ``M1`` in
+the header says the folder keeps a modseq log (``store/modseq.py``): if that log is
+then missing, the modseqs given to clients are lost and the folder starts a new
+UIDVALIDITY.
 
 The folder lock (``mailsuite.lock``, fcntl.flock) serialises writers of the uidlist and
 the keywords file across processes and threads: flock locks belong to the open file,
@@ -75,6 +78,7 @@ class UidList:
         self.uids: dict[str, int] = {}  # base -> uid, every entry read so far
         self.offset = 0  # bytes of the file consumed
         self.ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file read
+        self.has_modlog = False  # the header's M1
 
     # -- reading -----------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class UidList:
             raise ValueError(f"{self.path}: not a mailsuite uidlist")
         self.uidvalidity = int(header[2][1:])
         self.uidnext = int(header[3][1:])
+        self.has_modlog = "M1" in header[4:]
         _, self.offset = self._parse(data, first_nl + 1)
 
     def _parse(self, data: bytes, start: int) -> tuple[dict[str, int], int]:
@@ -157,7 +162,8 @@ class UidList:
         self._write(uidvalidity, uidnext, uids)
 
     def _write(self, uidvalidity: int, uidnext: int, uids: dict[str, int]) -> None:
-        lines = [f"{_MAGIC} 1 V{uidvalidity} N{uidnext}\n"]
+        mark = " M1" if self.has_modlog else ""
+        lines = [f"{_MAGIC} 1 V{uidvalidity} N{uidnext}{mark}\n"]
         lines += [f"{uid} {base}\n" for base, uid in sorted(uids.items(), key=lambda kv: kv[1])]
         fsutil.atomic_write(self.path, "".join(lines).encode("utf-8", "surrogateescape"))
 
@@ -201,6 +207,13 @@ class UidList:
         self._write(self.uidvalidity, self.uidnext, self.uids)
         self.load()
         return self.assign(bases)
+
+    def mark_modlog(self) -> None:
+        """Say in the header that the folder keeps a modseq log (lock held)."""
+        self.load()
+        self.has_modlog = True
+        self._write(self.uidvalidity, self.uidnext, self.uids)
+        self.load()
 
     def compact(self, live: set[str]) -> None:
         """Rewrite the file with only ``live`` bases (lock held), keeping UIDNEXT."""

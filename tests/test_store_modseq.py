@@ -1,0 +1,201 @@
+"""Durable, monotonic modseqs (RFC 7162 needs them): the modseq log ``mailsuite-modseq``.
+
+HIGHESTMODSEQ never goes back for one UIDVALIDITY: not when the index is deleted, not
+across restarts; two processes (two ``FolderDisk`` objects on one Maildir) number every
+change alike, changes by another program get one modseq that all agree on, and
+expunges are remembered for QRESYNC's VANISHED (EARLIER).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mailsuite.store import index as index_mod, modseq as modseq_mod
+from mailsuite.store.folder import FolderDisk
+from mailsuite.store.maildir import account_dir
+from mailsuite.store.mailstore import MaildirStore
+from mailsuite.store.modseq import MODLOG, parse_uid_set, uid_set
+from tests.support.store import ACCOUNT, deliver
+
+MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
+
+
+def inbox(store: MaildirStore, n: int = 3) -> Path:
+    for _ in range(n):
+        deliver(store.mail_dir, MSG)
+    return account_dir(store.mail_dir, ACCOUNT)
+
+
+def opened(path: Path) -> FolderDisk:
+    disk = FolderDisk(path)
+    disk.open()
+    return disk
+
+
+def test_uid_sets_round_trip() -> None:
+    assert uid_set([7, 1, 2, 3, 3, 9, 10]) == "1:3,7,9:10"
+    assert parse_uid_set("1:3,7,9:10") == [1, 2, 3, 7, 9, 10]
+    assert uid_set([]) == ""
+
+
+def test_every_change_gets_a_higher_modseq_and_is_logged(store: MaildirStore) -> None:
+    disk = opened(inbox(store))
+    start = disk.highest_modseq
+    (rec,) = disk.store_flags([2], ["\\Seen"], "+")
+    assert rec.modseq == disk.highest_modseq > start
+    disk.expunge([3])
+    assert disk.highest_modseq == rec.modseq + 1
+    uid = disk.append(b"x\r\n", [], None)
+    assert disk.records[uid].modseq == disk.highest_modseq == rec.modseq + 2
+    log = (disk.path / MODLOG).read_text().splitlines()
+    assert log[-3:] == [f"{rec.modseq} =S 2", f"{rec.modseq + 1} - 3", f"{rec.modseq + 2} = {uid}"]
+
+
+def test_deleting_the_index_does_not_take_highestmodseq_back(store: MaildirStore) -> None:
+    path = inbox(store)
+    disk = opened(path)
+    for i in range(5):
+        disk.store_flags([1], ["\\Flagged"], "+" if i % 2 == 0 else "-")
+    disk.store_flags([2], ["\\Seen"], "+")
+    disk.save_index()
+    highest, modseqs = disk.highest_modseq, {u: r.modseq for u, r in disk.records.items()}
+    os.unlink(path / index_mod.INDEX)
+    again = opened(path)
+    assert again.uidlist.uidvalidity == disk.uidlist.uidvalidity
+    assert again.highest_modseq >= highest
+    # Each message keeps the modseq of its last change: a client's CHANGEDSINCE sees
+    # nothing changed that did not change.
+    assert {u: r.modseq for u, r in again.records.items()} == modseqs
+    (rec,) = again.store_flags([3], ["\\Answered"], "+")
+    assert rec.modseq > highest
+
+
+def test_a_rebuilt_index_without_log_lines_gives_modseqs_above_the_old_highest(store: MaildirStore) -> None:
+    # A folder from before the log: its messages have no lines.  The index's
+    # HIGHESTMODSEQ seeds the log, and messages found by a rebuild come above it.
+    path = inbox(store)
+    disk = opened(path)
+    disk.store_flags([1], ["\\Seen"], "+")
+    disk.save_index()
+    highest = disk.highest_modseq
+    (path / MODLOG).write_text(f"mailsuite-modseq 1 V{disk.uidlist.uidvalidity} F{highest}\n")
+    os.unlink(path / index_mod.INDEX)
+    again = opened(path)
+    assert again.highest_modseq > highest
+    assert all(r.modseq > highest for r in again.records.values())
+
+
+def test_a_lost_log_starts_a_new_uidvalidity(store: MaildirStore) -> None:
+    path = inbox(store)
+    disk = opened(path)
+    disk.store_flags([1], ["\\Seen"], "+")
+    disk.save_index()
+    os.unlink(path / MODLOG)
+    again = opened(path)
+    assert again.uidlist.uidvalidity > disk.uidlist.uidvalidity
+    assert len(again.records) == 3
+
+
+def test_a_folder_from_before_the_log_keeps_its_uidvalidity(store: MaildirStore) -> None:
+    path = inbox(store)
+    disk = opened(path)
+    os.unlink(path / MODLOG)
+    uidlist = path / "mailsuite-uidlist"
+    uidlist.write_text(uidlist.read_text().replace(" M1\n", "\n", 1))
+    again = opened(path)
+    assert again.uidlist.uidvalidity == disk.uidlist.uidvalidity
+    assert "M1" in uidlist.read_text().splitlines()[0].split()
+
+
+def test_two_processes_agree_on_modseqs(store: MaildirStore) -> None:
+    path = inbox(store)
+    a, b = opened(path), opened(path)
+    (rec,) = a.store_flags([1], ["\\Seen"], "+")
+    changes = b.scan()
+    assert changes.flags == [1]
+    assert b.records[1].modseq == rec.modseq and b.highest_modseq == a.highest_modseq
+    # b's own change comes after a's, whatever b had seen.
+    (rec_b,) = b.store_flags([2], ["\\Flagged"], "+")
+    assert rec_b.modseq == rec.modseq + 1
+    a.scan()
+    assert a.records[2].modseq == rec_b.modseq and a.highest_modseq == b.highest_modseq
+
+
+def test_a_change_logged_by_another_process_is_seen_before_an_own_change(store: MaildirStore) -> None:
+    # b has not listed the folder since a's change; its own STORE must not publish a
+    # HIGHESTMODSEQ above a change it does not show.
+    path = inbox(store)
+    a, b = opened(path), opened(path)
+    (ra,) = a.store_flags([1], ["\\Seen"], "+")
+    (rb,) = b.store_flags([2], ["\\Seen"], "+")
+    assert b.records[1].modseq == ra.modseq and "\\Seen" in b.records[1].flags
+    assert rb.modseq == b.highest_modseq == ra.modseq + 1
+
+
+def test_another_programs_change_gets_one_modseq_that_both_processes_share(store: MaildirStore) -> None:
+    path = inbox(store)
+    a, b = opened(path), opened(path)
+    before = a.highest_modseq
+    old = a.records[1].filename
+    os.rename(path / "cur" / old, path / "cur" / (old.partition(":2,")[0] + ":2,FS"))  # like mutt
+    os.unlink(path / "cur" / a.records[3].filename)  # like a Dovecot expunge
+    a.scan()
+    b.scan()
+    assert a.records[1].modseq == b.records[1].modseq == before + 1
+    assert 3 not in a.records and 3 not in b.records
+    assert a.highest_modseq == b.highest_modseq == before + 1
+    assert a.modlog.expunged_since(before) == ({3}, True)
+
+
+def test_expunges_are_remembered_for_vanished_earlier(store: MaildirStore) -> None:
+    disk = opened(inbox(store, 5))
+    mark = disk.highest_modseq
+    disk.expunge([2])
+    later = disk.highest_modseq
+    disk.expunge([4, 5])
+    assert disk.modlog.expunged_since(mark) == ({2, 4, 5}, True)
+    assert disk.modlog.expunged_since(later) == ({4, 5}, True)
+
+
+def test_compaction_keeps_highestmodseq_latest_modseqs_and_bounds_expunges(store: MaildirStore, monkeypatch) -> None:
+    monkeypatch.setattr(modseq_mod, "_COMPACT_MIN_LINES", 20)
+    monkeypatch.setattr(modseq_mod, "KEEP_EXPUNGED", 3)
+    path = inbox(store, 10)
+    disk = opened(path)
+    for i in range(30):
+        disk.store_flags([1 + i % 4], ["\\Seen"], "+" if i % 8 < 4 else "-")
+    disk.expunge([6])
+    disk.expunge([7, 8, 9])
+    with disk.locked():
+        disk.modlog.compact()
+    modseqs = {u: r.modseq for u, r in disk.records.items()}
+    highest = disk.highest_modseq
+    lines = (path / MODLOG).read_text().splitlines()
+    assert len(lines) < 15
+    floor = int(lines[0].split()[3][1:])
+    gone, complete = disk.modlog.expunged_since(floor)
+    assert gone == {7, 8, 9} and complete and floor >= modseqs[10]
+    assert disk.modlog.expunged_since(floor - 1)[1] is False
+    os.unlink(path / index_mod.INDEX) if (path / index_mod.INDEX).exists() else None
+    again = opened(path)
+    assert again.highest_modseq == highest
+    assert {u: r.modseq for u, r in again.records.items() if r.modseq > floor} == \
+        {u: m for u, m in modseqs.items() if m > floor}
+
+
+def test_a_second_process_changing_flags_is_seen_with_a_higher_modseq(store: MaildirStore) -> None:
+    # A real second process (its own pid and flock), as a second worker would be.
+    path = inbox(store)
+    here = opened(path)
+    before = here.highest_modseq
+    code = ("import sys; from pathlib import Path; from mailsuite.store.folder import FolderDisk\n"
+            "d = FolderDisk(Path(sys.argv[1])); d.open(); (r,) = d.store_flags([2], ['$Work'], '+'); print(r.modseq)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True)
+    theirs = int(out.stdout.strip())
+    assert theirs > before
+    assert here.scan().flags == [2]
+    assert here.records[2].modseq == theirs == here.highest_modseq
+    assert "$Work" in here.records[2].flags
