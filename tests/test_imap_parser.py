@@ -158,4 +158,4 @@ def test_append_without_flags_or_date() -> None:
 @given(st.lists(st.sampled_from(["\\Seen", "\\Deleted", "\\Answered", "$Label1", "Junk"]), unique=True))
 def test_store_flag_lists_parse_back(flags: list[str]) -> None:
     cmd = parse_command([b"a STORE 1:* -FLAGS.SILENT (" + " ".join(flags).encode() + b")"])
-    assert cmd.args == {"set": SeqSet(((1, None),)), "mode": "-", "silent": True, "flags": flags}
+    assert cmd.args == {"set": SeqSet(((1, None),)), "mode": "-", "silent": True, "flags": flags, "modifiers": []}

@@ -556,7 +556,7 @@ def test_namespace_id_enable_check_noop(imap_server: Server, user: str) -> None:
     assert r.cmd(b"NAMESPACE")[0] == [b'* NAMESPACE (("" ".")) NIL NIL']
     assert r.cmd(b'ID ("name" "pytest")')[0][0].startswith(b"* ID (")
     assert r.cmd(b"ID NIL")[1].endswith(b"ID completed")
-    assert r.cmd(b"ENABLE CONDSTORE")[0] == [b"* ENABLED"]
+    assert r.cmd(b"ENABLE CONDSTORE")[0] == [b"* ENABLED CONDSTORE"]
     r.cmd(b"SELECT INBOX")
     assert b"OK" in r.cmd(b"CHECK")[1]
     assert b"OK" in r.cmd(b"NOOP")[1]

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from mailsuite import mutf7
 from mailsuite import mime
-from mailsuite.imap import msgdata, search, wire
+from mailsuite.imap import condstore, msgdata, search, wire
 from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.errors import Bad, No, store_error, trap_store
 from mailsuite.imap.fetch import FetchPlan
@@ -107,6 +107,9 @@ class MailboxCommands:
         return defer.ensureDeferred(self._select(cmd, readonly=True))
 
     async def _select(self, cmd: Command, readonly: bool) -> str:
+        params = self.select_params(cmd)  # RFC 7162 (CONDSTORE) / (QRESYNC (...)): BAD before closing
+        if self.selected is not None and self.qresync:
+            self.write(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 3.2.11
         self._close_selected()
         name = self._name(cmd.args["mailbox"])
         folder = await self._open(name)
@@ -132,7 +135,10 @@ class MailboxCommands:
                 break
         out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
         out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
+        out.append(self.select_lines(view, params))
         self.write(b"".join(out))
+        if params.qresync is not None:
+            await self.qresync_select(view, params.qresync)
         return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {'EXAMINE' if readonly else 'SELECT'} completed"
 
     def _folder_changed(self, *args: Any) -> None:
@@ -222,6 +228,7 @@ class MailboxCommands:
         if "UTF8=ACCEPT" in cmd.args["capabilities"] and not self.utf8:
             self.utf8 = True
             enabled.append(b" UTF8=ACCEPT")
+        enabled += self.enable_words(cmd.args["capabilities"])
         self.write(b"* ENABLED" + b"".join(enabled) + b"\r\n")
 
     def _encode_name(self, name: str) -> bytes:
@@ -330,6 +337,8 @@ class MailboxCommands:
 
     async def _status(self, cmd: Command) -> str:
         name = self._name(cmd.args["mailbox"])
+        if "HIGHESTMODSEQ" in cmd.args["items"]:
+            self.enable_condstore()  # a CONDSTORE-enabling command (RFC 7162 3.1)
         self.write(await self._status_line(name, cmd.args["items"]))
         return "STATUS completed"
 
@@ -457,7 +466,7 @@ class MailboxCommands:
             except store_errors.StoreError as e:
                 raise store_error(e) from None
             sel.forget_expunged(done if done is not None else uids, self.write)
-        return "EXPUNGE completed"
+        return self.expunge_code() + "EXPUNGE completed"
 
     # SEARCH
     def do_SEARCH(self, cmd: Command) -> defer.Deferred:
@@ -482,8 +491,13 @@ class MailboxCommands:
             raise Bad(f"SEARCH: {e}") from None
         found = await self._search_matches(key, uid)
         word = f"{'UID ' if uid else ''}SEARCH completed"
+        modseq = None
+        if any(isinstance(k, search.ModSeq) for k in search.iter_keys(key)):
+            self.enable_condstore()  # RFC 7162 3.1.5: the highest modseq of what was found
+            modseq = self.search_modseq(found, uid)
         if returns is None:
-            self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + b"\r\n")
+            tail = b" (MODSEQ %d)\r\n" % modseq if modseq else b"\r\n"
+            self.write(b"* SEARCH" + b"".join(b" %d" % n for n in found) + tail)
             return word
         if "SAVE" in returns:
             # RFC 5182 2.4: with MIN and/or MAX only those are kept, else every match.
@@ -493,7 +507,10 @@ class MailboxCommands:
             sel.saved = frozenset(keep if uid else [sel.uids[n - 1] for n in keep])
             if returns == {"SAVE"}:
                 return word  # SAVE alone answers no ESEARCH (RFC 5182 2.4)
-        self.write(esearch_response(cmd.tag, uid, returns, found))
+        line = esearch_response(cmd.tag, uid, returns, found)
+        if modseq:
+            line = line[:-2] + b" MODSEQ %d\r\n" % modseq
+        self.write(line)
         return word
 
     async def _search_matches(self, key: search.Key, uid: bool) -> list[int]:
@@ -583,8 +600,9 @@ class MailboxCommands:
 
     async def _fetch(self, cmd: Command, uid: bool) -> str:
         sel = self.selected
+        atts, changedsince = await self.fetch_modifiers(cmd, uid)  # RFC 7162 CHANGEDSINCE / VANISHED
         try:
-            plan = FetchPlan(cmd.args["atts"], uid)
+            plan = FetchPlan(atts, uid)
         except ValueError as e:
             raise Bad(f"Invalid section: {e}") from None
         try:
@@ -593,6 +611,8 @@ class MailboxCommands:
             raise Bad(str(e)) from None
         pairs = sel.records_for(seqs)
         missing = len(pairs) != len(seqs)
+        if changedsince is not None:
+            pairs = [(s, r) for s, r in pairs if r.modseq > changedsince]
         seen_set: set[int] = set()
         if plan.sets_seen and not sel.readonly:
             unseen = [r.uid for _, r in pairs if "\\Seen" not in r.flags]
@@ -687,17 +707,24 @@ class MailboxCommands:
             return "Some messages were expunged meanwhile; FETCH completed"
         return f"{'UID ' if uid else ''}FETCH completed"
 
-    async def _set_flags(self, uids: list[int], flags: list[str], mode: str) -> list[MessageRecord]:
+    async def _set_flags(self, uids: list[int], flags: list[str], mode: str,
+                         unchangedsince: int | None = None) -> Any:
+        """Fires with the changed records; with ``unchangedsince`` (RFC 7162) with
+        (changed records, UIDs left alone because they changed since)."""
         sel = self.selected
+        modified: list[int] = []
         try:
-            changed = await sel.folder.store_flags(uids, flags, mode)
+            if unchangedsince is None:
+                changed = await sel.folder.store_flags(uids, flags, mode)
+            else:
+                changed, modified = await sel.folder.store_flags_unchanged_since(uids, flags, mode, unchangedsince)
         except store_errors.StoreError as e:
             raise store_error(e) from None
         # Our own change is answered by the command itself, not again as news; what
         # others changed meanwhile still is.  New keywords are announced first.
         sel.note_own_changes(changed)
         sel.announce_keywords(self.write)
-        return changed
+        return changed if unchangedsince is None else (changed, modified)
 
     # STORE
     def do_STORE(self, cmd: Command) -> defer.Deferred:
@@ -711,14 +738,24 @@ class MailboxCommands:
         sel = self.selected
         a = cmd.args
         flags = normalize_flags(a["flags"])
+        unchangedsince = self.store_modifier(cmd)  # RFC 7162 UNCHANGEDSINCE
         try:
             seqs = sel.seqs_for(a["set"], uid)
         except ValueError as e:
             raise Bad(str(e)) from None
         pairs = sel.records_for(seqs)
-        if pairs:
-            await self._set_flags([r.uid for _, r in pairs], flags, a["mode"])
-        if not a["silent"] or uid:
+        changed: list[MessageRecord] = []
+        modified: list[int] = []
+        if pairs and unchangedsince is None:
+            changed = await self._set_flags([r.uid for _, r in pairs], flags, a["mode"])
+        elif pairs:
+            changed, modified = await self._set_flags([r.uid for _, r in pairs], flags, a["mode"], unchangedsince)
+        if self.condstore:
+            skip = set(modified)
+            pairs = [p for p in sel.records_for([s for s, _ in pairs]) if p[1].uid not in skip]
+            self.write(b"".join(condstore.store_fetch_lines(pairs, sel.recent, uid, a["silent"],
+                                                             {r.uid for r in changed})))
+        elif not a["silent"] or uid:
             pairs = sel.records_for([s for s, _ in pairs])
             recent = sel.recent
             out = []
@@ -732,6 +769,8 @@ class MailboxCommands:
                     out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, flags_bytes(r.flags, r.uid in recent)))
             if out:
                 self.write(b"".join(out))
+        if modified:
+            return self.modified_code(modified, uid) + "Conditional STORE failed"
         if len(pairs) != len(seqs):
             return "Some messages were expunged meanwhile; STORE completed"
         return f"{'UID ' if uid else ''}STORE completed"
@@ -882,7 +921,7 @@ def _pattern_regex(pattern: bytes) -> re.Pattern[bytes]:
 class _SearchRecord:
     """What search.Matcher wants of a message: the record plus this session's \\Recent."""
 
-    __slots__ = ("uid", "flags", "keywords", "size", "internaldate", "recent")
+    __slots__ = ("uid", "flags", "keywords", "size", "internaldate", "recent", "modseq")
 
     def __init__(self, r: MessageRecord | None, recent: bool) -> None:
         if r is not None:
@@ -895,6 +934,7 @@ class _SearchRecord:
         self.size = r.size
         self.internaldate = r.internaldate
         self.recent = recent
+        self.modseq = r.modseq
 
 
 class _Source:

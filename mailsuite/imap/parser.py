@@ -669,7 +669,7 @@ def _fetch(r: Reader) -> dict[str, Any]:
             r.pos = save
             atts.append(_fetch_att(r))
     modifiers: list[Any] = []
-    if r.maybe(b" "):  # fetch modifiers, e.g. (CHANGEDSINCE n): accepted and ignored
+    if r.maybe(b" "):  # fetch modifiers: (CHANGEDSINCE n [VANISHED]), RFC 7162
         r.expect(b"(")
         modifiers = r.tokens(1)
         r.expect(b")")
@@ -680,8 +680,9 @@ def _store(r: Reader) -> dict[str, Any]:
     r.sp()
     seqset = r.seqset()
     r.sp()
-    if r.maybe(b"("):  # store modifiers (UNCHANGEDSINCE n): accepted, ignored
-        r.tokens(1)
+    modifiers: list[Any] = []
+    if r.maybe(b"("):  # store modifiers: (UNCHANGEDSINCE n), RFC 7162
+        modifiers = r.tokens(1)
         r.expect(b")")
         r.sp()
     mode = "="
@@ -701,7 +702,7 @@ def _store(r: Reader) -> dict[str, Any]:
             flags.append(r.flag())
     if "\\*" in flags:
         raise ParseError("\\* is not a flag")
-    return {"set": seqset, "mode": mode, "silent": item.endswith(".SILENT"), "flags": flags}
+    return {"set": seqset, "mode": mode, "silent": item.endswith(".SILENT"), "flags": flags, "modifiers": modifiers}
 
 
 def _copy(r: Reader) -> dict[str, Any]:

@@ -59,6 +59,7 @@ __all__ = [
     "Header",
     "Body",
     "Text",
+    "ModSeq",
     "parse",
     "parse_sequence_set",
     "resolve_ranges",
@@ -180,7 +181,15 @@ class Text:
     value: str
 
 
-Key = Union[All, And, Or, Not, SequenceSet, UidSet, Saved, Flag, Keyword, DateKey, Size, Header, Body, Text]
+@dataclass(frozen=True, slots=True)
+class ModSeq:
+    """MODSEQ [entry-name entry-type] n (RFC 7162 3.1.5): modseq >= n.  We keep one
+    modseq per message, so the entry (a flag's own modseq) is checked and ignored."""
+
+    modseq: int
+
+
+Key = Union[All, And, Or, Not, SequenceSet, UidSet, Saved, Flag, Keyword, DateKey, Size, Header, Body, Text, ModSeq]
 
 
 
@@ -353,6 +362,16 @@ class _Parser:
             return Size(">", self.number(word))
         if word == "SMALLER":
             return Size("<", self.number(word))
+        if word == "MODSEQ":
+            tok2 = self.next("MODSEQ value")
+            if isinstance(tok2, bytes):  # entry name ("/flags/\\seen"), then its type
+                kind = self.atom("MODSEQ entry type").lower()
+                if kind not in ("priv", "shared", "all"):
+                    raise SearchSyntaxError("MODSEQ entry type must be priv, shared or all")
+                tok2 = self.next("MODSEQ value")
+            if not isinstance(tok2, str) or not tok2.isdigit() or not tok2.isascii() or int(tok2) > 2**63 - 1:
+                raise SearchSyntaxError("MODSEQ needs a number")
+            return ModSeq(int(tok2))
         if word == "NOT":
             return Not(self.nested())
         if word == "OR":
@@ -576,6 +595,9 @@ class Matcher:
                 lambda c: any(f.lower() == kw for f in c.rec.keywords)  # type: ignore[attr-defined]
                 or any(f.lower() == kw for f in c.rec.flags)  # type: ignore[attr-defined]
             ), 0
+        if isinstance(key, ModSeq):
+            least = key.modseq
+            return (lambda c: c.rec.modseq >= least), 0  # type: ignore[attr-defined]
         if isinstance(key, Size):
             n = key.octets
             if key.op == ">":

@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary
 from twisted.internet import defer
 
 from mailsuite.imap.parser import SeqSet
-from mailsuite.imap.wire import SYSTEM_FLAGS, flags_bytes
+from mailsuite.imap.wire import SYSTEM_FLAGS, flags_bytes, uid_set_text
 from mailsuite.store.interface import IFolder, MessageRecord
 
 # A folder stays open this long after its last session left: clients that connect anew
@@ -58,7 +58,7 @@ def shared_uids(folder: IFolder) -> array:
 
 class SelectedMailbox:
     __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "keywords", "saved", "_own",
-                 "_listener", "__weakref__")
+                 "_listener", "condstore", "qresync", "__weakref__")
 
     def __init__(self, folder: IFolder, readonly: bool) -> None:
         self.folder = folder
@@ -76,6 +76,10 @@ class SelectedMailbox:
         # UNSELECT reset it; kept as UIDs so expunged messages simply drop out of ``$``.
         self.saved: frozenset[int] = frozenset()
         self._listener: Callable[..., None] | None = None
+        # RFC 7162 (imap/condstore.py): news of flag changes carries MODSEQ; with
+        # QRESYNC expunges are told as ``* VANISHED uids``.
+        self.condstore = False
+        self.qresync = False
 
     # -- opening -----------------------------------------------------------------------
 
@@ -234,9 +238,12 @@ class SelectedMailbox:
                     kept = array("I", view)  # may be shared: change a copy
                     for u in reversed(gone):
                         i = bisect.bisect_left(kept, u)
-                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                        if not self.qresync:
+                            out.append(b"* %d EXPUNGE\r\n" % (i + 1))
                         del kept[i]
                         self.recent.discard(u)
+                    if self.qresync:
+                        out.append(b"* VANISHED %s\r\n" % uid_set_text(gone))
                 start = bisect.bisect_right(current, top)
                 added = current[start:]
                 if added:
@@ -254,9 +261,11 @@ class SelectedMailbox:
             # nothing to look for.
             if not (modseq - since <= len(own) and all(m in own for m in range(since + 1, modseq + 1))):
                 recent = self.recent
+                tail = b" MODSEQ (%d))\r\n" if self.condstore else b")\r\n"
                 for seq, r in self.records_for(list(range(1, len(self.uids) + 1))):
                     if r.modseq > since and r.modseq not in own:
-                        out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)))
+                        line = b"* %d FETCH (UID %d FLAGS %s" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent))
+                        out.append(line + (tail % r.modseq if self.condstore else tail))
             self.reported_modseq = modseq
         self._own = None
         if out:
@@ -266,14 +275,18 @@ class SelectedMailbox:
         """Report our own EXPUNGE/MOVE at once: ``* n EXPUNGE`` for each UID (highest
         first) and drop them from the view."""
         out = []
+        told = []
         view = array("I", self.uids)  # may be shared with other sessions: change a copy
         self.uids = view
         for u in sorted(set(uids), reverse=True):
             i = bisect.bisect_left(view, u)
             if i < len(view) and view[i] == u:
                 out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                told.append(u)
                 del view[i]
                 self.recent.discard(u)
+        if self.qresync and told:
+            out = [b"* VANISHED %s\r\n" % uid_set_text(sorted(told))]
         if out:
             write(b"".join(out))
 

@@ -49,6 +49,7 @@ from mailsuite.logtext import printable, quoted
 from mailsuite.imap import wire
 from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.commands import MailboxCommands, QuotaCommands
+from mailsuite.imap.condstore import CondstoreCommands
 from mailsuite.imap.errors import Bad, No
 from mailsuite.imap.selected import SelectedMailbox
 from mailsuite.imap.sort import SortCommands
@@ -165,7 +166,7 @@ def _auth_failed() -> None:
 
 
 @implementer(IPushProducer)
-class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, Protocol, TimeoutMixin):
+class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, CondstoreCommands, Protocol, TimeoutMixin):
     def __init__(self, conf: IMAPFactoryConfig) -> None:
         self.conf = conf
         self.svc = conf.service
@@ -312,6 +313,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, P
                      "BINARY"]
             if self.account is not None and self.account.quotas is not None:
                 caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
+            caps += ["CONDSTORE", "QRESYNC"]  # RFC 7162: imap/condstore.py
         return " ".join(caps).encode("ascii")
 
     # -- input framing ---------------------------------------------------------------

@@ -592,6 +592,26 @@ class FolderDisk:
             self._log_records(changed)
             return [self.records[uid] for uid in changed if uid in self.records]
 
+    def store_flags_unchanged_since(self, uids: Iterable[int], flags: Iterable[str], mode: str,
+                                    modseq: int) -> tuple[list[MessageRecord], list[int]]:
+        """A conditional STORE (RFC 7162 3.1.3): change only the messages whose modseq
+        is at most ``modseq``; (changed records, UIDs left alone because they changed
+        since).  Test and change happen under the folder lock, after every logged
+        change by others was taken in, so no change slips in between."""
+        self._check()
+        with self.locked():
+            self._catch_up()
+            uids = [u for u in uids if u in self.records]
+            modified = [u for u in uids if self.records[u].modseq > modseq]
+            skip = set(modified)
+            changed = self.store_flags([u for u in uids if u not in skip], flags, mode)
+            return changed, modified
+
+    def expunged_since(self, modseq: int) -> tuple[set[int], bool]:
+        """UIDs expunged with a modseq above ``modseq`` and whether that is all of them
+        (see ModLog.expunged_since)."""
+        return self.modlog.expunged_since(modseq)
+
     def _rename_flags(self, uids: list[int], letters: set[str], mode: str) -> tuple[list[int], list[int]]:
         changed, missing = [], []
         for uid in uids:
@@ -1125,6 +1145,17 @@ class Folder:
         (new ``modseq``).  UIDs not in the folder are skipped.  May fail with
         TooManyKeywords or FolderGone."""
         return self._op(self._disk.store_flags, list(uids), list(flags), mode)
+
+    def store_flags_unchanged_since(self, uids: Iterable[int], flags: Iterable[str], mode: str,
+                                    modseq: int) -> defer.Deferred:
+        """STORE (UNCHANGEDSINCE modseq): fires with (changed records, UIDs not
+        changed because their modseq is above ``modseq``)."""
+        return self._op(self._disk.store_flags_unchanged_since, list(uids), list(flags), mode, modseq)
+
+    def expunged_since(self, modseq: int) -> defer.Deferred:
+        """Fires with (UIDs expunged after ``modseq``, whether the record reaches back
+        that far) for QRESYNC's VANISHED (EARLIER)."""
+        return self.workers.run(self._disk.expunged_since, modseq)
 
     def expunge(self, uids: Iterable[int]) -> defer.Deferred:
         """Delete messages (durably); fires with the sorted UIDs removed."""

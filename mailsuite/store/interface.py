@@ -105,7 +105,8 @@ class IFolder(Interface):
     name = Attribute("the normalised folder name")
     uidvalidity = Attribute("UIDVALIDITY (strictly increasing per account)")
     uidnext = Attribute("the UID the next message will get")
-    highest_modseq = Attribute("the highest modseq of any change so far")
+    highest_modseq = Attribute("the highest modseq of any change so far (durable, shared by all processes, "
+                               "never going back for one UIDVALIDITY)")
     gone = Attribute("True once the folder was deleted or renamed away")
     workers = Attribute("the worker pool (mailsuite.workers.IWorkers) for blocking reads of its messages")
     reactor = Attribute("the reactor the store runs on (for timers)")
@@ -138,6 +139,14 @@ class IFolder(Interface):
 
     def store_flags(uids: object, flags: object, mode: str) -> object:
         """'+', '-' or '=' flags; fires with the changed records.  TooManyKeywords."""
+
+    def store_flags_unchanged_since(uids: object, flags: object, mode: str, modseq: int) -> object:
+        """A conditional store (RFC 7162 UNCHANGEDSINCE): fires with (changed records,
+        UIDs whose modseq was above ``modseq`` and were left alone)."""
+
+    def expunged_since(modseq: int) -> object:
+        """Fires with (UIDs expunged after ``modseq``, complete): complete is False when
+        expunges that old are no longer remembered."""
 
     def expunge(uids: object) -> object:
         """Remove messages durably; fires with the sorted UIDs removed."""

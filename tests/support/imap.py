@@ -100,6 +100,34 @@ class Raw(LineClient):
         assert b" OK " in tagged, tagged
 
 
+def raw_session(server: Server, user: str, password: str = PASSWORD) -> Raw:
+    """A logged-in :class:`Raw` session on the server's plain IMAP port."""
+    r = Raw(server.ports["imap"])
+    r.login(user, password)
+    return r
+
+
+def ok(r: Raw, command: bytes) -> list[bytes]:
+    """Send ``command``; its untagged lines, after checking it ended OK."""
+    untagged, tagged = r.cmd(command)
+    assert re.match(rb"t\d+ OK", tagged), (command, tagged)
+    return untagged
+
+
+def response_code(lines: list[bytes], name: bytes) -> int:
+    """The number of the first ``[NAME n]`` response code in ``lines``."""
+    for line in lines:
+        m = re.search(rb"\[" + name + rb" (\d+)\]", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError(f"no [{name.decode()}] in {lines}")
+
+
+def message(n: int) -> bytes:
+    """A small distinct message ("note n")."""
+    return f"From: a{n}@remote.test\r\nSubject: note {n}\r\n\r\nbody {n}\r\n".encode()
+
+
 def running_imap_server(tmp_path_factory: pytest.TempPathFactory, name: str = "imap", **overrides: Any) -> Iterator[Server]:
     """Body of a module-scoped server fixture with its own settings (``yield from``
     it): started, stopped at the end, and its log checked for tracebacks."""
