@@ -195,6 +195,13 @@ class ModLog:
         except FileNotFoundError:
             return out, False
         nl = data.find(b"\n")
+        header = data[:nl].decode("ascii", "replace").split()
+        try:
+            # The floor of the file read, not our copy's: a compaction may have
+            # replaced the file between the two.
+            floor = int(header[3][1:])
+        except (IndexError, ValueError):
+            return out, False
         for line in data[nl + 1 : data.rfind(b"\n") + 1].decode("ascii", "replace").splitlines():
             parts = line.split(" ")
             if len(parts) == 3 and parts[1] == "-":
@@ -203,7 +210,7 @@ class ModLog:
                         out.update(parse_uid_set(parts[2]))
                 except ValueError:
                     continue
-        return out, modseq >= self.floor
+        return out, modseq >= floor
 
     # -- writing (lock held, tail read first) ---------------------------------------------
 
