@@ -266,3 +266,27 @@ def test_a_second_worker_process_changing_flags_is_seen_with_a_higher_modseq(tmp
             r.close()
     finally:
         srv.stop()
+
+
+def test_expunges_older_than_the_record_vanish_as_every_uid_not_here(imap_server: Server, user: str) -> None:
+    # RFC 7162 3.2.5.2: when the server no longer knows which expunges came after the
+    # client's modseq, VANISHED (EARLIER) may name every UID of the client's set that
+    # is not in the mailbox.  Simulate a compaction that forgot the expunges: the log
+    # keeps its other lines and its floor rises to the newest modseq.
+    uidvalidity, highest = remember(imap_server, user)
+    other = session(imap_server, user)
+    ok(other, b"SELECT INBOX")
+    ok(other, b"UID STORE 2,4 +FLAGS.SILENT (\\Deleted)")
+    ok(other, b"EXPUNGE")
+    ok(other, b"LOGOUT")
+    log = imap_server.maildir(user) / "mailsuite-modseq"
+    lines = log.read_text().splitlines()
+    head, body = lines[0].split(), [x for x in lines[1:] if x.split()[1] != "-"]
+    top = max(int(x.split()[0]) for x in lines[1:])
+    tmp = log.with_name("modseq.tmp")
+    tmp.write_text(" ".join(head[:3] + [f"F{top}"]) + "\n" + "".join(x + "\n" for x in body))
+    tmp.rename(log)
+    r = qresync_session(imap_server, user)
+    lines = ok(r, b"SELECT INBOX (QRESYNC (%d %d 1:6))" % (uidvalidity, highest))
+    vanished, _ = resync_lines(lines)
+    assert vanished == [b"* VANISHED (EARLIER) 2,4"]
