@@ -745,6 +745,12 @@ def _thread(r: Reader) -> dict[str, Any]:
     return {"algorithm": algorithm, "charset": charset, "tokens": r.tokens()}
 
 
+def _compress(r: Reader) -> dict[str, Any]:
+    """COMPRESS (RFC 4978): one mechanism name."""
+    r.sp()
+    return {"mechanism": r.atom().decode("ascii").upper()}
+
+
 def _enable(r: Reader) -> dict[str, Any]:
     caps = []
     while r.maybe(b" "):
@@ -809,4 +815,5 @@ _PARSERS = {
     "SETQUOTA": _setquota,
     "SORT": _sort,
     "THREAD": _thread,
+    "COMPRESS": _compress,
 }

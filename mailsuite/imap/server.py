@@ -44,6 +44,7 @@ from mailsuite.frontend import (
     IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
     RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
+from mailsuite.imap import compress
 from mailsuite.imap import parser as P
 from mailsuite.logtext import printable, quoted
 from mailsuite.imap import wire
@@ -147,7 +148,7 @@ ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOTAUTH = ANY | {"STARTTLS", "AUTHENTICATE", "LOGIN"}
 AUTH = ANY | {"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
               "LIST", "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE",
-              "GETQUOTA", "GETQUOTAROOT", "SETQUOTA"}
+              "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "COMPRESS"}
 SELECTED = AUTH | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
                    "MOVE", "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
                    "UID EXPUNGE", "SORT", "UID SORT", "THREAD", "UID THREAD"}
@@ -193,6 +194,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         self._errors = 0
         self._continuation: Callable[[bytes], None] | None = None  # AUTHENTICATE / IDLE
         self.enabled: set[str] = set()
+        self._inflater: compress.Inflater | None = None  # COMPRESS=DEFLATE is on (RFC 4978)
 
     # -- connection ----------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE",
                      f"APPENDLIMIT={self.svc.append_limit}", "ESEARCH", "SEARCHRES", "STATUS=SIZE", "LIST-EXTENDED", "LIST-STATUS", "MULTIAPPEND",
                      "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-                     "BINARY"]
+                     "BINARY", "COMPRESS=DEFLATE"]
             if self.account is not None and self.account.quotas is not None:
                 caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]
             caps += ["CONDSTORE", "QRESYNC"]  # RFC 7162: imap/condstore.py
@@ -321,50 +323,79 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._inflater is not None:
+            self._inflate(data)
+            return
+        self._input(data)
+
+    def _input(self, data: bytes) -> None:
+        """Plain input: straight from the transport, or inflated (COMPRESS)."""
+        if self._closing:
+            return
         self.resetTimeout()
         self._pace.received(len(data))
         self._buf.feed(data)
         self._process()
 
+    _processing = False
+    _again = False
+
     def _process(self) -> None:
-        buf = self._buf
-        while not self._closing and buf and (not self._busy or self._continuation is not None):
-            if self._lit_left:
-                chunk = buf.take(self._lit_left)
-                if self._spool is not None:
-                    self._spool.write(chunk)
-                elif not self._lit_discard:
-                    self._lit_chunks.append(chunk)
-                self._lit_left -= len(chunk)
-                if self._lit_left == 0:
-                    if self._spool is not None:
-                        self._spool.finish()
-                        self._lits.append(self._spool)  # type: ignore[arg-type]
-                        self._spool = None
-                    else:
-                        self._lits.append(b"".join(self._lit_chunks))
-                    self._lit_chunks = []
-                continue
-            line = buf.next_line()
-            if line is None:
-                break
-            if line is TOO_LONG:
-                if self._continuation is not None:
-                    # An over-long AUTHENTICATE/IDLE answer: end that exchange (BAD).
-                    step, self._continuation = self._continuation, None
-                    step(b"*" * 2)
-                    continue
-                self._line_too_long(buf.head)
-                continue
-            if self._continuation is not None:
-                step, self._continuation = self._continuation, None
-                step(line)
-                continue
-            self._line(line)
-        buf.hold(self.transport, self._busy and self._continuation is None)
-        # A request is open while the client owes us the rest of it (not while we work).
-        waiting = not self._busy or self._continuation is not None
-        self._pace.open(not self._closing and waiting and bool(buf or self._lit_left or self._segs))
+        # Not re-entered: a command that completes at once calls _resume, which
+        # would otherwise nest a new loop per pipelined command (3000 NOOPs in one
+        # read exhausted the stack: RecursionError).  A nested call asks the running
+        # loop to go round again instead.
+        if self._processing:
+            self._again = True
+            return
+        self._processing = True
+        try:
+            while True:
+                self._again = False
+                buf = self._buf
+                while not self._closing and buf and (not self._busy or self._continuation is not None):
+                    if self._lit_left:
+                        chunk = buf.take(self._lit_left)
+                        if self._spool is not None:
+                            self._spool.write(chunk)
+                        elif not self._lit_discard:
+                            self._lit_chunks.append(chunk)
+                        self._lit_left -= len(chunk)
+                        if self._lit_left == 0:
+                            if self._spool is not None:
+                                self._spool.finish()
+                                self._lits.append(self._spool)  # type: ignore[arg-type]
+                                self._spool = None
+                            else:
+                                self._lits.append(b"".join(self._lit_chunks))
+                            self._lit_chunks = []
+                        continue
+                    line = buf.next_line()
+                    if line is None:
+                        break
+                    if line is TOO_LONG:
+                        if self._continuation is not None:
+                            # An over-long AUTHENTICATE/IDLE answer: end that exchange (BAD).
+                            step, self._continuation = self._continuation, None
+                            step(b"*" * 2)
+                            continue
+                        self._line_too_long(buf.head)
+                        continue
+                    if self._continuation is not None:
+                        step, self._continuation = self._continuation, None
+                        step(line)
+                        continue
+                    self._line(line)
+                buf.hold(self.transport, self._busy and self._continuation is None)
+                # A request is open while the client owes us the rest of it (not while we work).
+                waiting = not self._busy or self._continuation is not None
+                self._pace.open(not self._closing and waiting and bool(buf or self._lit_left or self._segs))
+                if self._inflater is not None and not buf.paused:
+                    self._inflate(b"")  # compressed input held back while the buffer was full
+                if not self._again:
+                    break
+        finally:
+            self._processing = False
 
     def _line_too_long(self, head: bytes) -> None:
         tag = P.peek_tag_and_name(self._segs[0] if self._segs else head)[0]
@@ -578,6 +609,39 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             shown = " ".join(f"{quoted(k, 30)}={quoted(v, 60)}" for k, v in list(params.items())[:30])
             log.info("imap: [{ip}] client ID {params}", ip=self.ip, params=shown)
         self.write(b'* ID ("name" "mailsuite")\r\n')
+
+    # -- COMPRESS=DEFLATE (RFC 4978; the layer is imap/compress.py) ----------------------
+
+    def do_COMPRESS(self, cmd: P.Command) -> object:
+        if cmd.args["mechanism"] != "DEFLATE":
+            raise Bad("Unknown compression mechanism")
+        if self._inflater is not None:
+            raise No("DEFLATE is active already", "COMPRESSIONACTIVE")
+        self.write(cmd.tag + b" OK DEFLATE active\r\n")
+        self._inflater = compress.Inflater(
+            self._input, lambda: self._closing or self._buf.paused or len(self._buf) > MAX_BUFFERED)
+        self.transport = compress.DeflatingTransport(self.transport, lambda: self._inflate(b""))
+        # The client compresses from the OK on; anything already here came after it.
+        pending = self._buf.take_all()
+        if pending:
+            self._inflate(pending)
+        return ANSWERED
+
+    def _inflate(self, data: bytes) -> None:
+        try:
+            if data:
+                self._inflater.feed(data)  # type: ignore[union-attr]
+            else:
+                self._inflater.pump()  # type: ignore[union-attr]
+        except compress.DecompressionError as e:
+            if e.bomb:
+                log.warn("imap: [{ip}] decompression bomb: {why}; closing", ip=self.ip, why=str(e))
+                self.write(b"* BYE [LIMIT] Compressed input expands too much\r\n")
+            else:
+                log.info("imap: [{ip}] bad compressed input: {why}; closing", ip=self.ip, why=str(e))
+                self.write(b"* BYE Bad compressed data\r\n")
+            self._closing = True
+            self._hang_up()
 
     # -- not authenticated ---------------------------------------------------------------
 

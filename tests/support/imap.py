@@ -8,6 +8,7 @@ import re
 import smtplib
 import socket
 import ssl
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -158,3 +159,66 @@ def imap_tracebacks(log: str) -> list[str]:
         else:
             entries.append(line)
     return [e for e in entries if "Traceback" in e and ("mailsuite.imap" in e or "imap/" in e)]
+
+
+imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))  # imaplib knows no COMPRESS (RFC 4978)
+
+
+class _Deflate:
+    """imaplib with COMPRESS=DEFLATE (RFC 4978): ``compress()`` sends the command and,
+    after its OK, deflates what it sends (a sync flush per command) and inflates what
+    it reads.  ``raw_in``/``plain_in`` count the octets read before and after inflating."""
+
+    _zin: Any = None
+    _zout: Any = None
+    raw_in = 0
+    plain_in = 0
+
+    def compress(self) -> tuple[str, list[Any]]:
+        typ, data = self._simple_command("COMPRESS", "DEFLATE")  # type: ignore[attr-defined]
+        if typ == "OK" and self._zin is None:
+            self._zin = zlib.decompressobj(-15)
+            self._zout = zlib.compressobj(6, zlib.DEFLATED, -15)
+            self._plain = bytearray()
+        return typ, data
+
+    def send(self, data: bytes) -> None:
+        if self._zout is not None:
+            data = self._zout.compress(data) + self._zout.flush(zlib.Z_SYNC_FLUSH)
+        super().send(data)  # type: ignore[misc]
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)  # type: ignore[attr-defined]
+        if not chunk:
+            raise imaplib.IMAP4.abort("socket error: EOF")
+        self.raw_in += len(chunk)
+        out = self._zin.decompress(chunk)
+        self.plain_in += len(out)
+        self._plain += out
+
+    def read(self, size: int) -> bytes:
+        if self._zin is None:
+            return super().read(size)  # type: ignore[misc]
+        while len(self._plain) < size:
+            self._fill()
+        data = bytes(self._plain[:size])
+        del self._plain[:size]
+        return data
+
+    def readline(self) -> bytes:
+        if self._zin is None:
+            return super().readline()  # type: ignore[misc]
+        while b"\n" not in self._plain:
+            self._fill()
+        i = self._plain.index(b"\n") + 1
+        data = bytes(self._plain[:i])
+        del self._plain[:i]
+        return data
+
+
+class DeflateIMAP4(_Deflate, imaplib.IMAP4):
+    pass
+
+
+class DeflateIMAP4_SSL(_Deflate, imaplib.IMAP4_SSL):
+    pass
