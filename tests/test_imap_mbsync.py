@@ -159,3 +159,20 @@ def test_mbsync_round_trip(srv: Server, tmp_path: Path, ssl_type: str) -> None:
     mbsync(rc)
     assert local_files(tmp_path, "INBOX") == {"m3": "F"}
     assert imap_tracebacks(srv.log()) == []
+
+
+@pytest.mark.parametrize("ssl_type", ["IMAPS", "STARTTLS"])
+def test_mbsync_compresses_the_connection(srv: Server, tmp_path: Path, ssl_type: str) -> None:
+    """isync 1.4 sends COMPRESS DEFLATE (RFC 4978) whenever the server offers it; its
+    debug output (-Dn: network) shows the exchange, and the sync still round-trips."""
+    for i in range(3):
+        body = "text text text\r\n" * 500
+        deliver(srv, USER, f"From: a@remote.test\r\nSubject: z{i}\r\n\r\n{body}".encode())
+    rc = write_rc(tmp_path, srv, ssl_type)
+    p = subprocess.run([MBSYNC, "-Dn", "-c", str(rc), "-a"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert "COMPRESS DEFLATE" in out, out[-3000:]
+    assert "OK DEFLATE active" in out
+    assert set(local_files(tmp_path, "INBOX")) == {"z0", "z1", "z2"}
+    assert imap_tracebacks(srv.log()) == []
