@@ -21,7 +21,7 @@ def message(n: int) -> bytes:
     return f"From: a{n}@remote.test\r\nSubject: note {n}\r\nMessage-ID: <n{n}@remote.test>\r\n\r\nbody {n}\r\n".encode()
 
 
-def write_rc(tmp: Path, srv: Server, user: str) -> Path:
+def write_rc(tmp: Path, srv: Server, user: str, compression: bool = False) -> Path:
     rc = tmp / "offlineimaprc"
     rc.write_text(f"""
 [general]
@@ -46,6 +46,7 @@ remotepass = {PASSWORD}
 ssl = no
 starttls = no
 folderfilter = lambda f: f == 'INBOX'
+usecompression = {'yes' if compression else 'no'}
 """)
     return rc
 
@@ -121,3 +122,18 @@ def test_offlineimap_syncs_flags_and_expunges_both_ways(imap_server: Server, use
     remote = server_flags(imap_server, user)
     assert sorted(remote) == ["note 1", "note 2", "note 4"], remote
     assert "\\Seen" in remote["note 4"] and "\\Flagged" in remote["note 2"]
+
+
+def test_offlineimap_with_compression(imap_server: Server, user: str, tmp_path: Path) -> None:
+    """usecompression = yes: offlineimap's imaplib2 sends COMPRESS DEFLATE (RFC 4978)."""
+    rc = write_rc(tmp_path, imap_server, user, compression=True)
+    before = imap_server.log().count("COMPRESS=DEFLATE on")
+    run(rc)
+    assert sorted(local_files(tmp_path)) == [f"note {n}" for n in range(1, 6)]
+    m = login(imap_server, user)
+    m.select("INBOX")
+    m.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
+    m.logout()
+    run(rc)
+    assert "F" in local_files(tmp_path)["note 2"]
+    assert imap_server.log().count("COMPRESS=DEFLATE on") >= before + 2  # both runs compressed

@@ -618,6 +618,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         if self._inflater is not None:
             raise No("DEFLATE is active already", "COMPRESSIONACTIVE")
         self.write(cmd.tag + b" OK DEFLATE active\r\n")
+        log.info("imap: [{ip}] COMPRESS=DEFLATE on", ip=self.ip)
         self._inflater = compress.Inflater(
             self._input, lambda: self._closing or self._buf.paused or len(self._buf) > MAX_BUFFERED)
         self.transport = compress.DeflatingTransport(self.transport, lambda: self._inflate(b""))
