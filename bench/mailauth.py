@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Mail authentication benchmark: what SPF/DKIM/ARC/DMARC checks and DKIM signing cost.
 
-    bench/mailauth.py [--count 1000] [--size-kb 4] [--concurrency 20]
+    bench/mailauth.py [--count 1000] [--size-kb 4] [--concurrency 20] [--rounds 1]
+                      [--only checks-off,checks-on] [--profile DIR]
 
 Starts a twisted.names DNS server on loopback (tests/support/dns_server.py) that
 publishes the load generator's SPF, DKIM key and DMARC p=reject, and throw-away
@@ -18,6 +19,11 @@ mailsuites (``twistd -n mailsuite``) one after the other, back to back:
 Prints messages/s and server CPU ms per message for each, the on/off rate ratio of
 1-2 (target >= 0.8), and the CPU per message that verifying (2 - 1) and signing
 (4 - 3) add.  Each message is its own connection (as smtp-source does).
+
+``--rounds N`` runs the four servers N times, alternating (off, on, unsigned, signed,
+off, on, ...), so each on/off pair sees the same machine load; it prints every round
+and the median of the per-round ratios and differences.  ``--profile DIR`` records
+each measured phase with py-spy (``--threads``, on-CPU samples only, raw format) into DIR.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import argparse
 import asyncio
 import base64
 import json
+import shutil
+import statistics
 import os
 import subprocess
 import sys
@@ -101,7 +109,12 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--size-kb", type=float, default=4)
     ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--only", default="checks-off,checks-on,unsigned,signed",
+                    help="comma-separated phases to run")
+    ap.add_argument("--profile", metavar="DIR", help="py-spy record each measured phase into DIR")
     a = ap.parse_args()
+    only = a.only.split(",")
     size = int(a.size_kb * 1024)
     pem, pub = make_key()
     tmp = Path(tempfile.mkdtemp(prefix="mailauth-bench-dns-"))
@@ -121,30 +134,52 @@ def main() -> int:
     print(f"mailauth bench: {a.count} x {a.size_kb:g} KB, C={a.concurrency}, one connection per message, "
           f"one server process (load average {os.getloadavg()[0]:.1f})")
     rc = 0
+    rounds: list[dict[str, tuple[float, float]]] = []
     try:
-        results = {}
-        for name, bodies, checks, trusted, key in (
-            ("checks-off", world, False, False, False),
-            ("checks-on", world, True, False, False),
-            ("unsigned", ours, False, True, False),
-            ("signed", ours, False, True, True),
-        ):
-            rate, cpu, ok = run_server(name, dns_port, bodies, a.concurrency, checks, trusted, key)
-            results[name] = (rate, cpu)
-            rc |= 0 if ok else 1
-            print(f"  {name:11} {rate:8.1f} messages/s   server CPU {cpu:5.2f} ms/msg{'' if ok else '  FAILED'}")
-        on, off = results["checks-on"], results["checks-off"]
-        print(f"  checks on/off rate ratio: {on[0] / off[0]:.2f} (target >= 0.8)")
-        print(f"  verifying (SPF+DKIM+ARC+DMARC+A-R) adds {on[1] - off[1]:.2f} ms server CPU per message")
-        print(f"  signing (rsa-sha256 2048) adds {results['signed'][1] - results['unsigned'][1]:.2f} ms server CPU per message")
+        for r in range(a.rounds):
+            results: dict[str, tuple[float, float]] = {}
+            for name, bodies, checks, trusted, key in (
+                ("checks-off", world, False, False, False),
+                ("checks-on", world, True, False, False),
+                ("unsigned", ours, False, True, False),
+                ("signed", ours, False, True, True),
+            ):
+                if name not in only:
+                    continue
+                prof = Path(a.profile) / f"{name}-{r}.txt" if a.profile else None
+                rate, cpu, ok = run_server(name, dns_port, bodies, a.concurrency, checks, trusted, key, prof)
+                results[name] = (rate, cpu)
+                rc |= 0 if ok else 1
+                print(f"  [{r + 1}] {name:11} {rate:8.1f} messages/s   server CPU {cpu:5.2f} ms/msg"
+                      f"   (load {os.getloadavg()[0]:.1f}){'' if ok else '  FAILED'}", flush=True)
+            rounds.append(results)
+        summary(rounds)
     finally:
         dns.terminate()
         dns.wait(5)
     return rc
 
 
+def summary(rounds: list[dict[str, tuple[float, float]]]) -> None:
+    """Per-round ratios and differences, and their medians over the rounds."""
+    def med(values: list[float]) -> str:
+        if not values:
+            return "-"
+        return f"{statistics.median(values):.2f}" + (f" (min {min(values):.2f}, max {max(values):.2f}, "
+                                                     f"{len(values)} rounds)" if len(values) > 1 else "")
+    both = [r for r in rounds if "checks-on" in r and "checks-off" in r]
+    sign = [r for r in rounds if "signed" in r and "unsigned" in r]
+    print(f"  checks on/off rate ratio: {med([r['checks-on'][0] / r['checks-off'][0] for r in both])} (target >= 0.8)")
+    print(f"  server CPU ms/msg checks off {med([r['checks-off'][1] for r in both])}, "
+          f"on {med([r['checks-on'][1] for r in both])}")
+    print(f"  verifying (SPF+DKIM+ARC+DMARC+A-R) adds "
+          f"{med([r['checks-on'][1] - r['checks-off'][1] for r in both])} ms server CPU per message")
+    print(f"  signing (rsa-sha256 2048) adds "
+          f"{med([r['signed'][1] - r['unsigned'][1] for r in sign])} ms server CPU per message")
+
+
 def run_server(name: str, dns_port: int, bodies: list[bytes], c: int, checks: bool, trusted: bool,
-               key: bool) -> tuple[float, float, bool]:
+               key: bool, profile: Path | None = None) -> tuple[float, float, bool]:
     """One server (one process, so its CPU is all of the server's), with or without a
     DKIM key for example.test."""
     srv = BenchServer(f"mailauth-bench-{name}-", ["smtp"], {RCPT: "alicepw"}, {
@@ -163,10 +198,21 @@ def run_server(name: str, dns_port: int, bodies: list[bytes], c: int, checks: bo
         wait_count(maildir, 20)
         empty_maildir(maildir)
         assert srv.proc is not None
+        spy = None
+        if profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+            spy = subprocess.Popen([py_spy, "record", "--threads", "--format", "raw", "--rate", "200",
+                                    "-o", str(profile), "--pid", str(srv.proc.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         cpu0 = cpu_seconds(srv.proc.pid)
         t0 = time.monotonic()
         failed = asyncio.run(_send_all(port, bodies, c))
         dt = time.monotonic() - t0
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            spy.wait(30)
         cpu = (cpu_seconds(srv.proc.pid) - cpu0) * 1000 / len(bodies)
         got = wait_count(maildir, len(bodies))
         if failed or got != len(bodies):

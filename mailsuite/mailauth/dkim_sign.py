@@ -28,6 +28,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailsuite.mailauth import dkim_fast  # noqa: F401 - canonicalisation without per-byte regex work
 from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 from mailsuite.mailauth.dkim_keys import DKIMKey, DKIMKeyError, load
 from mailsuite.mailauth.headers import from_domain, header_block, header_names, header_values

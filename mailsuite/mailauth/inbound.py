@@ -43,6 +43,7 @@ from mailsuite.delivery.local import IDeliveryFilter
 from mailsuite.dns.resolver import DNSError, NotFound
 from mailsuite.handoff import (BodyFile, Envelope, IMessageSink, PermanentFailure, TemporaryFailure, discard_body,
                                read_body)
+from mailsuite.mailauth import dkim_fast  # noqa: F401 - canonicalisation without per-byte regex work
 from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 from mailsuite.mailauth import dmarc as dmarc_mod, spf_check
 from mailsuite.mailauth.dkim_sign import SignPolicy
