@@ -108,12 +108,13 @@ class MailboxCommands:
 
     async def _select(self, cmd: Command, readonly: bool) -> str:
         params = self.select_params(cmd)  # RFC 7162 (CONDSTORE) / (QRESYNC (...)): BAD before closing
-        if self.selected is not None and self.qresync:
-            self.write(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 3.2.11
+        if self.selected is not None and (self.qresync or self.rev2):
+            self.write(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 3.2.11, RFC 9051 7.1
         self._close_selected()
         name = self._name(cmd.args["mailbox"])
         folder = await self._open(name)
         view = SelectedMailbox(folder, readonly)
+        view.rev2 = self.rev2
         try:
             await folder.sync()
             view.open()
@@ -128,11 +129,15 @@ class MailboxCommands:
         view.listen(self._folder_changed)
         records = folder.messages()
         out = [view.flags_header()]
-        out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
-        for i, r in enumerate(records):
-            if "\\Seen" not in r.flags:
-                out.append(b"* OK [UNSEEN %d] First unseen\r\n" % (i + 1))
-                break
+        if self.rev2:
+            # RFC 9051 6.3.2: EXISTS and the mailbox's LIST; no RECENT, no [UNSEEN n].
+            out.append(b"* %d EXISTS\r\n" % view.exists + self.select_list_line(name))
+        else:
+            out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, len(view.recent)))
+            for i, r in enumerate(records):
+                if "\\Seen" not in r.flags:
+                    out.append(b"* OK [UNSEEN %d] First unseen\r\n" % (i + 1))
+                    break
         out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
         out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
         out.append(self.select_lines(view, params))
@@ -202,12 +207,21 @@ class MailboxCommands:
         name = self._name(cmd.args["mailbox"])
         if name == "INBOX":
             raise No("INBOX cannot be deleted", "CANNOT")
-        return self.account.delete(name).addCallbacks(lambda _: "DELETE completed", trap_store)
+        d = self.account.delete(name)
+        if self.rev2:
+            d.addErrback(_has_children)  # RFC 9051 7.1 (rev1 keeps RFC 5530's CANNOT)
+        return d.addCallbacks(lambda _: "DELETE completed", trap_store)
 
     def do_RENAME(self, cmd: Command) -> defer.Deferred:
         old = self._name(cmd.args["old"])
         new = self._name(cmd.args["new"])
-        return self.account.rename(old, new).addCallbacks(lambda _: "RENAME completed", trap_store)
+
+        def renamed(_: Any) -> str:
+            if self.rev2:
+                self.write(self.oldname_line(old, new))
+            return "RENAME completed"
+
+        return self.account.rename(old, new).addCallbacks(renamed, trap_store)
 
     def do_SUBSCRIBE(self, cmd: Command) -> defer.Deferred:
         name = self._name(cmd.args["mailbox"])
@@ -229,6 +243,7 @@ class MailboxCommands:
             self.utf8 = True
             enabled.append(b" UTF8=ACCEPT")
         enabled += self.enable_words(cmd.args["capabilities"])
+        enabled += self.enable_rev2(cmd.args["capabilities"])  # RFC 9051 (imap/rev2.py)
         self.write(b"* ENABLED" + b"".join(enabled) + b"\r\n")
 
     def _encode_name(self, name: str) -> bytes:
@@ -307,6 +322,10 @@ class MailboxCommands:
                 if special_only or not rx.match(self._encode_name(name)):
                     continue
                 attrs = b"(\\NonExistent \\Subscribed)" if name in subs else b"(\\NonExistent)"
+                if self.rev2:  # RFC 9051 7.3.1: the child attributes on every name
+                    prefix = name + DELIM
+                    kids = name in childinfo or any(n.startswith(prefix) for n in known)
+                    attrs = attrs[:-1] + (b" \\HasChildren)" if kids else b" \\HasNoChildren)")
                 extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if name in childinfo else b""
                 emitted.add(name)
                 out.append(b'* LIST %s "." %s%s\r\n' % (attrs, wire.mailbox(name, self.utf8), extra))
@@ -480,6 +499,8 @@ class MailboxCommands:
         returns = _search_returns(tokens)  # None: a plain RFC 3501 SEARCH
         if returns is not None:
             tokens = tokens[2:]
+        elif self.rev2:
+            returns = {"ALL"}  # RFC 9051 6.4.4: no RETURN means ALL, answered by ESEARCH
         sel = self.selected
         try:
             key = search.parse(tokens)
@@ -825,6 +846,12 @@ class MailboxCommands:
             sel.forget_expunged([s for s, _ in mapping], self.write)
             return f"{word} completed"
         return f"[{code.decode()}] {word} completed"
+
+
+def _has_children(f: Failure) -> Any:
+    """IMAP4rev2's code for a \\Noselect name with children that cannot be deleted."""
+    f.trap(store_errors.FolderHasChildren)
+    raise No(str(f.value) or "Mailbox has children", "HASCHILDREN")
 
 
 SEARCH_RETURN_OPTIONS = ("MIN", "MAX", "COUNT", "ALL", "SAVE")

@@ -58,7 +58,7 @@ def shared_uids(folder: IFolder) -> array:
 
 class SelectedMailbox:
     __slots__ = ("folder", "readonly", "uids", "recent", "reported_modseq", "keywords", "saved", "_own",
-                 "_listener", "condstore", "qresync", "__weakref__")
+                 "_listener", "condstore", "qresync", "rev2", "__weakref__")
 
     def __init__(self, folder: IFolder, readonly: bool) -> None:
         self.folder = folder
@@ -80,13 +80,15 @@ class SelectedMailbox:
         # QRESYNC expunges are told as ``* VANISHED uids``.
         self.condstore = False
         self.qresync = False
+        # IMAP4rev2 (imap/rev2.py): no \\Recent at all; the session never claims it.
+        self.rev2 = False
 
     # -- opening -----------------------------------------------------------------------
 
     def open(self) -> None:
         """Take the folder's current messages as the initial view (SELECT/EXAMINE)."""
         self.uids = shared_uids(self.folder)
-        self.recent = self.folder.claim_recent(self.readonly)
+        self.recent = set() if self.rev2 else self.folder.claim_recent(self.readonly)
         self.reported_modseq = self.folder.highest_modseq
         self.keywords = tuple(self.folder.keywords())
 
@@ -246,7 +248,9 @@ class SelectedMailbox:
                         out.append(b"* VANISHED %s\r\n" % uid_set_text(gone))
                 start = bisect.bisect_right(current, top)
                 added = current[start:]
-                if added:
+                if added and self.rev2:
+                    out.append(b"* %d EXISTS\r\n" % (len(kept) + len(added)))  # RFC 9051: no RECENT
+                elif added:
                     self.recent |= folder.claim_recent(self.readonly)
                     out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(kept) + len(added), len(self.recent)))
                 new_view = kept + added if added else kept

@@ -1,4 +1,4 @@
-"""The IMAP4rev1 server protocol: framing, literals, states, and the command handlers.
+"""The IMAP4rev1 and IMAP4rev2 server protocol: framing, literals, states, and the command handlers.
 
 Why our own protocol on ``twisted.internet.protocol.Protocol`` and not a subclass of
 ``twisted.mail.imap4.IMAP4Server`` (research/twisted-mail.md §4, DESIGN.md): the
@@ -52,6 +52,7 @@ from mailsuite.imap.account import IMAPAccount
 from mailsuite.imap.commands import MailboxCommands, QuotaCommands
 from mailsuite.imap.condstore import CondstoreCommands
 from mailsuite.imap.errors import Bad, No
+from mailsuite.imap.rev2 import Rev2Commands
 from mailsuite.imap.selected import SelectedMailbox
 from mailsuite.imap.sort import SortCommands
 from mailsuite.imap.thread import ThreadCommands
@@ -167,7 +168,8 @@ def _auth_failed() -> None:
 
 
 @implementer(IPushProducer)
-class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, CondstoreCommands, Protocol, TimeoutMixin):
+class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, CondstoreCommands, Rev2Commands,
+                 Protocol, TimeoutMixin):
     def __init__(self, conf: IMAPFactoryConfig) -> None:
         self.conf = conf
         self.svc = conf.service
@@ -300,7 +302,9 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             self.transport.write(data)
 
     def capabilities(self) -> bytes:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "UTF8=ACCEPT"]
+        # IMAP4rev2 (RFC 9051) once the client ENABLEs it (imap/rev2.py); its LITERAL-
+        # is covered by LITERAL+ (RFC 7888 4).
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "UTF8=ACCEPT"]
         if self.state == "notauth":
             if self.conf.tls_context is not None and not self.tls:
                 caps.append("STARTTLS")
