@@ -12,7 +12,10 @@ response is checked against it (RFC 3501 2.3.1, 7.4.1):
   before); an expunged UID never comes back;
 * flags: a keyword in FETCH FLAGS was announced with ``* FLAGS`` first; flags are only
   ever added in this test, so a FETCH never shows fewer flags for a UID than STOREs
-  already confirmed (tagged OK) before the command was sent, in any session.
+  already confirmed (tagged OK) before the command was sent, in any session;
+* every other session has sent ``ENABLE IMAP4rev2`` (RFC 9051): it is never told
+  ``* n RECENT`` or \\Recent and SEARCH answers it ``* ESEARCH``; the rev1 sessions get
+  ``* SEARCH``.
 
 It runs ``MAILSUITE_MODEL_SECONDS`` seconds (20 by default, minutes on demand).
 """
@@ -77,8 +80,11 @@ class Session:
         self.announced: set[str] = set()
         self.transcript: list[bytes] = []
         self.batches = 0
+        self.rev2 = n % 2 == 1
         self.line()  # greeting
         self.run([("LOGIN", b"LOGIN %s %s" % (USER.encode(), PASSWORD.encode()))])
+        if self.rev2:
+            self.run([("ENABLE", b"ENABLE IMAP4rev2")])
 
     # -- wire ---------------------------------------------------------------------------
 
@@ -121,6 +127,10 @@ class Session:
 
     def untagged(self, name: str, line: bytes, sent_at: float) -> None:
         parts = line.split(b" ", 3)
+        if line.startswith(b"* SEARCH" if self.rev2 else b"* ESEARCH"):
+            self.fail(f"{'rev2' if self.rev2 else 'rev1'} session answered {line[:20]!r}")
+        if self.rev2 and (b"\\Recent" in line or (len(parts) >= 3 and parts[2] == b"RECENT")):
+            self.fail("rev2 session told of \\Recent")
         if line.startswith(b"* FLAGS ("):
             self.announced = set(line[9:-1].decode().split()) - SYSTEM
             return

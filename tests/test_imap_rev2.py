@@ -195,6 +195,23 @@ def test_select_while_selected_says_closed(imap_server: Server, user: str) -> No
     assert not any(b"[CLOSED]" in line for line in ok(r1, b"EXAMINE INBOX"))  # rev1 without QRESYNC
 
 
+def test_fetch_of_messages_expunged_meanwhile_says_expungeissued(imap_server: Server, user: str) -> None:
+    """RFC 9051 7.1 (EXPUNGEISSUED) and 7.5.1: another session expunged a message this
+    one still shows; FETCH may not report the expunge (sequence numbers would shift),
+    so it answers what is left and says [EXPUNGEISSUED]; NOOP then tells the EXPUNGE."""
+    fill(imap_server, user, 2)
+    r = rev2_session(imap_server, user)
+    ok(r, b"SELECT INBOX")
+    other = raw_session(imap_server, user)
+    ok(other, b"SELECT INBOX")
+    ok(other, b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+    ok(other, b"EXPUNGE")
+    untagged, tagged = r.cmd(b"FETCH 1:* (UID)")
+    assert untagged == [b"* 2 FETCH (UID 2)"]
+    assert tagged.startswith(b"t%d OK [EXPUNGEISSUED]" % r.n), tagged
+    assert b"* 1 EXPUNGE" in ok(r, b"NOOP")
+
+
 def test_status_deleted_and_size(imap_server: Server, user: str) -> None:
     """RFC 9051 6.3.11 (STATUS): DELETED (messages with \\Deleted) and SIZE (the
     RFC822.SIZEs added up) are rev2 status items."""

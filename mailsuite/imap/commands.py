@@ -94,6 +94,12 @@ class MailboxCommands:
         except (store_errors.StoreError, store_errors.UnsafeName) as e:
             raise store_error(e) from None
 
+    def _expunged_meanwhile(self, word: str) -> str:
+        """The OK text when messages the command named were expunged by another session
+        (not yet reported): rev2 names the case with RFC 9051 7.1's [EXPUNGEISSUED]."""
+        code = "[EXPUNGEISSUED] " if self.rev2 else ""
+        return f"{code}Some messages were expunged meanwhile; {word} completed"
+
     def _require_writable(self) -> None:
         if self.selected is None or self.selected.readonly:
             raise No("Mailbox is read-only", "READ-ONLY")
@@ -649,7 +655,7 @@ class MailboxCommands:
             for i in range(0, len(lines), 2000):
                 self.write(b"".join(lines[i : i + 2000]))
             if missing:
-                return "Some messages were expunged meanwhile; FETCH completed"
+                return self._expunged_meanwhile("FETCH")
             return f"{'UID ' if uid else ''}FETCH completed"
 
         # Files read ahead in the worker pool (many messages: the reactor must not stall
@@ -725,7 +731,7 @@ class MailboxCommands:
         if out:
             self.write_pieces(out)
         if missing:
-            return "Some messages were expunged meanwhile; FETCH completed"
+            return self._expunged_meanwhile("FETCH")
         return f"{'UID ' if uid else ''}FETCH completed"
 
     async def _set_flags(self, uids: list[int], flags: list[str], mode: str,
@@ -793,7 +799,7 @@ class MailboxCommands:
         if modified:
             return self.modified_code(modified, uid) + "Conditional STORE failed"
         if len(pairs) != len(seqs):
-            return "Some messages were expunged meanwhile; STORE completed"
+            return self._expunged_meanwhile("STORE")
         return f"{'UID ' if uid else ''}STORE completed"
 
     # COPY / MOVE

@@ -8,7 +8,8 @@ for this session, and the highest modseq already reported.  Changes made by anyo
 through :meth:`SelectedMailbox.report`, which the protocol calls before each tagged
 response (and during IDLE): ``* n EXPUNGE`` (highest sequence number first, so each
 number is valid when it is read), ``* n EXISTS`` / ``* n RECENT`` and untagged
-``FETCH (UID FLAGS)``.  During FETCH, STORE and SEARCH the protocol holds expunges back
+``FETCH (UID FLAGS)`` (an IMAP4rev2 session is told no RECENT and holds no \\Recent:
+imap/rev2.py).  During FETCH, STORE and SEARCH the protocol holds expunges back
 (RFC 3501 §7.4.1), so sequence numbers never shift under a client mid-command.
 """
 
