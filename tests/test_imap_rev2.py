@@ -98,6 +98,21 @@ def test_new_mail_is_told_by_exists_alone(imap_server: Server, user: str) -> Non
     assert recent_lines(untagged) == []
 
 
+def test_enable_while_selected_drops_recent(imap_server: Server, user: str) -> None:
+    """RFC 9051 6.3.1 (ENABLE) and Appendix E: a client should ENABLE before SELECT,
+    but one that enables IMAP4rev2 with a mailbox selected is not shown \\Recent from
+    then on, nor told RECENT."""
+    fill(imap_server, user, 1)
+    r = raw_session(imap_server, user)
+    assert b"* 1 RECENT" in ok(r, b"SELECT INBOX")
+    assert ok(r, b"FETCH 1 (FLAGS)") == [b"* 1 FETCH (FLAGS (\\Recent))"]
+    assert ok(r, b"ENABLE IMAP4rev2") == [b"* ENABLED IMAP4rev2"]
+    assert ok(r, b"FETCH 1 (FLAGS)") == [b"* 1 FETCH (FLAGS ())"]
+    deliver(imap_server, user, message(2))
+    told = ok(r, b"NOOP")
+    assert b"* 2 EXISTS" in told and recent_lines(told) == []
+
+
 def test_fetch_flags_never_show_recent(imap_server: Server, user: str) -> None:
     """RFC 9051 2.3.2 (flags) and Appendix E: \\Recent is not a rev2 system flag, so
     FETCH FLAGS and the FLAGS response never carry it."""
