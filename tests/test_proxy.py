@@ -114,7 +114,10 @@ def test_imap_sessions_go_to_the_backend_ldap_names(cluster: dict[str, Any]) -> 
     with smtplib.SMTP("127.0.0.2", cluster["ports"]["smtp"]) as s:
         s.sendmail("x@remote.test", ["erin@example.test"], b"Subject: for erin\r\n\r\nhi\r\n")
     m = imap_via_proxy(cluster)
+    assert "IMAP4REV2" in m.capabilities  # the proxy advertises what its backends speak
     assert m.login("erin", "erin-pw")[0] == "OK"
+    typ, data = m._simple_command("ENABLE", "IMAP4rev2")  # spliced through to the backend
+    assert m._untagged_response(typ, data, "ENABLED") == ("OK", [b"IMAP4rev2"])
     assert m.select("INBOX") == ("OK", [b"1"])
     typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"for erin" in data[0][1]

@@ -263,7 +263,7 @@ class IMAPProxy(ProxyFront):
     tag = b"*"
 
     def caps(self) -> bytes:
-        caps = b"IMAP4rev1 SASL-IR LITERAL+ ID"
+        caps = b"IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID"  # as the backends (imap/server.py)
         if not self.tls and self.conf.tls_context is not None:
             caps += b" STARTTLS"
         if self.may_send_password():
