@@ -18,7 +18,9 @@ covers rev2's LITERAL-).  What changes for an enabled session (RFC 9051 Appendix
 * mailbox names travel as UTF-8, not modified UTF-7 (5.1), as after UTF8=ACCEPT;
 * RENAME is followed by ``* LIST () "." new ("OLDNAME" (old))`` (the LIST extended
   data item of 7.3.1), LIST gives \\HasChildren/\\HasNoChildren on \\NonExistent
-  names too, and DELETE of a \\Noselect name with children is ``NO [HASCHILDREN]``.
+  names too, and DELETE of a \\Noselect name with children is ``NO [HASCHILDREN]``;
+* FETCH or STORE that named messages another session expunged (not yet told) ends
+  ``OK [EXPUNGEISSUED]`` (7.1).
 
 This mixin keeps the flag and the small pieces of output; commands.py and selected.py
 ask it where rev1 and rev2 differ.
