@@ -62,6 +62,8 @@ def test_enable_imap4rev2_is_enabled_once(imap_server: Server, user: str) -> Non
     the command turned on; asked again, nothing new is enabled."""
     r = rev2_session(imap_server, user)
     assert ok(r, b"ENABLE IMAP4rev2") == [b"* ENABLED"]
+    # UTF-8 names came with IMAP4rev2, but UTF8=ACCEPT is an extension of its own.
+    assert ok(r, b"ENABLE UTF8=ACCEPT IMAP4rev2") == [b"* ENABLED UTF8=ACCEPT"]
 
 
 # -- no \Recent ------------------------------------------------------------------------

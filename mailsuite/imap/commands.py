@@ -59,7 +59,8 @@ class MailboxCommands:
 
     selected: SelectedMailbox | None
     account: IMAPAccount
-    utf8 = False  # ENABLE UTF8=ACCEPT was given (RFC 6855)
+    utf8 = False  # mailbox names in UTF-8: after ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2
+    utf8_accept = False  # ENABLE UTF8=ACCEPT was given
 
     # -- helpers -------------------------------------------------------------------
 
@@ -245,8 +246,9 @@ class MailboxCommands:
         # (RFC 6855): mailbox names in UTF-8 from now on; message data is sent as
         # stored either way.
         enabled = []
-        if "UTF8=ACCEPT" in cmd.args["capabilities"] and not self.utf8:
-            self.utf8 = True
+        if "UTF8=ACCEPT" in cmd.args["capabilities"] and not self.utf8_accept:
+            # (IMAP4rev2 turns UTF-8 names on too, but UTF8=ACCEPT is its own extension.)
+            self.utf8 = self.utf8_accept = True
             enabled.append(b" UTF8=ACCEPT")
         enabled += self.enable_words(cmd.args["capabilities"])
         enabled += self.enable_rev2(cmd.args["capabilities"])  # RFC 9051 (imap/rev2.py)
