@@ -16,7 +16,7 @@ from mailsuite.store.errors import MessageGone, TooManyKeywords
 from mailsuite.store.folder import FolderDisk
 from mailsuite.store.maildir import account_dir
 from mailsuite.store.mailstore import MaildirStore
-from tests.support.store import ACCOUNT, deliver, resolve, same_store
+from tests.support.store import ACCOUNT, HeldWorkers, deliver, resolve, same_store
 
 MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
 
@@ -311,6 +311,44 @@ def test_two_stores_agree_on_uids_flags_and_expunges(store: MaildirStore) -> Non
     a.mark_dirty()
     changes = resolve(a.sync())
     assert changes.expunged == [2] and changes.flags == [1]
+
+
+def _dirs_at(path: Path, seconds_ago: float) -> None:
+    """Set new/ and cur/ mtimes in the past: the last change was long enough ago for a
+    listing to be trusted (the same-tick window has passed)."""
+    past = time.time_ns() - int(seconds_ago * 1e9)
+    for sub in ("new", "cur"):
+        os.utime(path / sub, ns=(past, past))
+
+
+def test_sync_does_not_trust_a_listing_the_reactor_has_not_seen_yet(store: MaildirStore) -> None:
+    """Issue 16 (POP3 "removed by another session" under two workers): process B's
+    worker has listed the folder after process A's expunge, and the reactor has not
+    yet run the callback that publishes that listing.  A session opening the folder
+    in that moment must not take the old published list for current because the
+    mtimes the worker just recorded match the disk."""
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    path = inbox_dir(store)
+    workers = HeldWorkers()
+    from mailsuite.store.notify import ChangeHub
+
+    b_store = MaildirStore(store.mail_dir, workers, ChangeHub(), store.reactor, linger=30)
+    b = resolve(b_store.open_folder(ACCOUNT, "INBOX"))
+    _dirs_at(path, 120)
+    resolve(b.sync())
+    assert [r.uid for r in b.messages()] == [1, 2, 3] and not b._disk.needs_scan()
+    resolve(b.close())  # lingers, as a POP3 maildrop does between sessions
+    a = open_inbox(store)  # process A: a POP3 session deletes everything and QUITs
+    assert resolve(a.expunge([1, 2, 3])) == [1, 2, 3]
+    _dirs_at(path, 60)  # a second later: B's next listing is trusted
+    workers.holding = True
+    b.notified()  # B's inotify watch: the scan runs, its result not yet in the reactor
+    assert workers.held and b._disk.records == {}
+    opened: list[list[int]] = []
+    b_store.open_folder(ACCOUNT, "INBOX").addCallback(lambda f: opened.append([r.uid for r in f.messages()]))
+    workers.release()
+    assert opened == [[]]
 
 
 def test_cache_values_persist_with_the_index(store: MaildirStore) -> None:

@@ -16,7 +16,9 @@ Contract for callers (the IMAP and POP3 servers):
 * ``sync()`` picks up changes made by other processes and tools (new files in new/ get
   UIDs and move to cur/ keeping them; renamed files are flag changes; vanished files are
   expunges).  When new/ and cur/ are unchanged it costs two stat calls in the reactor
-  thread, so call it before every command.
+  thread, so call it before every command.  "Unchanged" is judged against the
+  directory mtimes of the listing ``messages()`` shows, published with it, never
+  against those a worker has just recorded for a listing not yet published.
 * Every change (by any session, by SMTP delivery through the store's ``ChangeHub``, or
   found by ``sync``) is followed by a call of each listener ``cb(folder)`` in the
   reactor thread; a session then compares ``messages()`` with its own view (new UIDs →
@@ -88,6 +90,18 @@ class Changes(NamedTuple):
 
 
 NO_CHANGES = Changes([], [], [])
+
+
+class Listing(NamedTuple):
+    """The mtimes of new/ and cur/ a listing was taken at, and whether it may hide a
+    change (taken within the same-tick window, or a file moved away meanwhile)."""
+
+    new_mtime: int
+    cur_mtime: int
+    dirty: bool
+
+
+UNLISTED = Listing(-1, -1, True)
 
 
 def crlf_size(path: Path) -> int:
@@ -382,11 +396,26 @@ class FolderDisk:
     # -- sync ------------------------------------------------------------------------
 
     def needs_scan(self) -> bool:
-        """Cheap: have new/ or cur/ changed since the last listing we trust?"""
-        if self.dirty or self.gone:
-            return not self.gone
+        """Cheap: have new/ or cur/ changed since the last listing we trust?  (For the
+        worker thread; the reactor asks about the listing it has seen published:
+        :meth:`changed_since`.)"""
+        return self.changed_since(self.listing)
+
+    @property
+    def listing(self) -> Listing:
+        """The directory state the records were last listed at."""
+        return Listing(self.new_mtime, self.cur_mtime, self.dirty)
+
+    def changed_since(self, listing: Listing) -> bool:
+        """Cheap (two stat calls): have new/ or cur/ changed since ``listing``, or was
+        it not to be trusted?"""
+        if self.gone:
+            return False
+        if listing.dirty:
+            return True
         try:
-            return os.stat(self.new).st_mtime_ns != self.new_mtime or os.stat(self.cur).st_mtime_ns != self.cur_mtime
+            return os.stat(self.new).st_mtime_ns != listing.new_mtime or \
+                os.stat(self.cur).st_mtime_ns != listing.cur_mtime
         except FileNotFoundError:
             return True
 
@@ -997,6 +1026,12 @@ class Folder:
         self._keywords: tuple[str, ...] = ()
         self._unclaimed: set[int] = set()
         self._queued_sync: list[defer.Deferred] | None = None
+        # The directory state behind the published records.  ``sync`` compares the
+        # disk with this, not with the FolderDisk's own: a worker records the mtimes
+        # of a listing before the reactor publishes its records, and a session that
+        # opened the folder in between would take the old records for current (a
+        # POP3 listing naming messages another process had expunged: issue 16).
+        self._listing = UNLISTED
         self._save_call: Any = None
         self.linger_call: Any = None  # the store's pending unload after the last close
         self.refs = 0
@@ -1063,6 +1098,7 @@ class Folder:
         # belong to: read live while a worker assigns UIDs, they would run ahead of
         # messages() (a session would take an arrival it cannot see yet for seen).
         disk = self._disk
+        self._listing = disk.listing
         self._uidnext = disk.uidlist.uidnext
         self._highest_modseq = disk.highest_modseq
         names = disk.keywords.names
@@ -1115,8 +1151,9 @@ class Folder:
 
     def sync(self) -> defer.Deferred:
         """Pick up outside changes; fires with :class:`Changes` (empty when none).
-        Two stat calls in the reactor thread when nothing changed."""
-        if not self._disk.needs_scan():
+        Two stat calls in the reactor thread when nothing changed since the listing
+        that ``messages()`` shows."""
+        if not self._disk.changed_since(self._listing):
             return defer.succeed(NO_CHANGES)
         if self._queued_sync is not None:
             # A scan is queued and has not listed anything yet: it will see what this
@@ -1294,6 +1331,7 @@ class Folder:
         """Distrust the last listing (the folder was renamed or deleted): the next
         sync rescans."""
         self._disk.dirty = True
+        self._listing = self._listing._replace(dirty=True)
 
     def notified(self, account: str = "", folder: str = "") -> None:
         """store.notify callback: something (a delivery) changed the folder on disk."""

@@ -1,5 +1,6 @@
 """Helpers for the store unit tests: a second store on the same Maildirs, resolve
-Deferreds (the ``store`` fixture runs its workers inline), deliver directly."""
+Deferreds (the ``store`` fixture runs its workers inline), deliver directly, and
+workers whose results reach the reactor only when a test lets them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailsuite.handoff import BodyFile
 from mailsuite.store.maildir import deliver_copies
 from mailsuite.store.mailstore import MaildirStore
+from mailsuite.workers import IWorkers, InlineWorkers
 
 ACCOUNT = "alice@example.test"
 
@@ -36,3 +39,31 @@ def deliver(mail_dir: Path, text: bytes, account: str = ACCOUNT) -> str:
     body = mail_dir.parent / "body.tmp"
     body.write_bytes(text)
     return deliver_copies(mail_dir, {account: b""}, BodyFile(str(body), len(text), text.count(b"\n")))[account]
+
+
+@implementer(IWorkers)
+class HeldWorkers(InlineWorkers):
+    """Workers that do the work at once but, while ``holding``, keep its result from
+    the reactor until :meth:`release`: the moment when a worker thread has finished
+    (the folder's disk state changed) and the reactor has not yet run its callback."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.held: list[tuple[defer.Deferred, Any]] = []
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+        done = super().run(f, *args, **kwargs)
+        if not self.holding:
+            return done
+        out: list[Any] = []
+        done.addBoth(out.append)
+        d: defer.Deferred = defer.Deferred()
+        self.held.append((d, out[0]))
+        return d
+
+    def release(self) -> None:
+        """Stop holding; deliver the held results in order."""
+        self.holding = False
+        while self.held:
+            d, result = self.held.pop(0)
+            d.callback(result)
