@@ -36,9 +36,6 @@ def test_mixed_load_leaves_no_error_and_flat_memory(tmp_path: Path) -> None:
             Path(report_file).write_text(report.summary() + "\n" + "\n".join(report.examples) + "\n")
         assert not report.errors, (report.summary(), report.examples)
         assert min(report.ops[k] for k in ("smtp", "imap", "pop3")) > 0, report.summary()
-        # A POP3 listing that still names a message another worker's session expunged
-        # is answered "-ERR ... removed by another session" (allowed, rare): bounded.
-        assert report.ops["pop3_stale"] <= report.ops["pop3"] // 5 + 5, report.summary()
         log = srv.log()
         assert "Traceback" not in log and "CRITICAL" not in log, [l for l in log.splitlines() if "CRITICAL" in l][:5]
         assert report.growth_after_warmup < 0.05, report.summary()
