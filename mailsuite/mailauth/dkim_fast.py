@@ -14,7 +14,10 @@ process, the four module functions dkimpy looks up at call time by equivalent on
   two ``bytes.replace``;
 * ``compress_whitespace`` and ``strip_trailing_whitespace``: return the input when a
   substring search shows there is nothing to change (the usual case), else a regex
-  that matches only runs that change (a tab, or two or more blanks).
+  that matches only runs that change (a tab, or two or more blanks);
+* ``evaluate_pk`` (a key record -> the parsed key): remembered per record text, so a
+  sender's key is parsed once, not for every message (failures are not remembered:
+  they raise again, with the name in their message).
 
 The results are byte for byte those of dkimpy's functions (tests/test_dkim_fast.py
 compares them on generated input); only the speed differs.
@@ -73,7 +76,24 @@ def strip_trailing_whitespace(content: bytes) -> bytes:
     return _TRAILING_WSP.sub(b"\r\n", content)
 
 
+_evaluate_pk = dkim.evaluate_pk
+_parsed_keys: dict[bytes | str, tuple] = {}
+
+
+def evaluate_pk(name: bytes, s: bytes | str | None) -> tuple:
+    if not s:
+        return _evaluate_pk(name, s)  # type: ignore[no-any-return]
+    hit = _parsed_keys.get(s)
+    if hit is None:
+        hit = _evaluate_pk(name, s)
+        if len(_parsed_keys) >= 1024:
+            _parsed_keys.clear()
+        _parsed_keys[s] = hit
+    return hit
+
+
 ORIGINALS = {
+    "evaluate_pk": _evaluate_pk,
     "rfc822_parse": dkim.rfc822_parse,
     "unfold_header_value": canon.unfold_header_value,
     "compress_whitespace": canon.compress_whitespace,
@@ -85,6 +105,7 @@ def _install() -> None:
     if getattr(dkim, "_mailsuite_fast", False):
         return
     dkim.rfc822_parse = rfc822_parse
+    dkim.evaluate_pk = evaluate_pk
     canon.unfold_header_value = unfold_header_value
     canon.compress_whitespace = compress_whitespace
     canon.strip_trailing_whitespace = strip_trailing_whitespace

@@ -9,6 +9,8 @@ packaged snapshot (no fetch at run time), and every DKIM result counts.
 * :func:`fetch_record`: ``_dmarc.<From domain>``, else ``_dmarc.<organisational
   domain>`` (RFC 7489 6.6.3), through the suite's resolver; several DMARC records at
   one name count as none; a temporary DNS error is raised (the caller answers 451).
+  :func:`cached_record` is the same from the resolver's cache alone, without a
+  Deferred (None when an answer it needs is not cached).
 * :func:`evaluate`: pass when SPF or any DKIM signature passes *and* aligns with the
   From: domain (relaxed: same organisational domain; strict: same name); else fail
   with the policy (``sp`` for a subdomain), lowered by ``pct`` sampling and ``t=y``.
@@ -16,6 +18,7 @@ packaged snapshot (no fetch at run time), and every DKIM result counts.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -37,6 +40,7 @@ def psl() -> PublicSuffixList:
     return _psl
 
 
+@functools.lru_cache(maxsize=4096)
 def org_domain(domain: str) -> str:
     """The organisational domain: the public suffix plus one label (RFC 7489 3.2);
     a name that is itself a public suffix is its own."""
@@ -55,6 +59,7 @@ class DMARCRecord:
     domain: str = ""  # where it was found
 
 
+@functools.lru_cache(maxsize=4096)  # a record is immutable: parsed once per text
 def parse_record(text: str, domain: str = "") -> DMARCRecord | None:
     """A DMARC record, or None if ``text`` is not a valid one."""
     tags: dict[str, str] = {}
@@ -85,11 +90,7 @@ def parse_record(text: str, domain: str = "") -> DMARCRecord | None:
     )
 
 
-async def _records_at(resolver: Any, name: str) -> list[str]:
-    try:
-        txts = await resolver.txt(name)
-    except NotFound:
-        return []
+def _dmarc_records(txts: list[bytes]) -> list[str]:
     out = []
     for t in txts:
         s = t.decode("utf-8", "replace")
@@ -98,18 +99,53 @@ async def _records_at(resolver: Any, name: str) -> list[str]:
     return out
 
 
+async def _records_at(resolver: Any, name: str) -> list[str]:
+    try:
+        txts = await resolver.txt(name)
+    except NotFound:
+        return []
+    return _dmarc_records(txts)
+
+
+def _decide(found: list[str], domain: str) -> tuple[bool, DMARCRecord | None]:
+    """(final, record) for the records found at ``_dmarc.<domain>``."""
+    if len(found) == 1:
+        rec = parse_record(found[0], domain)
+        if rec is not None:
+            return True, rec
+    if len(found) > 1:
+        return True, None  # RFC 7489 6.6.3: several records: no DMARC
+    return False, None
+
+
 async def fetch_record(resolver: Any, from_domain: str) -> DMARCRecord | None:
     """The policy that applies to ``from_domain``; None if there is none.  Raises
     DNSError (temporary) when it cannot be known now."""
     org = org_domain(from_domain)
     for domain in dict.fromkeys([from_domain, org]):
-        found = await _records_at(resolver, f"_dmarc.{domain}")
-        if len(found) == 1:
-            rec = parse_record(found[0], domain)
-            if rec is not None:
-                return rec
-        if len(found) > 1:
-            return None  # RFC 7489 6.6.3: several records: no DMARC
+        final, rec = _decide(await _records_at(resolver, f"_dmarc.{domain}"), domain)
+        if final:
+            return rec
+    return None
+
+
+MISSING = object()  # cached_record: an answer is not in the cache
+
+
+def cached_record(resolver: Any, from_domain: str) -> Any:
+    """:func:`fetch_record` from ``resolver.cached`` alone: the record or None, or
+    :data:`MISSING` when an answer it needs is not in the cache."""
+    org = org_domain(from_domain)
+    for domain in dict.fromkeys([from_domain, org]):
+        try:
+            txts = resolver.cached(f"_dmarc.{domain}", "TXT")
+        except NotFound:
+            txts = []
+        if txts is None:
+            return MISSING
+        final, rec = _decide(_dmarc_records(txts), domain)
+        if final:
+            return rec
     return None
 
 
@@ -156,4 +192,5 @@ def evaluate(
     return DMARCResult("fail", policy, disposition, from_domain)
 
 
-__all__ = ["DMARCRecord", "DMARCResult", "DNSError", "aligned", "evaluate", "fetch_record", "org_domain", "parse_record"]
+__all__ = ["MISSING", "DMARCRecord", "DMARCResult", "DNSError", "aligned", "cached_record", "evaluate", "fetch_record",
+           "org_domain", "parse_record"]

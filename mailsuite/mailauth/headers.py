@@ -4,6 +4,7 @@ rewriting the block (dropping fields, adding fields on top)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from email.utils import getaddresses
 
@@ -27,9 +28,14 @@ def header_names(block: bytes) -> list[str]:
 
 def header_values(block: bytes, name: str) -> list[str]:
     """Unfolded values of every ``name`` field."""
-    out: list[str] = []
+    return header_map(block, (name,))[name.lower()]
+
+
+def header_map(block: bytes, names: tuple[str, ...]) -> dict[str, list[str]]:
+    """Unfolded values of every field named in ``names`` (lower case keys), in one
+    pass over the block."""
+    found: dict[bytes, list[list[bytes]]] = {n.lower().encode(): [] for n in names}
     current: list[bytes] | None = None
-    want = name.lower().encode()
     for line in block.split(b"\n"):
         if line[:1] in (b" ", b"\t"):
             if current is not None:
@@ -37,19 +43,31 @@ def header_values(block: bytes, name: str) -> list[str]:
             continue
         current = None
         m = _FIELD.match(line)
-        if m and m.group(1).lower() == want:
-            current = [line[m.end():]]
-            out.append(current)  # type: ignore[arg-type]
-    return [b" ".join(p.strip() for p in parts).decode("utf-8", "replace").strip() for parts in out]  # type: ignore[union-attr]
+        if m:
+            out = found.get(m.group(1).lower())
+            if out is not None:
+                current = [line[m.end():]]
+                out.append(current)
+    return {name.decode(): [b" ".join(p.strip() for p in parts).decode("utf-8", "replace").strip() for parts in out]
+            for name, out in found.items()}
 
 
 def from_domain(block: bytes) -> str | None:
     """The domain of the single From: address (RFC 7489 6.6.1); None when there is no
     From:, several From: fields or several addresses in it."""
-    values = header_values(block, "from")
+    return from_values_domain(header_values(block, "from"))
+
+
+def from_values_domain(values: list[str]) -> str | None:
+    """:func:`from_domain` for the From: values already read."""
     if len(values) != 1:
         return None
-    addrs = [a for _n, a in getaddresses(values) if a]
+    return _address_domain(values[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_domain(value: str) -> str | None:
+    addrs = [a for _n, a in getaddresses([value]) if a]
     if len(addrs) != 1 or "@" not in addrs[0]:
         return None
     return addrs[0].rpartition("@")[2].strip().strip(">").lower().rstrip(".") or None
