@@ -512,3 +512,23 @@ def test_syncs_queued_behind_one_another_share_one_scan(store: MaildirStore, mon
     folder._lock.release()
     changes = [resolve(d) for d in results]
     assert len(scans) == 1 and all(c.added == [1] for c in changes)
+
+
+def test_a_folder_deleted_and_created_again_elsewhere_is_a_new_folder_here(store: MaildirStore) -> None:
+    """DELETE u; CREATE u by another process (or before our queued sync ran), with no
+    inotify watch to tell us (out of watches): the next open finds the new folder, and
+    APPEND works there; the old Folder object is gone (was: APPEND wrote through the
+    old folder into a modseq log that no longer existed, NO [SERVERBUG])."""
+    resolve(store.create_folder(ACCOUNT, "u"))
+    a = resolve(store.open_folder(ACCOUNT, "u"))
+    resolve(a.append(b"x\r\n", [], None))
+    v1 = a.uidvalidity
+    other = same_store(store)
+    resolve(other.delete_folder(ACCOUNT, "u"))
+    resolve(other.create_folder(ACCOUNT, "u"))
+    a.mark_dirty()  # what a delivery notice, a poll or a DELETE in this process does
+    b = resolve(store.open_folder(ACCOUNT, "u"))
+    assert a.gone and not b.gone
+    assert b.uidvalidity > v1
+    assert resolve(b.append(b"y\r\n", [], None)) == 1
+    assert [r.uid for r in b.messages()] == [1]

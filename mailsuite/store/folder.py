@@ -447,6 +447,13 @@ class FolderDisk:
             cur_names = os.listdir(self.cur)  # them is then seen at least once
         except FileNotFoundError:
             return self._vanish()
+        if self._replaced():
+            # Deleted and created again (DELETE then CREATE of the same name) before
+            # this scan ran: another folder now, with its own UIDVALIDITY and files.
+            # Without this check only the inotify watch noticed, and where no watch
+            # could be added (the watch limit reached) APPEND wrote through the old
+            # folder into a modseq log that no longer exists.
+            return self._vanish()
         if self.keywords.load():
             self._flag_cache.clear()
         added: list[int] = []
@@ -883,6 +890,23 @@ class FolderDisk:
             if self._still_here():
                 raise
             # Deleted or renamed while we wrote: nothing to keep.
+
+    def _replaced(self) -> bool:
+        """Is the folder on disk now another than the one opened?  The directory's
+        inode is not enough (a folder deleted and made again at once often gets the
+        same inode back), so its uid list must still be there with our UIDVALIDITY
+        (open() always leaves one).  One small read, done only when a scan lists."""
+        if not self._still_here():
+            return True
+        try:
+            with open(self.uidlist.path, "rb") as f:
+                head = f.read(64).split(b"\n", 1)[0].split()
+        except FileNotFoundError:
+            return True
+        try:
+            return int(head[2][1:]) != self.uidlist.uidvalidity
+        except (IndexError, ValueError):
+            return False  # torn or corrupt: the uid list's own checks deal with it
 
     def _still_here(self) -> bool:
         try:

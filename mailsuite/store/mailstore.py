@@ -197,7 +197,15 @@ class MaildirStore:
                 folder.linger_call.cancel()
             folder.linger_call = None
             folder.refs += 1
-            return folder.sync().addCallback(lambda _: folder)
+
+            def synced(_: Any) -> Any:
+                if folder.gone:
+                    # The sync found it deleted (or replaced): let this one go and
+                    # load what is there now.
+                    return folder.close().addCallback(lambda _: self.open_folder(account, name))
+                return folder
+
+            return folder.sync().addCallback(synced)
         waiting = self._opening.get(key)
         d: defer.Deferred = defer.Deferred()
         if waiting is not None:
