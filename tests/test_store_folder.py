@@ -195,6 +195,30 @@ def test_sync_within_the_same_clock_tick_rescans(store: MaildirStore) -> None:
     assert resolve(folder.sync()).added == [1]
 
 
+def test_a_listing_is_not_trusted_for_a_stall_between_the_stats_and_the_clock(
+        store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same-tick window measures how old the mtimes were when they were seen: a
+    worker thread that stalls 2 s after its stats (GIL, a loaded machine) must not
+    take a just-changed directory for quiet, or a change in the same clock tick on a
+    coarse-clock file system would stay hidden (issue 16)."""
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    disk = folder._disk
+    real_stat, real_time_ns = os.stat, time.time_ns
+    stalled = [False]
+
+    def stat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        st = real_stat(path, *args, **kwargs)
+        if str(path) == str(disk.cur):
+            stalled[0] = True
+        return st
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + (2_000_000_000 if stalled[0] else 0))
+    disk.scan()  # the directories changed well within the last second (the delivery)
+    assert disk.dirty and folder._disk.needs_scan()
+
+
 def test_delivery_notice_syncs_and_calls_listeners(store: MaildirStore) -> None:
     folder = open_inbox(store)
     seen = []

@@ -439,10 +439,15 @@ class FolderDisk:
 
     def _scan(self) -> Changes:
         logged = self._apply_log(self.modlog.read_tail())
+        # The clock is read before the stats: the window asks whether a change could
+        # still come within the tick of the mtimes seen, i.e. how old they were when
+        # seen.  Read after, a thread that stalled in between (GIL, a loaded machine)
+        # would take them for older than they were and trust a listing that may hide
+        # such a change on a coarse-clock file system.
+        now = time.time_ns()
         try:
             st_new = os.stat(self.new)
             st_cur = os.stat(self.cur)
-            now = time.time_ns()
             new_names = os.listdir(self.new)  # new/ before cur/: a file moving between
             cur_names = os.listdir(self.cur)  # them is then seen at least once
         except FileNotFoundError:
