@@ -2,7 +2,7 @@
 """IMAP under contention: 10 sessions on one folder, mailsuite and Dovecot back to back.
 
   python bench/imap_contention.py [--sessions 10] [--ops 100] [--rounds 3] [--count 2000]
-                                  [--dovecot-port 11143] [--no-dovecot] [--seed 7]
+                                  [--dovecot-port 11143] [--no-dovecot] [--seed 7] [--processes N]
 
 Starts mailsuite (``twistd -n mailsuite``) on a free loopback port with the account
 alice@example.test and loads the folder ``contention`` with --count messages straight
@@ -205,11 +205,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--dovecot-port", type=int, default=int(os.environ.get("ANCHOR_DOVECOT_IMAP_PORT", 11143)))
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--processes", type=int, default=0, help="mailsuite's [server] processes (0: one per core)")
     a = ap.parse_args()
 
     ms = BenchServer("mailsuite-imap-contention-", ["imap"], {"alice@example.test": "alicepw"},
-                     {"server": {"allow_plaintext_auth": True}, "imap": {"max_connections_per_ip": 2000},
-                      "limits": {"auth_exempt_networks": ["127.0.0.0/8"]}}, plain_passwords=True).start()
+                     {"server": {"allow_plaintext_auth": True, "processes": a.processes},
+                      "imap": {"max_connections_per_ip": 2000}, "limits": {"auth_exempt_networks": ["127.0.0.0/8"]}}, plain_passwords=True).start()
     anchor = Path(os.environ.get("ANCHOR_ROOT", "/tmp/mailsuite-anchors"))
     servers = {"mailsuite": (ms.ports["imap"], "alice@example.test", ms.maildir("alice@example.test") / f".{FOLDER}",
                              None, lambda: ms.proc.pid)}
@@ -254,8 +255,8 @@ def main() -> None:
         ref = "dovecot" if "dovecot" in labels else None
         head = "| command | " + " | ".join(f"{lab} median | {lab} p95" for lab in labels)
         if ref:
-            head += " | median ratio | p95 ratio | per-round median ratios |"
-        print(head)
+            head += " | median ratio | p95 ratio | per-round median ratios"
+        print(head + " |")
         print("|---" * (1 + 2 * len(labels) + (3 if ref else 0)) + "|")
         for c in COMMANDS:
             row = f"| {c} | " + " | ".join(f"{statistics.median(times[lab][c]) * 1000:.1f} | {pct(times[lab][c], 0.95) * 1000:.1f}"

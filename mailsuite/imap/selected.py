@@ -35,8 +35,9 @@ LINGER_SECONDS = 120.0
 def linger(folder: IFolder) -> None:
     """Give back a session's reference to ``folder`` a little later (see LINGER_SECONDS)."""
     # What the store does at the last close, now: a big folder's freshly built index and
-    # cache reach the disk even if the process stops before the reference is returned.
-    folder.save_index()
+    # cache reach the disk even if the process stops before the reference is returned
+    # (changes are saved by the folder's own timer, not again after every command).
+    folder.checkpoint()
     folder.reactor.callLater(LINGER_SECONDS, folder.close)
 
 

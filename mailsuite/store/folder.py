@@ -655,6 +655,7 @@ class FolderDisk:
 
     def _rename_flags(self, uids: list[int], letters: set[str], mode: str) -> tuple[list[int], list[int]]:
         changed, missing = [], []
+        cur = self.cur_prefix
         for uid in uids:
             rec = self.records.get(uid)
             if rec is None:
@@ -670,7 +671,7 @@ class FolderDisk:
                 continue
             target = names.with_flags(rec.filename, "".join(want))
             try:
-                os.rename(self.cur / rec.filename, self.cur / target)
+                os.rename(cur + rec.filename, cur + target)  # str paths: pathlib costs more than the rename
             except FileNotFoundError:
                 missing.append(uid)
                 continue
@@ -766,36 +767,66 @@ class FolderDisk:
         nothing reaches cur/.  Then all are renamed in, the directory fsynced once, and
         the UIDs given in one uidlist step (consecutive unless another process appends
         at the same moment)."""
+        written = self.write_new([(source, internaldate) for source, _, internaldate in items])
+        return self.append_written(written, [flags for _, flags, _ in items])
+
+    def write_new(self, items: list[tuple[bytes | Path, float | None]]) -> list[tuple[Path, str, int, int]]:
+        """The first half of :meth:`append_many`: write and fsync each message into
+        tmp/ under a new unique name; (tmp path, base, size, CRLF size) each.  All or
+        none.  It touches no state of this object, so it may run in another worker
+        thread while an operation holds the folder: the file's fsync, the slowest step
+        of an APPEND, then no longer queues every other session's command behind it."""
         self._check()
-        written: list[tuple[Path, str, str]] = []  # (tmp path, base, final name)
+        written: list[tuple[Path, str, int, int]] = []
         try:
-            for source, flags, internaldate in items:
-                letters = self._letters(flags)
+            for source, internaldate in items:
                 base = names.unique_name()
                 tmp = self.tmp / base
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                written.append((tmp, base, ""))
+                written.append((tmp, base, 0, 0))
                 with os.fdopen(fd, "wb") as f:
                     size, wire = _write_lf(f, source)
                     f.flush()
                     fsutil.fsync_fd(f.fileno())
                 if internaldate is not None:
                     os.utime(tmp, (internaldate, internaldate))
-                written[-1] = (tmp, base, names.with_flags(names.with_sizes(base, size, wire), letters))
-            for tmp, _, name in written:
-                os.rename(tmp, self.cur / name)
+                written[-1] = (tmp, base, size, wire)
         except BaseException:
-            for tmp, _, name in written:
-                for path in (tmp, self.cur / name if name else None):
-                    if path is None:
-                        continue
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+            self.discard_new(written)
+            raise
+        return written
+
+    @staticmethod
+    def discard_new(written: list[tuple[Path, str, int, int]]) -> None:
+        for tmp, _, _, _ in written:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def append_written(self, written: list[tuple[Path, str, int, int]], flags: list[Iterable[str]]) -> list[int]:
+        """The second half of :meth:`append_many` (one operation at a time): rename the
+        files :meth:`write_new` made into cur/ with their flags, fsync the directory,
+        give the UIDs.  All or none: on failure every file is removed."""
+        moved: list[str] = []
+        try:
+            self._check()
+            final = []
+            for (tmp, base, size, wire), fl in zip(written, flags):
+                final.append(names.with_flags(names.with_sizes(base, size, wire), self._letters(fl)))
+            for (tmp, _, _, _), name in zip(written, final):
+                os.rename(tmp, self.cur / name)
+                moved.append(name)
+        except BaseException:
+            self.discard_new(written)
+            for name in moved:
+                try:
+                    os.unlink(self.cur / name)
+                except OSError:
+                    pass
             raise
         _fsync_dir(self.cur)
-        uids = self._give_uids([(base, name, True) for _, base, name in written])
+        uids = self._give_uids([(base, name, True) for (_, base, _, _), name in zip(written, final)])
         return uids  # type: ignore[return-value]
 
     def _give_uids(self, files: list[tuple[str, str, bool]]) -> list[int | None]:
@@ -1230,12 +1261,16 @@ class Folder:
     def append(self, source: bytes | Path, flags: Iterable[str] = (), internaldate: float | None = None) -> defer.Deferred:
         """Store a message (bytes, or a path to a file to copy); fires with its UID after
         file, directory and uidlist are fsynced.  The message is \\Recent."""
-        return self._op(self._disk.append, source, list(flags), internaldate)
+        return self.append_many([(source, flags, internaldate)]).addCallback(lambda uids: uids[0])
 
     def append_many(self, items: list[tuple[bytes | Path, Iterable[str], float | None]]) -> defer.Deferred:
         """Store ``(source, flags, internaldate)`` messages all or none; fires with
-        their UIDs, in order, once all are durable (MULTIAPPEND)."""
-        return self._op(self._disk.append_many, [(src, list(fl), date) for src, fl, date in items])
+        their UIDs, in order, once all are durable (MULTIAPPEND).  The files are
+        written and fsynced outside the folder's queue (FolderDisk.write_new); only
+        renaming them in and numbering them is an operation on the folder."""
+        flags = [list(fl) for _, fl, _ in items]
+        d = self.workers.run(self._disk.write_new, [(src, date) for src, _, date in items])
+        return d.addCallback(lambda written: self._op(self._disk.append_written, written, flags))
 
     def copy(self, uids: Iterable[int], dest: "Folder") -> defer.Deferred:
         """Copy messages with their flags and dates; fires with [(src_uid, dst_uid)]
@@ -1372,6 +1407,16 @@ class Folder:
             self._save_call.cancel()
         self._save_call = None
         return self._lock.run(lambda: self.workers.run(self._disk.save_index)).addErrback(self._save_failed)
+
+    def checkpoint(self) -> defer.Deferred:
+        """Save the index now unless a save is already scheduled: a change since the
+        last save schedules one (``_INDEX_SAVE_DELAY``), so only an index no change
+        announced (a fresh build at open) is written at once.  For callers that give
+        a reference back after each command (APPEND, STATUS): saving every time
+        rewrote the whole index once per APPEND, in the folder's queue."""
+        if self._save_call is not None and self._save_call.active():
+            return defer.succeed(None)
+        return self.save_index()
 
     def _save_failed(self, f: Failure) -> None:
         # The index and cache are rebuildable: a failure to write them (disk full,

@@ -8,7 +8,9 @@ the same Maildirs).  The folder notices such changes by the mtimes of ``new/`` a
 - :class:`InotifyWatcher` watches ``new/`` and ``cur/`` of each loaded folder with
   Linux inotify (through ``twisted.internet.inotify``, on the reactor: no thread) and
   calls the folder back, at most once per ``DEBOUNCE`` seconds, so a burst of
-  deliveries costs one sync;
+  deliveries costs one sync.  Only which directory changed matters, so events are
+  read by :class:`_DirINotify`, which skips the names (``STORE 1:* +FLAGS`` on 10,000
+  messages is 20,000 events in every process watching the folder);
 - on NFS or CephFS inotify sees only this machine's changes: there the folders are
   polled instead (:class:`PollWatcher`, every ``[imap] change_poll_interval``), and the
   inotify watcher is kept for local changes.
@@ -19,6 +21,8 @@ itself and does nothing more.
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,13 +79,62 @@ class NullWatcher:
         pass
 
 
+_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, length of the name that follows
+_IN_Q_OVERFLOW = 0x4000
+_IN_DELETE_SELF = 0x400
+
+
+def _dir_inotify(reactor: Any) -> Any:
+    from twisted.internet import inotify
+
+    class _DirINotify(inotify.INotify):
+        """Twisted's INotify reads every event into a FilePath of the file named (and
+        slices its buffer once per event); here each read wakes every watched
+        directory it names once, and names are skipped by their length.  A watched
+        directory deleted drops its own watch only (Twisted's closes the instance)."""
+
+        def doRead(self) -> None:
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                return
+            if data:
+                self._doRead(data)
+
+        def _doRead(self, in_: bytes) -> None:
+            buf = self._buffer + in_ if self._buffer else in_
+            end, pos = len(buf), 0
+            woken: dict[int, int] = {}
+            unpack = _EVENT.unpack_from
+            while end - pos >= 16:
+                wd, mask, _, size = unpack(buf, pos)
+                if end - pos < 16 + size:
+                    break
+                pos += 16 + size
+                woken[wd] = woken.get(wd, 0) | mask
+            self._buffer = buf[pos:]
+            for wd, mask in woken.items():
+                if mask & _IN_Q_OVERFLOW:  # events were lost: wake everyone
+                    targets = list(self._watchpoints.items())
+                else:
+                    iwp = self._watchpoints.get(wd)
+                    targets = [(wd, iwp)] if iwp is not None else []
+                for twd, iwp in targets:
+                    for cb in iwp.callbacks:
+                        cb(iwp, iwp.path, mask)
+                    if mask & _IN_DELETE_SELF and twd in self._watchpoints:
+                        self._rmWatch(twd)
+
+    return _DirINotify(reactor)
+
+
 @implementer(IFolderWatcher)
 class InotifyWatcher:
     def __init__(self, reactor: Any) -> None:
         from twisted.internet import inotify
 
         self.reactor = reactor
-        self._inotify = inotify.INotify(reactor)
+        self._inotify = _dir_inotify(reactor)
         self._inotify.startReading()
         self._mask = (inotify.IN_CREATE | inotify.IN_DELETE | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO
                       | inotify.IN_ATTRIB)
