@@ -226,6 +226,8 @@ class ProxyFront(protocol.Protocol, TimeoutMixin):
             login.logout()
 
     # -- per protocol ---------------------------------------------------------------
+    # Abstract hooks: the IMAP, POP3 and submission fronts below each implement all of
+    # them (tests/test_proxy.py drives the three); the base class is never instantiated.
 
     def greet(self) -> None:
         raise NotImplementedError

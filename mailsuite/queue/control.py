@@ -95,7 +95,7 @@ def request(control_dir: Path, op: str, qid: str = "", timeout: float = 15.0) ->
         try:
             reply = json.loads(done.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # the mailsuite CLI's own process waiting for the server, never a reactor
             continue
         os.unlink(done)
         return bool(reply.get("ok")), str(reply.get("message", ""))
