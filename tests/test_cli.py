@@ -254,3 +254,14 @@ def test_check_config_reports_a_certificate_that_does_not_load(tmp_path) -> None
     out = subprocess.run([exe, "check-config", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stdout.startswith("tls.certificate:") and "OK" not in out.stdout
+
+
+@pytest.mark.parametrize("script", ["soak", "demo"])
+def test_the_scripts_answer_help_and_refuse_unknown_arguments(script: str) -> None:
+    """`scripts/soak --help` once ran a 30-minute soak: both scripts print their usage
+    at once and refuse an argument they do not know, doing nothing else."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / script
+    ok = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=10)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"usage: scripts/{script}"), ok
+    bad = subprocess.run([str(path), "--bogus"], capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2 and "--bogus" in bad.stderr, bad
