@@ -15,7 +15,9 @@ the same rep numbers, so the figures pair up per rep:
   UID SEARCH FROM (a header), UID SEARCH BODY, STORE 1:* +FLAGS / -FLAGS
 
 then conn_bench.py: server memory per idle authenticated connection with --conns
-connections (mailsuite restarted fresh first, as the harness README asks).
+connections (mailsuite restarted fresh first, as the harness README asks): logged in,
+with INBOX selected, and with the ``--count`` folder selected (after a few connections
+have opened it in every worker), each also for Dovecot.
 ``--big`` adds a 100,000-message folder: cold SELECT (index build) and warm
 LOGIN+SELECT (target < 1 s once indexed), plus UID FETCH 1:* (FLAGS).
 
@@ -159,9 +161,23 @@ def main() -> None:
         run([py, conn, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw",
              "--pid", str(ms.proc.pid), "-n", str(a.conns), "--select", "INBOX",
              "--label", "mailsuite-select", "--json-out", str(out)])
+        # With the 10k folder selected on every connection (the figure: under
+        # 50 KiB each).  The folder itself is loaded once per worker process and shared
+        # by its sessions, so a few connections open it in every worker first; their
+        # memory is then counted before the measured connections open.
+        restart(ms)
+        run([py, conn, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw",
+             "--pid", str(ms.proc.pid), "-n", "10", "--select", "bench", "--settle", "1",
+             "--label", "mailsuite-warm-folder"])
+        run([py, conn, "127.0.0.1", str(ms.ports["imap"]), "alice@example.test", "alicepw",
+             "--pid", str(ms.proc.pid), "-n", str(a.conns), "--select", "bench",
+             "--label", f"mailsuite-select-{a.count}", "--json-out", str(out)])
         if dovecot and dovecot_pid():
             run([py, conn, "127.0.0.1", str(a.dovecot_port), "alice", "alicepw", "--pid", dovecot_pid(),
                  "-n", str(a.conns), "--label", "dovecot", "--json-out", str(out)])
+            run([py, conn, "127.0.0.1", str(a.dovecot_port), "alice", "alicepw", "--pid", dovecot_pid(),
+                 "-n", str(a.conns), "--select", "bench", "--label", f"dovecot-select-{a.count}",
+                 "--json-out", str(out)])
     finally:
         ms.stop()
 
