@@ -28,6 +28,9 @@ protocol turns an outcome into its own answer through :mod:`.answers`):
 * :class:`RequestDeadline` (pacing.py): a slow client's request (a command line,
   DATA, a literal) must arrive within a deadline stretched by a minimum data rate;
   ``received(n)`` per chunk, ``open(is_open)`` after each round, ``stop()`` at the end.
+* :func:`sending.send` (sending.py): a reply given straight to the socket of a plain
+  TCP connection when nothing is queued before it, else ``transport.write``; saves a
+  reactor round per command.
 * :class:`Outcome` and :func:`classify` (answers.py): the one mapping of failures to
   temporary or permanent answers, with each protocol's answer in one table.
 """

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from twisted.internet import defer, interfaces, protocol, reactor, tcp
+from twisted.internet import defer, interfaces, protocol, reactor
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -59,6 +59,7 @@ from mailsuite.frontend import (
     POP3_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
     RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
+from mailsuite.frontend import sending
 from mailsuite.logtext import quoted
 from mailsuite.pop3.stream import CHUNK, encode_all, iter_encoded, top_lines
 from mailsuite.store.errors import MessageGone
@@ -248,7 +249,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self._retrieved: set[int] = set()
         self._finished = False
         self._activity = reactor.seconds()
-        self._direct = False  # plain TCP transport: replies may be sent immediately
+        self._raw = None  # the plain TCP connection replies go straight to (frontend/sending.py)
 
     # -- connection -----------------------------------------------------------------
 
@@ -262,7 +263,7 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
             self._send(b"-ERR [SYS/TEMP] Too many connections from your address")
             self._close()
             return
-        self._direct = type(self.transport) is tcp.Server
+        self._raw = sending.plain_tcp(self.transport)
         self.setTimeout(self.svc.idle_timeout)
         self._send(b"+OK mailsuite POP3 server ready.")
 
@@ -308,16 +309,8 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self._write(line + b"\r\n")
 
     def _write(self, data: bytes) -> None:
-        """Write a whole reply.  On a plain TCP connection it is sent at once: Twisted
-        buffers every write until the next reactor iteration, which for POP3's one
-        reply per command costs a second epoll round and two epoll_ctl calls per
-        RETR (a third of the time per message in bench/pop3.py).  doWrite is the
-        reactor's own IWriteDescriptor call; if it fails, the data stays buffered and
-        the reactor's next doWrite reports the same error and closes the connection."""
-        t = self.transport
-        t.write(data)
-        if self._direct and t.producer is None and not t.disconnecting:
-            t.doWrite()
+        """Write a whole reply, at once on plain TCP (frontend/sending.py)."""
+        sending.send(self.transport, self._raw, data)
 
     def _end_session(self, mark_seen: bool) -> defer.Deferred:
         """Mark retrieved messages seen (if asked), close the folder, unlock; once."""
@@ -482,7 +475,6 @@ class POP3Server(protocol.Protocol, TimeoutMixin):
         self._send(b"+OK Begin TLS negotiation now.")
         start_tls(self.transport, self.conf.tls_context, self._buffer, "pop3", self.ip)
         self.tls = True
-        self._direct = False
         self._user = None
 
     def do_USER(self, arg: bytes) -> None:

@@ -48,6 +48,7 @@ from mailsuite.frontend import (
     SMTP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
     RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
+from mailsuite.frontend import sending
 from mailsuite.metrics import NULL as NULL_METRICS
 from mailsuite.handoff import (NO_SPACE_STATUS, NO_SPACE_TEXT, Envelope, IMessageSink, IncomingMessage,
                                PermanentFailure, TemporaryFailure, is_disk_full, new_queue_id)
@@ -141,6 +142,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.svc = conf.service
         self.session: Session | None = None
         self._buffer = LineBuffer(MAX_COMMAND_LINE - 2, MAX_BUFFERED)
+        self._raw = None  # the plain TCP connection replies go straight to (frontend/sending.py)
         self._pace = RequestDeadline(self.svc.request_deadline, self.svc.min_data_rate, self._too_slow)
         self._busy = False
         self._closing = False
@@ -172,6 +174,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         ip = getattr(peer, "host", "") or ""
         self.session = Session(client_ip=ip, submission=self.conf.submission)
         set_no_delay(self.transport)
+        self._raw = sending.plain_tcp(self.transport)
         self._slot = self.factory.connections.admit(ip, self.svc.max_connections_per_ip)
         if self._slot is None:
             log.warn("smtp: connection from [{ip}] refused: too many connections", ip=ip)
@@ -285,7 +288,7 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _send(self, reply: Reply) -> None:
         if reply.code >= 400:
             self.conf.metrics.smtp_reply("submission" if self.conf.submission else "smtp", reply.code, reply.status)
-        self.transport.write(reply.lines())
+        sending.send(self.transport, self._raw, reply.lines())
 
     # -- input -----------------------------------------------------------------------
 
@@ -726,7 +729,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             except SASLError as e:
                 self._auth_done(waiter, _answer(e.outcome))
 
-        self.transport.write(b"334 " + base64.b64encode(step) + b"\r\n")
+        sending.send(self.transport, self._raw, b"334 " + base64.b64encode(step) + b"\r\n")
         self._auth_step = respond
 
     def _login(self, creds: Credentials, waiter: defer.Deferred) -> None:
