@@ -199,3 +199,111 @@ def test_a_second_process_changing_flags_is_seen_with_a_higher_modseq(store: Mai
     assert here.scan().flags == [2]
     assert here.records[2].modseq == theirs == here.highest_modseq
     assert "$Work" in here.records[2].flags
+
+
+# -- modseqs reserved durably, lines not fsynced one by one --------------------------------
+
+
+def count_fsyncs(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = modseq_mod.fsutil.fsync_fd
+
+    def counted(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(modseq_mod.fsutil, "fsync_fd", counted)
+    return calls
+
+
+def test_flag_changes_and_expunges_do_not_each_wait_for_an_fsync_of_the_log(store: MaildirStore, monkeypatch) -> None:
+    disk = opened(inbox(store, 5))
+    disk.store_flags([1], ["\\Seen"], "+")  # the first change reserves modseqs (fsynced)
+    calls = count_fsyncs(monkeypatch)
+    for i in range(20):
+        disk.store_flags([2], ["\\Flagged"], "+" if i % 2 == 0 else "-")
+    disk.expunge([3])
+    assert calls == []
+    assert disk.highest_modseq <= disk.modlog.reserved
+
+
+def test_running_past_the_reservation_fsyncs_a_new_one(store: MaildirStore, monkeypatch) -> None:
+    monkeypatch.setattr(modseq_mod, "RESERVE", 3)
+    disk = opened(inbox(store))
+    calls = count_fsyncs(monkeypatch)
+    for i in range(10):
+        disk.store_flags([1], ["\\Seen"], "+" if i % 2 == 0 else "-")
+        assert disk.highest_modseq <= disk.modlog.reserved
+    assert 2 <= len(calls) <= 4
+    reservations = [line for line in (disk.path / MODLOG).read_text().splitlines() if " ! " in line]
+    assert reservations[-1].split()[2] == str(disk.modlog.reserved)
+
+
+def test_without_a_boot_id_every_change_is_fsynced(store: MaildirStore, monkeypatch) -> None:
+    monkeypatch.setattr(modseq_mod, "_boot_id", "")
+    disk = opened(inbox(store))
+    calls = count_fsyncs(monkeypatch)
+    for i in range(4):
+        disk.store_flags([1], ["\\Seen"], "+" if i % 2 == 0 else "-")
+    assert len(calls) == 4
+    assert " ! " not in (disk.path / MODLOG).read_text()
+
+
+def power_loss(path: Path, durable: bytes, monkeypatch) -> None:
+    """What a crash of the machine may leave: the log as its last fsync made it (the
+    lines after it lost), and a new boot."""
+    (path / MODLOG).write_bytes(durable)
+    monkeypatch.setattr(modseq_mod, "_boot_id", "another-boot")
+
+
+def test_after_a_machine_crash_modseqs_never_go_back_nor_are_given_twice(store: MaildirStore, monkeypatch) -> None:
+    path = inbox(store)
+    disk = opened(path)
+    disk.store_flags([1], ["\\Seen"], "+")  # reserves (fsynced): what survives a crash
+    durable = (path / MODLOG).read_bytes()
+    given = set()
+    for i in range(6):
+        (rec,) = disk.store_flags([2], ["\\Flagged"], "+" if i % 2 == 0 else "-")
+        given.add(rec.modseq)
+    shown = disk.highest_modseq
+    disk.save_index()
+    power_loss(path, durable, monkeypatch)
+    a, b = opened(path), opened(path)  # two processes of the new boot agree
+    assert a.highest_modseq == b.highest_modseq >= shown
+    (rec,) = a.store_flags([3], ["\\Answered"], "+")
+    assert rec.modseq > shown and rec.modseq not in given
+    b.scan()
+    assert b.records[3].modseq == rec.modseq == b.highest_modseq
+    # The jump is made once: a later open in the same boot does not move it again.
+    assert opened(path).highest_modseq == rec.modseq
+
+
+def test_a_crash_before_the_index_was_read_fast_also_jumps(store: MaildirStore, monkeypatch) -> None:
+    # The index remembers how far the log was read; after a crash that kept every
+    # line (same size), the fast open must still take the reservation as highest.
+    path = inbox(store)
+    disk = opened(path)
+    disk.store_flags([1], ["\\Seen"], "+")
+    disk.store_flags([2], ["\\Seen"], "+")
+    disk.save_index()
+    shown = disk.highest_modseq
+    power_loss(path, (path / MODLOG).read_bytes(), monkeypatch)
+    again = opened(path)
+    assert again.highest_modseq >= disk.modlog.reserved > shown
+    (rec,) = again.store_flags([3], ["\\Seen"], "+")
+    assert rec.modseq > disk.modlog.reserved
+
+
+def test_compaction_keeps_the_reservation(store: MaildirStore, monkeypatch) -> None:
+    path = inbox(store, 4)
+    disk = opened(path)
+    for i in range(5):
+        disk.store_flags([1], ["\\Seen"], "+" if i % 2 == 0 else "-")
+    reserved, highest = disk.modlog.reserved, disk.highest_modseq
+    with disk.locked():
+        disk.modlog.compact()
+    lines = (path / MODLOG).read_text().splitlines()
+    assert lines[1] == f"{highest} ! {reserved} {modseq_mod.boot_id()}"
+    power_loss(path, (path / MODLOG).read_bytes(), monkeypatch)
+    os.unlink(path / index_mod.INDEX) if (path / index_mod.INDEX).exists() else None
+    assert opened(path).highest_modseq >= reserved
