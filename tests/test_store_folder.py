@@ -16,7 +16,7 @@ from mailsuite.store.errors import MessageGone, TooManyKeywords
 from mailsuite.store.folder import FolderDisk
 from mailsuite.store.maildir import account_dir
 from mailsuite.store.mailstore import MaildirStore
-from tests.support.store import ACCOUNT, HeldWorkers, deliver, resolve, same_store
+from tests.support.store import ACCOUNT, HeldWorkers, SlowSyncWorkers, deliver, resolve, same_store
 
 MSG = b"From: a@b.test\nSubject: hi\n\nhello\n"
 
@@ -556,3 +556,41 @@ def test_a_folder_deleted_and_created_again_elsewhere_is_a_new_folder_here(store
     assert b.uidvalidity > v1
     assert resolve(b.append(b"y\r\n", [], None)) == 1
     assert [r.uid for r in b.messages()] == [1]
+
+
+# -- what waits for the disk -----------------------------------------------------------------
+
+
+def slow_disk_store(store: MaildirStore) -> tuple[MaildirStore, SlowSyncWorkers]:
+    workers = SlowSyncWorkers()
+    return MaildirStore(store.mail_dir, workers, store.hub, store.reactor, linger=0), workers
+
+
+def test_an_expunge_is_durable_before_it_fires_but_does_not_hold_the_folder_meanwhile(store: MaildirStore) -> None:
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    slow, workers = slow_disk_store(store)
+    folder = open_inbox(slow)
+    fired: list = []
+    folder.expunge([1]).addCallback(fired.append)
+    assert fired == [] and len(workers.syncs) == 1  # waiting for the fsync of cur/
+    # Meanwhile the folder serves the next operation (it used to wait behind the fsync).
+    (rec,) = resolve(folder.store_flags([2], ["\\Seen"], "+"))
+    assert rec.uid == 2 and [r.uid for r in folder.messages()] == [2, 3]
+    workers.finish_syncs()
+    assert fired == [[1]]
+
+
+def test_an_append_is_durable_before_it_fires_but_does_not_hold_the_folder_meanwhile(store: MaildirStore) -> None:
+    deliver(store.mail_dir, MSG)
+    slow, workers = slow_disk_store(store)
+    folder = open_inbox(slow)
+    fired: list = []
+    folder.append(b"Subject: new\r\n\r\nbody\r\n").addCallback(fired.append)
+    assert fired == [] and len(workers.syncs) == 1
+    # The uid list is already durable: the UID others may see is never given again.
+    assert "2 " in (inbox_dir(store) / "mailsuite-uidlist").read_text()
+    (rec,) = resolve(folder.store_flags([1], ["\\Seen"], "+"))  # the folder's queue is free
+    assert rec.uid == 1
+    workers.finish_syncs()
+    assert fired == [2]

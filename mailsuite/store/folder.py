@@ -33,7 +33,10 @@ Contract for callers (the IMAP and POP3 servers):
   '$Forwarded', keywords); \\Recent is not stored.  Up to 26 keywords per folder
   (``TooManyKeywords`` beyond: NO [LIMIT]).
 * ``append`` and ``copy``/``move`` fire only after the new files and the uidlist are
-  fsynced.  ``expunge`` fsyncs the directory before it fires.
+  fsynced.  ``expunge`` fsyncs the directory before it fires.  APPEND's and EXPUNGE's
+  fsync of cur/ runs after the operation, outside the folder's queue; flag changes
+  and modseq log lines are not fsynced (docs/architecture.md, "What is fsynced, and
+  when").
 * A folder deleted or renamed away by another session shows all messages expunged and
   ``gone`` True; further changes fail with ``FolderGone``.
 """
@@ -681,13 +684,18 @@ class FolderDisk:
 
     # -- expunge ---------------------------------------------------------------------------
 
-    def expunge(self, uids: Iterable[int]) -> list[int]:
+    def expunge(self, uids: Iterable[int], sync: bool = True) -> list[int]:
+        """Unlink the messages and log their expunge; with ``sync`` also make the
+        unlinks durable (:class:`Folder` does that after the operation, outside the
+        folder's queue: see :meth:`Folder.expunge`)."""
         self._check()
         with self.locked():
             gone = self._expunge(uids)
             if gone:
                 self._log_records((), gone)
-            return gone
+        if gone and sync:
+            self.sync_names()
+        return gone
 
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         gone: list[int] = []
@@ -715,7 +723,6 @@ class FolderDisk:
                     self._drop(uid)
                     gone.append(uid)
         if gone:
-            _fsync_dir(self.cur)
             if self.cache is not None:
                 self.cache.forget(set(gone))
             self._maybe_compact()
@@ -744,6 +751,13 @@ class FolderDisk:
             live.update(names.base_name(n) for n in os.listdir(self.cur))
             self.uidlist.compact(live)
 
+    def sync_names(self) -> None:
+        """Make cur/'s names durable (after renames and unlinks into or from it)."""
+        try:
+            _fsync_dir(self.cur)
+        except FileNotFoundError:
+            pass  # the folder was deleted meanwhile: nothing of it to keep
+
     # -- append / copy -----------------------------------------------------------------------
 
     def _letters(self, flags: Iterable[str]) -> str:
@@ -768,7 +782,9 @@ class FolderDisk:
         the UIDs given in one uidlist step (consecutive unless another process appends
         at the same moment)."""
         written = self.write_new([(source, internaldate) for source, _, internaldate in items])
-        return self.append_written(written, [flags for _, flags, _ in items])
+        uids = self.append_written(written, [flags for _, flags, _ in items])
+        self.sync_names()
+        return uids
 
     def write_new(self, items: list[tuple[bytes | Path, float | None]]) -> list[tuple[Path, str, int, int]]:
         """The first half of :meth:`append_many`: write and fsync each message into
@@ -806,8 +822,10 @@ class FolderDisk:
 
     def append_written(self, written: list[tuple[Path, str, int, int]], flags: list[Iterable[str]]) -> list[int]:
         """The second half of :meth:`append_many` (one operation at a time): rename the
-        files :meth:`write_new` made into cur/ with their flags, fsync the directory,
-        give the UIDs.  All or none: on failure every file is removed."""
+        files :meth:`write_new` made into cur/ with their flags and give the UIDs
+        (the uid list fsynced: a UID any session sees is never given again).  All or
+        none: on failure every file is removed.  The caller then fsyncs cur/ (the new
+        names) before it acknowledges."""
         moved: list[str] = []
         try:
             self._check()
@@ -825,7 +843,6 @@ class FolderDisk:
                 except OSError:
                     pass
             raise
-        _fsync_dir(self.cur)
         uids = self._give_uids([(base, name, True) for (_, base, _, _), name in zip(written, final)])
         return uids  # type: ignore[return-value]
 
@@ -1255,8 +1272,19 @@ class Folder:
         return self.workers.run(self._disk.expunged_since, modseq)
 
     def expunge(self, uids: Iterable[int]) -> defer.Deferred:
-        """Delete messages (durably); fires with the sorted UIDs removed."""
-        return self._op(self._disk.expunge, list(uids))
+        """Delete messages (durably); fires with the sorted UIDs removed.  The fsync
+        of cur/ that makes the unlinks durable runs after the operation, outside the
+        folder's queue (the next operations need not wait for the disk), and before
+        this fires."""
+        d = self._op(self._disk.expunge, list(uids), False)
+        return d.addCallback(self._durable)
+
+    def _durable(self, result: Any) -> defer.Deferred:
+        """Fire with ``result`` once cur/'s names are on disk (see docs/architecture.md,
+        "What is fsynced, and when")."""
+        if not result:
+            return defer.succeed(result)
+        return self.workers.run(self._disk.sync_names).addCallback(lambda _: result)
 
     def append(self, source: bytes | Path, flags: Iterable[str] = (), internaldate: float | None = None) -> defer.Deferred:
         """Store a message (bytes, or a path to a file to copy); fires with its UID after
@@ -1270,7 +1298,10 @@ class Folder:
         renaming them in and numbering them is an operation on the folder."""
         flags = [list(fl) for _, fl, _ in items]
         d = self.workers.run(self._disk.write_new, [(src, date) for src, _, date in items])
-        return d.addCallback(lambda written: self._op(self._disk.append_written, written, flags))
+        d.addCallback(lambda written: self._op(self._disk.append_written, written, flags))
+        # The new names are made durable outside the queue too; the uid list already
+        # is, so a UID another session saw meanwhile is never given again.
+        return d.addCallback(self._durable)
 
     def copy(self, uids: Iterable[int], dest: "Folder") -> defer.Deferred:
         """Copy messages with their flags and dates; fires with [(src_uid, dst_uid)]

@@ -67,3 +67,26 @@ class HeldWorkers(InlineWorkers):
         while self.held:
             d, result = self.held.pop(0)
             d.callback(result)
+
+
+@implementer(IWorkers)
+class SlowSyncWorkers(InlineWorkers):
+    """Workers that do the work at once, except the folders' fsync of cur/
+    (``FolderDisk.sync_names``): that waits, as a slow disk would, until
+    :meth:`finish_syncs`.  Shows which operations wait for the disk and which may
+    run meanwhile."""
+
+    def __init__(self) -> None:
+        self.syncs: list[tuple[defer.Deferred, Any, tuple]] = []
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+        if getattr(f, "__name__", "") == "sync_names":
+            d: defer.Deferred = defer.Deferred()
+            self.syncs.append((d, f, args))
+            return d
+        return super().run(f, *args, **kwargs)
+
+    def finish_syncs(self) -> None:
+        while self.syncs:
+            d, f, args = self.syncs.pop(0)
+            d.callback(f(*args))
