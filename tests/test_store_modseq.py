@@ -307,3 +307,53 @@ def test_compaction_keeps_the_reservation(store: MaildirStore, monkeypatch) -> N
     power_loss(path, (path / MODLOG).read_bytes(), monkeypatch)
     os.unlink(path / index_mod.INDEX) if (path / index_mod.INDEX).exists() else None
     assert opened(path).highest_modseq >= reserved
+
+
+def count_listings(disk: FolderDisk, monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = disk._scan
+
+    def counted():  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(disk, "_scan", counted)
+    return calls
+
+
+def test_another_processs_flag_changes_and_expunges_are_taken_from_the_log_without_a_listing(
+        store: MaildirStore, monkeypatch) -> None:
+    path = inbox(store, 5)
+    a, b = opened(path), opened(path)
+    (r1,) = a.store_flags([1], ["\\Seen", "$Work"], "+")
+    a.expunge([2])
+    (r3,) = a.store_flags([3], ["\\Flagged"], "+")
+    listed = count_listings(b, monkeypatch)
+    (own,) = b.store_flags([4], ["\\Answered"], "+")
+    assert listed == []
+    assert sorted(b.records) == [1, 3, 4, 5]
+    assert (b.records[1].filename, b.records[1].flags, b.records[1].modseq) == \
+        (a.records[1].filename, frozenset({"\\Seen", "$Work"}), r1.modseq)
+    assert b.records[3].modseq == r3.modseq and own.modseq == r3.modseq + 1 == b.highest_modseq
+    assert (path / "cur" / b.records[1].filename).exists()
+
+
+def test_another_processs_arrival_still_lists_the_folder(store: MaildirStore, monkeypatch) -> None:
+    path = inbox(store)
+    a, b = opened(path), opened(path)
+    uid = a.append(b"Subject: x\r\n\r\nx\r\n", [], None)
+    listed = count_listings(b, monkeypatch)
+    b.store_flags([1], ["\\Seen"], "+")
+    assert listed == [1] and uid in b.records
+
+
+def test_a_flag_change_the_log_names_wrongly_falls_back_to_a_listing(store: MaildirStore, monkeypatch) -> None:
+    # Another program renamed the file after the line was written: the stat misses,
+    # and the listing finds it.
+    path = inbox(store)
+    a, b = opened(path), opened(path)
+    (rec,) = a.store_flags([1], ["\\Seen"], "+")
+    os.rename(path / "cur" / rec.filename, path / "cur" / rec.filename.replace(":2,S", ":2,FS"))
+    listed = count_listings(b, monkeypatch)
+    b.store_flags([2], ["\\Seen"], "+")
+    assert listed == [1] and b.records[1].flags == frozenset({"\\Seen", "\\Flagged"})

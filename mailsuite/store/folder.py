@@ -121,6 +121,10 @@ def crlf_size(path: Path) -> int:
     return size + extra
 
 
+def letters_of(filename: str) -> str:
+    return filename.partition(":2,")[2]
+
+
 def _sort_key(filename: str) -> tuple[int, str]:
     sec = filename.partition(".")[0]
     return (int(sec) if sec.isdigit() else 0, filename)
@@ -244,8 +248,41 @@ class FolderDisk:
         yet, so that the HIGHESTMODSEQ published with this change covers only changes
         the records show."""
         self._apply_log(self.modlog.read_tail())
-        if self.pending:
+        if self.pending and not self._take_pending():
             self.scan()
+
+    def _take_pending(self) -> bool:
+        """Take the flag changes and expunges others logged into the records without
+        listing the folder (lock held); False when a listing is needed (an arrival,
+        or a file not where the log says).  Another process's STORE or EXPUNGE made
+        this process's next change list all of cur/ (2,000 names) under the folder
+        lock: with two workers serving one folder, nearly every change did.  A flag
+        line names the file exactly (the name's info part is the sorted letters,
+        ``names.with_flags``), so one stat each checks it; an expunge line is written
+        only after the unlink."""
+        if any(letters is not None and uid not in self.records for uid, (_, letters) in self.pending.items()):
+            return False  # an arrival: only a listing names its file
+        if self.keywords.load():
+            self._flag_cache.clear()
+        cur = self.cur_prefix
+        renamed: list[tuple[MessageRecord, str, int]] = []
+        for uid, (modseq, letters) in self.pending.items():
+            rec = self.records.get(uid)
+            if rec is None or letters is None:
+                continue
+            target = names.with_flags(rec.filename, letters)
+            if not os.path.exists(cur + target):
+                return False
+            renamed.append((rec, target, modseq))
+        gone = [uid for uid, (_, letters) in self.pending.items() if letters is None and uid in self.records]
+        for rec, target, modseq in renamed:
+            self._put(rec._replace(filename=target, flags=self.flags_of(letters_of(target)), modseq=modseq))
+        for uid in gone:
+            self._drop(uid)
+        if gone and self.cache is not None:
+            self.cache.forget(set(gone))
+        self.pending.clear()
+        return True
 
     def _log(self, changes: list[tuple[str | None, list[int]]]) -> int:
         """Record own changes (lock held) under one new modseq, durably."""
