@@ -171,6 +171,18 @@ class SelectedMailbox:
         uids = self.uids
         lo = 0
         nrec = len(records)
+        if len(seqs) * 8 > nrec:
+            # Many (EXPUNGE, CLOSE, SEARCH ALL): one walk along both lists.  A bisect
+            # per number calls _uid about 11 times: 2,000 numbers took 5.3 ms, the
+            # walk 0.74 ms (a view one arrival and one expunge behind, loaded machine).
+            j = 0
+            for s in seqs:
+                u = uids[s - 1]
+                while j < nrec and records[j].uid < u:
+                    j += 1
+                if j < nrec and records[j].uid == u:
+                    out.append((s, records[j]))
+            return out
         for s in seqs:
             u = uids[s - 1]
             i = bisect.bisect_left(records, u, lo, nrec, key=_uid)
@@ -268,10 +280,19 @@ class SelectedMailbox:
             if not (modseq - since <= len(own) and all(m in own for m in range(since + 1, modseq + 1))):
                 recent = self.recent
                 tail = b" MODSEQ (%d))\r\n" if self.condstore else b")\r\n"
-                for seq, r in self.records_for(list(range(1, len(self.uids) + 1))):
-                    if r.modseq > since and r.modseq not in own:
-                        line = b"* %d FETCH (UID %d FLAGS %s" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent))
-                        out.append(line + (tail % r.modseq if self.condstore else tail))
+                # The folder's records in UID order are the view's order: look only the
+                # changed ones up in the view.  Every session does this after every
+                # change another session makes; numbering all 2,000 records first
+                # (records_for, out of sync) took 5.3 ms each time, this 0.06 ms.
+                view = self.uids
+                n = len(view)
+                for r in folder.messages():
+                    m = r.modseq
+                    if m > since and m not in own:
+                        i = bisect.bisect_left(view, r.uid)
+                        if i < n and view[i] == r.uid:
+                            line = b"* %d FETCH (UID %d FLAGS %s" % (i + 1, r.uid, flags_bytes(r.flags, r.uid in recent))
+                            out.append(line + (tail % m if self.condstore else tail))
             self.reported_modseq = modseq
         self._own = None
         if out:
