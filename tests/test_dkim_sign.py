@@ -26,6 +26,7 @@ import pytest
 
 from mailsuite.mailauth import dkim_keys
 from mailsuite.mailauth.dkim_sign import SignPolicy, include_headers
+from tests.support.dkim_examples import RFC8463_KEYS, RFC8463_MESSAGE
 from tests.support.programs import require, require_root
 from tests.support.relay import DNS
 from tests.support.server import Server, make_server
@@ -205,42 +206,6 @@ def test_domain_without_key_is_sent_unsigned_with_a_warning_at_start(tmp_path: P
         assert "dkim: example.test is not signed with selector 'mail'" in srv.log()
     finally:
         srv.stop()
-
-
-# RFC 8463 Appendix A: one message signed with ed25519-sha256 (selector brisbane) and
-# rsa-sha256 (selector test), and the two public keys.
-RFC8463_MESSAGE = (
-    b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;\r\n"
-    b" d=football.example.com; i=@football.example.com;\r\n"
-    b" q=dns/txt; s=brisbane; t=1528637909; h=from : to :\r\n"
-    b" subject : date : message-id : from : subject : date;\r\n"
-    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
-    b" b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus\r\n"
-    b" Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==\r\n"
-    b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;\r\n"
-    b" d=football.example.com; i=@football.example.com;\r\n"
-    b" q=dns/txt; s=test; t=1528637909; h=from : to : subject :\r\n"
-    b" date : message-id : from : subject : date;\r\n"
-    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
-    b" b=F45dVWDfMbQDGHJFlXUNB2HKfbCeLRyhDXgFpEL8GwpsRe0IeIixNTe3\r\n"
-    b" DhCVlUrSjV4BwcVcOF6+FF3Zo9Rpo1tFOeS9mPYQTnGdaSGsgeefOsk2Jz\r\n"
-    b" dA+L10TeYt9BgDfQNZtKdN1WO//KgIqXP7OdEFE4LjFYNcUxZQ4FADY+8=\r\n"
-    b"From: Joe SixPack <joe@football.example.com>\r\n"
-    b"To: Suzie Q <suzie@shopping.example.net>\r\n"
-    b"Subject: Is dinner ready?\r\n"
-    b"Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n"
-    b"Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n"
-    b"\r\n"
-    b"Hi.\r\n\r\nWe lost the game.  Are you hungry yet?\r\n\r\nJoe.\r\n"
-)
-RFC8463_KEYS = {
-    "brisbane._domainkey.football.example.com": {
-        "TXT": ["v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]},
-    "test._domainkey.football.example.com": {
-        "TXT": ["v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bd"
-                "OKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9Pzo"
-                "xZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB"]},
-}
 
 
 def test_rfc8463_example_signatures_verify_through_dns(port53_dns: DNS) -> None:

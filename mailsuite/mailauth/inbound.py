@@ -51,6 +51,7 @@ from mailsuite.handoff import (BodyFile, Envelope, IMessageSink, PermanentFailur
                                read_body)
 from mailsuite.mailauth import dkim_fast  # noqa: F401 - canonicalisation without per-byte regex work
 from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
+from mailsuite.mailauth import dkim_verify
 from mailsuite.mailauth import dmarc as dmarc_mod, spf_check
 from mailsuite.mailauth.dkim_sign import SignPolicy
 from mailsuite.mailauth.headers import (field_name, from_values_domain, header_block, header_map, split_fields,
@@ -113,12 +114,19 @@ def verify_signatures(body: BodyFile, n_dkim: int, keys: dict[str, bytes | None]
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
         return keys.get(name.decode("ascii", "replace").lower().rstrip("."))
 
+    try:
+        parsed: dkim_verify.SignedMessage | None = dkim_verify.SignedMessage(message)
+    except Exception:  # noqa: BLE001 - dkimpy's parse refuses it too; it answers below
+        parsed = None
     out = []
     for i in range(n_dkim):
-        try:
-            out.append(bool(dkim.DKIM(message).verify(idx=i, dnsfunc=dnsfunc)))
-        except Exception:  # noqa: BLE001 - dkimpy raises on malformed input: a failed signature
-            out.append(False)
+        good = parsed.verify(i, keys) if parsed is not None else None
+        if good is None:  # not a common case: dkimpy decides
+            try:
+                good = bool(dkim.DKIM(message).verify(idx=i, dnsfunc=dnsfunc))
+            except Exception:  # noqa: BLE001 - dkimpy raises on malformed input: a failed signature
+                good = False
+        out.append(good)
     arc = ("none", "")
     if want_arc:
         try:
