@@ -138,11 +138,14 @@ def verify_signatures(body: BodyFile, n_dkim: int, keys: dict[str, bytes | None]
 
 
 def rewrite_head(body: BodyFile, drop: Callable[[bytes], bool], top: bytes) -> BodyFile:
-    """``body`` without the header fields ``drop`` selects and with ``top`` in front
-    (blocking when the body is on disk: it is rewritten under the same name)."""
+    """``body`` without the Authentication-Results fields ``drop`` selects and with
+    ``top`` in front (blocking when the body is on disk: it is rewritten under the same
+    name)."""
     if body.data is not None:
         block = header_block(body.data)
-        fields = split_fields(block)
+        # Only Authentication-Results fields are ever dropped: without one (most
+        # messages) nothing is split or tested.
+        fields = split_fields(block) if b"authentication-results" in block.lower() else []
         kept = [f for f in fields if not drop(f)]
         if len(kept) == len(fields):
             new = top + body.data
