@@ -20,7 +20,6 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 from hypothesis import given, settings, strategies as st
 
 from mailsuite.mailauth.dkim_verify import BTAG, SignedMessage, key_name, parse_tags
-from mailsuite.mailauth.headers import tags
 from tests.support.dkim_examples import RFC6376_HEADERS, RFC6376_MESSAGE, RFC8463_KEYS, RFC8463_MESSAGE
 
 _rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -237,10 +236,3 @@ def test_tag_parse_is_dkimpys(value: bytes) -> None:
         want = None
     assert parse_tags(value) == want
 
-
-def test_the_checkers_tag_parse_removes_what_a_regex_would() -> None:
-    """headers.tags() removes whitespace with str.split(): the same characters as
-    r"\\s+", for every code point."""
-    for c in map(chr, range(0x110000)):
-        assert ("".join(f"a{c}b".split()) == "ab") == bool(re.fullmatch(r"\s", c)), hex(ord(c))
-    assert tags("v=1; d = ex ample.org;\r\n\tb=ab\r\n cd;") == {"v": "1", "d": "example.org", "b": "abcd"}

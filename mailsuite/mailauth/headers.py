@@ -12,9 +12,21 @@ _FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
 
 def header_block(message: bytes) -> bytes:
-    """The header block of an LF (or CRLF) message, without the blank line."""
-    m = re.search(rb"\r?\n\r?\n", message)
-    return message[: m.start() + 1] if m else message
+    """The header block of an LF (or CRLF) message, without the blank line.
+
+    What ``re.search(rb"\\r?\\n\\r?\\n", message)`` finds (the block ends one byte into
+    the match), found with two substring searches: the regex, with no literal to
+    start from, tried every position (11 us on a 4 KB message, done twice per
+    inbound message).  The leftmost match starts at the first LF that is followed by
+    an optional CR and an LF, or at the CR just before it."""
+    i = message.find(b"\n\n")
+    j = message.find(b"\n\r\n", 0, i + 2 if i >= 0 else len(message))
+    q = i if j < 0 else j
+    if q < 0:
+        return message
+    if q and message[q - 1] == 0x0D:
+        q -= 1
+    return message[: q + 1]
 
 
 def header_names(block: bytes) -> list[str]:
