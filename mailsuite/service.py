@@ -25,6 +25,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from mailsuite import config as config_mod
+from mailsuite import heap
 from mailsuite.auth.portal import make_portal
 from mailsuite.auth.throttle import AuthThrottle, MessageRate
 from mailsuite.directory.backends import make_directory
@@ -431,9 +432,11 @@ def build_service(
     cfg: config_mod.Config, reactor: Any, binder: IListenerBinder | None = None, role: ProcessRole = SINGLE
 ) -> tuple[service.MultiService, Suite]:
     """The whole application: the suite's parts, the queue, then every listener."""
+    heap.limit_arenas()  # before the thread pools start (mailsuite/heap.py)
     suite = build_suite(cfg, reactor, binder, role)
     top = service.MultiService()
     _Lifecycle(suite).setServiceParent(top)
+    heap.HeapTrimmer(reactor).setServiceParent(top)
     if isinstance(suite.queue, QueueManager):
         suite.queue.setServiceParent(top)  # started before, stopped after the listeners
     _smtp_listeners(suite, top)
