@@ -143,7 +143,9 @@ class ResolverTests(unittest.TestCase):
         finally:
             longest = meter.stop()
         self.assertTrue(all(not ok and f.check(DNSTimeout) for ok, f in results))
-        self.assertLess(longest, 0.2)
+        # A lookup waited out on the reactor would stall it for the whole 1 s timeout;
+        # 0.2 s was once exceeded (0.21 s) by scheduling alone on a busy 2-core CI.
+        self.assertLess(longest, 0.5)
 
     def test_lookup_sync_for_code_in_threads(self) -> None:
         self.assertEqual(self.resolver.lookup_sync("example.test", "A"), ["192.0.2.1"])
