@@ -118,10 +118,18 @@ class Server:
         return out
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        """The whole log, oldest first: twistd rotates ``twistd.log`` at 1 MB into
+        ``twistd.log.1`` (newest) ... ``.N``, which a busy multi-process test reaches in
+        a few seconds (a CI run lost the "worker 1 started" line that way)."""
+        rotated = sorted(self.log_path.parent.glob(self.log_path.name + ".*"),
+                         key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0, reverse=True)
+        parts = []
+        for p in [*rotated, self.log_path]:
+            try:
+                parts.append(p.read_text(errors="replace"))
+            except FileNotFoundError:
+                pass
+        return "".join(parts)
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         """``mailsuite ARGS... --config`` this server's config, as an admin runs it."""
