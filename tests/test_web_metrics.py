@@ -157,3 +157,23 @@ def test_metrics_refused_outside_metrics_networks(server_factory) -> None:
 def test_metrics_off_means_no_page(server_factory) -> None:
     srv = server_factory(http={"metrics": False}).start()
     assert get(srv, "/metrics").status == 404
+
+
+def test_the_metric_files_follow_a_fork_to_the_child_s_own_pid() -> None:
+    # prometheus-client names a process's value file by the pid it is given; ours is
+    # cached (no getpid per update), so a forked child must still see its own.
+    import os
+
+    from mailsuite import metrics
+
+    assert metrics._this_pid() == os.getpid()
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(w, b"ok" if metrics._this_pid() == os.getpid() else b"no")
+        os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    assert os.read(r, 2) == b"ok"
+    assert metrics._this_pid() == os.getpid() != child
+    os.close(r)
