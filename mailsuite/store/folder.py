@@ -76,6 +76,14 @@ log = Logger(namespace="mailsuite.store")
 # maildir code uses the same one second (MAILDIR_SYNC_SECS).
 _DIRTY_WINDOW_NS = 1_000_000_000
 _INDEX_SAVE_DELAY = 30.0
+# How many of others' logged changes _take_pending checks with one stat each; past
+# this, and past a quarter of the folder, it checks them against one listing of cur/.
+# Measured (thread CPU time, 10,000-message folder, 7 runs): os.path.exists costs
+# 2.7 us a name, listing cur/ into a set 0.59 us a name (5.9 ms); taking 10,000 pending
+# flag changes cost 70.6 ms with stats, 44.1 ms with the listing, 65.7 ms with a full
+# scan; 625 cost 3.5 ms with stats, 6.9 with the listing.  A full scan is never the
+# cheaper way to check them.
+_PENDING_STATS = 64
 _CHUNK = 1 << 16
 
 Listener = Callable[["Folder"], None]
@@ -259,19 +267,23 @@ class FolderDisk:
         lock: with two workers serving one folder, nearly every change did.  A flag
         line names the file exactly (the name's info part is the sorted letters,
         ``names.with_flags``), so one stat each checks it; an expunge line is written
-        only after the unlink."""
+        only after the unlink.  Past a quarter of the folder (another process's
+        ``STORE 1:*``) one listing of cur/ checks them all instead (_PENDING_STATS)."""
         if any(letters is not None and uid not in self.records for uid, (_, letters) in self.pending.items()):
             return False  # an arrival: only a listing names its file
         if self.keywords.load():
             self._flag_cache.clear()
         cur = self.cur_prefix
+        listed: set[str] | None = None
+        if len(self.pending) > max(_PENDING_STATS, len(self.records) // 4):
+            listed = set(os.listdir(self.cur))
         renamed: list[tuple[MessageRecord, str, int]] = []
         for uid, (modseq, letters) in self.pending.items():
             rec = self.records.get(uid)
             if rec is None or letters is None:
                 continue
             target = names.with_flags(rec.filename, letters)
-            if not os.path.exists(cur + target):
+            if not (target in listed if listed is not None else os.path.exists(cur + target)):
                 return False
             renamed.append((rec, target, modseq))
         gone = [uid for uid, (_, letters) in self.pending.items() if letters is None and uid in self.records]
