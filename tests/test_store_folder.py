@@ -236,6 +236,22 @@ def test_new_messages_are_recent_for_one_claimer(store: MaildirStore) -> None:
     assert folder.claim_recent() == set()
 
 
+def test_a_folder_nobody_claims_recent_from_forgets_expunged_messages(store: MaildirStore) -> None:
+    """A POP3 maildrop: messages arrive and are deleted, no read-write SELECT ever
+    claims \\Recent.  What the folder keeps for them must go with them (issue 16: the
+    soak's workers kept every UID that had ever arrived)."""
+    folder = open_inbox(store)
+    for _ in range(5):
+        for _ in range(20):
+            deliver(store.mail_dir, MSG)
+        resolve(folder.sync())
+        resolve(folder.expunge([r.uid for r in folder.messages()][:-2]))
+    assert len(folder.messages()) == 2
+    assert folder.recent_count() == 2
+    assert len(folder._unclaimed) <= 2
+    assert folder.claim_recent(readonly=True) == {r.uid for r in folder.messages()}
+
+
 def test_append_is_stored_with_lf_flags_and_date(store: MaildirStore) -> None:
     folder = open_inbox(store)
     uid = resolve(folder.append(b"Subject: x\r\n\r\nbody\r\n", ["\\Seen"], 1_000_000_000.0))
