@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import defer
+from twisted.logger import globalLogPublisher
 
 from mailsuite.dns.resolver import NotFound
 from mailsuite.handoff import BodyFile, Envelope, PermanentFailure, TemporaryFailure
@@ -164,7 +165,8 @@ def test_a_warm_sink_passes_the_message_on_before_accept_returns() -> None:
     sink, inner = warm_sink(env, data)
     results: list[Any] = []
     sink.accept(env, body_of(data)).addCallback(results.append)
-    assert results == ["queued"]
+    assert results == ["queued (mailauth: spf=neutral dkim=pass arc=none dmarc=fail (p=quarantine dis=quarantine)"
+                       " -> junk)"]
     (passed_env, passed_body), = inner.got
     assert passed_env.folder == "Junk"
     assert passed_body.data is not None and passed_body.data.startswith(b"Authentication-Results: mx.example.test;")
@@ -178,6 +180,11 @@ def test_a_warm_sink_refuses_with_the_verdicts_code() -> None:
     sink.accept(env, body_of(data)).addErrback(failures.append)
     assert not inner.got
     assert failures[0].check(PermanentFailure) and failures[0].value.status == "5.7.1"
+    # The client reads the reason; the log (the detail) has the checks' summary too.
+    assert failures[0].value.reply == "Message rejected: the DMARC policy of loadgen.test says reject " \
+                                      "(From: domain not authenticated)"
+    assert str(failures[0].value) == failures[0].value.reply + \
+        " (mailauth: spf=neutral dkim=none arc=none dmarc=fail (p=reject dis=reject) -> reject)"
 
 
 def test_a_bug_on_the_synchronous_path_is_a_temporary_failure() -> None:
@@ -192,3 +199,20 @@ def test_a_bug_on_the_synchronous_path_is_a_temporary_failure() -> None:
     sink.accept(env, body_of(data)).addErrback(failures.append)
     assert not inner.got
     assert failures[0].check(TemporaryFailure) and failures[0].value.status == "4.7.0"
+
+
+def test_the_summary_has_its_own_line_when_the_message_is_not_taken_after_all() -> None:
+    env, data = CASES[0][2], CASES[0][3]
+    sink, inner = warm_sink(env, data)
+    sink.inner.accept = lambda env, body: defer.fail(TemporaryFailure("disk full"))  # type: ignore[method-assign]
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        failures: list[Any] = []
+        sink.accept(env, body_of(data)).addErrback(failures.append)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert str(failures[0].value) == "disk full"
+    lines = [e for e in events if e.get("log_format", "").startswith("mailauth:")]
+    assert [(e["qid"], e["summary"]) for e in lines] == [
+        ("Q1", "spf=pass dkim=pass arc=none dmarc=pass (p=reject dis=none) -> accept")]

@@ -457,7 +457,9 @@ def _claims(authserv_id: str) -> Callable[[bytes], bool]:
 
 @implementer(IMessageSink)
 class CheckingSink:
-    """Runs the checker on mail from the world, acts on the verdict, passes it on."""
+    """Runs the checker on mail from the world, acts on the verdict, passes it on.
+    Its result (the text the SMTP front end logs) is the inner sink's followed by
+    ``(mailauth: <summary>)``; a refusal's detail ends the same way."""
 
     def __init__(self, inner: IMessageSink, checker: IMessageChecker, exempt: SignPolicy,
                  run: Callable[..., defer.Deferred], authserv_id: str) -> None:
@@ -478,7 +480,7 @@ class CheckingSink:
                 new_body = rewrite_head(body, self.drop, verdict.header)
             except (PermanentFailure, TemporaryFailure):
                 return defer.fail()
-            return self.inner.accept(envelope, new_body)
+            return self._noted(self.inner.accept(envelope, new_body), envelope, verdict)
         return defer.ensureDeferred(self._accept(envelope, body))
 
     async def _accept(self, envelope: Envelope, body: BodyFile) -> Any:
@@ -492,22 +494,39 @@ class CheckingSink:
         except OSError as e:
             discard_body(body)
             raise TemporaryFailure(f"adding Authentication-Results failed: {e}") from None
-        return await self.inner.accept(envelope, new_body)
+        return await self._noted(self.inner.accept(envelope, new_body), envelope, verdict)
 
     @staticmethod
     def _judged(envelope: Envelope, body: BodyFile, verdict: Verdict) -> Envelope:
-        """Logs the verdict; raises its refusal (the body discarded), else gives the
-        envelope to pass on (to the Junk folder for "junk")."""
-        log.info("mailauth: {qid}: {summary}", qid=envelope.queue_id, summary=verdict.summary)
+        """Raises the verdict's refusal (the body discarded; its detail, which the
+        front end logs, ends with the summary), else gives the envelope to pass on (to
+        the Junk folder for "junk")."""
         if verdict.action == "reject":
             discard_body(body)
-            raise PermanentFailure(verdict.text, verdict.status, verdict.text)
+            raise PermanentFailure(f"{verdict.text} (mailauth: {verdict.summary})", verdict.status, verdict.text)
         if verdict.action == "tempfail":
             discard_body(body)
-            raise TemporaryFailure(verdict.text, verdict.status, verdict.text)
+            raise TemporaryFailure(f"{verdict.text} (mailauth: {verdict.summary})", verdict.status, verdict.text)
         if verdict.action == "junk":
             return replace(envelope, folder=JUNK)
         return envelope
+
+    @staticmethod
+    def _noted(d: defer.Deferred, envelope: Envelope, verdict: Verdict) -> defer.Deferred:
+        """The summary goes into the front end's line about the message, at the end of
+        the result text ("delivered (mailauth: spf=pass ... -> accept)"), not into a
+        line of its own: a log event took 40-65 us per message here (Twisted's text
+        observer: the time, the system and the format, then the write), a quarter of
+        the whole check.  When the message is not taken after all, the summary gets its
+        own line."""
+        def noted(result: Any) -> str:
+            return f"{result} (mailauth: {verdict.summary})"
+
+        def failed(f: failure.Failure) -> failure.Failure:
+            log.info("mailauth: {qid}: {summary}", qid=envelope.queue_id, summary=verdict.summary)
+            return f
+
+        return d.addCallbacks(noted, failed)
 
 
 @implementer(IDeliveryFilter)
