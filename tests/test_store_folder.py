@@ -216,7 +216,7 @@ def test_a_listing_is_not_trusted_for_a_stall_between_the_stats_and_the_clock(
     monkeypatch.setattr(os, "stat", stat)
     monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + (2_000_000_000 if stalled[0] else 0))
     disk.scan()  # the directories changed well within the last second (the delivery)
-    assert disk.dirty and folder._disk.needs_scan()
+    assert disk.recheck_ns and folder._disk.needs_scan()
 
 
 def test_delivery_notice_syncs_and_calls_listeners(store: MaildirStore) -> None:
@@ -610,3 +610,77 @@ def test_an_append_is_durable_before_it_fires_but_does_not_hold_the_folder_meanw
     assert rec.uid == 1
     workers.finish_syncs()
     assert fired == [2]
+
+
+def _quiet_listing(store: MaildirStore, n: int = 3):  # type: ignore[no-untyped-def]
+    """An open INBOX of ``n`` messages whose listing is trusted (the directories last
+    changed long ago)."""
+    for _ in range(n):
+        deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    _dirs_at(inbox_dir(store), 120)
+    folder.mark_dirty()
+    resolve(folder.sync())
+    assert not folder._disk.needs_scan()
+    return folder
+
+
+def _count_listdir(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = os.listdir
+
+    def listdir(path):  # type: ignore[no-untyped-def]
+        calls.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    return calls
+
+
+def test_an_own_change_does_not_make_the_next_sync_list_the_folder(
+        store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ten sessions on one folder: nearly every sync listed all of cur/ for changes the
+    # process had made itself (184 listings in 1,000 commands, 2,000 messages).
+    folder = _quiet_listing(store)
+    listed = _count_listdir(monkeypatch)
+    resolve(folder.store_flags([1], ["\\Seen"], "+"))
+    assert not resolve(folder.sync())
+    uid = resolve(folder.append(b"Subject: x\r\n\r\nx\r\n"))
+    assert not resolve(folder.sync())
+    assert resolve(folder.expunge([uid])) == [uid]
+    assert not resolve(folder.sync())
+    assert listed == []
+
+
+def test_a_change_by_another_program_in_the_same_tick_as_an_own_change_is_found_when_the_window_ends(
+        store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _quiet_listing(store)
+    path = inbox_dir(store)
+    seen: list[list[int]] = []
+    folder.add_listener(lambda f: seen.append(sorted(r.uid for r in f.messages() if "\\Flagged" in r.flags)))
+    resolve(folder.store_flags([1], ["\\Seen"], "+"))
+    # Another MUA renames message 2 within the same clock tick: cur/'s mtime does not move.
+    listed_at = os.stat(path / "cur").st_mtime_ns
+    name = folder.get(2).filename
+    os.rename(path / "cur" / name, path / "cur" / (name + "F"))
+    os.utime(path / "cur", ns=(listed_at, listed_at))
+    resolve(folder.sync())  # within the window it may not be seen yet (a listing a second later finds it)
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 1_100_000_000)
+    store.reactor.advance(1.1)  # the recheck a waiting (IDLE) session relies on
+    assert seen[-1] == [2]
+
+
+def test_another_processs_change_in_the_same_tick_is_seen_at_the_next_sync(
+        store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 16's guard: another worker's expunge must show at once, not a second later;
+    # it is in the modseq log even when cur/'s mtime did not move.
+    folder = _quiet_listing(store)
+    path = inbox_dir(store)
+    resolve(folder.store_flags([1], ["\\Seen"], "+"))
+    listed_at = os.stat(path / "cur").st_mtime_ns
+    other = FolderDisk(path)
+    other.open()
+    assert other.expunge([2]) == [2]
+    os.utime(path / "cur", ns=(listed_at, listed_at))
+    assert resolve(folder.sync()).expunged == [2]
