@@ -6,10 +6,12 @@ interest again (another ``epoll_ctl``).  SMTP, POP3 and IMAP answer each command
 one small reply while the client waits, so that is a second reactor round and two
 system calls per command.  :func:`send` gives the bytes straight to the socket when the
 connection is plain TCP and nothing is queued before them; whatever the kernel does
-not take (a full socket buffer), every write on TLS, and every write while a producer
-streams or data is still queued goes through ``transport.write`` as before, so the
-order of bytes on the wire never changes and errors are still handled (and the
-connection closed) by Twisted.
+not take (a full socket buffer), every write on TLS, and every write while data is
+still queued (or the transport has paused its producer) goes through
+``transport.write`` as before, so the order of bytes on the wire never changes and
+errors are still handled (and the connection closed) by Twisted.  A registered
+producer alone does not stop a direct send: with nothing queued, what it wrote has
+left already (IMAP registers itself, for flow control, on every connection).
 
 The connection is found through the ProtocolWrappers every listener adds (the
 connection counter of ``metrics.py``); a TLS connection is never written to directly:
@@ -44,7 +46,7 @@ def send(transport: Any, raw: tcp.Connection | None, data: bytes) -> None:
     per connection (None: always buffer)."""
     if (raw is not None and not raw.TLS and raw.connected and not raw.disconnecting
             and not raw._writeDisconnecting and not raw._writeDisconnected
-            and raw.producer is None and not raw.dataBuffer and not raw._tempDataBuffer):
+            and not raw.producerPaused and not raw.dataBuffer and not raw._tempDataBuffer):
         try:
             sent = raw.socket.send(data)
         except OSError:  # EAGAIN, or a reset: Twisted's write path sees it and closes

@@ -44,6 +44,7 @@ from mailsuite.frontend import (
     IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
     RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
 )
+from mailsuite.frontend import sending
 from mailsuite.imap import compress
 from mailsuite.imap import parser as P
 from mailsuite.logtext import printable, quoted
@@ -218,8 +219,9 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         except (AttributeError, RuntimeError):
             pass
         self.setTimeout(self.svc.login_timeout)
-        self.transport.write(b"* OK [CAPABILITY " + self.capabilities() + b"] " +
-                             wire.text(self.conf.hostname) + b" IMAP4rev1 mailsuite ready\r\n")
+        sending.send(self.transport, sending.plain_tcp(self.transport),
+                     b"* OK [CAPABILITY " + self.capabilities() + b"] " +
+                     wire.text(self.conf.hostname) + b" IMAP4rev1 mailsuite ready\r\n")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.setTimeout(None)
@@ -286,6 +288,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         return d
 
     def _hang_up(self) -> None:
+        self._uncork()  # the last answers (BYE, the tagged OK) go out before the close
         # A registered producer keeps a TLS transport from closing: let go of it first.
         try:
             self.transport.unregisterProducer()
@@ -293,13 +296,41 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             pass
         self.transport.loseConnection()
 
+    # Output is gathered ("corked") while the server works through what the client
+    # sent (_input) and while a command completes (_done/_failed, then _resume), and
+    # sent in one piece at the end: straight to the socket on plain TCP when nothing
+    # is queued (frontend/sending.py), else through the transport as before.  A STORE
+    # answered with its untagged FETCH and the tagged OK was 2 writes into the
+    # transport's buffer, an epoll_ctl to ask for writability, an epoll_wait, the
+    # send and an epoll_ctl to drop the interest; now it is one send.  Outside those
+    # spans (IDLE pushes, a FETCH streaming after an await) writes go to the
+    # transport at once, as before.  The cork never lasts past the call that opened
+    # it, so nothing waits in it across reactor turns.
+    _corked: list[bytes] | None = None
+    _cork_depth = 0
+
+    def _cork(self) -> None:
+        if self._corked is None:
+            self._corked = []
+
+    def _uncork(self) -> None:
+        out, self._corked = self._corked, None
+        if out and self.transport is not None:
+            sending.send(self.transport, sending.plain_tcp(self.transport), b"".join(out))
+
     def write_pieces(self, pieces: list[bytes]) -> None:
         if self.transport is not None and not self._closing:
-            self.transport.writeSequence(pieces)
+            if self._corked is not None:
+                self._corked.extend(pieces)
+            else:
+                self.transport.writeSequence(pieces)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
-            self.transport.write(data)
+            if self._corked is not None:
+                self._corked.append(data)
+            else:
+                self.transport.write(data)
 
     def capabilities(self) -> bytes:
         # IMAP4rev2 (RFC 9051) once the client ENABLEs it (imap/rev2.py); its LITERAL-
@@ -339,7 +370,14 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         self.resetTimeout()
         self._pace.received(len(data))
         self._buf.feed(data)
-        self._process()
+        self._cork_depth += 1
+        self._cork()
+        try:
+            self._process()
+        finally:
+            self._cork_depth -= 1
+            if self._cork_depth == 0:
+                self._uncork()
 
     _processing = False
     _again = False
@@ -552,6 +590,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
     def _done(self, result: Any, cmd: P.Command) -> defer.Deferred | None:
         if self._closing or result is ANSWERED:
             return None
+        self._cork()  # sent by _resume, which always follows
         text = result if isinstance(result, str) else f"{cmd.name} completed"
         if self.selected is not None:
             self.selected.report(self.write, expunges=cmd.name not in NO_EXPUNGE_REPORT)
@@ -559,6 +598,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         return None
 
     def _failed(self, f: Failure, cmd: P.Command) -> None:
+        self._cork()  # sent by _resume, which always follows
         if f.check(Bad):
             self._bad(cmd.tag, f.value.line())
             return
@@ -587,8 +627,14 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
     def _resume(self, _: Any = None) -> None:
         self._busy = False
         self._continuation = None
-        if not self._closing and self.transport is not None:
-            self._process()
+        self._cork_depth += 1
+        try:
+            if not self._closing and self.transport is not None:
+                self._process()
+        finally:
+            self._cork_depth -= 1
+            if self._cork_depth == 0:
+                self._uncork()
 
     # -- any state ---------------------------------------------------------------------
 
@@ -622,6 +668,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         if self._inflater is not None:
             raise No("DEFLATE is active already", "COMPRESSIONACTIVE")
         self.write(cmd.tag + b" OK DEFLATE active\r\n")
+        self._uncork()  # the OK goes out uncompressed, before the layer is in place
         log.info("imap: [{ip}] COMPRESS=DEFLATE on", ip=self.ip)
         self._inflater = compress.Inflater(
             self._input, lambda: self._closing or self._buf.paused or len(self._buf) > MAX_BUFFERED)
@@ -659,6 +706,7 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         if self.tls:
             raise Bad("TLS already active")
         self.write(cmd.tag + b" OK Begin TLS negotiation now\r\n")
+        self._uncork()  # in clear, before the TLS layer
         start_tls(self.transport, self.conf.tls_context, self._buf, "imap", self.ip)
         self.tls = True
         return ANSWERED
