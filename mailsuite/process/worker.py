@@ -3,7 +3,8 @@
 
 It loads the same config file, builds the same suite as a single process would, but
 serves SMTP, submission, IMAP and POP3 on the listening sockets inherited from the
-parent, hands spooled messages to the parent's queue, and logs to the parent.
+parent, hands spooled messages to the parent's queue, and logs to the parent (in
+batches: process/logbatch.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 
 from mailsuite.process.listeners import SharedSocket
+from mailsuite.process.logbatch import BatchedLogPipe
 from mailsuite.process.roles import WorkerRole
 from mailsuite.process.supervisor import CONTROL_FD, LOG_FD
 
@@ -64,14 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from twisted.internet import reactor
-    from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+    from twisted.logger import Logger, globalLogBeginner
 
     from mailsuite import config as config_mod
     from mailsuite import service as service_mod
     from mailsuite.process.listeners import AdoptingBinder
 
-    log_file = os.fdopen(LOG_FD, "w", encoding="utf-8", buffering=1)
-    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(log_file)], redirectStandardIO=False)
+    log_pipe = BatchedLogPipe(LOG_FD, reactor)
+    globalLogBeginner.beginLoggingTo([log_pipe], redirectStandardIO=False)
+    reactor.addSystemEventTrigger("after", "shutdown", log_pipe.flush)
     inherited = []
     for spec in args.listener:
         fd, family, desc = json.loads(spec)
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     Logger(namespace="mailsuite.process").info("process: worker {n} serving (pid {pid})", n=args.index, pid=os.getpid())
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()
+    log_pipe.flush()
     return 0
 
 
