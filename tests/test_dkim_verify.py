@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import InvalidTagValueList, parse_tag_value
 from hypothesis import given, settings, strategies as st
 
-from mailsuite.mailauth.dkim_verify import BTAG, SignedMessage, key_name, parse_tags
+from mailsuite.mailauth.dkim_verify import BTAG, SignedMessage, key_name, parse_tags, surely_valid
 from tests.support.dkim_examples import RFC6376_HEADERS, RFC6376_MESSAGE, RFC8463_KEYS, RFC8463_MESSAGE
 
 _rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -236,3 +236,61 @@ def test_tag_parse_is_dkimpys(value: bytes) -> None:
         want = None
     assert parse_tags(value) == want
 
+
+
+NOW = 1_800_000_000
+B64_PIECES = [b"", b"abcd", b"AB+/", b"a", b"==", b"=", b" ", b"\r\n ", b"\t", b"\x0b", b"\n", b"-", b"ab=c"]
+b64ish = st.lists(st.sampled_from(B64_PIECES), max_size=6).map(b"".join)
+TIMES = [str(NOW + d).encode() for d in (-36001, -36000, -1, 0, 1, 35999, 36000, 36001)] + [b"0", b"12\n", b"x", b""]
+DOMAINS = [b"sender.test", b"Sender.TEST", b"", b"a;b.test", b"\xc3\xa9.test", b"x(y).test"]
+IDS = [b"@sender.test", b"u@mail.sender.test", b"sender.test", b"u@other.test", b"u.sender.test", b"@SENDER.test",
+       b"xsender.test"]
+
+
+GOOD = {b"v": b"1", b"a": b"rsa-sha256", b"c": b"relaxed/relaxed", b"d": b"sender.test", b"i": b"@sender.test",
+        b"q": b"dns/txt", b"s": b"sel", b"t": str(NOW).encode(), b"x": str(NOW + 86400).encode(),
+        b"h": b"from : to", b"bh": b"iPezWQzCJxi98PzGCpA0IFNoY89ttTkEzNMkcvsyEPk=",
+        b"b": b"MIBJRGP//6+omp0pBreQ\r\n 4fNEF/+lccNdZJokIrmlwA==\r\n"}
+MISSING = object()
+REQUIRED_ONLY_DROPS = (b"i", b"t", b"x", b"q", b"c")
+CHOICES = {b"v": [b"1", b"2", b""], b"a": [b"rsa-sha256", b"ed25519-sha256", b"rsa-sha1", b"hmac"],
+           b"d": DOMAINS, b"i": IDS, b"q": [b"dns/txt", b"dns"], b"t": TIMES, b"x": TIMES, b"l": [b"10", b"x"],
+           b"h": [b"from"], b"s": [b"sel"], b"c": [b"simple"]}
+
+
+@st.composite
+def signature_tags(draw: st.DrawFn) -> dict[bytes, bytes]:
+    """A valid signature's tags (all of them, or only the required ones) with up to
+    three of them changed or removed."""
+    sig = dict(GOOD) if draw(st.booleans()) else {k: v for k, v in GOOD.items() if k not in REQUIRED_ONLY_DROPS}
+    for _ in range(draw(st.integers(0, 3))):
+        tag = draw(st.sampled_from(sorted(GOOD) + [b"l"]))
+        value = draw(st.sampled_from([MISSING] + (CHOICES[tag] if tag in CHOICES else [draw(b64ish)])))
+        if value is MISSING:
+            sig.pop(tag, None)
+        else:
+            sig[tag] = value
+    return sig
+
+
+@settings(max_examples=3000, deadline=None)
+@given(signature_tags())
+def test_fields_surely_valid_only_where_dkimpy_accepts_them(sig: dict[bytes, bytes]) -> None:
+    """surely_valid may say "not sure" (dkimpy then decides), never "valid" where
+    dkimpy's validate_signature_fields raises."""
+    real_time = time.time
+    time.time = lambda: NOW + 0.5  # type: ignore[assignment] - dkimpy reads time.time() itself
+    try:
+        try:
+            dkim.validate_signature_fields(sig)
+            dkimpy_ok = True
+        except Exception:  # noqa: BLE001 - ValidationError, or IndexError on an i= as long as d=
+            dkimpy_ok = False
+        if surely_valid(sig, NOW):
+            assert dkimpy_ok
+    finally:
+        time.time = real_time  # type: ignore[assignment]
+
+
+def test_fields_of_a_common_signature_are_surely_valid() -> None:
+    assert surely_valid(GOOD, NOW)

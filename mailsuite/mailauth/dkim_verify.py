@@ -5,7 +5,8 @@ signature, canonicalises every header field of the message (not only the signed
 ones), formats debug strings that no logger reads, and wraps each hash in its own
 object.  :class:`SignedMessage` parses the message once and verifies each signature
 with the same steps in the same order, on the same helpers of dkimpy's where they
-decide something (``validate_signature_fields``, ``select_headers``, the
+decide something (``validate_signature_fields``, unless :func:`surely_valid` already
+knows it would pass, ``select_headers``, the
 canonicalisation classes, ``evaluate_pk``, and the RSA verify that
 :mod:`mailsuite.mailauth.dkim_openssl` puts on OpenSSL) or on equivalents without
 per-character regex work (:func:`parse_tags` for ``parse_tag_value``, :data:`BTAG`
@@ -30,6 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from typing import Any
 
 import dkim
@@ -42,7 +44,6 @@ from mailsuite.mailauth import dkim_openssl  # noqa: F401 - RSA through OpenSSL
 _TAGS = frozenset((b"v", b"a", b"b", b"bh", b"c", b"d", b"h", b"i", b"q", b"s", b"t", b"x"))
 _KEY_TYPE = {b"rsa-sha256": b"rsa", b"ed25519-sha256": b"ed25519"}
 _CANON = {b"relaxed": canon.Relaxed, b"simple": canon.Simple}
-_WSP = re.compile(rb"\s+")
 # dkimpy's RE_BTAG (the b= tag and its value, to be emptied before hashing the
 # signature field) spelled so that the value is one character-class run instead of a
 # group per character: 38 us -> 2 us on a 2048-bit signature field.  The same
@@ -53,6 +54,12 @@ _WSP = re.compile(rb"\s+")
 BTAG = re.compile(rb"([;\s]b\s*=)(?:[\sa-zA-Z0-9+/=]*[a-zA-Z0-9+/=])?(?:\r?\n\Z)?")
 _H_SPLIT = re.compile(rb"\s*:\s*")
 MIN_RSA_BITS = 1024  # dkimpy's default minkey: a pass with a smaller key is a failure
+# What re's bytes \s matches: deleting these with bytes.translate is re.sub(rb"\s+", b"")
+# without the regex (0.3 us instead of 2-4 us on a b= value).
+WSP = b" \t\n\r\x0b\x0c"
+_B64_OR_WSP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/" + WSP
+_SPECIALS = re.compile(rb"[\(\)<>\[\]:;@\\,]")
+_SLOP = 36000  # dkimpy's 10 hours of leeway for t= and x=
 
 
 def parse_tags(value: bytes) -> dict[bytes, bytes] | None:
@@ -70,6 +77,44 @@ def parse_tags(value: bytes) -> dict[bytes, bytes] | None:
             return None
         tags[key] = v.strip()
     return tags
+
+
+def surely_valid(sig: dict[bytes, bytes], now: int) -> bool:
+    """True only where dkimpy's ``validate_signature_fields(sig)`` (at time ``now``)
+    does not raise, for a DKIM-Signature whose tags are among :data:`_TAGS` without
+    ``l=``: its tests without its regex calls (17 of them, 10 us a signature).  False
+    means "not sure": the caller then asks dkimpy's.  Where this is stricter than
+    dkimpy (a t= with a trailing newline, a d= that is not ASCII, an i= equal to d=,
+    a b= of only "=" and blanks) it answers False."""
+    for tag in (b"v", b"a", b"b", b"bh", b"d", b"h", b"s"):
+        if tag not in sig:
+            return False
+    if sig[b"v"] != b"1" or sig[b"a"] not in _KEY_TYPE or b"l" in sig:
+        return False
+    # dkimpy: re.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", b) (for bh= it tests b= again), and
+    # both without blanks a multiple of 4 long.  Without the trailing blanks and "=",
+    # what is left must be base64 or blanks, and not empty.
+    b = sig[b"b"]
+    core = b.rstrip(WSP + b"=")
+    if not core or core.translate(None, _B64_OR_WSP):
+        return False
+    if len(b.translate(None, WSP)) % 4 or len(sig[b"bh"].translate(None, WSP)) % 4:
+        return False
+    d = sig[b"d"]
+    if not d or not d.isascii() or _SPECIALS.search(d):
+        return False
+    i = sig.get(b"i")
+    if i is not None and not (len(i) > len(d) and i.lower().endswith(d.lower()) and i[-len(d) - 1] in (0x40, 0x2E)):
+        return False
+    if sig.get(b"q", b"dns/txt") != b"dns/txt":
+        return False
+    t = sig.get(b"t")
+    if t is not None and not (t.isdigit() and int(t) <= now + _SLOP):
+        return False
+    x = sig.get(b"x")
+    if x is not None and not (x.isdigit() and int(x) >= now - _SLOP and (t is None or int(x) >= int(t))):
+        return False
+    return True
 
 
 def key_name(s: bytes, d: bytes) -> str:
@@ -101,7 +146,8 @@ class SignedMessage:
         sig = parse_tags(value)
         if sig is None or not _TAGS.issuperset(sig):
             return None
-        dkim.validate_signature_fields(sig)
+        if not surely_valid(sig, int(time.time())):
+            dkim.validate_signature_fields(sig)  # raises where the fields are wrong
         algorithm = sig[b"a"]
         want_type = _KEY_TYPE.get(algorithm)
         if want_type is None:
@@ -121,7 +167,7 @@ class SignedMessage:
         if body_hash is None:
             body_hash = hashlib.sha256(body_canon.canonicalize_body(self.body)).digest()
             self._body_hashes[(body_canon, algorithm)] = body_hash
-        if body_hash != base64.b64decode(_WSP.sub(b"", sig[b"bh"])):
+        if body_hash != base64.b64decode(sig[b"bh"].translate(None, WSP)):
             return False
 
         include = [x.lower() for x in _H_SPLIT.split(sig[b"h"])]
@@ -136,7 +182,7 @@ class SignedMessage:
             h.update(x + b":" + y)
         for x, y in header_canon.canonicalize_headers([(name, BTAG.sub(b"\\1", value))]):
             h.update(x + b":" + y.rstrip())
-        signature = base64.b64decode(_WSP.sub(b"", sig[b"b"]))
+        signature = base64.b64decode(sig[b"b"].translate(None, WSP))
         if ktag == b"rsa":
             return bool(dkim.RSASSA_PKCS1_v1_5_verify(h, signature, pk)) and keysize >= MIN_RSA_BITS
         try:
