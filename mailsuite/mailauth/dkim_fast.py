@@ -40,7 +40,9 @@ _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     """dkimpy's ``rfc822_parse``: (headers as [name, value + CRLF] lists, CRLF body)."""
     headers: list[list[bytes]] = []
-    text = message.replace(b"\r\n", b"\n")
+    # Bodies reach the checks with LF line ends: a one-byte search (memchr, 0.2 us on
+    # 4 KB) spares the two-byte replace that finds nothing (3.9 us).
+    text = message.replace(b"\r\n", b"\n") if b"\r" in message else message
     # The body is what follows the first empty line; only the lines before it are
     # split (the body's LFs become CRLFs in one replace, not a split and a join).
     if text[:1] == b"\n":
