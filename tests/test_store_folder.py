@@ -684,3 +684,70 @@ def test_another_processs_change_in_the_same_tick_is_seen_at_the_next_sync(
     assert other.expunge([2]) == [2]
     os.utime(path / "cur", ns=(listed_at, listed_at))
     assert resolve(folder.sync()).expunged == [2]
+
+
+def _uidlist_fsyncs(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("mailsuite-uidlist"):
+            events.append("uidlist fsync")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_operations_queued_behind_one_another_run_as_one_batch_with_one_uidlist_fsync(
+        store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: what queued while the folder was busy runs in one trip to the pool
+    under one hold of the lock; the new UIDs of every APPEND in it are fsynced once,
+    before any of them answers; one failing operation fails alone."""
+    deliver(store.mail_dir, MSG)
+    folder = open_inbox(store)
+    events: list[str] = []
+    _uidlist_fsyncs(monkeypatch, events)
+    changes: list[int] = []
+    folder.add_listener(lambda f: changes.append(1))
+    resolve(folder._lock.acquire())  # an operation in progress holds the folder
+    appends = [folder.append(b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(4)]
+    for d in appends:
+        d.addCallback(lambda uid: events.append(f"answer {uid}") or uid)
+    flagged = folder.store_flags([1], ["\\Flagged"], "+")
+    bad = folder.store_flags([1], ["\\Seen"], "?")  # not a mode: this one fails
+    assert events == []
+    folder._lock.release()
+    assert [resolve(d) for d in appends] == [2, 3, 4, 5]
+    assert events == ["uidlist fsync", "answer 2", "answer 3", "answer 4", "answer 5"]
+    assert [r.uid for r in resolve(flagged)] == [1]
+    with pytest.raises(ValueError):
+        resolve(bad)
+    assert len(changes) == 1  # listeners hear of the batch once
+    assert [r.uid for r in folder.messages()] == [1, 2, 3, 4, 5]
+    assert "\\Flagged" in folder.get(1).flags
+    text = (inbox_dir(store) / "mailsuite-uidlist").read_text()
+    assert all(f"\n{u} " in text for u in (2, 3, 4, 5))
+
+
+def test_a_single_operation_still_fsyncs_its_uids_itself(store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = open_inbox(store)
+    events: list[str] = []
+    _uidlist_fsyncs(monkeypatch, events)
+    assert resolve(folder.append(b"x\r\n")) == 1
+    assert events == ["uidlist fsync"]
+
+
+def test_a_batch_whose_uidlist_fsync_fails_answers_every_operation_with_the_error(
+        store: MaildirStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = open_inbox(store)
+    resolve(folder._lock.acquire())
+    appends = [folder.append(b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(2)]
+    from mailsuite.store.uidlist import UidList
+
+    def broken(self: UidList) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(UidList, "sync_deferred", broken)
+    folder._lock.release()
+    for d in appends:
+        with pytest.raises(OSError):
+            resolve(d)

@@ -244,6 +244,40 @@ class FolderDisk:
                 lock, self._lock = self._lock, None
                 lock.__exit__(None, None, None)
 
+    def run_batch(self, calls: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[bool, Any]]:
+        """Group commit: run operations that queued behind each other in one trip to
+        the pool, under one hold of the folder lock, with one fsync of the uid list for
+        every UID they give (before the lock is released, so no process sees a UID
+        that is not durable, and before any of them answers).  Each operation's
+        result or Failure, in order; one failing does not stop the others.
+
+        Why: with 10 sessions on one folder, APPEND's uid list fsync (held in the
+        queue, ~0.7 ms here) made every STORE and EXPUNGE behind it wait
+        (bench/imap_contention.py: STORE median 13.5 ms, over a third of the queue's
+        time in that fsync, per py-spy)."""
+        out: list[tuple[bool, Any]] = []
+        try:
+            lock = self.locked()
+            lock.__enter__()
+        except FileNotFoundError:  # the folder is gone: each operation finds out itself
+            return [_outcome(f, args) for f, args in calls]
+        try:
+            self.uidlist.defer_fsync = True
+            try:
+                for f, args in calls:
+                    out.append(_outcome(f, args))
+            finally:
+                self.uidlist.defer_fsync = False
+            try:
+                self.uidlist.sync_deferred()
+            except OSError:
+                # New UIDs not durable: none of the batch may say it worked.
+                failure = Failure()
+                out = [(False, failure)] * len(out)
+        finally:
+            lock.__exit__(None, None, None)
+        return out
+
     # -- modseqs (see store/modseq.py) ---------------------------------------------------
 
     def _apply_log(self, entries: list) -> list[int]:
@@ -533,8 +567,10 @@ class FolderDisk:
             with self.locked():
                 return self._scan()
         except FileNotFoundError:
-            if self._lock_depth == 0 and not self.path.exists():
-                return self._vanish()  # deleted: not even the lock file can be made
+            # Deleted or renamed away (DELETE and RENAME do not wait for the folder
+            # lock, so this can happen with the lock held, in a batch).
+            if not self.path.exists():
+                return self._vanish()
             raise
 
     def _scan(self) -> Changes:
@@ -1093,6 +1129,13 @@ class FolderDisk:
         self.index_dirty = False
 
 
+def _outcome(f: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
+    try:
+        return True, f(*args)
+    except Exception:
+        return False, Failure()
+
+
 def _write_lf(f: Any, source: bytes | Path) -> tuple[int, int]:
     """Write ``source`` with CRLF turned into LF; (size on disk, size on the wire)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -1194,6 +1237,7 @@ class Folder:
         self.name = name
         self._disk = disk
         self._lock = defer.DeferredLock()
+        self._batch: list[tuple[Callable[..., Any], tuple, Callable[[], None] | None, defer.Deferred]] = []
         self._listeners: list[Listener] = []
         self._records: list[MessageRecord] = []
         self._by_uid: dict[int, MessageRecord] = {}
@@ -1304,25 +1348,45 @@ class Folder:
     # -- operations ------------------------------------------------------------------
 
     def _op(self, f: Callable[..., Any], *args: Any, starting: Callable[[], None] | None = None) -> defer.Deferred:
-        def run() -> defer.Deferred:
+        """Run ``f(*args)`` in the pool, one operation of the folder at a time; fires
+        with its result once the change is published.  Operations that queue while
+        one runs go together in the next batch (FolderDisk.run_batch); ``starting``
+        is called when the batch holding this one starts."""
+        d: defer.Deferred = defer.Deferred()
+        self._batch.append((f, args, starting, d))
+        if len(self._batch) == 1:
+            self._lock.run(self._run_batch).addErrback(
+                lambda fl: log.failure("store: a batch of operations on {path} failed", fl, path=str(self.path)))
+        return d
+
+    def _run_batch(self) -> defer.Deferred:
+        batch, self._batch = self._batch, []
+        for _, _, starting, _ in batch:
             if starting is not None:
                 starting()
-            d = self.workers.run(f, *args)
+        if len(batch) == 1:  # the common case: as it always ran, no batch around it
+            f, args, _, _ = batch[0]
+            work = self.workers.run(f, *args).addCallbacks(lambda r: [(True, r)], lambda fl: [(False, fl)])
+        else:
+            work = self.workers.run(self._disk.run_batch, [(f, args) for f, args, _, _ in batch])
 
-            def done(result: Any) -> Any:
-                before = self._version
-                self._publish()
-                if self._version != before:
-                    self._changed()
-                return result
+        def done(results: list[tuple[bool, Any]]) -> None:
+            before = self._version
+            self._publish()
+            if self._version != before:
+                self._changed()
+            for (_, _, _, d), (ok, value) in zip(batch, results):
+                if ok:
+                    d.callback(value)
+                else:
+                    d.errback(value)
 
-            def failed(failure: Any) -> Any:
-                self._publish()
-                return failure
+        def failed(fl: Failure) -> None:
+            self._publish()
+            for _, _, _, d in batch:
+                d.errback(fl)
 
-            return d.addCallbacks(done, failed)
-
-        return self._lock.run(run)
+        return work.addCallbacks(done, failed)
 
     def _schedule_recheck(self) -> None:
         """Sessions waiting (IDLE) see a change the listing may hide in its clock tick

@@ -79,6 +79,10 @@ class UidList:
         self.offset = 0  # bytes of the file consumed
         self.ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file read
         self.has_modlog = False  # the header's M1
+        # Group commit (FolderDisk.run_batch): the appends of one batch of operations
+        # are fsynced once, at its end, with the folder lock still held.
+        self.defer_fsync = False
+        self._unsynced = False
 
     # -- reading -----------------------------------------------------------------
 
@@ -192,7 +196,10 @@ class UidList:
             size = os.fstat(fd).st_size
             if size == self.offset:
                 fsutil.write_all(fd, data)
-                fsutil.fsync_fd(fd)
+                if self.defer_fsync:
+                    self._unsynced = True
+                else:
+                    fsutil.fsync_fd(fd)
                 self.offset = size + len(data)
                 return out
         finally:
@@ -207,6 +214,18 @@ class UidList:
         self._write(self.uidvalidity, self.uidnext, self.uids)
         self.load()
         return self.assign(bases)
+
+    def sync_deferred(self) -> None:
+        """fsync what :meth:`assign` appended while ``defer_fsync`` was set (lock held:
+        no other process reads those lines before they are durable)."""
+        if not self._unsynced:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fsutil.fsync_fd(fd)
+        finally:
+            os.close(fd)
+        self._unsynced = False
 
     def mark_modlog(self) -> None:
         """Say in the header that the folder keeps a modseq log (lock held)."""
