@@ -37,11 +37,11 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU so far of a process and its live descendants (the worker
-    processes of [server] processes), all threads; 0 without a pid."""
+def cpu_by_process(pid: int | None) -> dict[int, float]:
+    """User + system CPU seconds so far of a process and of each live descendant (the
+    worker processes of [server] processes), all threads, by pid."""
     if not pid:
-        return 0.0
+        return {}
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -49,16 +49,23 @@ def cpu_seconds(pid: int | None) -> float:
                 children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
             except (OSError, IndexError):
                 pass
-    total, todo = 0, [pid]
+    out: dict[int, float] = {}
+    todo = [pid]
+    tck = os.sysconf("SC_CLK_TCK")
     while todo:
         p = todo.pop()
         try:
             f = _stat(p)
         except OSError:
             continue
-        total += int(f[11]) + int(f[12])
+        out[p] = (int(f[11]) + int(f[12])) / tck
         todo.extend(children.get(p, []))
-    return total / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """The sum of :func:`cpu_by_process`."""
+    return sum(cpu_by_process(pid).values())
 
 
 def count_maildir(d: Path) -> int:

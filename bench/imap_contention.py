@@ -28,8 +28,9 @@ what it still owns.
 
 Prints per command and server the median and p95 latency in ms over all rounds, the
 ratio mailsuite/Dovecot of the medians and p95s (below 1 is faster), the median of
-the per-round ratios of medians with their range, and each server's CPU seconds per
-round (all processes of the server).  The issue's target is a ratio of medians of at
+the per-round ratios of medians with their range, the mean latency per command, each
+server's CPU seconds per round (all processes of the server) and the round's wall
+time (when the last session is done).  The issue's target is a ratio of medians of at
 most 1.0 for every command.
 """
 
@@ -235,6 +236,7 @@ def main() -> None:
         times = {lab: {c: [] for c in COMMANDS} for lab in labels}
         per_round: dict[str, list[dict[str, float]]] = {lab: [] for lab in labels}
         cpu: dict[str, list[float]] = {lab: [] for lab in labels}
+        walls: dict[str, list[float]] = {lab: [] for lab in labels}
         for rnd in range(a.rounds):
             order = labels if rnd % 2 == 0 else labels[::-1]
             for lab in order:
@@ -244,6 +246,7 @@ def main() -> None:
                 got = asyncio.run(one_round(port, user, "alicepw", steps, base[lab], a.seed + rnd))
                 wall = time.perf_counter() - t0
                 cpu[lab].append(tree_cpu(pid()) - c0)
+                walls[lab].append(wall)
                 for c in COMMANDS:
                     times[lab][c].extend(got[c])
                 per_round[lab].append({c: statistics.median(got[c]) for c in COMMANDS if got[c]})
@@ -267,7 +270,13 @@ def main() -> None:
                 rr = [x[c] / y[c] for x, y in zip(per_round["mailsuite"], per_round[ref]) if c in x and c in y]
                 row += f" | {m:.2f} | {p:.2f} | {statistics.median(rr):.2f} [{min(rr):.2f}–{max(rr):.2f}]"
             print(row + " |")
-        print("\nserver CPU s per round: " + ", ".join(f"{lab} {statistics.median(cpu[lab]):.2f}" for lab in labels))
+        print("\nmean latency in ms (what a session waits on average; a server that lets some sessions "
+              "wait long has a low median and a high mean):")
+        for c in COMMANDS:
+            print(f"  {c:8s} " + ", ".join(f"{lab} {statistics.fmean(times[lab][c]) * 1000:.1f}" for lab in labels if times[lab][c]))
+        print("server CPU s per round: " + ", ".join(f"{lab} {statistics.median(cpu[lab]):.2f}" for lab in labels))
+        print("round wall time s (every session's commands done): "
+              + ", ".join(f"{lab} {statistics.median(walls[lab]):.2f}" for lab in labels))
     finally:
         ms.stop()
 
