@@ -30,6 +30,19 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def lock_wait(path: Path) -> int:
+    """A descriptor holding the exclusive lock on ``path`` (created if missing),
+    waiting for another holder to let go (blocking: call it from the worker pool)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def unlock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)

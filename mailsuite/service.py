@@ -46,7 +46,6 @@ from mailsuite.queue.service import build_queue
 from mailsuite.handoff import use_process_slot
 from mailsuite.process.listeners import EndpointBinder, IListenerBinder, SharingBinder
 from mailsuite.process.roles import PARENT, SINGLE, ProcessRole
-from mailsuite.queue.handover import SpoolWriter
 from mailsuite.smtp.policy import Policy
 from mailsuite.frontend import ConnectionCounts
 from mailsuite.smtp.server import ISMTPAvatar, SMTPFactoryConfig, SMTPServerFactory
@@ -120,7 +119,7 @@ class Suite:
     realm: Any
     store: MaildirStore
     local: LocalDelivery  # local delivery, written once (delivery/local.py)
-    queue: IMessageSink  # the spool and relay queue (a child service); a worker's SpoolWriter
+    queue: IMessageSink  # the spool and relay queue (a child service); a worker's WorkerQueue
     dispatcher: IMessageSink  # what the front ends hand messages to (handoff.py)
     tls: ReloadableContextFactory | None
     # Auth failure counting shared by SMTP, IMAP and POP3 (auth/throttle.py).
@@ -291,12 +290,12 @@ def build_suite(cfg: config_mod.Config, reactor: Any, binder: IListenerBinder | 
     if cfg.srs.enabled and cfg.server.domains:
         srs = SRS(*load_secrets(cfg.server.data_dir), cfg.srs.domain or cfg.server.domains[0])
     rewriter = SenderRewriter(srs, ours, cfg.server.domains) if srs is not None else None
-    # With several processes the parent alone runs the queue; a worker writes the
-    # spool and hands the message over (queue/handover.py).
-    queue: IMessageSink = (SpoolWriter(cfg.queue_dir, role.channel, workers) if role.kind == "worker"
-                           else build_queue(cfg, local, directory, resolver, reactor, workers, wrap_dsn_sink=signing,
-                                            metrics=metrics,
-                                            sender_rewriter=rewriter))
+    # With several processes a worker makes a message's first attempt and hands the
+    # rest to the parent's queue (queue/handover.py).
+    queue: IMessageSink = build_queue(cfg, local, directory, resolver, reactor, workers, wrap_dsn_sink=signing,
+                                      metrics=metrics, sender_rewriter=rewriter,
+                                      worker_channel=role.channel if role.kind == "worker" else None,
+                                      worker_count=role.count)
     dispatcher = signing(Dispatcher(local, queue, metrics=metrics))
     if sieve is not None:
         # Redirects and vacation replies enter like our own users' mail: signed, not checked.
@@ -490,7 +489,7 @@ def _make_top(options: Options) -> service.IService:
     top, suite = build_service(cfg, reactor, binder, PARENT)
     manager = suite.queue
     WorkerSupervisor(
-        reactor, n, options["config_path"], binder, on_queued=manager.adopt, ready=manager.when_loaded,
+        reactor, n, options["config_path"], binder, queue=manager, ready=manager.when_loaded,
         on_ended=(lambda pid: process_ended(metrics_dir(cfg), pid)) if cfg.http.metrics else None,
     ).setServiceParent(top)
     return top

@@ -1,5 +1,5 @@
 """Several processes over one store ([server] processes): the parent binds and runs the
-queue, workers serve the protocols; workers that die are replaced, and nothing
+queue's retries, workers serve the protocols and make first delivery attempts; workers that die are replaced, and nothing
 acknowledged is lost or delivered twice when a worker or the parent is killed -9."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.relay import Peer, Script
 from tests.support.server import Server, make_server
 from tests.support.tls import client_context
 from tests.support.waiting import wait_for
@@ -97,7 +98,7 @@ def test_workers_serve_every_protocol_on_the_parents_sockets(tmp_path: Path) -> 
         peer.stop()
 
 
-def test_the_parent_runs_the_queue_for_messages_a_worker_spooled(tmp_path: Path) -> None:
+def test_a_worker_makes_the_first_attempt_of_what_it_spooled(tmp_path: Path) -> None:
     srv, peer = start_pair(tmp_path)
     try:
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
@@ -106,9 +107,75 @@ def test_the_parent_runs_the_queue_for_messages_a_worker_spooled(tmp_path: Path)
         wait_for(lambda: srv.messages("bob@example.test"), timeout=20, what="local copy")
         assert subjects(srv.messages("bob@example.test")) == ["out"]
         sent = [line for line in srv.log().splitlines() if "status=sent" in line]
-        # The local and the remote copy, both by the parent's queue (no worker tag).
-        assert len(sent) == 2 and not any(re.search(r" w\d\]", line) for line in sent)
+        # The local and the remote copy, both by the worker that took the message.
+        assert len(sent) == 2 and all(re.search(r" w[12]\]", line) for line in sent)
+        assert len({re.search(r" (w[12])\]", line).group(1) for line in sent}) == 1  # type: ignore[union-attr]
     finally:
+        srv.stop()
+        peer.stop()
+
+
+def _scripted_pair(tmp_path: Path, script: Script):  # type: ignore[no-untyped-def]
+    peer = Peer(script)
+    srv = make_server(tmp_path / "srv", server={"processes": 2},
+                      relay={"transport": {PARTNER: f"127.0.0.1:{peer.port}"}, "tls_policy": "none",
+                             "backoff_min": 1})
+    srv.start()
+    wait_for(lambda: len(set(re.findall(r"worker (\d+) serving", srv.log()))) == 2, timeout=60,
+             what="workers serving", server=srv)
+    return srv, peer
+
+
+def test_the_parent_makes_the_retries_of_a_message_a_worker_could_not_deliver(tmp_path: Path) -> None:
+    srv, peer = _scripted_pair(tmp_path, Script(
+        data_end=lambda p: "451 4.3.0 try again later" if p.data_ends == 1 else "250 2.0.0 Ok: queued"))
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
+            c.sendmail("alice@example.test", [f"bob@{PARTNER}"], "Subject: later\r\n\r\nhi\r\n")
+        wait_for(lambda: len(peer.received) == 1, timeout=30, what="delivered at the retry", server=srv)
+        lines = srv.log().splitlines()
+        deferred = [x for x in lines if "status=deferred" in x]
+        sent = [x for x in lines if "status=sent" in x]
+        assert len(deferred) == 1 and re.search(r" w[12]\]", deferred[0])  # the worker's first attempt
+        assert len(sent) == 1 and not re.search(r" w\d\]", sent[0])  # the parent's retry
+        time.sleep(1.5)
+        assert len(peer.received) == 1 and peer.data_ends == 2
+        assert not any((srv.root / "data" / "queue" / "spool").iterdir())
+    finally:
+        srv.stop()
+        peer.stop()
+
+
+def test_a_worker_killed_during_its_attempt_leaves_the_message_to_the_parent(tmp_path: Path) -> None:
+    """The worker holds the only attempt; killed -9 in the middle of it (the peer has
+    the data and has not answered), the parent takes the message over and delivers it
+    once, and the peer never saw a second attempt while the first one ran."""
+    release = threading.Event()
+
+    def data_end(p: Peer) -> str:
+        if p.data_ends == 1:
+            release.wait(30)  # the relay is killed meanwhile: nobody reads this answer
+            return "451 4.3.0 too late"
+        return "250 2.0.0 Ok: queued"
+
+    srv, peer = _scripted_pair(tmp_path, Script(data_end=data_end))
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
+            c.sendmail("alice@example.test", [f"bob@{PARTNER}"], "Subject: cut\r\n\r\nhi\r\n")
+        wait_for(lambda: peer.data_ends == 1, timeout=20, what="the worker's attempt at the data's end")
+        (line,) = [x for x in srv.log().splitlines() if "mailsuite.smtp#info w" in x and "to=<bob@partner.test>" in x]
+        victim = int(re.search(r" w(\d)\]", line).group(1))  # type: ignore[union-attr]
+        time.sleep(2)  # (backoff_min is 1 s: time enough for a wrong second attempt)
+        assert peer.connections == 1  # while the worker lives, its attempt is the only one
+        os.kill(worker_pids(srv)[victim], signal.SIGKILL)
+        wait_for(lambda: len(peer.received) == 1, timeout=30, what="delivered by the parent", server=srv)
+        release.set()
+        time.sleep(1.5)
+        assert len(peer.received) == 1 and peer.data_ends == 2
+        sent = [x for x in srv.log().splitlines() if "status=sent" in x]
+        assert len(sent) == 1 and not re.search(r" w\d\]", sent[0])
+    finally:
+        release.set()
         srv.stop()
         peer.stop()
 

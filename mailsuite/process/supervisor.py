@@ -7,10 +7,10 @@ Each worker gets, besides the listening sockets (from descriptor 5 on):
 - descriptor 3, its log: Twisted's JSON log events, which the parent publishes into
   its own log with the worker's number in the system field
   (``[mailsuite.smtp#info w2]``), so one log file says which process did what;
-- descriptor 4, its hand-overs: one line ``queued <queue id>`` per message it wrote to
-  the spool, which the parent's queue then delivers.  The spool file is durable
-  before the line is written, so a lost line (a crash between the two) only delays
-  the message to the next start, when the spool is scanned.
+- descriptor 4, its hand-overs: a line per message it spooled (``trying``), finished
+  (``done``) or handed back for retries (``released``), and per TLS-RPT result
+  (``tlsrpt``), which the parent's queue acts on (queue/handover.py).  When a worker
+  ends, the queue takes over every message that worker had not handed back.
 
 A worker that dies is started again after a pause that doubles while workers keep
 dying within ``STABLE_AFTER`` seconds of their start (1 s up to 30 s), so a worker
@@ -87,9 +87,25 @@ class WorkerProtocol(protocol.ProcessProtocol):
 
     def _control(self, line: str) -> None:
         op, _, arg = line.partition(" ")
-        if op == "queued" and arg:
-            self.supervisor.on_queued(arg)
-        elif line:
+        queue = self.supervisor.queue
+        if not arg:
+            if line:
+                log.warn("worker {n}: unknown request {line!r}", n=self.index, line=line[:80])
+        elif op == "trying":
+            queue.worker_trying(arg, self.index)
+        elif op == "done":
+            queue.worker_done(arg)
+        elif op == "released":
+            queue.worker_released(arg)
+        elif op == "tlsrpt":
+            reports = getattr(queue.relay, "reports", None)
+            try:
+                args = json.loads(arg)
+            except ValueError:
+                args = None
+            if reports is not None and isinstance(args, list):
+                reports.record(*args)
+        else:
             log.warn("worker {n}: unknown request {line!r}", n=self.index, line=line[:80])
 
     def processEnded(self, reason: Any) -> None:
@@ -106,7 +122,7 @@ class WorkerSupervisor(service.Service):
         count: int,
         config_path: Path,
         binder: SharingBinder,
-        on_queued: Callable[[str], None],
+        queue: Any,
         ready: Callable[[], defer.Deferred] | None = None,
         python: str = sys.executable,
         on_ended: Callable[[int], None] | None = None,
@@ -116,7 +132,7 @@ class WorkerSupervisor(service.Service):
         self.count = count
         self.config_path = config_path
         self.binder = binder
-        self.on_queued = on_queued
+        self.queue = queue  # the parent's QueueManager: hand-overs go there
         self.ready = ready
         self.python = python
         self.workers: dict[int, WorkerProtocol] = {}
@@ -169,6 +185,11 @@ class WorkerSupervisor(service.Service):
     def _ended(self, proto: WorkerProtocol, reason: Any) -> None:
         if self.workers.get(proto.index) is proto:
             del self.workers[proto.index]
+        # Every line it wrote has been read (processEnded comes after its pipes close).
+        try:
+            self.queue.worker_ended(proto.index)
+        except Exception:
+            log.failure("process: taking over worker {n}'s messages failed", n=proto.index)
         if self.on_ended is not None and proto.pid is not None:
             try:
                 self.on_ended(proto.pid)

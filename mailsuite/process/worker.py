@@ -3,8 +3,9 @@
 
 It loads the same config file, builds the same suite as a single process would, but
 serves SMTP, submission, IMAP and POP3 on the listening sockets inherited from the
-parent, hands spooled messages to the parent's queue, and logs to the parent (in
-batches: process/logbatch.py).
+parent, makes the first delivery attempt of the messages it spools and hands the rest
+to the parent's queue (queue/handover.py), and logs to the parent (in batches:
+process/logbatch.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from mailsuite.process.supervisor import CONTROL_FD, LOG_FD
 
 
 def _die_with_parent() -> None:
-    """A worker whose parent was killed (-9) stops too, at once: the relay queue runs
-    in the parent, and systemd restarts the whole.  SIGKILL, not SIGTERM: a graceful
+    """A worker whose parent was killed (-9) stops too, at once: the relay queue's
+    retries run in the parent, a new parent's start-up scan must not race a worker's
+    attempt, and systemd restarts the whole.  SIGKILL, not SIGTERM: a graceful
     stop under load took over 10 s, and nothing a worker acknowledged depends on it
     (every 250 follows an fsync)."""
     try:
@@ -35,16 +37,29 @@ def _die_with_parent() -> None:
 
 
 class ParentChannel:
-    """The hand-over line to the parent: one ``queued <id>`` per spooled message."""
+    """The hand-over line to the parent (queue/handover.py): one line per message
+    this worker spooled, attempted, finished or handed back, and per TLS result."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def queued(self, queue_id: str) -> None:
+    def _say(self, line: str) -> None:
         try:
-            os.write(self.fd, f"queued {queue_id}\n".encode("ascii"))
+            os.write(self.fd, line.encode("utf-8") + b"\n")
         except OSError:
-            pass  # the parent is gone; the spool is scanned at its next start
+            pass  # the parent is gone (and this worker with it); its next start scans the spool
+
+    def trying(self, queue_id: str) -> None:
+        self._say(f"trying {queue_id}")
+
+    def done(self, queue_id: str) -> None:
+        self._say(f"done {queue_id}")
+
+    def released(self, queue_id: str) -> None:
+        self._say(f"released {queue_id}")
+
+    def tls_result(self, args_json: str) -> None:
+        self._say(f"tlsrpt {args_json}")
 
 
 def main(argv: list[str] | None = None) -> int:

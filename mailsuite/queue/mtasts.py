@@ -37,7 +37,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from mailsuite import fsutil
+from mailsuite import filelock, fsutil
 from mailsuite.idn import ascii_domain
 
 log = Logger(namespace="mailsuite.relay")
@@ -133,8 +133,24 @@ class PolicyCache:
             self.policies = {}
 
     def save_sync(self, snapshot: dict[str, Any]) -> None:
-        """Blocking: write the cache atomically and durably (run in the worker pool)."""
-        fsutil.atomic_write(self.path, json.dumps(snapshot, sort_keys=True).encode())
+        """Blocking: write the cache atomically and durably (run in the worker pool).
+        Worker processes fetch policies too (queue/handover.py): under a lock, what the
+        file holds is merged in, the later fetch of a domain winning, so that no
+        process drops a policy another one cached."""
+        lock = filelock.lock_wait(self.path.with_name(self.path.name + ".lock"))
+        try:
+            try:
+                on_disk = json.loads(self.path.read_text("utf-8"))
+            except (FileNotFoundError, ValueError, OSError):
+                on_disk = {}
+            merged = dict(on_disk) if isinstance(on_disk, dict) else {}
+            for domain, pol in snapshot.items():
+                old = merged.get(domain)
+                if not isinstance(old, dict) or float(old.get("fetched", 0) or 0) <= pol["fetched"]:
+                    merged[domain] = pol
+            fsutil.atomic_write(self.path, json.dumps(merged, sort_keys=True).encode())
+        finally:
+            filelock.unlock(lock)
 
     def put(self, policy: Policy) -> defer.Deferred:
         self.policies[policy.domain] = policy

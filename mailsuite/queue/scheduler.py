@@ -113,6 +113,7 @@ class QueueManager(service.Service):
         wrap_dsn_sink: Callable[[Any], Any] | None = None,
         metrics: Any = None,
         sender_rewriter: Callable[[Record], str] | None = None,
+        watch_metrics: bool = True,
     ) -> None:
         self.config = config
         self.workers = workers  # the spool's fsyncs and scans run there
@@ -149,8 +150,16 @@ class QueueManager(service.Service):
         self._is_loaded = False
         self._removals: list[str] = []
         self._load_waiters: list[defer.Deferred] = []
+        # Messages a worker process took into the spool and is making its first
+        # attempt at (queue/handover.py): qid -> (worker number, when it said so).
+        # This queue leaves them alone until the worker hands them back or dies.
+        self._elsewhere: dict[str, tuple[int, float]] = {}
+        self._delete_waiters: dict[str, list[defer.Deferred]] = {}
+        self.concurrency = self.cfg.destination_concurrency
         self.metrics = metrics if metrics is not None else NULL_METRICS
-        self.metrics.watch_queue(lambda: [e.record.arrival for e in self.entries.values()])
+        if watch_metrics:
+            self.metrics.watch_queue(lambda: [e.record.arrival for e in self.entries.values()]
+                                     + [t for _, t in self._elsewhere.values()])
 
     # -- service -------------------------------------------------------------------------
 
@@ -231,19 +240,60 @@ class QueueManager(service.Service):
         return self._when_loaded()
 
     def adopt(self, qid: str) -> None:
-        """A worker process wrote ``qid`` to the spool (fsynced): deliver it."""
+        """A worker process wrote ``qid`` to the spool (fsynced) and leaves it to this
+        queue: deliver it."""
         if qid in self.entries:
             return
         d = self._when_loaded()
         d.addCallback(lambda _: self.workers.run(spool.read_record, self.paths, qid))
 
         def got(rec: Record) -> None:
-            if qid not in self.entries and self.running:
+            if qid not in self.entries and qid not in self._elsewhere and self.running:
                 self.entries[qid] = Entry(rec)
                 self._schedule(self.entries[qid])
 
-        d.addCallbacks(got, lambda f: log.error("queue: {qid}: cannot read the message a worker spooled: {why}",
-                                                 qid=qid, why=f.getErrorMessage()))
+        def failed(f: Any) -> None:
+            if f.check(KeyError):  # finished and removed by the worker before it died
+                return
+            log.error("queue: {qid}: cannot read the message a worker spooled: {why}", qid=qid,
+                      why=f.getErrorMessage())
+
+        d.addCallbacks(got, failed)
+
+    # -- first attempts made by worker processes (queue/handover.py) --------------------
+
+    def worker_trying(self, qid: str, worker: int) -> None:
+        """Worker ``worker`` spooled ``qid`` and makes its first attempt itself."""
+        if qid not in self.entries:
+            self._elsewhere[qid] = (worker, self.clock())
+
+    def worker_released(self, qid: str) -> None:
+        """The worker's attempt left recipients waiting: this queue takes over."""
+        self._elsewhere.pop(qid, None)
+        self._taken_back(qid)
+
+    def worker_done(self, qid: str) -> None:
+        """The worker's attempt finished the message (and removes its files)."""
+        self._elsewhere.pop(qid, None)
+        for d in self._delete_waiters.pop(qid, []):
+            d.callback(False)  # nothing left to delete: it was delivered meanwhile
+
+    def worker_ended(self, worker: int) -> None:
+        """Worker ``worker`` is gone (no attempt of its can still be running): take
+        over every message it had not handed back; the spool says where each stands."""
+        for qid in [q for q, (w, _) in self._elsewhere.items() if w == worker]:
+            del self._elsewhere[qid]
+            self._taken_back(qid)
+
+    def _taken_back(self, qid: str) -> None:
+        waiters = self._delete_waiters.pop(qid, None)
+        if not waiters:
+            self.adopt(qid)
+            return
+        log.info("relay: {qid}: removed by the administrator", qid=qid)
+        removed = self.workers.run(spool.remove, self.paths, qid, True)
+        for d in waiters:
+            removed.addBoth(lambda _, d=d: d.callback(True))
 
     def _when_loaded(self) -> defer.Deferred:
         if self._is_loaded:
@@ -287,12 +337,17 @@ class QueueManager(service.Service):
         def written(_: object) -> str:
             entry = Entry(rec, data=body.data)
             self.entries[rec.id] = entry
+            self._taken(rec.id)
             self.metrics.message_queued()
             # After the caller's 250 has gone out: callLater, not a direct call.
             entry.timer = self.reactor.callLater(0, self._start, rec.id)
             return "queued"
 
         return d.addCallback(written)
+
+    def _taken(self, qid: str) -> None:
+        """A new message is in the spool, its 250 not yet sent (a worker's queue
+        tells the parent here)."""
 
     # -- admin operations ----------------------------------------------------------------
 
@@ -304,6 +359,8 @@ class QueueManager(service.Service):
         return n
 
     def retry(self, qid: str) -> bool:
+        if qid in self._elsewhere:
+            return True  # a worker is attempting it right now
         entry = self.entries.get(qid)
         if entry is None or entry.deleted:
             return False
@@ -315,6 +372,11 @@ class QueueManager(service.Service):
         return True
 
     def delete(self, qid: str) -> defer.Deferred:
+        if qid in self._elsewhere:
+            # Removed when the worker's attempt ends, if anything is left to remove.
+            waiter: defer.Deferred = defer.Deferred()
+            self._delete_waiters.setdefault(qid, []).append(waiter)
+            return waiter
         entry = self.entries.get(qid)
         if entry is None or entry.deleted:
             return defer.succeed(False)
@@ -403,13 +465,14 @@ class QueueManager(service.Service):
                     removed.addBoth(lambda r, w=w: w.callback(None))
                 return
             if entry.record.id not in self.entries:
-                return  # done and removed
+                self._finished(qid)  # done and removed
+                return
             if entry.again:
                 # A flush or retry arrived during the attempt, which worked on the
                 # record as it was before: make the recipients still waiting due now.
                 entry.again = False
                 entry.record = entry.record.due_now()
-            self._schedule(entry)
+            self._after_attempt(entry)
 
         def failed(f: Any) -> None:
             if f.check(OSError):  # the spool cannot be written (disk full): one line
@@ -427,6 +490,13 @@ class QueueManager(service.Service):
         d.addErrback(failed)
         d.addBoth(finished)
         d.addErrback(lambda f: log.failure("relay: {qid}: bookkeeping after an attempt failed", f, qid=qid))
+
+    def _finished(self, qid: str) -> None:
+        """An attempt finished the message (its files are removed or going)."""
+
+    def _after_attempt(self, entry: Entry) -> None:
+        """An attempt left recipients waiting: the next one is scheduled."""
+        self._schedule(entry)
 
     async def _attempt(self, entry: Entry) -> None:
         rec = entry.record
@@ -516,7 +586,7 @@ class QueueManager(service.Service):
     async def _deliver_group(self, dest: Any, rec: Record, idxs: list[int], entry: Entry) -> dict[int, Outcome]:
         sem = self._limits.get(dest.key)
         if sem is None:
-            sem = self._limits[dest.key] = defer.DeferredSemaphore(self.cfg.destination_concurrency)
+            sem = self._limits[dest.key] = defer.DeferredSemaphore(self.concurrency)
         await sem.acquire()
         try:
             addrs = [rec.recipients[i].address for i in idxs]
