@@ -625,3 +625,26 @@ def test_header_search_finds_encoded_words_and_folded_lines(imap_server: Server,
     # a second time, from the cached fields
     assert c.search(["FROM", "carol@c.test"]) == [2]
     c.logout()
+
+
+@pytest.mark.parametrize("port", ["imap", "imaps"])
+def test_append_from_a_client_without_nodelay_does_not_wait_for_a_delayed_ack(
+        imap_server: Server, user: str, port: str) -> None:
+    """imaplib sends a literal and the CRLF that ends APPEND in two writes, without
+    TCP_NODELAY: Nagle holds the CRLF until the literal is ACKed, and an ACK the
+    server delays (it has nothing to answer yet) cost 40 ms per APPEND.  The server
+    ACKs a literal at once when the command's end is still to come."""
+    import ssl
+
+    if port == "imap":
+        m = imaplib.IMAP4("127.0.0.1", imap_server.ports["imap"])
+    else:
+        m = imaplib.IMAP4_SSL("127.0.0.1", imap_server.ports["imaps"], ssl_context=ssl._create_unverified_context())
+    m.login(user, PASSWORD)
+    m.create(f"Nagle{port}")
+    started = time.monotonic()
+    for i in range(50):
+        assert m.append(f"Nagle{port}", None, None, b"Subject: %d\r\n\r\nx\r\n" % i)[0] == "OK"
+    took = time.monotonic() - started
+    m.logout()
+    assert took < 1.5, f"50 APPENDs took {took:.2f} s (40 ms each would be 2 s)"

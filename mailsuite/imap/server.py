@@ -313,10 +313,13 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
         if self._corked is None:
             self._corked = []
 
-    def _uncork(self) -> None:
+    def _uncork(self) -> bool:
+        """Send what the commands of this read wrote; whether there was anything."""
         out, self._corked = self._corked, None
         if out and self.transport is not None:
             sending.send(self.transport, sending.plain_tcp(self.transport), b"".join(out))
+            return True
+        return False
 
     def write_pieces(self, pieces: list[bytes]) -> None:
         if self.transport is not None and not self._closing:
@@ -376,8 +379,11 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             self._process()
         finally:
             self._cork_depth -= 1
-            if self._cork_depth == 0:
-                self._uncork()
+            if self._cork_depth == 0 and not self._uncork() and self._lits and not self._lit_left \
+                    and self.transport is not None:
+                # A literal is in and the command's end is still to come: ACK now, or
+                # a Nagle-bound client waits 40 ms to send it (sending.ack_now).
+                sending.ack_now(self.transport)
 
     _processing = False
     _again = False
