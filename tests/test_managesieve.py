@@ -212,3 +212,25 @@ def test_a_trickled_command_is_cut_off(server_factory) -> None:  # type: ignore[
     c.sock.sendall(b"NOOP")  # ... and nothing more
     time.sleep(2.5)
     assert c.read_until_status().startswith(b'BYE "Request too slow."')
+
+
+def test_a_literal_whose_crlf_comes_in_a_second_write_is_acked_at_once(srv: Server) -> None:
+    """A client without TCP_NODELAY that sends a PUTSCRIPT literal and the CRLF ending
+    the command in two writes waits for the literal's ACK (Nagle); the server ACKs at
+    once instead of after its delayed-ACK timer (~40 ms per command)."""
+    import base64
+    import time
+
+    c = Raw(srv.ports["managesieve"])
+    c.read_until_status()
+    c.starttls(srv.root / "tls" / "cert.pem")
+    plain = base64.b64encode(f"\0{ALICE}\0{PW}".encode())
+    assert c.cmd(b'AUTHENTICATE "PLAIN" "' + plain + b'"').startswith(b"OK")
+    script = b"keep;\r\n"
+    started = time.monotonic()
+    for i in range(25):
+        c.sock.sendall(b'PUTSCRIPT "s%d" {%d+}\r\n' % (i % 3, len(script)) + script)
+        c.sock.sendall(b"\r\n")
+        assert c.read_until_status().startswith(b"OK")
+    took = time.monotonic() - started
+    assert took < 0.8, f"25 PUTSCRIPTs took {took:.2f} s (40 ms each would be 1 s)"

@@ -13,9 +13,9 @@ protocol turns an outcome into its own answer through :mod:`.answers`):
 * :func:`start_tls` (framing.py): the STARTTLS / STLS switch.  Everything buffered
   behind the command is dropped (and logged), then the handshake starts: plaintext
   pipelined behind STARTTLS never runs inside TLS (CVE-2011-0411 class).
-* :class:`ConnectionCounts` and :func:`set_no_delay` (connections.py): the per-IP
-  connection limit (one count shared by the listeners of a role) and TCP_NODELAY
-  under any TLS wrappers.
+* :class:`ConnectionCounts`, :func:`set_no_delay` and :func:`ack_now` (connections.py): the per-IP
+  connection limit (one count shared by the listeners of a role), TCP_NODELAY and
+  TCP_QUICKACK under any TLS wrappers.
 * :class:`SASLExchange` (sasl.py): PLAIN (RFC 4616) and LOGIN, one decoder for every
   protocol.  ``start(initial)`` and ``respond(line)`` return a challenge (bytes, for
   the protocol to base64 and frame) or :class:`Credentials`; bad input raises
@@ -38,7 +38,7 @@ protocol turns an outcome into its own answer through :mod:`.answers`):
 from mailsuite.frontend.answers import (
     IMAP_ANSWERS, MANAGESIEVE_ANSWERS, POP3_ANSWERS, SMTP_ANSWERS, Outcome, classify,
 )
-from mailsuite.frontend.connections import ConnectionCounts, Slot, set_no_delay
+from mailsuite.frontend.connections import ConnectionCounts, Slot, ack_now, set_no_delay
 from mailsuite.frontend.framing import TOO_LONG, LineBuffer, start_tls
 from mailsuite.frontend.login import Login, LoginFailed, LoginGate
 from mailsuite.frontend.pacing import RequestDeadline
@@ -46,7 +46,7 @@ from mailsuite.frontend.sasl import MECHANISMS, Credentials, SASLError, SASLExch
 
 __all__ = [
     "IMAP_ANSWERS", "MANAGESIEVE_ANSWERS", "POP3_ANSWERS", "SMTP_ANSWERS", "Outcome", "classify",
-    "ConnectionCounts", "Slot", "set_no_delay",
+    "ConnectionCounts", "Slot", "ack_now", "set_no_delay",
     "TOO_LONG", "LineBuffer", "start_tls",
     "Login", "LoginFailed", "LoginGate", "RequestDeadline",
     "MECHANISMS", "Credentials", "SASLError", "SASLExchange",

@@ -51,17 +51,41 @@ class ConnectionCounts:
         return self.per_ip.get(ip, 0)
 
 
+def _tcp_transport(transport: Any) -> Any:
+    """The TCP transport under any TLS/gate wrappers (the one with setTcpNoDelay)."""
+    for _ in range(8):
+        if transport is None or hasattr(transport, "setTcpNoDelay"):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
 def set_no_delay(transport: Any) -> None:
     """TCP_NODELAY on the socket under any TLS/gate wrappers: without it a reply that
     follows a small write waits for the peer's delayed ACK (~40 ms, DESIGN.md)."""
-    for _ in range(4):
-        if transport is None:
-            return
-        setter = getattr(transport, "setTcpNoDelay", None)
-        if setter is not None:
-            try:
-                setter(True)
-            except (OSError, socket.error):
-                pass
-            return
-        transport = getattr(transport, "transport", None)
+    tcp = _tcp_transport(transport)
+    if tcp is not None:
+        try:
+            tcp.setTcpNoDelay(True)
+        except (OSError, socket.error):
+            pass
+
+
+def ack_now(transport: Any) -> None:
+    """Acknowledge what was received at once (TCP_QUICKACK, Linux), for a client
+    that waits for that ACK before it sends the rest of a command.
+
+    Why: imaplib (and clients like it) sends a literal and the CRLF that ends the
+    command in two writes without TCP_NODELAY; Nagle holds the CRLF until the literal
+    is ACKed, and the server, with nothing to answer yet, delays that ACK for up to
+    40 ms, once per APPEND: 300 APPENDs with imaplib took 13.7 s, 0.48 s with this.
+    QUICKACK lasts only until the kernel's next decision, so it is set each time, and
+    only when a command waits for its end."""
+    tcp = _tcp_transport(transport)
+    sock = getattr(tcp, "socket", None)
+    if sock is None or not hasattr(socket, "TCP_QUICKACK"):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        pass

@@ -22,7 +22,6 @@ smtp-source at C=1 and bench/pop3.py (commit message of this change).
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet import tcp
@@ -57,33 +56,3 @@ def send(transport: Any, raw: tcp.Connection | None, data: bytes) -> None:
         data = data[sent:]
     transport.write(data)
 
-
-def tcp_under(transport: Any) -> tcp.Connection | None:
-    """The TCP connection under ``transport``, through every wrapper, TLS included."""
-    t = transport
-    for _ in range(8):
-        if isinstance(t, tcp.Connection):
-            return t
-        t = getattr(t, "transport", None)
-        if t is None:
-            return None
-    return None
-
-
-def ack_now(transport: Any) -> None:
-    """Acknowledge what was received at once (TCP_QUICKACK, Linux), for a client
-    that waits for that ACK before it sends the rest of a command.
-
-    Why: imaplib (and clients like it) sends a literal and the CRLF that ends the
-    command in two writes without TCP_NODELAY; Nagle holds the CRLF until the literal
-    is ACKed, and the server, with nothing to answer yet, delays that ACK for up to
-    40 ms, once per APPEND: 300 APPENDs with imaplib took 13 s, 0.5 s with NODELAY
-    on the client.  QUICKACK lasts only until the kernel's next decision, so it is
-    set each time, and only when a command waits for its end after a literal."""
-    conn = tcp_under(transport)
-    if conn is None or not hasattr(socket, "TCP_QUICKACK"):
-        return
-    try:
-        conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-    except OSError:
-        pass

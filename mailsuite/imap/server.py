@@ -42,7 +42,7 @@ from zope.interface import Interface, implementer
 from mailsuite import fsutil
 from mailsuite.frontend import (
     IMAP_ANSWERS, TOO_LONG, ConnectionCounts, Credentials, LineBuffer, LoginFailed, LoginGate, Outcome,
-    RequestDeadline, SASLError, SASLExchange, Slot, set_no_delay, start_tls,
+    RequestDeadline, SASLError, SASLExchange, Slot, ack_now, set_no_delay, start_tls,
 )
 from mailsuite.frontend import sending
 from mailsuite.imap import compress
@@ -382,8 +382,8 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             if self._cork_depth == 0 and not self._uncork() and self._lits and not self._lit_left \
                     and self.transport is not None:
                 # A literal is in and the command's end is still to come: ACK now, or
-                # a Nagle-bound client waits 40 ms to send it (sending.ack_now).
-                sending.ack_now(self.transport)
+                # a Nagle-bound client waits 40 ms to send it (frontend.connections.ack_now).
+                ack_now(self.transport)
 
     _processing = False
     _again = False

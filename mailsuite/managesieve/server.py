@@ -37,7 +37,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from mailsuite.frontend import (
     MANAGESIEVE_ANSWERS, ConnectionCounts, Credentials, LoginFailed, LoginGate, Outcome, RequestDeadline, SASLError,
-    SASLExchange, Slot, set_no_delay,
+    SASLExchange, Slot, ack_now, set_no_delay,
 )
 from mailsuite.managesieve.wire import LiteralTooBig, ParseError, parse_command, quote
 from mailsuite.sieve.grammar import EXTENSIONS, compile_script
@@ -200,7 +200,12 @@ class ManageSieveServer(protocol.Protocol, TimeoutMixin):
             self._paused = False
             self.transport.resumeProducing()
         # A request is open while the client owes us the rest of it (not while we work).
-        self._pace.open(not self._busy and (bool(self._buffer) or self._skip > 0))
+        owed = not self._busy and (bool(self._buffer) or self._skip > 0)
+        self._pace.open(owed)
+        if owed and self._buffer:
+            # Part of a command (a literal, its CRLF still to come): ACK it now, or a
+            # Nagle-bound client waits 40 ms for our delayed ACK (frontend.connections.ack_now).
+            ack_now(self.transport)
 
     def _too_slow(self) -> None:
         """The request deadline passed (frontend/pacing.py): a trickling client."""
