@@ -106,7 +106,13 @@ def test_a_worker_makes_the_first_attempt_of_what_it_spooled(tmp_path: Path) -> 
         wait_for(lambda: peer.messages(f"bob@{PARTNER}"), timeout=20, what="relayed copy")
         wait_for(lambda: srv.messages("bob@example.test"), timeout=20, what="local copy")
         assert subjects(srv.messages("bob@example.test")) == ["out"]
-        sent = [line for line in srv.log().splitlines() if "status=sent" in line]
+
+        def sent_lines() -> list[str]:
+            return [line for line in srv.log().splitlines() if "status=sent" in line]
+
+        # (A worker's info lines reach the log in batches of up to 50 ms.)
+        wait_for(lambda: len(sent_lines()) == 2, timeout=10, what="two status=sent lines", server=srv)
+        sent = sent_lines()
         # The local and the remote copy, both by the worker that took the message.
         assert len(sent) == 2 and all(re.search(r" w[12]\]", line) for line in sent)
         assert len({re.search(r" (w[12])\]", line).group(1) for line in sent}) == 1  # type: ignore[union-attr]
@@ -133,6 +139,7 @@ def test_the_parent_makes_the_retries_of_a_message_a_worker_could_not_deliver(tm
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
             c.sendmail("alice@example.test", [f"bob@{PARTNER}"], "Subject: later\r\n\r\nhi\r\n")
         wait_for(lambda: len(peer.received) == 1, timeout=30, what="delivered at the retry", server=srv)
+        wait_for(lambda: "status=sent" in srv.log(), timeout=10, what="the parent's status=sent line", server=srv)
         lines = srv.log().splitlines()
         deferred = [x for x in lines if "status=deferred" in x]
         sent = [x for x in lines if "status=sent" in x]
@@ -163,7 +170,12 @@ def test_a_worker_killed_during_its_attempt_leaves_the_message_to_the_parent(tmp
         with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=20) as c:
             c.sendmail("alice@example.test", [f"bob@{PARTNER}"], "Subject: cut\r\n\r\nhi\r\n")
         wait_for(lambda: peer.data_ends == 1, timeout=20, what="the worker's attempt at the data's end")
-        (line,) = [x for x in srv.log().splitlines() if "mailsuite.smtp#info w" in x and "to=<bob@partner.test>" in x]
+
+        def accepted() -> list[str]:
+            return [x for x in srv.log().splitlines() if "mailsuite.smtp#info w" in x and "to=<bob@partner.test>" in x]
+
+        wait_for(lambda: len(accepted()) == 1, timeout=10, what="the worker's line about the message", server=srv)
+        (line,) = accepted()
         victim = int(re.search(r" w(\d)\]", line).group(1))  # type: ignore[union-attr]
         time.sleep(2)  # (backoff_min is 1 s: time enough for a wrong second attempt)
         assert peer.connections == 1  # while the worker lives, its attempt is the only one
@@ -172,6 +184,7 @@ def test_a_worker_killed_during_its_attempt_leaves_the_message_to_the_parent(tmp
         release.set()
         time.sleep(1.5)
         assert len(peer.received) == 1 and peer.data_ends == 2
+        wait_for(lambda: "status=sent" in srv.log(), timeout=10, what="the parent's status=sent line", server=srv)
         sent = [x for x in srv.log().splitlines() if "status=sent" in x]
         assert len(sent) == 1 and not re.search(r" w\d\]", sent[0])
     finally:

@@ -67,6 +67,8 @@ class ForwardedTLSResults:
 class WorkerQueue(QueueManager):
     """A worker's queue: spool, first attempt, then ``done`` or ``released``."""
 
+    owns_spool = False  # the admin pages read the spool and ask the parent instead
+
     def __init__(self, *args: Any, channel: Any, worker_count: int = 1, **kwargs: Any) -> None:
         # The metrics of the queue (size, oldest) are the parent's, which counts the
         # messages workers are attempting too.

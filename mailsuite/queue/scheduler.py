@@ -98,6 +98,7 @@ def _when(t: float) -> str:
 @implementer(IMessageSink)
 class QueueManager(service.Service):
     name = "queue"
+    owns_spool = True  # the one queue that knows every message (False: a worker's, handover.py)
 
     def __init__(
         self,

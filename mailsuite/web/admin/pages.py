@@ -378,7 +378,7 @@ class AdminPages(resource.Resource):
         from mailsuite.queue.scheduler import QueueManager
 
         q = getattr(self.suite, "queue", None)
-        return q if isinstance(q, QueueManager) else None
+        return q if isinstance(q, QueueManager) and q.owns_spool else None
 
     async def _queued(self) -> list[tuple[Any, bool]]:
         """(record, being delivered now) for each queued message, oldest first."""
