@@ -481,7 +481,8 @@ def _make_top(options: Options) -> service.IService:
         top, _suite = build_service(cfg, reactor)
         return top
     # Several processes: this one binds every listener (as root, before twistd drops
-    # privileges), runs the relay queue, and starts n workers that serve the protocols.
+    # privileges), runs the relay queue (the retries: workers make first attempts), and
+    # starts n workers that serve the protocols.
     from mailsuite.process.supervisor import WorkerSupervisor
 
     binder = SharingBinder(reactor)

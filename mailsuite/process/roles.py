@@ -9,7 +9,8 @@ from typing import Any
 @dataclass(frozen=True)
 class ProcessRole:
     """``single``: everything in one process (``processes = 1``).  ``parent``: binds the
-    listeners, runs the relay queue and the housekeeping, starts the workers.
+    listeners, runs the relay queue (retries; a worker makes the first attempt of what
+    it spooled) and the housekeeping, starts the workers.
     ``worker``: serves the protocols on the parent's sockets."""
 
     kind: str = "single"
