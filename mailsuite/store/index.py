@@ -12,12 +12,18 @@ stats files it has never seen.  It is a cache: a lost or corrupt index is rebuil
 
 ``mailsuite-cache`` holds what protocols want to keep per message (IMAP's ENVELOPE and
 BODYSTRUCTURE): JSON lines ``[uid, key, value]`` appended as they are computed, read
-lazily, dropped when UIDVALIDITY changes, compacted when mostly dead.
+lazily, dropped when UIDVALIDITY changes, compacted when mostly dead.  Several
+processes share the file: each appends its new values within a second (one write per
+batch on an O_APPEND descriptor, so lines of two writers do not interleave), and a
+miss reads what the others appended since (at most once per ``TAIL_EVERY``), so a
+worker does not parse again the 10,000 envelopes another worker has just cached.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -104,6 +110,9 @@ def save(folder: Path, state: IndexState) -> None:
     fsutil.atomic_write(folder / INDEX, json.dumps(doc, separators=(",", ":")).encode("utf-8"), sync_dir=False)
 
 
+TAIL_EVERY = 0.5  # seconds between looks for values other processes appended
+
+
 class Cache:
     """Per-message cached values (JSON-serialisable), persisted as appended lines."""
 
@@ -113,30 +122,68 @@ class Cache:
         self.values: dict[tuple[int, str], Any] | None = None
         self.pending: list[str] = []
         self.dead = 0
+        self.offset = 0  # bytes of the file read (up to its last complete line)
+        self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file read
+        self.checked = 0.0  # time.monotonic() of the last look for others' values
 
     def load(self) -> None:
         values: dict[tuple[int, str], Any] = {}
         try:
             with open(self.path, "rb") as f:
-                lines = f.read().splitlines()
+                st = os.fstat(f.fileno())
+                data = f.read()
         except FileNotFoundError:
-            lines = []
+            st, data = None, b""
+        end = data.rfind(b"\n") + 1
+        lines = data[:end].splitlines()
         valid = bool(lines) and lines[0].strip() == f"V{self.uidvalidity}".encode()
-        for line in lines[1:] if valid else ():
-            try:
-                uid, key, value = json.loads(line)
-                values[(int(uid), str(key))] = value
-            except (ValueError, TypeError):
-                continue
-        if not valid:
+        if valid:
+            self._parse(lines[1:], values)
+            self.ident = (st.st_dev, st.st_ino) if st is not None else None
+            self.offset = end
+        else:
             self._rewrite({})
         self.values = values
+        self.checked = time.monotonic()
+
+    @staticmethod
+    def _parse(lines: list[bytes], into: dict[tuple[int, str], Any]) -> None:
+        for line in lines:
+            try:
+                uid, key, value = json.loads(line)
+                into[(int(uid), str(key))] = value
+            except (ValueError, TypeError):
+                continue
 
     def get(self, uid: int, key: str) -> Any:
         if self.values is None:
             self.load()
         assert self.values is not None
-        return self.values.get((uid, key))
+        value = self.values.get((uid, key))
+        if value is None and time.monotonic() - self.checked >= TAIL_EVERY:
+            self.read_tail()
+            value = self.values.get((uid, key))
+        return value
+
+    def read_tail(self) -> None:
+        """Take in the values other processes appended since the last read (all of
+        the file again if it was rewritten)."""
+        self.checked = time.monotonic()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) != self.ident:
+            self.load()
+            return
+        if st.st_size <= self.offset or self.values is None:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._parse(data[:end].splitlines(), self.values)
+        self.offset += end
 
     def put(self, uid: int, key: str, value: Any) -> None:
         if self.values is None:
@@ -152,18 +199,34 @@ class Cache:
                 self.dead += 1
 
     def flush(self) -> None:
-        """Append pending values (blocking; no fsync: it is a cache)."""
+        """Append pending values (blocking; no fsync: it is a cache).  Runs in a pool
+        thread while the reactor may put: the list is taken before it is joined, so a
+        value put meanwhile is in this write or the next."""
         if self.values is not None and self.dead > max(1000, len(self.values)):
-            self._rewrite(self.values)
+            self._rewrite(dict(self.values))
             return
-        if not self.pending:
+        pending = self.pending
+        if not pending:
             return
-        data, self.pending = "".join(self.pending), []
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(data)
+        self.pending = []
+        data = "".join(pending).encode("utf-8")
+        # One write() on an O_APPEND descriptor: another process's lines land before
+        # or after these, never inside a line (a file object's buffer would split
+        # them at 8 KiB into several writes).
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fsutil.write_all(fd, data)
+        finally:
+            os.close(fd)
 
     def _rewrite(self, values: dict[tuple[int, str], Any]) -> None:
         lines = [f"V{self.uidvalidity}\n"]
         lines += [json.dumps([uid, key, value], separators=(",", ":")) + "\n" for (uid, key), value in values.items()]
-        fsutil.atomic_write(self.path, "".join(lines).encode("utf-8"), sync=False, sync_dir=False)
+        data = "".join(lines).encode("utf-8")
+        fsutil.atomic_write(self.path, data, sync=False, sync_dir=False)
         self.pending, self.dead = [], 0
+        try:
+            st = os.stat(self.path)
+            self.ident, self.offset = (st.st_dev, st.st_ino), len(data)
+        except FileNotFoundError:
+            self.ident = None
