@@ -1,6 +1,6 @@
 """The inotify folder watcher: a burst of changes in a folder wakes it once, each
-watched folder only for its own changes, a lost-events overflow wakes all, and a
-deleted folder ends only its own watch."""
+watched folder only for its own changes, a lost-events overflow wakes all, a
+deleted folder ends only its own watch, and the queue rests between reads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
 
-from mailsuite.store.watch import DEBOUNCE, InotifyWatcher
+from mailsuite.store.watch import DEBOUNCE, READ_PAUSE, InotifyWatcher
 
 
 def maildir(root: Path, name: str) -> Path:
@@ -76,3 +76,28 @@ def test_a_deleted_folder_ends_only_its_own_watch(tmp_path: Path) -> None:
     settle(reactor, watcher)
     assert woken == ["b"]
     assert watcher._inotify.connected
+
+
+def test_after_a_read_the_queue_rests_then_is_read_again(tmp_path: Path) -> None:
+    """A burst (a STORE renaming 10,000 files) is read a few times, not at every
+    rename: each wake-up of the reactor took the GIL from the thread renaming."""
+    reactor = MemoryReactorClock()
+    watcher = InotifyWatcher(reactor)
+    a = maildir(tmp_path, "a")
+    woken: list[str] = []
+    watcher.watch(a, lambda: woken.append("a"))
+    ino = watcher._inotify
+    assert ino in reactor.getReaders()
+    (a / "new" / "1.x").write_bytes(b"m")
+    ino.doRead()
+    assert ino not in reactor.getReaders()  # resting: events wait in the kernel's queue
+    reactor.advance(READ_PAUSE)
+    assert ino in reactor.getReaders()
+    reactor.advance(DEBOUNCE)
+    assert woken == ["a"]
+    (a / "new" / "2.x").write_bytes(b"m")
+    settle(reactor, watcher)
+    assert woken == ["a", "a"]
+    reactor.advance(READ_PAUSE)
+    ino.connectionLost(None)
+    assert not reactor.getDelayedCalls()

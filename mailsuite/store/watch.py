@@ -33,6 +33,12 @@ from zope.interface import Interface, implementer
 log = Logger(namespace="mailsuite.store")
 
 DEBOUNCE = 0.05  # seconds
+# After each read of the inotify queue, leave it unread this long (events wait in the
+# kernel's queue, 16,384 by default; an overflow wakes every folder, which is safe).
+# Read at once, a folder's own STORE 1:* on 10,000 messages woke the reactor for
+# every few renames, and each wake-up took the GIL from the worker thread renaming:
+# that STORE took 380 ms with the folder watched against 190 ms without.
+READ_PAUSE = 0.05  # seconds
 
 
 class IFolderWatcher(Interface):
@@ -91,7 +97,10 @@ def _dir_inotify(reactor: Any) -> Any:
         """Twisted's INotify reads every event into a FilePath of the file named (and
         slices its buffer once per event); here each read wakes every watched
         directory it names once, and names are skipped by their length.  A watched
-        directory deleted drops its own watch only (Twisted's closes the instance)."""
+        directory deleted drops its own watch only (Twisted's closes the instance).
+        After a read the queue rests for READ_PAUSE, so a burst costs a few reads."""
+
+        _resume: Any = None
 
         def doRead(self) -> None:
             try:
@@ -100,6 +109,20 @@ def _dir_inotify(reactor: Any) -> Any:
                 return
             if data:
                 self._doRead(data)
+                if self._resume is None and self.connected:
+                    self.stopReading()
+                    self._resume = self.reactor.callLater(READ_PAUSE, self._read_again)
+
+        def _read_again(self) -> None:
+            self._resume = None
+            if self.connected:
+                self.startReading()
+
+        def connectionLost(self, reason: Any) -> None:
+            if self._resume is not None and self._resume.active():
+                self._resume.cancel()
+            self._resume = None
+            super().connectionLost(reason)
 
         def _doRead(self, in_: bytes) -> None:
             buf = self._buffer + in_ if self._buffer else in_
