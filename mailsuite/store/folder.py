@@ -361,16 +361,26 @@ class FolderDisk:
         ``expunged`` UIDs under one new modseq, and give it to the records."""
         self._catch_up()
         groups: dict[str, list[int]] = {}
+        normal: dict[str, str] = {}
+        records = self.records
         for uid in uids:
-            rec = self.records.get(uid)
+            rec = records.get(uid)
             if rec is not None:
-                groups.setdefault(norm_letters(rec.letters), []).append(uid)
+                letters = rec.filename.partition(":2,")[2]
+                norm = normal.get(letters)
+                if norm is None:
+                    norm = normal[letters] = norm_letters(letters)
+                groups.setdefault(norm, []).append(uid)
         changes: list[tuple[str | None, list[int]]] = list(groups.items())  # type: ignore[arg-type]
         changes.append((None, list(expunged)))
         modseq = self._log(changes)
-        for us in groups.values():
+        for us in groups.values():  # only the modseq changes: no _put (names stay)
             for uid in us:
-                self._put(self.records[uid]._replace(modseq=modseq))
+                r = records[uid]
+                records[uid] = MessageRecord(uid, r.filename, r.flags, r.size, r.internaldate, modseq, r.recent)
+        if groups:
+            self.version += 1
+            self.index_dirty = True
         return modseq
 
     # -- open ----------------------------------------------------------------------
@@ -797,29 +807,47 @@ class FolderDisk:
         return self.modlog.expunged_since(modseq)
 
     def _rename_flags(self, uids: list[int], letters: set[str], mode: str) -> tuple[list[int], list[int]]:
+        """Rename each message's file to its new flags; (changed UIDs, UIDs whose file
+        was not where the record says).  The records change in place, not through
+        ``_put``: only the name and flags move (the base, and so ``by_base``, stay).
+        A folder has few distinct flag sets, so each is worked out once: with 10,000
+        messages the per-message Python work was a third of STORE 1:*'s 200 ms, next
+        to 130 ms of renames."""
         changed, missing = [], []
         cur = self.cur_prefix
+        records, by_filename = self.records, self.by_filename
+        plans: dict[str, tuple[str, frozenset[str]] | None] = {}
+        rename = os.rename
         for uid in uids:
-            rec = self.records.get(uid)
+            rec = records.get(uid)
             if rec is None:
                 continue
-            have = set(rec.letters)
-            if mode == "+":
-                want = have | letters
-            elif mode == "-":
-                want = have - letters
-            else:
-                want = set(letters)
-            if want == have:
-                continue
-            target = names.with_flags(rec.filename, "".join(want))
+            fn = rec.filename
+            base, sep, have = fn.partition(":2,")
+            if not sep:
+                have = ""
             try:
-                os.rename(cur + rec.filename, cur + target)  # str paths: pathlib costs more than the rename
+                plan = plans[have]
+            except KeyError:
+                now = set(have)
+                want = now | letters if mode == "+" else now - letters if mode == "-" else set(letters)
+                wanted = "".join(sorted(want))
+                plan = plans[have] = None if want == now else (wanted, self.flags_of(wanted))
+            if plan is None:
+                continue
+            target = f"{base}:2,{plan[0]}"
+            try:
+                rename(cur + fn, cur + target)  # str paths: pathlib costs more than the rename
             except FileNotFoundError:
                 missing.append(uid)
                 continue
-            self._put(rec._replace(filename=target, flags=self.flags_of(target.partition(":2,")[2])))
+            del by_filename[fn]
+            by_filename[target] = uid
+            records[uid] = MessageRecord(uid, target, plan[1], rec.size, rec.internaldate, rec.modseq, rec.recent)
             changed.append(uid)
+        if changed:
+            self.version += 1
+            self.index_dirty = True
         return changed, missing
 
     # -- expunge ---------------------------------------------------------------------------
