@@ -16,12 +16,23 @@ buy no parallelism, only more heaps to fragment) and runs a :class:`HeapTrimmer`
 which calls ``malloc_trim(0)`` every :data:`TRIM_INTERVAL` seconds: glibc then
 returns every whole free page of every arena (``madvise(MADV_DONTNEED)``), so the
 RSS follows what is in use.  Neither does anything where the C library is not glibc.
+
+Python's cyclic garbage collector is tuned too (:func:`tune_gc`).  With its default
+thresholds (700, 10, 10) a young collection runs every 700 container allocations, so
+the 100,000 ``(seq, record)`` pairs of one ``UID FETCH 1:* (FLAGS)`` on a 100,000-message
+folder are promoted while the command builds them, and the oldest generation, which
+holds every loaded folder's records, is walked again every command or two: that
+command took 185 ms against Dovecot's 54, of which 100 ms were full collections
+(a list of 100,000 pairs took 100 ms to build with the defaults, 10 ms with
+50,000 allocations between young collections).  Cyclic garbage waits longer for its
+collection; nothing else changes.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 from typing import Any, Callable
 
 from twisted.application import service
@@ -52,6 +63,17 @@ def limit_arenas(n: int = ARENAS) -> bool:
     """At most ``n`` malloc arenas from now on (arenas that exist stay); False where
     it cannot be set."""
     return bool(_LIBC is not None and _LIBC.mallopt(M_ARENA_MAX, n) == 1)
+
+
+# Allocations between young collections; young collections between middle ones;
+# middle ones between full ones (each full one also waits until a quarter of the old
+# generation is new, Python's own rule).  See the module docstring.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Collect cyclic garbage less often (see the module docstring)."""
+    gc.set_threshold(*thresholds)
 
 
 def trim() -> bool:

@@ -432,6 +432,7 @@ def build_service(
 ) -> tuple[service.MultiService, Suite]:
     """The whole application: the suite's parts, the queue, then every listener."""
     heap.limit_arenas()  # before the thread pools start (mailsuite/heap.py)
+    heap.tune_gc()
     suite = build_suite(cfg, reactor, binder, role)
     top = service.MultiService()
     _Lifecycle(suite).setServiceParent(top)
