@@ -63,3 +63,29 @@ def test_the_script_gets_the_expected_answers() -> None:
 @given(st.binary(max_size=300))
 def test_garbage_never_raises(data: bytes) -> None:
     run([data])
+
+
+def test_a_long_answer_leaves_piece_by_piece_while_it_is_made() -> None:
+    """Output is gathered while a command runs and sent at its end; a long answer
+    (FETCH 1:* over a big folder) asks ``drained()`` between pieces, and each piece
+    then goes out at once, so the client reads one while the server makes the next
+    (before, 35 MB of FETCH (ENVELOPE) to imaplib took the server's time plus the
+    client's)."""
+    conf = IMAPFactoryConfig(hostname="h", service=IMAPConfig(), portal=PORTAL,
+                             allow_plaintext_auth=True, throttle=None)
+    proto = IMAPServerFactory(conf).buildProtocol(None)
+    tr = StringTransport(peerAddress=SimpleNamespace(host="127.0.0.1"))
+    proto.makeConnection(tr)
+    tr.clear()
+    proto._cork()  # as while the server works through a client's input
+    proto.write_pieces([b"* 1 FETCH (FLAGS ())\r\n"])
+    assert tr.value() == b""
+    fired: list[object] = []
+    proto.drained().addCallback(fired.append)
+    assert fired == [None]
+    assert tr.value() == b"* 1 FETCH (FLAGS ())\r\n"
+    proto.write_pieces([b"* 2 FETCH (FLAGS ())\r\n"])  # gathered again until the end
+    assert tr.value() == b"* 1 FETCH (FLAGS ())\r\n"
+    proto._uncork()
+    assert tr.value() == b"* 1 FETCH (FLAGS ())\r\n* 2 FETCH (FLAGS ())\r\n"
+    proto.connectionLost(None)
