@@ -868,3 +868,25 @@ def test_hostile_messages_take_linear_time(raw: bytes) -> None:
     msgdata.envelope(m)
     mime.body_text(m)
     assert time.process_time() - t0 < 5
+
+
+HEADER_LINE = st.one_of(
+    st.sampled_from([b"From: A <a@b.c>", b"To: x@y, \"Q, R\" <q@r>", b"Subject: hi there",
+                     b"Date: Mon, 1 Jan 2024 00:00:00 +0000", b"Message-ID: <m@x>", b"Cc:",
+                     b"Sender: <s (c)@ (c) d.org>", b"In-Reply-To: <p@x>", b"subject:\tTab\tbed",
+                     b"  folded continuation", b"\tmore", b"not a header line", b"Reply-To: r@t",
+                     b"Bcc: undisclosed-recipients:;", b"", b"X-Other: 1"]),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(HEADER_LINE, max_size=12), st.sampled_from([b"\n", b"\r\n"]), st.booleans())
+def test_envelope_of_the_header_alone_is_the_envelope_of_the_parsed_message(
+        lines: list[bytes], eol: bytes, blank: bool) -> None:
+    """FETCH ENVELOPE reads only the header block and skips the MIME parse
+    (msgdata.envelope_of_header); the answer must not change."""
+    message = eol.join(lines) + (eol + eol + b"body" + eol if blank else b"")
+    head, _ = mime.split_header(message)
+    assert msgdata.envelope_of_header(head) == msgdata.envelope(mime.parse(head))
+    assert msgdata.envelope_of_header(head) == msgdata.envelope(mime.parse(message))

@@ -104,16 +104,6 @@ class FetchPlan:
         msg: mime.Message | None = None
         stored: bytes | None = None
 
-        def header_only() -> mime.Message:
-            # ENVELOPE needs only the header: parse (and read) no more than that.
-            if msg is not None:
-                return msg
-            if stored is not None:
-                head, _ = mime.split_header(stored)
-            else:
-                head = read_header(rec)
-            return mime.parse(head)
-
         def message() -> mime.Message:
             nonlocal msg, stored
             if msg is None:
@@ -133,7 +123,9 @@ class FetchPlan:
             elif n == "INTERNALDATE":
                 item(b"INTERNALDATE " + msgdata.format_internaldate(rec.internaldate))
             elif n == "ENVELOPE":
-                item(b"ENVELOPE " + cache(rec, "envelope", lambda: msgdata.envelope(header_only())))
+                item(b"ENVELOPE " + cache(rec, "envelope", lambda: msgdata.envelope(msg) if msg is not None else
+                                          msgdata.envelope_of_header(mime.split_header(stored)[0]
+                                                                     if stored is not None else read_header(rec))))
             elif n == "BODYSTRUCTURE":
                 item(b"BODYSTRUCTURE " + cache(rec, "bodystructure", lambda: msgdata.bodystructure(message(), True)))
             elif n == "BODY":
