@@ -383,12 +383,33 @@ def test_sync_does_not_trust_a_listing_the_reactor_has_not_seen_yet(store: Maild
     assert resolve(a.expunge([1, 2, 3])) == [1, 2, 3]
     _dirs_at(path, 60)  # a second later: B's next listing is trusted
     workers.holding = True
-    b.notified()  # B's inotify watch: the scan runs, its result not yet in the reactor
+    b.sync()  # a sync of B's (a session's command): the scan runs, its result not yet in the reactor
     assert workers.held and b._disk.records == {}
     opened: list[list[int]] = []
     b_store.open_folder(ACCOUNT, "INBOX").addCallback(lambda f: opened.append([r.uid for r in f.messages()]))
     workers.release()
     assert opened == [[]]
+
+
+def test_a_lingering_folder_is_not_synced_on_notice_but_when_opened_again(store: MaildirStore) -> None:
+    """A folder nobody holds does not take the folder lock for each change another
+    process makes (a STORE 1:* there made the lingering copy list and take in every
+    rename under the lock); whoever opens it next syncs it first."""
+    for _ in range(3):
+        deliver(store.mail_dir, MSG)
+    b_store = same_store(store)
+    b = resolve(b_store.open_folder(ACCOUNT, "INBOX"))
+    resolve(b.close())  # lingers
+    a = open_inbox(store)
+    assert resolve(a.expunge([1])) == [1]
+    version = b._disk.version
+    b.notified()
+    assert b._disk.version == version and [r.uid for r in b.messages()] == [1, 2, 3]
+    again = resolve(b_store.open_folder(ACCOUNT, "INBOX"))
+    assert again is b and [r.uid for r in again.messages()] == [2, 3]
+    resolve(a.expunge([2]))
+    again.notified()  # held now: a notice syncs it at once
+    assert [r.uid for r in again.messages()] == [3]
 
 
 def test_cache_values_persist_with_the_index(store: MaildirStore) -> None:

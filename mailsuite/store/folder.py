@@ -233,6 +233,23 @@ class FolderDisk:
             self.index_dirty = True
         return rec
 
+    def _norm(self, rec: MessageRecord, memo: dict[str, str]) -> str:
+        """``norm_letters(rec.letters)``, worked out once per flag set in ``memo``."""
+        letters = rec.filename.partition(":2,")[2]
+        norm = memo.get(letters)
+        if norm is None:
+            norm = memo[letters] = norm_letters(letters)
+        return norm
+
+    def _set_modseq(self, rec: MessageRecord, modseq: int) -> None:
+        """Give a record a new modseq; name and flags stay, so not through ``_put``
+        (taking in another process's STORE 1:* on 10,000 messages replaced each record
+        twice through it: a third of that listing's 70 ms, under the folder lock)."""
+        self.records[rec.uid] = MessageRecord(rec.uid, rec.filename, rec.flags, rec.size, rec.internaldate,
+                                              modseq, rec.recent)
+        self.version += 1
+        self.index_dirty = True
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the folder lock (re-entrant within this FolderDisk: a flock taken twice
@@ -291,13 +308,15 @@ class FolderDisk:
         changed."""
         changed: list[int] = []
         pending = self.pending
+        records = self.records
+        memo: dict[str, str] = {}
         for modseq, letters, uids in entries:
             for uid in uids:
-                rec = self.records.get(uid)
-                if letters is not None and rec is not None and norm_letters(rec.letters) == letters:
+                rec = records.get(uid)
+                if letters is not None and rec is not None and self._norm(rec, memo) == letters:
                     pending.pop(uid, None)
                     if rec.modseq != modseq:
-                        self._put(rec._replace(modseq=modseq))
+                        self._set_modseq(rec, modseq)
                         changed.append(uid)
                 else:
                     pending[uid] = (modseq, letters)
@@ -361,26 +380,17 @@ class FolderDisk:
         ``expunged`` UIDs under one new modseq, and give it to the records."""
         self._catch_up()
         groups: dict[str, list[int]] = {}
-        normal: dict[str, str] = {}
-        records = self.records
+        memo: dict[str, str] = {}
         for uid in uids:
-            rec = records.get(uid)
+            rec = self.records.get(uid)
             if rec is not None:
-                letters = rec.filename.partition(":2,")[2]
-                norm = normal.get(letters)
-                if norm is None:
-                    norm = normal[letters] = norm_letters(letters)
-                groups.setdefault(norm, []).append(uid)
+                groups.setdefault(self._norm(rec, memo), []).append(uid)
         changes: list[tuple[str | None, list[int]]] = list(groups.items())  # type: ignore[arg-type]
         changes.append((None, list(expunged)))
         modseq = self._log(changes)
-        for us in groups.values():  # only the modseq changes: no _put (names stay)
+        for us in groups.values():  # only the modseq changes (see _set_modseq)
             for uid in us:
-                r = records[uid]
-                records[uid] = MessageRecord(uid, r.filename, r.flags, r.size, r.internaldate, modseq, r.recent)
-        if groups:
-            self.version += 1
-            self.index_dirty = True
+                self._set_modseq(self.records[uid], modseq)
         return modseq
 
     # -- open ----------------------------------------------------------------------
@@ -627,9 +637,15 @@ class FolderDisk:
             base = names.base_name(fn)
             uid = self.by_base.get(base)
             if uid is not None and uid not in seen:
-                # Renamed by another agent: a flag change.
+                # Renamed by another agent: a flag change.  Same base, so by_base
+                # stays; not through _put (see _set_modseq).
                 old = self.records[uid]
-                self._put(old._replace(filename=fn, flags=self.flags_of(fn.partition(":2,")[2])))
+                del by_filename[old.filename]
+                by_filename[fn] = uid
+                self.records[uid] = MessageRecord(uid, fn, self.flags_of(fn.partition(":2,")[2]), old.size,
+                                                  old.internaldate, old.modseq, old.recent)
+                self.version += 1
+                self.index_dirty = True
                 seen.add(uid)
                 flagged.append(uid)
             elif uid is None:
@@ -666,15 +682,16 @@ class FolderDisk:
         (another program's change) -- then logged, so every process agrees."""
         pending = self.pending
         need: dict[str, list[int]] = {}
+        memo: dict[str, str] = {}
         for uid in added + flagged:
             rec = self.records.get(uid)
             if rec is None:
                 continue
-            letters = norm_letters(rec.letters)
+            letters = self._norm(rec, memo)
             p = pending.get(uid)
             if p is not None and p[1] == letters:
                 if rec.modseq != p[0]:
-                    self._put(rec._replace(modseq=p[0]))
+                    self._set_modseq(rec, p[0])
             else:
                 need.setdefault(letters, []).append(uid)
         gone = [uid for uid in expunged if not (uid in pending and pending[uid][1] is None)]
@@ -685,7 +702,7 @@ class FolderDisk:
             modseq = self.modlog.append(changes, len(self.records))
             for uids in need.values():
                 for uid in uids:
-                    self._put(self.records[uid]._replace(modseq=modseq))
+                    self._set_modseq(self.records[uid], modseq)
         self.highest_modseq = self.modlog.highest
 
     def _adopt_unknown(self, unknown: list[tuple[str, str, bool]], seen: set[int], flagged: list[int]) -> tuple[list[int], bool]:
@@ -1673,7 +1690,16 @@ class Folder:
         self._listing = self._listing._replace(dirty=True)
 
     def notified(self, account: str = "", folder: str = "") -> None:
-        """store.notify callback: something (a delivery) changed the folder on disk."""
+        """store.notify and watch callback: something (a delivery, another process)
+        changed the folder on disk.  A folder nobody holds (lingering after its last
+        session) is not synced now: whoever opens it next syncs it first
+        (MaildirStore.open_folder).  Syncing it took the folder lock from the process
+        actually working on it: after another worker's STORE 1:* on 10,000 messages
+        the lingering copy listed and took in all 10,000 renames under the lock, and
+        that worker's next STORE waited (bench/imap_folder.py: STORE -FLAGS, which
+        follows +FLAGS, took 241 ms against +FLAGS' 192)."""
+        if self.refs <= 0:
+            return
         self.sync().addErrback(lambda f: log.failure("store: sync after notice failed", f))
 
     def save_index(self) -> defer.Deferred:
