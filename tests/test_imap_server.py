@@ -123,6 +123,34 @@ def test_recent_goes_to_one_session_only(imap_server: Server, user: str) -> None
     b.close()
 
 
+def test_index_only_fetch_of_a_run_answers_as_of_scattered_numbers(imap_server: Server, user: str) -> None:
+    """UID FETCH 1:* (FLAGS) on a view in sync takes the records in a row (a fast
+    path); the lines must be those the general path gives: sequence numbers, UIDs,
+    flags, \\Recent for this session's recent messages, keywords."""
+    for _ in range(4):
+        deliver(imap_server, user, SIMPLE)
+    a = Raw(imap_server.ports["imap"])
+    a.login(user)
+    a.cmd(b"SELECT INBOX")  # claims \Recent for all four
+    a.cmd(b"STORE 2 +FLAGS ($Work \\Seen)")
+    deliver(imap_server, user, SIMPLE)
+    a.cmd(b"NOOP")  # the fifth arrives: recent here too
+
+    def lines(command: bytes) -> set[bytes]:
+        untagged, tagged = a.cmd(command)
+        assert tagged.startswith(b"OK") or b" OK " in tagged, tagged
+        return {line for line in untagged if b"FETCH" in line}
+
+    for items in (b"(FLAGS)", b"(UID FLAGS)", b"(FLAGS UID RFC822.SIZE)"):
+        run = lines(b"FETCH 1:5 " + items)
+        scattered = lines(b"FETCH 1,3,5 " + items) | lines(b"FETCH 2,4 " + items)
+        assert run == scattered and len(run) == 5
+        assert lines(b"UID FETCH 1:* " + items) == lines(b"UID FETCH 1,3,5 " + items) | lines(b"UID FETCH 2,4 " + items)
+    flags_of_2 = next(line for line in lines(b"FETCH 1:5 (FLAGS)") if line.startswith(b"* 2 "))
+    assert b"$Work" in flags_of_2 and b"\\Seen" in flags_of_2 and b"\\Recent" in flags_of_2
+    a.close()
+
+
 def test_examine_is_read_only(imap_server: Server, user: str) -> None:
     deliver(imap_server, user, SIMPLE)
     m = login(imap_server, user)

@@ -638,6 +638,15 @@ class MailboxCommands:
             seqs = sel.seqs_for(cmd.args["set"], uid)
         except ValueError as e:
             raise Bad(str(e)) from None
+        if plan.index_only and changedsince is None and seqs and seqs[-1] - seqs[0] + 1 == len(seqs) \
+                and sel.in_sync() and not (plan.sets_seen and not sel.readonly):
+            # The sync command, UID FETCH 1:* (FLAGS), on a view in sync: the records
+            # in a row, without building a (seq, record) pair for each (10,000: 0.6 ms).
+            sel.announce_keywords(self.write)
+            lines = plan.render_index_only(zip(seqs, sel.folder.messages()[seqs[0] - 1 : seqs[-1]]), sel.recent)
+            for i in range(0, len(lines), 2000):
+                self.write(b"".join(lines[i : i + 2000]))
+            return f"{'UID ' if uid else ''}FETCH completed"
         pairs = sel.records_for(seqs)
         missing = len(pairs) != len(seqs)
         if changedsince is not None:
