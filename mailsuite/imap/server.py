@@ -337,14 +337,22 @@ class IMAPServer(MailboxCommands, QuotaCommands, SortCommands, ThreadCommands, C
             if self._corked is not None:
                 self._corked.extend(pieces)
             else:
-                self.transport.writeSequence(pieces)
+                self._send_now(b"".join(pieces))
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
             if self._corked is not None:
                 self._corked.append(data)
             else:
-                self.transport.write(data)
+                self._send_now(data)
+
+    def _send_now(self, data: bytes) -> None:
+        """Outside a cork (a FETCH going on after an await, an IDLE push): straight to
+        the socket as far as it takes it (frontend/sending.py).  Through the
+        transport, a 1 MB body left at the next reactor turn, 128 KiB per turn:
+        FETCH BODY.PEEK[] of a 1 MB message, its first byte 0.96 ms after the
+        command, Dovecot's 0.22 ms."""
+        sending.send(self.transport, sending.plain_tcp(self.transport), data)
 
     def capabilities(self) -> bytes:
         # IMAP4rev2 (RFC 9051) once the client ENABLEs it (imap/rev2.py); its LITERAL-
