@@ -23,7 +23,7 @@ from mailsuite.imap.errors import Bad, No, store_error, trap_store
 from mailsuite.imap.fetch import FetchPlan
 from mailsuite.imap.parser import Command
 from mailsuite.imap.selected import SelectedMailbox, linger
-from mailsuite.imap.wire import SYSTEM_FLAGS, flags_bytes, uid_set_text
+from mailsuite.imap.wire import SYSTEM_FLAGS, flag_fetch_lines, uid_set_text
 from mailsuite.store import errors as store_errors
 from mailsuite.store.interface import SEARCH_CACHE_KEY, SEARCH_FIELDS, FolderInfo, IFolder, MessageRecord
 
@@ -795,18 +795,8 @@ class MailboxCommands:
                                                              {r.uid for r in changed})))
         elif not a["silent"] or uid:
             pairs = sel.records_for([s for s, _ in pairs])
-            recent = sel.recent
-            out = []
-            if a["silent"]:
-                pass
-            elif uid:
-                for seq, r in pairs:
-                    out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, r.uid, flags_bytes(r.flags, r.uid in recent)))
-            else:
-                for seq, r in pairs:
-                    out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, flags_bytes(r.flags, r.uid in recent)))
-            if out:
-                self.write(b"".join(out))
+            if not a["silent"]:
+                self.write(b"".join(flag_fetch_lines(pairs, sel.recent, uid)))
         if modified:
             return self.modified_code(modified, uid) + "Conditional STORE failed"
         if len(pairs) != len(seqs):

@@ -7,7 +7,7 @@ what the protocol itself says (strings, mailbox names, flag lists, UID sets).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from mailsuite import mutf7
 
@@ -57,6 +57,27 @@ def flags_bytes(flags: frozenset[str], recent: bool = False) -> bytes:
         if len(_flag_text) > 4096:
             _flag_text.clear()
         _flag_text[key] = out
+    return out
+
+
+def flag_fetch_lines(pairs: Iterable[tuple[int, Any]], recent: set[int], with_uid: bool) -> list[bytes]:
+    """``* n FETCH (FLAGS (...))`` (``(UID u FLAGS (...))`` with ``with_uid``) for each
+    (sequence number, record): what STORE answers and UID FETCH 1:* (FLAGS) sends.
+    The flag text is memoised per flag set here, not through flags_bytes' own memo (a
+    key tuple and a call per message): 10,000 lines 3.0 -> 2.6 ms."""
+    memo: dict[frozenset[str], bytes] = {}
+    out = []
+    append = out.append
+    for seq, r in pairs:
+        u, f = r.uid, r.flags
+        if u in recent:
+            text = flags_bytes(f, True)
+        else:
+            text = memo.get(f)  # type: ignore[assignment]
+            if text is None:
+                text = memo[f] = flags_bytes(f, False)
+        append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, u, text) if with_uid else
+               b"* %d FETCH (FLAGS %s)\r\n" % (seq, text))
     return out
 
 
