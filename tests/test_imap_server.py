@@ -676,3 +676,24 @@ def test_append_from_a_client_without_nodelay_does_not_wait_for_a_delayed_ack(
     took = time.monotonic() - started
     m.logout()
     assert took < 1.5, f"50 APPENDs took {took:.2f} s (40 ms each would be 2 s)"
+
+
+def test_index_only_fetch_of_thousands_of_messages_comes_whole_and_in_order(imap_server: Server, user: str) -> None:
+    """UID FETCH 1:* (FLAGS) sends its lines 2,000 at a time (each piece leaves
+    before the next is made); every line must come, once, in order, before the OK."""
+    cur = imap_server.maildir(user) / "cur"
+    cur.mkdir(parents=True, exist_ok=True)
+    for i in range(4321):
+        (cur / f"1700000000.M{i}P1.test:2,{'S' if i % 3 == 0 else ''}").write_bytes(b"Subject: x\n\nbody\n")
+    r = Raw(imap_server.ports["imap"])
+    r.login(user)
+    untagged, tagged = r.cmd(b"SELECT INBOX")
+    assert b"* 4321 EXISTS" in untagged
+    for command in (b"UID FETCH 1:* (FLAGS)", b"FETCH 1:* (FLAGS)", b"FETCH 1:* (UID RFC822.SIZE)"):
+        untagged, tagged = r.cmd(command)
+        assert b" OK " in tagged or tagged.startswith(b"OK"), tagged
+        fetches = [line for line in untagged if b" FETCH " in line]
+        assert [int(line.split()[1]) for line in fetches] == list(range(1, 4322))
+        if b"FLAGS" in command:
+            assert sum(b"\\Seen" in line for line in fetches) == len(range(0, 4321, 3))
+    r.close()
